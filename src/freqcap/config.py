@@ -1,0 +1,172 @@
+"""Typed, frozen configuration for every freqcap job, loaded from YAML and environment.
+
+Resolution order (later wins): the packaged defaults (`freqcap/defaults.yaml`), the YAML file named by
+`FREQCAP_CONFIG` (or passed explicitly), then `FREQCAP__SECTION__KEY=value` environment variables.
+Nothing here touches the filesystem at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from freqcap.events.schema import LEVELS
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def parse_duration(text: str | int | float) -> timedelta:
+    """Parse `90s`, `15m`, `1h`, `24h`, `7d`, `4w` (or a number of seconds) into a timedelta."""
+    if isinstance(text, int | float):
+        return timedelta(seconds=float(text))
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    value, unit = text.strip()[:-1], text.strip()[-1:]
+    if unit not in units:
+        raise ValueError(f"duration {text!r} must end in one of {sorted(units)}")
+    return timedelta(seconds=float(value) * units[unit])
+
+
+class TierConfig(_Frozen):
+    """One aggregation tier: the entity paired with the user, its windows and its decay half-life."""
+
+    level: Literal["advertiser", "campaign", "ad"]
+    windows: tuple[str, ...] = ("1h", "24h", "7d", "28d")
+    half_life: str = Field(description="half-life of the decayed impression count, e.g. 7d")
+
+    @field_validator("windows")
+    @classmethod
+    def _windows_valid(cls, windows: tuple[str, ...]) -> tuple[str, ...]:
+        if not windows:
+            raise ValueError("at least one window is required")
+        seconds = [parse_duration(w).total_seconds() for w in windows]
+        if any(s <= 0 for s in seconds):
+            raise ValueError("windows must be positive")
+        if seconds != sorted(seconds) or len(set(seconds)) != len(seconds):
+            raise ValueError("windows must be distinct and listed shortest first")
+        return windows
+
+    @field_validator("half_life")
+    @classmethod
+    def _half_life_valid(cls, half_life: str) -> str:
+        if parse_duration(half_life).total_seconds() <= 0:
+            raise ValueError("half_life must be positive")
+        return half_life
+
+    @property
+    def window_seconds(self) -> dict[str, int]:
+        return {w: int(parse_duration(w).total_seconds()) for w in self.windows}
+
+    @property
+    def longest_window(self) -> str:
+        return self.windows[-1]
+
+    @property
+    def half_life_seconds(self) -> float:
+        return parse_duration(self.half_life).total_seconds()
+
+
+class FeaturesConfig(_Frozen):
+    """Batch aggregation settings: the three tiers and the user-level signal tiers."""
+
+    tiers: tuple[TierConfig, ...]
+    # Signal tier lookback: a user with a click (conversion) in this span is `engaged` (`converter`).
+    signal_lookback: str = "28d"
+    memory_limit: str = "4GB"
+    threads: int = 2
+
+    @model_validator(mode="after")
+    def _one_tier_per_level(self) -> FeaturesConfig:
+        levels = [t.level for t in self.tiers]
+        if sorted(levels) != sorted(LEVELS):
+            raise ValueError(f"tiers must define each level exactly once: {list(LEVELS)}, got {levels}")
+        halves = {t.level: t.half_life_seconds for t in self.tiers}
+        if not halves["advertiser"] >= halves["campaign"] >= halves["ad"]:
+            raise ValueError("half_life must be longest for advertiser and shortest for ad")
+        return self
+
+    def tier(self, level: str) -> TierConfig:
+        return next(t for t in self.tiers if t.level == level)
+
+
+class ValidationConfig(_Frozen):
+    """Event validation gate: how much bad data a run tolerates before it stops."""
+
+    max_bad_share: float = Field(0.05, ge=0.0, le=1.0)
+    # Events stamped later than `as_of + future_tolerance` are invalid (clock skew allowance).
+    future_tolerance: str = "5m"
+    allowed_formats: tuple[str, ...] = ("feed", "stories", "reels", "search", "video")
+
+
+class OnlineStoreConfig(_Frozen):
+    """Which Feast online store to use; selected by configuration, never by editing feature_store.yaml."""
+
+    kind: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection_string: str = "127.0.0.1:6379"
+    online_write_batch_size: int = Field(50_000, gt=0)
+
+
+class FeastConfig(_Frozen):
+    project: str = "freqcap"
+    online: OnlineStoreConfig = OnlineStoreConfig()
+
+
+class SimulationConfig(_Frozen):
+    """Size of the simulated world; the behavioural parameters live in the simulator's own model."""
+
+    users: int = Field(20_000, gt=0)
+    days: int = Field(14, gt=0)
+    seed: int = 7
+    start: str = "2026-10-01T00:00:00+00:00"
+
+
+class Settings(_Frozen):
+    """Everything a freqcap job needs to know, validated once."""
+
+    data_dir: Path = Path("data")
+    features: FeaturesConfig
+    validation: ValidationConfig = ValidationConfig()
+    feast: FeastConfig = FeastConfig()
+    simulation: SimulationConfig = SimulationConfig()
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """`FREQCAP__FEAST__ONLINE__KIND=redis` -> {"feast": {"online": {"kind": "redis"}}}."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith("FREQCAP__"):
+            continue
+        path = [p.lower() for p in name[len("FREQCAP__") :].split("__") if p]
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(value)
+    return out
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load settings: packaged defaults, then the YAML at `path` (or $FREQCAP_CONFIG), then env overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    raw = yaml.safe_load(resources.files("freqcap").joinpath("defaults.yaml").read_text())
+    path = path or environ.get("FREQCAP_CONFIG")
+    if path:
+        raw = _deep_merge(raw, yaml.safe_load(Path(path).read_text()) or {})
+    raw = _deep_merge(raw, _env_overrides(environ))
+    return Settings.model_validate(raw)

@@ -1,0 +1,1 @@
+"""The raw event contract (DESIGN.md) and readers for event directories."""
