@@ -1,0 +1,1 @@
+"""Batch frequency features: per-tier windowed counts, decayed impressions and user signal tiers."""
