@@ -116,6 +116,10 @@ class OnlineStoreConfig(_Frozen):
 class FeastConfig(_Frozen):
     project: str = "freqcap"
     online: OnlineStoreConfig = OnlineStoreConfig()
+    # Point-in-time lookups accept a snapshot at most this old (snapshots are written every features run).
+    snapshot_ttl: str = "2d"
+    # Redis keys (one hash per entity key) expire this long after their last write.
+    online_key_ttl: str = "29d"
 
 
 class SimulationConfig(_Frozen):

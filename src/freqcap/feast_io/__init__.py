@@ -1,0 +1,1 @@
+"""Adapters around Feast: building the store from settings, publishing snapshots, materializing, reading."""

@@ -1,0 +1,64 @@
+"""Feast feature views: one per aggregation tier plus user attributes, built from the features config.
+
+Aggregation happens in DuckDB (`freqcap.features.build`); these are plain views over its snapshots
+(LIBRARY-NOTES: Feast-side windowed aggregation does not work on this version).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from feast import FeatureView, Field
+from feast.types import Float64, Int64, String, UnixTimestamp
+
+from freqcap.config import FeaturesConfig, load_settings
+from freqcap.feature_repo.data_sources import BATCH_SOURCES
+from freqcap.feature_repo.entities import ad, advertiser, campaign, user
+from freqcap.features.spec import USER_TABLE, tier_tables
+
+_LEVEL_ENTITIES = {"advertiser": advertiser, "campaign": campaign, "ad": ad}
+
+
+def build_feature_views(config: FeaturesConfig, ttl: timedelta = timedelta(days=2)) -> list[FeatureView]:
+    """Views matching the tables that `build_features` writes for `config` (windows are columns)."""
+    views: list[FeatureView] = []
+    for table in tier_tables(config):
+        schema = [Field(name=c, dtype=Int64) for c in table.count_columns]
+        schema += [Field(name=table.decayed_column, dtype=Float64), Field(name=table.last_ts_column, dtype=UnixTimestamp)]
+        # Frequency counters of one (user, <level>) pair at the snapshot time; a zero row marks a pair that went quiet.
+        views.append(
+            FeatureView(
+                name=table.name,
+                entities=[user, _LEVEL_ENTITIES[table.level]],
+                ttl=ttl,
+                schema=schema,
+                online=True,
+                source=BATCH_SOURCES[table.name],
+                tags={"tier": table.level, "owner": "freqcap"},
+                description=f"windowed impression/click/conversion counts and decayed impressions per user x {table.level}",
+            )
+        )
+    # Who the user is for the policy: audience cohort and signal-quality tier.
+    views.append(
+        FeatureView(
+            name=USER_TABLE,
+            entities=[user],
+            ttl=ttl,
+            schema=[
+                Field(name="audience", dtype=String),
+                Field(name="signal_tier", dtype=String),
+                Field(name="imp_24h", dtype=Int64),
+                Field(name="imp_7d", dtype=Int64),
+                Field(name="clk_28d", dtype=Int64),
+                Field(name="conv_28d", dtype=Int64),
+            ],
+            online=True,
+            source=BATCH_SOURCES[USER_TABLE],
+            tags={"tier": "user", "owner": "freqcap"},
+            description="audience cohort, signal-quality tier and overall activity per user",
+        )
+    )
+    return views
+
+
+FEATURE_VIEWS = build_feature_views(load_settings(environ={}).features)
