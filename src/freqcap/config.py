@@ -131,6 +131,18 @@ class SimulationConfig(_Frozen):
     start: str = "2026-10-01T00:00:00+00:00"
 
 
+class OrchestrationConfig(_Frozen):
+    """How the Airflow DAGs retry and when they run."""
+
+    retries: int = Field(2, ge=0)
+    retry_delay: str = "2m"
+    features_schedule: str | None = "@daily"
+
+    @property
+    def retry_delay_td(self) -> timedelta:
+        return parse_duration(self.retry_delay)
+
+
 class Settings(_Frozen):
     """Everything a freqcap job needs to know, validated once."""
 
@@ -139,6 +151,7 @@ class Settings(_Frozen):
     validation: ValidationConfig = ValidationConfig()
     feast: FeastConfig = FeastConfig()
     simulation: SimulationConfig = SimulationConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -15,11 +14,11 @@ from hypothesis import strategies as st
 from freqcap.config import load_settings
 from freqcap.events.io import write_events
 from freqcap.features.build import build_features
+from tests.bruteforce import WINDOW_SECONDS, tier_features
 
 AS_OF = datetime(2026, 10, 15, 12, 0, tzinfo=UTC)
 FEATURES = load_settings(environ={}).features
 HIERARCHY = {"a1": ("c1", "v1"), "a2": ("c1", "v1"), "a3": ("c2", "v1"), "a4": ("c3", "v2")}
-WINDOW_SECONDS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "28d": 28 * 86400}
 # Offsets before AS_OF that sit exactly on window edges, just inside them, at AS_OF, and after it.
 EDGE_OFFSETS = [0, 1, -1, -3600, 3600, 3599, 86400, 86399, 7 * 86400, 28 * 86400, 28 * 86400 - 1, 28 * 86400 + 5]
 
@@ -53,23 +52,7 @@ def _table(rows: list[tuple]) -> pa.Table:
 
 
 def _brute_force(table: pa.Table, level: str) -> dict[tuple[str, str], dict[str, float]]:
-    """Independent, loop-by-loop computation of DESIGN.md's feature semantics."""
-    half_life = FEATURES.tier(level).half_life_seconds
-    prefix = {"impression": "imp", "click": "clk", "conversion": "conv"}
-    out: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for row in table.to_pylist():
-        age = (AS_OF - row["event_ts"]).total_seconds()
-        if age < 0 or age >= WINDOW_SECONDS["28d"]:  # window is (T - W, T]
-            continue
-        key = (row["user_id"], row[f"{level}_id"])
-        feats = out[key]
-        for label, seconds in WINDOW_SECONDS.items():
-            feats[f"{prefix[row['event_type']]}_{label}"] += 1 if age < seconds else 0
-        if row["event_type"] == "impression":
-            feats["imp_decayed"] += 2.0 ** (-age / half_life)
-            last = feats.get("last_imp_ts")
-            feats["last_imp_ts"] = row["event_ts"] if last is None or row["event_ts"] > last else last
-    return out
+    return tier_features(table.to_pylist(), AS_OF, level, FEATURES.tier(level).half_life_seconds)
 
 
 def _build(tmp_path, table):

@@ -1,0 +1,80 @@
+"""
+# freqcap_features
+
+Validates raw ad events, aggregates the frequency features of the three tiers and loads them into Feast.
+
+**validate** (Great Expectations; bad rows -> quarantine, run stops above the bad-share gate)
+→ **aggregate** (DuckDB: user×advertiser, user×campaign, user×ad windows and decay, user signal tiers)
+→ **check_features** (invariants gate) → **materialize** (offline snapshot + online store; emits the
+`freqcap_online_features` Asset that the training DAG schedules on).
+
+Params: `as_of` (ISO time; defaults to the run's data interval end — set it for backfills), `events_dir`
+(defaults to `<data_dir>/raw/events`), `users` (defaults to `users.parquet` beside the events directory).
+Every task calls one function in `freqcap.jobs.features`; nothing heavy happens at parse time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from freqcap.config import load_settings
+from freqcap.orchestration.assets import ONLINE_FEATURES
+
+_settings = load_settings()
+
+
+@dag(
+    dag_id="freqcap_features",
+    schedule=_settings.orchestration.features_schedule,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": _settings.orchestration.retries, "retry_delay": _settings.orchestration.retry_delay_td},
+    params={
+        "as_of": Param(None, type=["null", "string"], description="as-of time (ISO 8601, UTC)"),
+        "events_dir": Param(None, type=["null", "string"], description="directory of raw event Parquet"),
+        "users": Param(None, type=["null", "string"], description="users.parquet with audiences"),
+    },
+    tags=["freqcap", "features"],
+    doc_md=__doc__,
+)
+def freqcap_features():
+    @task
+    def validate() -> dict:
+        from freqcap.jobs.features import default_events_dir, validate_events_job
+        from freqcap.orchestration.context import run_as_of
+
+        ctx = get_current_context()
+        settings = load_settings()
+        events_dir = ctx["params"].get("events_dir") or str(default_events_dir(settings))
+        return validate_events_job(events_dir, run_as_of(ctx).isoformat(), settings)
+
+    @task
+    def aggregate(report: dict) -> dict:
+        from freqcap.events.io import users_path_for
+        from freqcap.jobs.features import build_features_job, default_events_dir
+
+        ctx = get_current_context()
+        settings = load_settings()
+        events_dir = ctx["params"].get("events_dir") or str(default_events_dir(settings))
+        users = users_path_for(events_dir, ctx["params"].get("users"))
+        return build_features_job(report["clean_path"], report["as_of"], settings, str(users) if users else None)
+
+    @task
+    def check_features(build: dict) -> dict:
+        from freqcap.jobs.features import check_features_job
+
+        return check_features_job(build, load_settings())
+
+    @task(outlets=[ONLINE_FEATURES])
+    def materialize(build: dict) -> dict:
+        from freqcap.jobs.features import materialize_job
+
+        return materialize_job(build, load_settings())
+
+    materialize(check_features(aggregate(validate())))
+
+
+freqcap_features()

@@ -1,0 +1,130 @@
+"""`freqcap` command line: one entry point for every job. Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from freqcap.errors import FreqcapError
+
+
+def _settings(args: argparse.Namespace):
+    from freqcap.config import load_settings
+
+    return load_settings(args.config)
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from freqcap.simulate import simulate_to_dir
+
+    base = _settings(args).simulation
+    overrides = {k: v for k, v in {"users": args.users, "days": args.days, "seed": args.seed}.items() if v is not None}
+    summary = simulate_to_dir(Path(args.out), base.model_copy(update=overrides))
+    _print(summary.to_dict())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from freqcap.jobs.features import parse_as_of
+    from freqcap.validation import validate_events
+
+    report = validate_events(
+        Path(args.events), as_of=parse_as_of(args.as_of), config=_settings(args).validation, out_dir=Path(args.out),
+        ads_catalog=Path(args.ads) if args.ads else None,
+    )
+    _print(report.to_dict())
+    return 0
+
+
+def cmd_features_build(args: argparse.Namespace) -> int:
+    from freqcap.features.build import build_features
+    from freqcap.jobs.features import parse_as_of
+
+    build = build_features(
+        args.events, parse_as_of(args.as_of), args.out, _settings(args).features, users=args.users,
+        deduplicate=not args.no_dedup,
+    )
+    _print({"paths": build.paths, "rows": build.rows, "events_in_window": build.events_scanned,
+            "seconds": round(build.seconds, 3), "notes": build.notes})
+    return 0
+
+
+def cmd_features_online(args: argparse.Namespace) -> int:
+    from freqcap.feast_io.online import read_user_features
+    from freqcap.jobs.features import feast_repo_dir
+
+    settings = _settings(args)
+    _print(read_user_features(settings, feast_repo_dir(settings), args.user, limit=args.limit))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from freqcap.jobs.demo import run_demo
+
+    return run_demo(Path(args.dir), config_path=args.config, users=args.users, days=args.days, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="freqcap", description="Personalized ad frequency capping.")
+    parser.add_argument("--config", help="YAML settings file (default: $FREQCAP_CONFIG, then packaged defaults)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the whole loop end to end on embedded defaults")
+    p.add_argument("--dir", default="demo", help="working directory for the demo's data (default: ./demo)")
+    p.add_argument("--users", type=int, default=None)
+    p.add_argument("--days", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="simulated events, users, ads and the ground truth")
+    p.add_argument("--out", required=True)
+    p.add_argument("--users", type=int)
+    p.add_argument("--days", type=int)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("validate", help="validate events with Great Expectations; quarantine bad rows")
+    p.add_argument("--events", required=True)
+    p.add_argument("--as-of", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--ads", help="ad catalog (ads.parquet); default: none")
+    p.set_defaults(func=cmd_validate)
+
+    features = sub.add_parser("features", help="batch frequency features").add_subparsers(dest="action", required=True)
+    p = features.add_parser("build", help="one Parquet file per tier, as of a time")
+    p.add_argument("--events", required=True)
+    p.add_argument("--as-of", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--users", help="users.parquet (default: beside the events directory)")
+    p.add_argument("--no-dedup", action="store_true", help="events are already deduplicated by event_id")
+    p.set_defaults(func=cmd_features_build)
+    p = features.add_parser("online", help="read a user's online features back through Feast")
+    p.add_argument("--user", required=True)
+    p.add_argument("--limit", type=int, default=5, help="at most this many pairs per tier")
+    p.set_defaults(func=cmd_features_online)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except FreqcapError as exc:
+        print(f"freqcap: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
