@@ -41,10 +41,10 @@ def init_metadata_db() -> None:
 def load_dag(dag_id: str, dags_folder: Path = DAGS_FOLDER):
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(dags_folder), include_examples=False)
+    bag = DagBag(dag_folder=str(dags_folder))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
-    return bag.get_dag(dag_id)
+    return bag.dags[dag_id]
 
 
 def run_dag(dag_id: str, *, logical_date: datetime, conf: dict[str, Any] | None = None) -> Any:

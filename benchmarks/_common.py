@@ -1,0 +1,48 @@
+"""Helpers shared by the benchmark scripts: subprocess isolation, medians, Markdown tables."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORK = Path(__file__).resolve().parent / "work"
+
+
+def run_isolated(script: Path, *args: str) -> dict:
+    """Run `script --one ARGS` in a fresh interpreter; it prints one JSON line with its own numbers."""
+    out = subprocess.run([sys.executable, str(script), "--one", *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_result(name: str, title: str, body: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# {title}\n\nRecorded {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+        f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}.\n\n"
+    )
+    path = RESULTS / f"{name}.md"
+    path.write_text(header + body + "\n")
+    print(header + body)
+    return path
