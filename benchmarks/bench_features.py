@@ -16,15 +16,14 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, median, peak_rss_mb, run_isolated, table, write_result  # noqa: E402
+from _common import WORK, median, peak_rss_mb, run_isolated, table, write_result
 
 HERE = Path(__file__).resolve()
 
 
 def _as_of(world: Path):
-    from freqcap.simulate import load_ground_truth
-
     from freqcap.jobs.features import parse_as_of
+    from freqcap.simulate import load_ground_truth
 
     truth = load_ground_truth(world)
     return parse_as_of(truth["window"]["end"])
@@ -63,11 +62,17 @@ def one(kind: str, world: str, extra: str) -> dict:
                 aggs = []
                 for p, e in (("imp", "impression"), ("clk", "click"), ("conv", "conversion")):
                     for w, s in (("1h", 3600), ("24h", 86400), ("7d", 604800), ("28d", 2419200)):
-                        aggs.append(f"count(*) FILTER (WHERE event_type='{e}' AND event_ts > {T} - INTERVAL {s} SECOND) AS {p}_{w}")
-                aggs.append(f"sum(pow(2, -(epoch({T}) - epoch(event_ts)) / {h})) FILTER (WHERE event_type='impression') AS imp_decayed")
+                        aggs.append(
+                            f"count(*) FILTER (WHERE event_type='{e}' AND event_ts > {T} - INTERVAL {s} SECOND) AS {p}_{w}"
+                        )
+                aggs.append(
+                    f"sum(pow(2, -(epoch({T}) - epoch(event_ts)) / {h})) FILTER (WHERE event_type='impression') AS imp_decayed"
+                )
                 aggs.append("max(event_ts) FILTER (WHERE event_type='impression') AS last_imp_ts")
-                q = (f"SELECT user_id, {level}_id, {', '.join(aggs)} FROM {src} "
-                     f"WHERE event_ts > {T} - INTERVAL 28 DAY AND event_ts <= {T} GROUP BY ALL")
+                q = (
+                    f"SELECT user_id, {level}_id, {', '.join(aggs)} FROM {src} "
+                    f"WHERE event_ts > {T} - INTERVAL 28 DAY AND event_ts <= {T} GROUP BY ALL"
+                )
                 con.execute(f"COPY ({q}) TO '{WORK / f'naive_{level}.parquet'}' (FORMAT parquet)")
         con.close()
     elif kind.startswith("materialize-"):
@@ -86,7 +91,9 @@ def one(kind: str, world: str, extra: str) -> dict:
         shutil.rmtree(sub, ignore_errors=True)
         sub.mkdir(parents=True)
         # One view (user_ad) with exactly n rows, so rows/s is per online row written.
-        ddb.sql(f"COPY (SELECT * FROM read_parquet('{src_dir / 'user_ad.parquet'}') LIMIT {n}) TO '{sub / 'user_ad.parquet'}' (FORMAT parquet)")
+        ddb.sql(
+            f"COPY (SELECT * FROM read_parquet('{src_dir / 'user_ad.parquet'}') LIMIT {n}) TO '{sub / 'user_ad.parquet'}' (FORMAT parquet)"
+        )
         env = {"FREQCAP__FEAST__ONLINE__KIND": store_kind, "FREQCAP__FEAST__PROJECT": f"bench{store_kind}"}
         settings = load_settings(environ=env)
         repo = sub / "feast"
@@ -95,7 +102,9 @@ def one(kind: str, world: str, extra: str) -> dict:
         publish_snapshot(build, offline_root(repo))
         for other in ("user_advertiser", "user_campaign", "user"):
             (offline_root(repo) / other).mkdir(parents=True, exist_ok=True)
-            ddb.sql(f"COPY (SELECT * FROM read_parquet('{src_dir / (other + '.parquet')}') LIMIT 0) TO '{offline_root(repo) / other / 'empty.parquet'}' (FORMAT parquet)")
+            ddb.sql(
+                f"COPY (SELECT * FROM read_parquet('{src_dir / (other + '.parquet')}') LIMIT 0) TO '{offline_root(repo) / other / 'empty.parquet'}' (FORMAT parquet)"
+            )
         apply_definitions(store, settings, repo)
         started = time.perf_counter()
         materialize(store, as_of - timedelta(seconds=1), as_of + timedelta(seconds=1), views=["user_ad"])
@@ -138,14 +147,18 @@ def main() -> None:
     events = runs["freqcap"][0]["events"]
     floor_s = median([r["seconds"] for r in runs["floor"]])
     rows = []
-    for kind, label in (("floor", "floor: one raw GROUP BY (user, ad) count(*)"),
-                        ("freqcap", "freqcap build_features (3 tiers + user table)"),
-                        ("naive", "naive: one query per tier from raw events")):
+    for kind, label in (
+        ("floor", "floor: one raw GROUP BY (user, ad) count(*)"),
+        ("freqcap", "freqcap build_features (3 tiers + user table)"),
+        ("naive", "naive: one query per tier from raw events"),
+    ):
         s = median([r["seconds"] for r in runs[kind]])
         rss = median([r["peak_rss_mb"] for r in runs[kind]])
         rows.append([label, f"{s:.2f}", f"{events / s / 1e6:.2f}", f"{rss:.0f}", f"{s / floor_s:.2f}x"])
-    body = (f"Events in the 28-day window: {events:,} ({args.users:,} simulated users x {args.days} days, seed {args.seed}); "
-            f"median of {args.repeat} interleaved runs, each in a fresh process; DuckDB threads=2.\n\n")
+    body = (
+        f"Events in the 28-day window: {events:,} ({args.users:,} simulated users x {args.days} days, seed {args.seed}); "
+        f"median of {args.repeat} interleaved runs, each in a fresh process; DuckDB threads=2.\n\n"
+    )
     body += table(["variant", "seconds (median)", "M events/s", "peak RSS MB", "vs floor"], rows)
     body += f"\n\nfreqcap output rows (all tables): {runs['freqcap'][0]['rows']:,}. Target: freqcap within 1.5x the floor.\n"
 
@@ -154,10 +167,20 @@ def main() -> None:
         if store_kind == "redis" and args.skip_redis:
             continue
         r = run_isolated(HERE, f"materialize-{store_kind}", str(world), str(args.materialize_rows))
-        mat_rows.append([store_kind, f"{r['rows']:,}", f"{r['seconds']:.1f}", f"{r['rows'] / r['seconds']:,.0f}", f"{r['peak_rss_mb']:.0f}"])
-    body += ("\n## Feast standard materialization (one view, user_ad, 16 features; online_write_batch_size=50000)\n\n"
-             + table(["online store", "rows", "seconds", "rows/s", "peak RSS MB"], mat_rows)
-             + "\n\nPeak RSS includes the Feast/ibis imports of the process.\n")
+        mat_rows.append(
+            [
+                store_kind,
+                f"{r['rows']:,}",
+                f"{r['seconds']:.1f}",
+                f"{r['rows'] / r['seconds']:,.0f}",
+                f"{r['peak_rss_mb']:.0f}",
+            ]
+        )
+    body += (
+        "\n## Feast standard materialization (one view, user_ad, 16 features; online_write_batch_size=50000)\n\n"
+        + table(["online store", "rows", "seconds", "rows/s", "peak RSS MB"], mat_rows)
+        + "\n\nPeak RSS includes the Feast/ibis imports of the process.\n"
+    )
     write_result("features", "Batch features benchmark", body)
 
 

@@ -31,7 +31,10 @@ _settings = load_settings()
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": _settings.orchestration.retries, "retry_delay": _settings.orchestration.retry_delay_td},
+    default_args={
+        "retries": _settings.orchestration.retries,
+        "retry_delay": _settings.orchestration.retry_delay_td,
+    },
     params={
         "as_of": Param(None, type=["null", "string"], description="as-of time (ISO 8601, UTC)"),
         "events_dir": Param(None, type=["null", "string"], description="directory of raw event Parquet"),
@@ -43,13 +46,19 @@ _settings = load_settings()
 def freqcap_features():
     @task
     def validate() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from freqcap.jobs.features import default_events_dir, validate_events_job
         from freqcap.orchestration.context import run_as_of
+        from freqcap.validation import EventValidationError
 
         ctx = get_current_context()
         settings = load_settings()
         events_dir = ctx["params"].get("events_dir") or str(default_events_dir(settings))
-        return validate_events_job(events_dir, run_as_of(ctx).isoformat(), settings)
+        try:
+            return validate_events_job(events_dir, run_as_of(ctx).isoformat(), settings)
+        except EventValidationError as exc:
+            raise AirflowFailException(str(exc)) from exc  # bad data does not improve on retry
 
     @task
     def aggregate(report: dict) -> dict:

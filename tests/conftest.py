@@ -27,6 +27,8 @@ os.environ.update(
         "FEAST_USAGE": "False",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
+        # dag.test() waits out retry delays: keep them tiny in tests.
+        "FREQCAP__ORCHESTRATION__RETRY_DELAY": "1s",
     }
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -37,7 +37,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from freqcap.validation import validate_events
 
     report = validate_events(
-        Path(args.events), as_of=parse_as_of(args.as_of), config=_settings(args).validation, out_dir=Path(args.out),
+        Path(args.events),
+        as_of=parse_as_of(args.as_of),
+        config=_settings(args).validation,
+        out_dir=Path(args.out),
         ads_catalog=Path(args.ads) if args.ads else None,
     )
     _print(report.to_dict())
@@ -49,11 +52,22 @@ def cmd_features_build(args: argparse.Namespace) -> int:
     from freqcap.jobs.features import parse_as_of
 
     build = build_features(
-        args.events, parse_as_of(args.as_of), args.out, _settings(args).features, users=args.users,
+        args.events,
+        parse_as_of(args.as_of),
+        args.out,
+        _settings(args).features,
+        users=args.users,
         deduplicate=not args.no_dedup,
     )
-    _print({"paths": build.paths, "rows": build.rows, "events_in_window": build.events_scanned,
-            "seconds": round(build.seconds, 3), "notes": build.notes})
+    _print(
+        {
+            "paths": build.paths,
+            "rows": build.rows,
+            "events_in_window": build.events_scanned,
+            "seconds": round(build.seconds, 3),
+            "notes": build.notes,
+        }
+    )
     return 0
 
 
@@ -117,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         return args.func(args)

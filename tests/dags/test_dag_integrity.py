@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_features_dag_shape(dagbag):
     dag = dagbag.dags["freqcap_features"]
     order = ["validate", "aggregate", "check_features", "materialize"]
     assert {t.task_id for t in dag.tasks} == set(order)
-    for upstream, downstream in zip(order, order[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     outlets = dag.get_task("materialize").outlets
     assert [a.name for a in outlets] == ["freqcap_online_features"]

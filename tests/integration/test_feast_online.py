@@ -53,8 +53,11 @@ def random_events(seed: int, n: int, start: datetime, end: datetime, users: rang
 
 
 def _settings(tmp_path, kind: str, redis: str | None = None):
-    env = {"FREQCAP__DATA_DIR": str(tmp_path), "FREQCAP__FEAST__ONLINE__KIND": kind,
-           "FREQCAP__FEAST__PROJECT": f"t{uuid.uuid4().hex[:10]}"}
+    env = {
+        "FREQCAP__DATA_DIR": str(tmp_path),
+        "FREQCAP__FEAST__ONLINE__KIND": kind,
+        "FREQCAP__FEAST__PROJECT": f"t{uuid.uuid4().hex[:10]}",
+    }
     if redis:
         env["FREQCAP__FEAST__ONLINE__REDIS_CONNECTION_STRING"] = redis
     return load_settings(environ=env)

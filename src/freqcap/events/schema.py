@@ -30,7 +30,15 @@ EVENT_SCHEMA = pa.schema(
     ]
 )
 EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA.names)
-KEY_COLUMNS: tuple[str, ...] = ("event_id", "event_type", "event_ts", "user_id", "advertiser_id", "campaign_id", "ad_id")
+KEY_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "event_type",
+    "event_ts",
+    "user_id",
+    "advertiser_id",
+    "campaign_id",
+    "ad_id",
+)
 
 USERS_SCHEMA = pa.schema([pa.field("user_id", pa.string(), nullable=False), pa.field("audience", pa.string())])
 

@@ -29,7 +29,9 @@ def user_pairs(repo_dir: Path, table: str, entity_column: str, user_id: str, lim
     return [r[0] for r in rows]
 
 
-def read_user_features(settings: Settings, repo_dir: Path, user_id: str, limit: int = 5, store: Any = None) -> dict[str, Any]:
+def read_user_features(
+    settings: Settings, repo_dir: Path, user_id: str, limit: int = 5, store: Any = None
+) -> dict[str, Any]:
     """A user's online features: user attributes plus up to `limit` pairs per tier, as Feast returns them."""
     store = store or open_store(settings, repo_dir)
     out: dict[str, Any] = {}

@@ -47,7 +47,9 @@ def _tombstone_select(table: str, columns: list[str], as_of_us: int) -> tuple[st
     activity: list[str] = []
     for col in columns:
         if col in ("user_id", "event_timestamp") or (table != USER_TABLE and col == columns[1]):
-            select.append(f"p.{col}" if col != "event_timestamp" else f"make_timestamptz({as_of_us}) AS event_timestamp")
+            select.append(
+                f"p.{col}" if col != "event_timestamp" else f"make_timestamptz({as_of_us}) AS event_timestamp"
+            )
         elif col == "audience":
             select.append("p.audience")
         elif col == "signal_tier":

@@ -24,7 +24,10 @@ def build_feature_views(config: FeaturesConfig, ttl: timedelta = timedelta(days=
     views: list[FeatureView] = []
     for table in tier_tables(config):
         schema = [Field(name=c, dtype=Int64) for c in table.count_columns]
-        schema += [Field(name=table.decayed_column, dtype=Float64), Field(name=table.last_ts_column, dtype=UnixTimestamp)]
+        schema += [
+            Field(name=table.decayed_column, dtype=Float64),
+            Field(name=table.last_ts_column, dtype=UnixTimestamp),
+        ]
         # Frequency counters of one (user, <level>) pair at the snapshot time; a zero row marks a pair that went quiet.
         views.append(
             FeatureView(

@@ -48,9 +48,7 @@ def _fine_grain_sql(source: str, config: FeaturesConfig, as_of_us: int) -> str:
     aggs: list[str] = []
     for event_type, prefix in COUNT_PREFIXES.items():
         for w in windows:
-            aggs.append(
-                f"count(*) FILTER (WHERE event_type = '{event_type}' AND age_us < {w * _US}) AS {prefix}_{w}s"
-            )
+            aggs.append(f"count(*) FILTER (WHERE event_type = '{event_type}' AND age_us < {w * _US}) AS {prefix}_{w}s")
     for table in tiers:
         tier = config.tier(table.level)
         tier_longest = max(tier.window_seconds.values()) * _US
@@ -59,8 +57,7 @@ def _fine_grain_sql(source: str, config: FeaturesConfig, as_of_us: int) -> str:
             f"FILTER (WHERE event_type = 'impression' AND age_us < {tier_longest}) AS decayed_{table.level}"
         )
         aggs.append(
-            f"max(ts_us) FILTER (WHERE event_type = 'impression' AND age_us < {tier_longest}) "
-            f"AS last_imp_{table.level}"
+            f"max(ts_us) FILTER (WHERE event_type = 'impression' AND age_us < {tier_longest}) AS last_imp_{table.level}"
         )
     return f"""
         SELECT user_id, ad_id, any_value(campaign_id) AS campaign_id, any_value(advertiser_id) AS advertiser_id,
@@ -97,7 +94,11 @@ def _tier_sql(table: TierTable, config: FeaturesConfig, fine: str) -> str:
 
 def _user_windows(config: FeaturesConfig) -> dict[str, int]:
     """Seconds of the user-level windows (24 h, 7 d and the signal lookback)."""
-    return {"24h": 86400, "7d": 7 * 86400, "lookback": int(parse_duration(config.signal_lookback).total_seconds())}
+    return {
+        "24h": 86400,
+        "7d": 7 * 86400,
+        "lookback": int(parse_duration(config.signal_lookback).total_seconds()),
+    }
 
 
 def _all_windows(config: FeaturesConfig) -> list[int]:
@@ -158,10 +159,9 @@ def build_features(
         glob = parquet_glob(events)
         columns = "event_id, event_type, event_ts, user_id, advertiser_id, campaign_id, ad_id"
         raw = f"(SELECT {columns} FROM read_parquet({_sql_str(glob)}, hive_partitioning = false))"
-        if deduplicate:
-            source = f"(SELECT DISTINCT ON (event_id) * FROM {raw} ORDER BY event_id, event_ts)"
-        else:
-            source = raw
+        # Dedup keeps the earliest copy of each event_id.
+        dedup = f"(SELECT DISTINCT ON (event_id) * FROM {raw} ORDER BY event_id, event_ts)"
+        source = dedup if deduplicate else raw
         con.execute(f"CREATE OR REPLACE TEMP TABLE fine AS {_fine_grain_sql(source, config, as_of_us)}")
         longest = _all_windows(config)[-1]
         in_window = " + ".join(f"{p}_{longest}s" for p in COUNT_PREFIXES.values())

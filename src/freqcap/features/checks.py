@@ -5,6 +5,7 @@ Each check is a named SQL predicate that counts violating rows; a table passes w
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ def _tier_checks(config: FeaturesConfig, level: str, as_of_us: int) -> dict[str,
     for prefix in COUNT_PREFIXES.values():
         cols = [f"{prefix}_{w}" for w in labels]
         checks[f"{prefix}_non_negative"] = " OR ".join(f"{c} < 0 OR {c} IS NULL" for c in cols)
-        checks[f"{prefix}_windows_nested"] = " OR ".join(f"{a} > {b}" for a, b in zip(cols, cols[1:], strict=False))
+        checks[f"{prefix}_windows_nested"] = " OR ".join(f"{a} > {b}" for a, b in itertools.pairwise(cols))
     longest = labels[-1]
     # Each decayed term is at most 1, so the decayed count never exceeds the raw count.
     checks["decayed_at_most_raw"] = f"imp_decayed < 0 OR imp_decayed > imp_{longest} + 1e-9"

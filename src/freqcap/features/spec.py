@@ -35,7 +35,9 @@ class TierTable:
 
 def tier_table(tier: TierConfig) -> TierTable:
     counts = tuple(f"{prefix}_{w}" for prefix in COUNT_PREFIXES.values() for w in tier.windows)
-    return TierTable(level=tier.level, name=f"user_{tier.level}", entity_column=f"{tier.level}_id", count_columns=counts)
+    return TierTable(
+        level=tier.level, name=f"user_{tier.level}", entity_column=f"{tier.level}_id", count_columns=counts
+    )
 
 
 def tier_tables(config: FeaturesConfig) -> tuple[TierTable, ...]:
@@ -44,4 +46,11 @@ def tier_tables(config: FeaturesConfig) -> tuple[TierTable, ...]:
     return tuple(tier_table(t) for t in sorted(config.tiers, key=lambda t: order[t.level]))
 
 
-USER_FEATURE_COLUMNS: tuple[str, ...] = ("audience", "signal_tier", "imp_24h", "imp_7d", "clk_28d", "conv_28d")
+USER_FEATURE_COLUMNS: tuple[str, ...] = (
+    "audience",
+    "signal_tier",
+    "imp_24h",
+    "imp_7d",
+    "clk_28d",
+    "conv_28d",
+)

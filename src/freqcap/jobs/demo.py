@@ -21,7 +21,10 @@ def _done(started: float) -> None:
 
 
 def run_demo(
-    work_dir: Path, config_path: str | None = None, users: int | None = None, days: int | None = None,
+    work_dir: Path,
+    config_path: str | None = None,
+    users: int | None = None,
+    days: int | None = None,
     seed: int | None = None,
 ) -> int:
     """Run the demo in `work_dir`; returns a process exit code (0 when the DAG run succeeded)."""
@@ -53,12 +56,17 @@ def run_demo(
     _done(t)
 
     as_of = parse_as_of(sim.start) + timedelta(days=sim.days)
-    t = _step(2, f"running the Airflow DAG freqcap_features as of {as_of.isoformat()} (dag.test, SQLite metadata DB)")
+    t = _step(
+        2,
+        f"running the Airflow DAG freqcap_features as of {as_of.isoformat()} (dag.test, SQLite metadata DB)",
+    )
     from freqcap.orchestration.local import init_metadata_db, run_dag, task_states
 
     init_metadata_db()
     dag_run = run_dag(
-        "freqcap_features", logical_date=as_of, conf={"as_of": as_of.isoformat(), "events_dir": str(summary.events_dir)}
+        "freqcap_features",
+        logical_date=as_of,
+        conf={"as_of": as_of.isoformat(), "events_dir": str(summary.events_dir)},
     )
     states = task_states(dag_run)
     print(f"    DAG run {dag_run.run_id}: {dag_run.state}; tasks: {states}")
@@ -96,8 +104,10 @@ def run_demo(
     print(f"materialization   {materialized['rows']:,} rows in {materialized['seconds']:.1f}s")
     print(f"\nonline features of user {user_id} (high_intent, most active):")
     user = sample["user"]
-    print(f"  audience={user['audience'][0]} signal_tier={user['signal_tier'][0]} imp_24h={user['imp_24h'][0]} "
-          f"imp_7d={user['imp_7d'][0]}")
+    print(
+        f"  audience={user['audience'][0]} signal_tier={user['signal_tier'][0]} imp_24h={user['imp_24h'][0]} "
+        f"imp_7d={user['imp_7d'][0]}"
+    )
     for table in ("user_advertiser", "user_campaign", "user_ad"):
         rows = sample[table]
         if not rows:

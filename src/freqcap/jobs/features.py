@@ -41,7 +41,9 @@ def default_events_dir(settings: Settings) -> Path:
     return data_dir(settings) / "raw" / "events"
 
 
-def validate_events_job(events_dir: str, as_of: str, settings: Settings, ads_catalog: str | None = None) -> dict[str, Any]:
+def validate_events_job(
+    events_dir: str, as_of: str, settings: Settings, ads_catalog: str | None = None
+) -> dict[str, Any]:
     """Validate raw events with Great Expectations; quarantine bad rows; fail the run above the bad-share gate."""
     from freqcap.events.io import ads_path_for
     from freqcap.validation import validate_events
@@ -49,7 +51,10 @@ def validate_events_job(events_dir: str, as_of: str, settings: Settings, ads_cat
     ts = parse_as_of(as_of)
     catalog = Path(ads_catalog) if ads_catalog else ads_path_for(events_dir)
     report = validate_events(
-        Path(events_dir), as_of=ts, config=settings.validation, out_dir=run_dir(settings, ts) / "validation",
+        Path(events_dir),
+        as_of=ts,
+        config=settings.validation,
+        out_dir=run_dir(settings, ts) / "validation",
         ads_catalog=catalog,
     )
     return report.to_dict()
@@ -61,7 +66,12 @@ def build_features_job(clean_events: str, as_of: str, settings: Settings, users:
 
     ts = parse_as_of(as_of)
     build = build_features(
-        clean_events, ts, run_dir(settings, ts) / "features", settings.features, users=users, deduplicate=False
+        clean_events,
+        ts,
+        run_dir(settings, ts) / "features",
+        settings.features,
+        users=users,
+        deduplicate=False,
     )
     return {
         "as_of": ts.isoformat(),

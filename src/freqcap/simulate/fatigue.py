@@ -89,9 +89,7 @@ def _n_eff_cumsum(age_units: np.ndarray, starts: np.ndarray, lengths: np.ndarray
     return running
 
 
-def _n_eff_recurrence(
-    age_units: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rank: np.ndarray
-) -> np.ndarray:
+def _n_eff_recurrence(age_units: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """Exact recurrence S_i = a_i·(S_{i−1} + 1), a_i = 2^(−Δage_i), in a rank-major layout; no overflow."""
     n = len(age_units)
     decay = np.empty(n, dtype=np.float64)

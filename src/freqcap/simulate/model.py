@@ -339,8 +339,7 @@ def simulate_world(config: SimulationConfig, params: ModelParams | None = None) 
     sess_hour = rng.choice(24, size=len(sess_ud), p=hw / hw.sum())
     sess_start = (sess_ud % n_days) + (sess_hour + rng.random(len(sess_ud))) / 24.0  # days since day0
     sess_len = (
-        np.exp(np.log(p.session_minutes_median) + p.session_minutes_sigma * rng.standard_normal(len(sess_ud)))
-        / 1440.0
+        np.exp(np.log(p.session_minutes_median) + p.session_minutes_sigma * rng.standard_normal(len(sess_ud))) / 1440.0
     )
     fmt_share = np.array([f.share for f in p.formats.values()])
     sess_format = rng.choice(len(fmt_share), size=len(sess_ud), p=fmt_share / fmt_share.sum()).astype(np.int8)
@@ -426,9 +425,7 @@ def simulate_world(config: SimulationConfig, params: ModelParams | None = None) 
     for level in LEVELS:
         key = imp_user.astype(np.int64) * n_entities[level] + entity[level]
         order, starts = group_order(key)  # user-major, so audience blocks keep their positions
-        half_life = np.repeat(
-            _audience_table(p, lambda a, lv=level: a.levels[lv].half_life_days), imps_per_aud
-        )
+        half_life = np.repeat(_audience_table(p, lambda a, lv=level: a.levels[lv].half_life_days), imps_per_aud)
         c_sorted, n_sorted = exposure_counts(t_days[order], half_life, starts)
         del half_life
         count[level] = np.empty(m, dtype=np.int32)
@@ -468,8 +465,7 @@ def simulate_world(config: SimulationConfig, params: ModelParams | None = None) 
 
     conv_imp = np.flatnonzero(converted)
     conv_delay = np.exp(
-        np.log(p.conversion_delay_hours_median)
-        + p.conversion_delay_sigma * rng.standard_normal(len(conv_imp))
+        np.log(p.conversion_delay_hours_median) + p.conversion_delay_sigma * rng.standard_normal(len(conv_imp))
     )
     conv_ts = imp_ts[conv_imp] + np.maximum(np.round(conv_delay * HOUR_US).astype(np.int64), 1)
     conv_emitted = conv_ts < end_us

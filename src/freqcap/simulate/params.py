@@ -39,12 +39,8 @@ class LevelResponse(_Frozen):
 class AudienceParams(_Frozen):
     share: float = Field(gt=0.0, le=1.0)
     activity_median: float = Field(gt=0.0, description="median of the user's mean impressions per day")
-    affinity_share: float = Field(
-        ge=0.0, le=1.0, description="share of impressions from the user's affinity slots"
-    )
-    baseline_mean: float = Field(
-        gt=0.0, lt=1.0, description="mean conversion propensity b_u of a fresh impression"
-    )
+    affinity_share: float = Field(ge=0.0, le=1.0, description="share of impressions from the user's affinity slots")
+    baseline_mean: float = Field(gt=0.0, lt=1.0, description="mean conversion propensity b_u of a fresh impression")
     ctr_mean: float = Field(gt=0.0, lt=1.0, description="mean click propensity of a fresh impression")
     levels: dict[str, LevelResponse]
 

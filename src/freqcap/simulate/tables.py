@@ -54,9 +54,7 @@ def _width(n: int, minimum: int) -> int:
     return max(minimum, len(str(max(n - 1, 0))))
 
 
-def fixed_width_ids(
-    prefixes: tuple[str, ...], prefix_code: np.ndarray, numbers: np.ndarray, width: int
-) -> pa.Array:
+def fixed_width_ids(prefixes: tuple[str, ...], prefix_code: np.ndarray, numbers: np.ndarray, width: int) -> pa.Array:
     """`prefixes[prefix_code[i]] + zero-padded numbers[i]` as a StringArray (prefixes of equal length)."""
     lengths = {len(s) for s in prefixes}
     if len(lengths) != 1:
@@ -122,9 +120,7 @@ class Dictionaries:
 def dictionaries(world: World) -> Dictionaries:
     cat = world.catalog
     return Dictionaries(
-        user_ids=fixed_width_ids(
-            ("u",), np.zeros(0, np.int8), world.user_label, _width(len(world.audience), 7)
-        ),
+        user_ids=fixed_width_ids(("u",), np.zeros(0, np.int8), world.user_label, _width(len(world.audience), 7)),
         advertiser_ids=_formatted("adv-", cat.n_advertisers, _width(cat.n_advertisers, 3)),
         campaign_ids=_formatted("cmp-", cat.n_campaigns, _width(cat.n_campaigns, 4)),
         ad_ids=_formatted("ad-", cat.n_ads, _width(cat.n_ads, 5)),
@@ -172,9 +168,7 @@ def event_layout(world: World) -> EventLayout:
     day = (ts - day0_us) // DAY_US
     n_days = int(day.max()) + 1 if len(day) else 0
     # Counting sort by day (stable), then a stable sort by (day, user, time of day) on nearly sorted runs.
-    order = (
-        np.concatenate([np.flatnonzero(day == d) for d in range(n_days)]) if n_days else np.zeros(0, np.int64)
-    )
+    order = np.concatenate([np.flatnonzero(day == d) for d in range(n_days)]) if n_days else np.zeros(0, np.int64)
     n_users = len(world.audience)
     if n_days * n_users < 2**26:  # (day, user) in 26 bits, time of day (< 2^37 µs) in 37
         key = ((day[order] * n_users + user[order]) << 37) | (ts[order] - day0_us - day[order] * DAY_US)
@@ -208,9 +202,7 @@ def event_layout(world: World) -> EventLayout:
     )
 
 
-def events_table(
-    world: World, layout: EventLayout, d: Dictionaries | None = None, threads: int = 2
-) -> pa.Table:
+def events_table(world: World, layout: EventLayout, d: Dictionaries | None = None, threads: int = 2) -> pa.Table:
     """The event contract (EVENT_SCHEMA), rows in `layout` order."""
     d = d or dictionaries(world)
     src = layout.source_imp

@@ -133,8 +133,7 @@ def ground_truth(world: World, n_events: int) -> dict[str, Any]:
             "n_eff": "n_eff_L = 1 + sum over the user's prior impressions of the same level-L entity of "
             "2**(-age_days / half_life_days[audience][L])",
             "p_conv": "min(p_max, baseline_u * conv_multiplier[format] * prod_L g_{audience,L}(n_eff_L))",
-            "p_click": "min(p_max, click_propensity_u * click_multiplier[format] "
-            "* prod_L g_{audience,L}(n_eff_L))",
+            "p_click": "min(p_max, click_propensity_u * click_multiplier[format] * prod_L g_{audience,L}(n_eff_L))",
             "p_max": p.p_max,
             "marginal_rate": "baseline_mean[audience] * mean_conv_multiplier * g(n), other levels at n = 1",
         },
@@ -143,9 +142,7 @@ def ground_truth(world: World, n_events: int) -> dict[str, Any]:
         "default_floor": p.default_floor,
         "floors": list(p.floors),
         "formats": {name: f.model_dump() for name, f in p.formats.items()},
-        "mean_conv_multiplier": float(
-            np.dot(shares / shares.sum(), [f.conv_multiplier for f in p.formats.values()])
-        ),
+        "mean_conv_multiplier": float(np.dot(shares / shares.sum(), [f.conv_multiplier for f in p.formats.values()])),
         "curves": declared_curves(p),
         "audiences": audiences,
         "survivorship": {

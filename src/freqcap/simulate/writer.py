@@ -91,9 +91,7 @@ def _write_parquet(
     `uncompressed` columns (e.g. random floats, which do not compress) skip compression."""
     path.parent.mkdir(parents=True, exist_ok=True)
     compression = {name: ("none" if name in uncompressed else "snappy") for name in table.column_names}
-    pq.write_table(
-        table, path, use_dictionary=True if dictionary is None else dictionary, compression=compression
-    )
+    pq.write_table(table, path, use_dictionary=True if dictionary is None else dictionary, compression=compression)
     return path
 
 
@@ -149,9 +147,7 @@ def simulate_to_dir(
         writes = [pool.submit(write_events, tbl, path) for tbl, path in jobs]
         writes.append(pool.submit(_write_parquet, users_table(world, d), users_path))
         writes.append(pool.submit(write_ads, ads_table(world, d), ads_path))
-        writes.append(
-            pool.submit(_write_parquet, truth_users_table(world, d), truth_users_path, ["audience"])
-        )
+        writes.append(pool.submit(_write_parquet, truth_users_table(world, d), truth_users_path, ["audience"]))
         truth_imps = truth_impressions_table(world, layout, d)  # built while the events are being written
         floats = tuple(f.name for f in truth_imps.schema if pa.types.is_floating(f.type))
         writes.append(pool.submit(_write_parquet, truth_imps, truth_imp_path, ["user_id"], floats))

@@ -20,7 +20,20 @@ AS_OF = datetime(2026, 10, 15, 12, 0, tzinfo=UTC)
 FEATURES = load_settings(environ={}).features
 HIERARCHY = {"a1": ("c1", "v1"), "a2": ("c1", "v1"), "a3": ("c2", "v1"), "a4": ("c3", "v2")}
 # Offsets before AS_OF that sit exactly on window edges, just inside them, at AS_OF, and after it.
-EDGE_OFFSETS = [0, 1, -1, -3600, 3600, 3599, 86400, 86399, 7 * 86400, 28 * 86400, 28 * 86400 - 1, 28 * 86400 + 5]
+EDGE_OFFSETS = [
+    0,
+    1,
+    -1,
+    -3600,
+    3600,
+    3599,
+    86400,
+    86399,
+    7 * 86400,
+    28 * 86400,
+    28 * 86400 - 1,
+    28 * 86400 + 5,
+]
 
 
 def _event_strategy():
@@ -35,7 +48,10 @@ def _event_strategy():
 
 
 def _table(rows: list[tuple]) -> pa.Table:
-    ts = [AS_OF - timedelta(seconds=off) + timedelta(microseconds=us if off not in EDGE_OFFSETS else 0) for *_, off, us in rows]
+    ts = [
+        AS_OF - timedelta(seconds=off) + timedelta(microseconds=us if off not in EDGE_OFFSETS else 0)
+        for *_, off, us in rows
+    ]
     return pa.table(
         {
             "event_id": [f"e{i}" for i in range(len(rows))],
@@ -118,7 +134,11 @@ def test_user_table_signal_tiers_and_audience(tmp_path):
     build = build_features(tmp_path / "events", AS_OF, tmp_path / "features", FEATURES, deduplicate=False)
     users = {r["user_id"]: r for r in pq.read_table(build.paths["user"]).to_pylist()}
     assert set(users) == {"u1", "u2", "u3"}
-    assert [users[u]["signal_tier"] for u in ("u1", "u2", "u3")] == ["impression_only", "engaged", "converter"]
+    assert [users[u]["signal_tier"] for u in ("u1", "u2", "u3")] == [
+        "impression_only",
+        "engaged",
+        "converter",
+    ]
     assert [users[u]["audience"] for u in ("u1", "u2", "u3")] == ["cold", "high_intent", "unknown"]
     assert users["u3"]["imp_24h"] == 1 and users["u3"]["conv_28d"] == 1
 

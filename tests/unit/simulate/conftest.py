@@ -57,7 +57,5 @@ def boosted_frame(boosted_world: SimulationSummary):
     for level in LEVELS:
         frame[f"pred_without_{level}"] = predicted_p_conv(n_eff, *args, without=(level,))
     for level in LEVELS:
-        frame[f"final_{level}"] = frame.groupby(["user_id", f"{level}_id"])[f"bf_count_{level}"].transform(
-            "max"
-        )
+        frame[f"final_{level}"] = frame.groupby(["user_id", f"{level}_id"])[f"bf_count_{level}"].transform("max")
     return frame, gt

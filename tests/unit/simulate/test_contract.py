@@ -34,9 +34,7 @@ def test_every_partition_has_the_event_schema(default_world: SimulationSummary) 
     assert pq.read_schema(default_world.ads_path).equals(ADS_SCHEMA)
 
 
-def test_partitions_hold_their_dates_and_the_window(
-    default_world: SimulationSummary, events: pd.DataFrame
-) -> None:
+def test_partitions_hold_their_dates_and_the_window(default_world: SimulationSummary, events: pd.DataFrame) -> None:
     _, _, gt = read_truth(default_world.out_dir)
     assert (events["event_ts"].dt.strftime("%Y-%m-%d") == events["date"].astype(str)).all()
     assert events["event_ts"].min() >= pd.Timestamp(gt["window"]["start"])
@@ -94,9 +92,7 @@ def test_clicks_follow_their_impression(events: pd.DataFrame) -> None:
     assert (matched["imp_format"] == matched["format"]).all()
 
 
-def test_conversions_are_last_touch_and_truncated(
-    default_world: SimulationSummary, events: pd.DataFrame
-) -> None:
+def test_conversions_are_last_touch_and_truncated(default_world: SimulationSummary, events: pd.DataFrame) -> None:
     truth, _, gt = read_truth(default_world.out_dir)
     by_id = events.set_index("event_id")
     caused = truth[truth["conversion_event_id"].notna()]
@@ -106,9 +102,7 @@ def test_conversions_are_last_touch_and_truncated(
     assert (conv["user_id"].to_numpy() == causal["user_id"].to_numpy()).all()
     assert (conv["advertiser_id"].to_numpy() == causal["advertiser_id"].to_numpy()).all()
     assert (conv["event_ts"].to_numpy() > causal["event_ts"].to_numpy()).all()
-    assert (
-        len(caused) == default_world.conversions
-    )  # every emitted conversion has exactly one causal impression
+    assert len(caused) == default_world.conversions  # every emitted conversion has exactly one causal impression
 
     # Last touch, recomputed: the user's last impression of that advertiser at or before the conversion.
     imps = events[events["event_type"] == "impression"].sort_values("event_ts")

@@ -101,9 +101,7 @@ def test_exposure_counts_match_brute_force(boosted_frame) -> None:
         assert (frame[f"bf_count_{level}"] == frame[f"count_{level}"]).all(), level
         assert np.allclose(frame[f"bf_n_eff_{level}"], frame[f"n_eff_{level}"], rtol=1e-9, atol=1e-9), level
     # Recovery is real and fastest at ad level: by the 5th+ exposure n_eff is well below the ordinal count.
-    ratio = {
-        lv: (frame[f"n_eff_{lv}"] / frame[f"count_{lv}"])[frame[f"count_{lv}"] >= 5].median() for lv in LEVELS
-    }
+    ratio = {lv: (frame[f"n_eff_{lv}"] / frame[f"count_{lv}"])[frame[f"count_{lv}"] >= 5].median() for lv in LEVELS}
     assert ratio["ad"] < 0.5 and ratio["ad"] < ratio["campaign"] < ratio["advertiser"] < 0.95, ratio
 
 

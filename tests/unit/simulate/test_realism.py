@@ -63,13 +63,9 @@ def test_conversion_and_click_rates_are_plausible(default_world: SimulationSumma
     assert 0.004 < ctr < 0.03, ctr
 
 
-def test_audiences_convert_and_fatigue_differently(
-    default_world: SimulationSummary, imps: pd.DataFrame
-) -> None:
+def test_audiences_convert_and_fatigue_differently(default_world: SimulationSummary, imps: pd.DataFrame) -> None:
     truth, _, gt = read_truth(default_world.out_dir)
-    rates = (
-        imps.merge(truth[["event_id", "converted"]], on="event_id").groupby("audience")["converted"].mean()
-    )
+    rates = imps.merge(truth[["event_id", "converted"]], on="event_id").groupby("audience")["converted"].mean()
     assert rates["high_intent"] > rates["returning"] > rates["cold"]
     for level in gt["levels"]:
         caps = {a: gt["curves"][a][level]["true_cap"] for a in gt["curves"]}
