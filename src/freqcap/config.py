@@ -115,6 +115,8 @@ class OnlineStoreConfig(_Frozen):
 
 class FeastConfig(_Frozen):
     project: str = "freqcap"
+    # "file" (registry.db in the runtime repo) or a SQLAlchemy URL for a shared SQL registry (PostgreSQL).
+    registry: str = "file"
     online: OnlineStoreConfig = OnlineStoreConfig()
     # Point-in-time lookups accept a snapshot at most this old (snapshots are written every features run).
     snapshot_ttl: str = "2d"
@@ -129,6 +131,14 @@ class SimulationConfig(_Frozen):
     days: int = Field(14, gt=0)
     seed: int = 7
     start: str = "2026-10-01T00:00:00+00:00"
+
+
+class DemoConfig(_Frozen):
+    """Size of the demo's world: small, because Feast's standard SQLite materialization writes ~2-5 k rows/s."""
+
+    users: int = Field(2_500, gt=0)
+    days: int = Field(14, gt=0)
+    seed: int = 7
 
 
 class OrchestrationConfig(_Frozen):
@@ -152,6 +162,7 @@ class Settings(_Frozen):
     feast: FeastConfig = FeastConfig()
     simulation: SimulationConfig = SimulationConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    demo: DemoConfig = DemoConfig()
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

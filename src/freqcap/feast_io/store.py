@@ -35,17 +35,27 @@ def repo_config_dict(settings: Settings, repo_dir: Path) -> dict[str, Any]:
     return {
         "project": settings.feast.project,
         "provider": "local",
-        "registry": {
-            "registry_type": "file",
-            "path": str(repo_dir / "registry.db"),
-            "cache_ttl_seconds": 60,
-            # Keep answering online reads with the last values while a materialization runs.
-            "serve_features_while_materializing": True,
-        },
+        "registry": _registry(settings, repo_dir),
         "online_store": online_store,
         "offline_store": {"type": "duckdb"},
         "entity_key_serialization_version": 3,
         "materialization": {"online_write_batch_size": online.online_write_batch_size},
+    }
+
+
+def _registry(settings: Settings, repo_dir: Path) -> dict[str, Any]:
+    registry = settings.feast.registry
+    if registry == "file":
+        # A file registry never marks views MATERIALIZING for other readers: reads go on during materialization
+        # (tests/integration/test_feast_online.py proves it); the flag below would be a no-op here.
+        return {"registry_type": "file", "path": str(repo_dir / "registry.db"), "cache_ttl_seconds": 60}
+    return {
+        "registry_type": "sql",
+        "path": registry,
+        "cache_ttl_seconds": 60,
+        "cache_mode": "sync",
+        # A SQL registry flips views to MATERIALIZING for every reader: keep serving the last values meanwhile.
+        "serve_features_while_materializing": True,
     }
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,8 +30,13 @@ def run_demo(
     seed: int | None = None,
 ) -> int:
     """Run the demo in `work_dir`; returns a process exit code (0 when the DAG run succeeded)."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*httpx.*")
     work_dir = work_dir.resolve()
     data_dir = work_dir / "data"
+    # Start clean: a stale Airflow DB (an interrupted earlier demo) would make dag.test() resume that run.
+    for owned in (work_dir / "airflow", data_dir):
+        shutil.rmtree(owned, ignore_errors=True)
     os.environ["FREQCAP__DATA_DIR"] = str(data_dir)
     if config_path:
         os.environ["FREQCAP_CONFIG"] = str(Path(config_path).resolve())
@@ -41,9 +48,9 @@ def run_demo(
     from freqcap.simulate import simulate_to_dir
 
     settings = load_settings()
-    sim = settings.simulation.model_copy(
-        update={k: v for k, v in {"users": users, "days": days, "seed": seed}.items() if v is not None}
-    )
+    size = {"users": settings.demo.users, "days": settings.demo.days, "seed": settings.demo.seed}
+    size.update({k: v for k, v in {"users": users, "days": days, "seed": seed}.items() if v is not None})
+    sim = settings.simulation.model_copy(update=size)
     print(f"freqcap demo — working directory {work_dir}")
 
     t = _step(1, f"simulating {sim.users:,} users over {sim.days} days (seed {sim.seed})")
