@@ -43,20 +43,32 @@ def repo_config_dict(settings: Settings, repo_dir: Path) -> dict[str, Any]:
     }
 
 
+class _DropMisleadingFlagWarning(logging.Filter):
+    """Feast warns that `serve_features_while_materializing` is a no-op on a file registry. Measured here it is
+    not: without it, readers got "in state 'MATERIALIZING'" errors during a file-registry materialization
+    (tests/integration/test_feast_online.py). Drop only that warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "serve_features_while_materializing" not in record.getMessage()
+
+
+logging.getLogger("feast.repo_config").addFilter(_DropMisleadingFlagWarning())
+
+
 def _registry(settings: Settings, repo_dir: Path) -> dict[str, Any]:
     registry = settings.feast.registry
+    # Materialization marks views MATERIALIZING in the registry (file or SQL) and other readers would refuse to
+    # serve them meanwhile: keep serving the last materialized values instead.
+    common = {"cache_ttl_seconds": 60, "serve_features_while_materializing": True}
     if registry == "file":
-        # A file registry never marks views MATERIALIZING for other readers: reads go on during materialization
-        # (tests/integration/test_feast_online.py proves it); the flag below would be a no-op here.
-        return {"registry_type": "file", "path": str(repo_dir / "registry.db"), "cache_ttl_seconds": 60}
-    return {
-        "registry_type": "sql",
-        "path": registry,
-        "cache_ttl_seconds": 60,
-        "cache_mode": "sync",
-        # A SQL registry flips views to MATERIALIZING for every reader: keep serving the last values meanwhile.
-        "serve_features_while_materializing": True,
-    }
+        return {
+            "registry_type": "file",
+            "path": str(repo_dir / "registry.db"),
+            # Feast's own file store rewrites registry.db in place; readers could see it half-written.
+            "registry_store_type": "freqcap.feast_io.registry.AtomicFileRegistryStore",
+            **common,
+        }
+    return {"registry_type": "sql", "path": registry, "cache_mode": "sync", **common}
 
 
 def offline_root(repo_dir: Path) -> Path:
