@@ -1,0 +1,185 @@
+"""Policy documents: typed, frozen, validated models with stable YAML/JSON serialization (pure, no I/O but paths).
+
+A policy lists cap rules. A rule matches users by audience and signal tier (`*` matches any) and caps one level
+of the hierarchy (advertiser, campaign or ad) with one or more windowed caps ("3 per 24h" and "10 per 7d" at once);
+the strictest binding cap wins across rules and levels. Rules are tried most specific first (exact audience and tier,
+then one wildcard, then both); `defaults` apply when no rule matches a level.
+
+Invalid documents raise `PolicyValidationError`, whose message names each offending field by its path,
+e.g. `rules.2.caps.0.max: Input should be greater than or equal to 1`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from freqcap.config import parse_duration
+from freqcap.errors import FreqcapError
+
+Level = Literal["advertiser", "campaign", "ad"]
+SCHEMA_VERSION = 1
+
+
+class PolicyValidationError(FreqcapError):
+    """A policy document failed validation; `errors` holds (field path, message) pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("invalid policy: " + "; ".join(f"{path}: {msg}" for path, msg in errors))
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Cap(_Frozen):
+    """At most `max` impressions of one entity to one user within `window` (a feature window, e.g. 24h)."""
+
+    window: str
+    max: int = Field(ge=1)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: str) -> str:
+        parse_duration(window)
+        return window
+
+    @property
+    def window_seconds(self) -> int:
+        return int(parse_duration(self.window).total_seconds())
+
+
+class Match(_Frozen):
+    """Which users a rule applies to; `*` matches any value."""
+
+    audience: str = "*"
+    signal_tier: Literal["*", "impression_only", "engaged", "converter"] = "*"
+
+    @property
+    def specificity(self) -> int:
+        return (self.audience != "*") * 2 + (self.signal_tier != "*")
+
+
+class CapRule(_Frozen):
+    """Caps for one level of the hierarchy, for the users `match` selects."""
+
+    match: Match = Match()
+    level: Level
+    caps: tuple[Cap, ...] = Field(min_length=1)
+    # Minimum time between two impressions of the same entity (recency), e.g. "30m".
+    min_gap: str | None = None
+    # Over the cap: `soft` lowers the ranking score smoothly, `hard` makes the candidate ineligible.
+    mode: Literal["soft", "hard"] = "soft"
+    stop_after_conversion: bool = False
+    # Where the cap came from (fitted curve support, fallback reason, ...): informational only.
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("min_gap")
+    @classmethod
+    def _gap(cls, gap: str | None) -> str | None:
+        if gap is not None:
+            parse_duration(gap)
+        return gap
+
+    @model_validator(mode="after")
+    def _one_cap_per_window(self) -> CapRule:
+        windows = [c.window_seconds for c in self.caps]
+        if len(set(windows)) != len(windows):
+            raise ValueError("at most one cap per window")
+        return self
+
+
+class PenaltyConfig(_Frozen):
+    """Shape of the smooth penalty: multiplier = 1 well under the cap, falling through the cap, never a cliff."""
+
+    # How many impressions before the cap the penalty starts to bite.
+    onset: float = Field(1.0, ge=0.0)
+    # Multiplier exactly at the cap (the next impression would exceed it).
+    at_cap: float = Field(0.5, gt=0.0, le=1.0)
+    # Floor of the multiplier far beyond the cap (0 would be a ban; soft rules keep some chance).
+    floor: float = Field(0.05, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PenaltyConfig:
+        if self.floor > self.at_cap:
+            raise ValueError("floor must not exceed at_cap")
+        return self
+
+
+class Policy(_Frozen):
+    """A complete, versioned capping policy."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    version: str = Field(min_length=1)
+    created_at: datetime
+    description: str = ""
+    source: dict[str, Any] = Field(default_factory=dict)
+    penalty: PenaltyConfig = PenaltyConfig()
+    defaults: tuple[CapRule, ...] = ()
+    rules: tuple[CapRule, ...] = ()
+
+    @model_validator(mode="after")
+    def _defaults_match_everyone(self) -> Policy:
+        for i, rule in enumerate(self.defaults):
+            if rule.match.specificity:
+                raise ValueError(f"defaults.{i}: a default rule must match every user (audience and tier '*')")
+        keys = [(r.match.audience, r.match.signal_tier, r.level) for r in self.rules]
+        dupes = {k for k in keys if keys.count(k) > 1}
+        if dupes:
+            raise ValueError(f"rules: more than one rule for (audience, signal_tier, level) {sorted(dupes)}")
+        return self
+
+    def rules_for(self, audience: str, signal_tier: str, level: str) -> tuple[CapRule, ...]:
+        """The rule that applies at `level` (most specific match first), else the level's defaults."""
+        candidates = [
+            r
+            for r in self.rules
+            if r.level == level and r.match.audience in ("*", audience) and r.match.signal_tier in ("*", signal_tier)
+        ]
+        if candidates:
+            return (max(candidates, key=lambda r: r.match.specificity),)
+        return tuple(r for r in self.defaults if r.level == level)
+
+
+def _errors(exc: ValidationError) -> list[tuple[str, str]]:
+    return [(".".join(str(p) for p in err["loc"]) or "(document)", err["msg"]) for err in exc.errors()]
+
+
+def parse_policy(document: dict[str, Any] | str) -> Policy:
+    """Validate a policy given as a dict or YAML/JSON text; raise PolicyValidationError naming the fields."""
+    if isinstance(document, str):
+        try:
+            document = yaml.safe_load(document)
+        except yaml.YAMLError as exc:
+            raise PolicyValidationError([("(document)", f"not valid YAML/JSON: {exc}")]) from exc
+    if not isinstance(document, dict):
+        raise PolicyValidationError([("(document)", "a policy must be a mapping")])
+    try:
+        return Policy.model_validate(document)
+    except ValidationError as exc:
+        raise PolicyValidationError(_errors(exc)) from exc
+
+
+def load_policy(path: str | Path) -> Policy:
+    return parse_policy(Path(path).read_text())
+
+
+def policy_document(policy: Policy) -> dict[str, Any]:
+    """A plain, stable dict (empty provenance dropped) for YAML/JSON output and diffs."""
+    return json.loads(policy.model_dump_json(exclude_defaults=False))
+
+
+def dump_policy(policy: Policy, path: str | Path) -> Path:
+    """Write YAML (or JSON for a .json path) with a stable key order, so that policies diff line by line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = policy_document(policy)
+    text = json.dumps(doc, indent=2) + "\n" if path.suffix == ".json" else yaml.safe_dump(doc, sort_keys=False)
+    path.write_text(text)
+    return path
