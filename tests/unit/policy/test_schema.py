@@ -66,7 +66,7 @@ def test_invalid_documents_name_the_field(path, value, field):
 
 
 def test_structural_errors():
-    with pytest.raises(PolicyValidationError, match="defaults.0"):
+    with pytest.raises(PolicyValidationError, match=r"defaults\.0"):
         parse_policy(_with(["defaults", 0, "match"], {"audience": "cold"}))
     with pytest.raises(PolicyValidationError, match="more than one rule"):
         parse_policy(_with(["rules", 2], BASE["rules"][0]))
