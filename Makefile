@@ -46,8 +46,9 @@ format: setup  ## apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 bench: setup  ## reproducible benchmarks; tables go to benchmarks/results/
-	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_simulate.py
+	$(BIN)/python benchmarks/bench_validation.py
+	$(BIN)/python benchmarks/bench_features.py
 
 up:  ## start the local Redis and PostgreSQL services if they are not running
 	bash infra/up.sh
