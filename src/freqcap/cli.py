@@ -80,6 +80,24 @@ def cmd_features_online(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curves_fit(args: argparse.Namespace) -> int:
+    from freqcap.curves import fit_curves_to_dir
+
+    summary = fit_curves_to_dir(
+        Path(args.events),
+        Path(args.out),
+        floor=args.floor,
+        floor_kind=args.floor_kind,
+        users=Path(args.users) if args.users else None,
+        cost_per_impression=args.cost_per_impression,
+        value_per_conversion=args.value_per_conversion,
+        attribution_window=args.attribution_window,
+        features=_settings(args).features,
+    )
+    _print(summary.to_dict())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from freqcap.jobs.demo import run_demo
 
@@ -125,6 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.add_argument("--limit", type=int, default=5, help="at most this many pairs per tier")
     p.set_defaults(func=cmd_features_online)
+    curves = sub.add_parser("curves", help="exposure-response curves and caps").add_subparsers(
+        dest="action", required=True
+    )
+    p = curves.add_parser("fit", help="curves.parquet, caps, plots and a proposed policy.yaml from events alone")
+    p.add_argument("--events", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--floor", type=float, default=0.5, help="R for relative floors (default 0.5), a rate for absolute")
+    p.add_argument("--floor-kind", choices=["relative", "absolute", "economic"], default="relative")
+    p.add_argument("--users", help="users.parquet (default: beside the events directory)")
+    p.add_argument("--cost-per-impression", type=float, help="economic floor: cost of one impression")
+    p.add_argument("--value-per-conversion", type=float, help="economic floor: value (default: mean in the data)")
+    p.add_argument("--attribution-window", default="7d")
+    p.set_defaults(func=cmd_curves_fit)
     return parser
 
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from freqcap.events.schema import LEVELS
+from freqcap.tracking.config import TrackingConfig
 
 
 class _Frozen(BaseModel):
@@ -153,6 +154,14 @@ class OrchestrationConfig(_Frozen):
         return parse_duration(self.retry_delay)
 
 
+class TrainingSettings(_Frozen):
+    """Which model config the training DAG uses (None: models/conversion.yaml of this source tree)."""
+
+    model_config_path: str | None = None
+    # Default relative floor R of the proposed caps (a DAG param can override it per run).
+    floor: float = Field(0.5, gt=0.0, le=1.0)
+
+
 class Settings(_Frozen):
     """Everything a freqcap job needs to know, validated once."""
 
@@ -163,6 +172,8 @@ class Settings(_Frozen):
     simulation: SimulationConfig = SimulationConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     demo: DemoConfig = DemoConfig()
+    training: TrainingSettings = TrainingSettings()
+    tracking: TrackingConfig = TrackingConfig()
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -4,3 +4,6 @@ from airflow.sdk import Asset
 
 # Updated when fresh batch features are in Feast's online store; the training DAG schedules on it.
 ONLINE_FEATURES = Asset(name="freqcap_online_features", uri="freqcap://features/online")
+
+# Updated when training proposes a new policy (logged on the model's MLflow run); the publish step consumes it.
+PROPOSED_POLICY = Asset(name="freqcap_proposed_policy", uri="freqcap://policy/proposed")

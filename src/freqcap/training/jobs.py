@@ -1,0 +1,203 @@
+"""The training pipeline as plain job functions for the training DAG: JSON-serializable values in and out.
+
+    backfill_snapshots_job   (optional) daily feature snapshots over a date range, as the features DAG would have
+    build_training_set_job   point-in-time training set from Feast's offline store -> Parquet path + summary
+    validate_training_set_job Great Expectations gate (raises TrainingValidationError naming the failed rules)
+    train_job                XGBoost + metrics + model-based curve -> one MLflow run with the model (unregistered)
+    register_and_gate_job    register the run's model, alias `challenger`; champion gate -> alias `champion` or not
+
+Paths travel as strings; DataFrames never go through XCom. `model_config` is a path to a model YAML (default
+`models/conversion.yaml`) or, from Python, a `ConversionModelConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from freqcap.config import Settings, parse_duration
+from freqcap.training.config import ConversionModelConfig, resolve_model_config
+
+log = logging.getLogger(__name__)
+
+ModelConfigArg = ConversionModelConfig | str | None
+
+
+def _parse_ts(value: str | None):
+    from freqcap.jobs.features import parse_as_of
+
+    return None if value is None else parse_as_of(value)
+
+
+def training_dir(settings: Settings, config: ConversionModelConfig, as_of_text: str) -> Path:
+    """`<data_dir>/training/<model>/<as_of>`: one directory per training run's data."""
+    as_of = _parse_ts(as_of_text)
+    return settings.data_dir.resolve() / "training" / config.name / as_of.strftime("%Y%m%dT%H%M%SZ")
+
+
+def backfill_snapshots_job(
+    events_dir: str,
+    start: str,
+    end: str,
+    settings: Settings,
+    users: str | None = None,
+    every: str = "1d",
+) -> dict[str, Any]:
+    """Publish feature snapshots every `every` from `start` to `end` (inclusive, ISO times) into the offline store."""
+    from freqcap.training.backfill import publish_daily_snapshots
+
+    result = publish_daily_snapshots(
+        events_dir, _parse_ts(start), _parse_ts(end), settings, users=users, every=parse_duration(every)
+    )
+    return result.to_dict()
+
+
+def build_training_set_job(
+    events_dir: str,
+    as_of: str,
+    settings: Settings,
+    start: str | None = None,
+    end: str | None = None,
+    users: str | None = None,
+    model_config: ModelConfigArg = None,
+) -> dict[str, Any]:
+    """Build the point-in-time training set of impressions in [start, end) from events observed up to `as_of`.
+
+    Defaults: end = as_of − the attribution window (every label complete), start = end − data.window (not
+    before the first event + data.history_warmup). Needs feature snapshots covering the window (see
+    `backfill_snapshots_job`). Returns the `TrainingSet` summary (path, rows, window, label rate, sha256).
+    """
+    from freqcap.training.dataset import TRAINING_FILE, build_training_set
+
+    config = resolve_model_config(model_config)
+    ts = _parse_ts(as_of)
+    out = training_dir(settings, config, ts.isoformat()) / TRAINING_FILE
+    result = build_training_set(
+        events_dir,
+        settings,
+        config,
+        out_path=out,
+        as_of=ts,
+        start=_parse_ts(start),
+        end=_parse_ts(end),
+        users=users,
+    )
+    return result.to_dict()
+
+
+def validate_training_set_job(
+    training_set: dict[str, Any], settings: Settings, model_config: ModelConfigArg = None
+) -> dict[str, Any]:
+    """Run the Great Expectations suite on the training set; raises `TrainingValidationError` if it fails.
+
+    The report is also written beside the training set (`validation.json`)."""
+    import json
+
+    from freqcap.training.validate import TrainingValidationError, validate_training_set
+
+    config = resolve_model_config(model_config)
+    path = Path(training_set["path"])
+    report_path = path.with_name("validation.json")
+    try:
+        report = validate_training_set(path, config, allowed_formats=settings.validation.allowed_formats)
+    except TrainingValidationError as exc:
+        if exc.report is not None:
+            report_path.write_text(json.dumps(exc.report.to_dict(), indent=2, default=str))
+        raise
+    out = {
+        **report.to_dict(),
+        "training_set": str(path),
+        "sha256": training_set.get("sha256"),
+        "report_path": str(report_path),
+    }
+    out.pop("results")
+    out["expectations"] = len(report.results)
+    out["skipped"] = [r.rule for r in report.results if r.success is None]
+    report_path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    return out
+
+
+def train_job(
+    training_set: dict[str, Any],
+    settings: Settings,
+    model_config: ModelConfigArg = None,
+    validation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train the XGBoost model, compute its curve and log everything to MLflow (model logged, not registered).
+
+    Validates the training set first unless `validation` (the output of `validate_training_set_job` for this
+    very file, same sha256) says it passed.
+    """
+    import pyarrow.parquet as pq
+
+    from freqcap.tracking.mlflow_io import log_training_run
+    from freqcap.training.dataset import TrainingSet
+    from freqcap.training.model import train_model
+
+    config = resolve_model_config(model_config)
+    ts = TrainingSet.from_dict(training_set)
+    if not (validation and validation.get("success") and validation.get("sha256") == ts.sha256):
+        validation = validate_training_set_job(training_set, settings, config)
+    frame = pq.read_table(ts.path).to_pandas()
+    model = train_model(frame, config, ts.feature_columns, formats=settings.validation.allowed_formats)
+    del frame
+    logged = log_training_run(settings, model, ts, validation=validation)
+    return {
+        **logged.to_dict(),
+        "registered_model": config.registered_model,
+        "training_set": str(ts.path),
+        "training_set_sha256": ts.sha256,
+        "best_iteration": model.best_iteration,
+        "valid_metrics": model.valid_metrics,
+        "valid_by_audience": {
+            a: {k: v for k, v in m.items() if k in ("roc_auc", "pr_auc", "log_loss", "ece", "rows")}
+            for a, m in model.audience_metrics.items()
+        },
+        "split": model.split,
+        "curve_rows": len(model.curve),
+        "seconds": model.seconds,
+    }
+
+
+def register_and_gate_job(
+    trained: dict[str, Any], settings: Settings, model_config: ModelConfigArg = None, promote: bool = True
+) -> dict[str, Any]:
+    """Register the trained run's model (alias `challenger`), then run the champion gate on the challenger's
+    validation rows; the winner holds alias `champion`. Returns the version and the gate's decision."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from freqcap.tracking.mlflow_io import champion_gate, register_challenger
+
+    config = resolve_model_config(model_config)
+    name = trained.get("registered_model") or config.registered_model
+    version = register_challenger(settings, name, trained["model_uri"], trained["run_id"])
+    eval_rows = None
+    valid_cut = (trained.get("split") or {}).get("valid_cut")
+    if config.gate.head_to_head and valid_cut and Path(trained["training_set"]).exists():
+        frame = pq.read_table(trained["training_set"]).to_pandas()
+        eval_rows = frame[frame["impression_ts"] >= pd.Timestamp(valid_cut)]
+    decision = champion_gate(
+        settings, name, version, config.gate, eval_rows=eval_rows, label=config.label.target_column, promote=promote
+    )
+    return {
+        "registered_model": name,
+        "version": version,
+        "run_id": trained["run_id"],
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "decision": decision.to_dict(),
+        "challenger_uri": f"models:/{name}@challenger",
+        "champion_uri": f"models:/{name}@champion",
+    }
+
+
+__all__ = [
+    "backfill_snapshots_job",
+    "build_training_set_job",
+    "register_and_gate_job",
+    "train_job",
+    "training_dir",
+    "validate_training_set_job",
+]

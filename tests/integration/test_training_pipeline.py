@@ -1,0 +1,171 @@
+"""The training pipeline end to end through its job functions, on a small simulated world.
+
+simulate -> daily snapshots (backfill) -> point-in-time training set (Feast) -> Great Expectations -> XGBoost ->
+MLflow run (SQLite + local artifacts) -> registered version with alias `challenger` -> champion gate; the model
+loads and predicts through `mlflow.pyfunc`; a deliberately worse model is refused. One MLflow DB per module
+(creating its schema takes ~6-11 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from freqcap.config import SimulationConfig, load_settings
+from freqcap.jobs.features import parse_as_of
+from freqcap.simulate import load_ground_truth, simulate_to_dir
+from freqcap.training.config import default_model_config_path
+from freqcap.training.jobs import (
+    backfill_snapshots_job,
+    build_training_set_job,
+    register_and_gate_job,
+    train_job,
+    validate_training_set_job,
+)
+
+pytestmark = pytest.mark.slow
+# XGBoost's OpenMP threads must sleep, not spin, while waiting: ~20x faster on a busy 2-core box (read at load).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+NAME = "freqcap-conversion-it"
+
+
+def _write_config(path, **overrides):
+    raw = yaml.safe_load(default_model_config_path().read_text())
+    raw["registered_model"] = NAME
+    raw["experiment"] = NAME
+    raw["label"]["attribution_window"] = "2d"  # a 10-day world: keep most impressions label-complete
+    raw["xgboost"]["num_boost_round"] = 80
+    raw["curve"].update({"max_n": 10, "sample_rows": 500})
+    for section, values in overrides.items():
+        raw[section] = {**raw[section], **values}
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("training")
+    sim = simulate_to_dir(tmp / "raw", SimulationConfig(users=1500, days=10, seed=3))
+    settings = load_settings(
+        environ={"FREQCAP__DATA_DIR": str(tmp / "data"), "FREQCAP__FEAST__PROJECT": f"t{uuid.uuid4().hex[:10]}"}
+    )
+    window = load_ground_truth(tmp / "raw")["window"]
+    start, as_of = parse_as_of(window["start"]), parse_as_of(window["end"])
+    config = _write_config(tmp / "conversion.yaml")
+    events = str(sim.events_dir)
+    backfill = backfill_snapshots_job(events, start.isoformat(), (as_of - timedelta(days=2)).isoformat(), settings)
+    training_set = build_training_set_job(events, as_of.isoformat(), settings, model_config=config)
+    validation = validate_training_set_job(training_set, settings, model_config=config)
+    trained = train_job(training_set, settings, model_config=config, validation=validation)
+    gate = register_and_gate_job(trained, settings, model_config=config)
+    return {
+        "tmp": tmp,
+        "settings": settings,
+        "config": config,
+        "backfill": backfill,
+        "training_set": training_set,
+        "validation": validation,
+        "trained": trained,
+        "gate": gate,
+    }
+
+
+def test_job_outputs_are_plain_json(pipeline):
+    for key in ("backfill", "training_set", "validation", "trained", "gate"):
+        value = pipeline[key]
+        assert json.loads(json.dumps(value)) == value, key
+
+
+def test_snapshots_and_training_set(pipeline):
+    backfill, ts = pipeline["backfill"], pipeline["training_set"]
+    assert len(backfill["published"]) == 9  # days 0..8 of a 10-day world
+    assert ts["rows"] > 10_000 and 0.001 < ts["label_rate"] < 0.3
+    assert parse_as_of(ts["end"]) == parse_as_of(ts["as_of"]) - timedelta(days=2)  # every label complete
+    frame = pq.read_table(ts["path"]).to_pandas()
+    assert (frame["feature_ts"] < frame["impression_ts"]).all() and (frame["n_ad"] >= 1).all()
+    assert frame["event_id"].is_unique
+    assert pipeline["validation"]["success"] and pipeline["validation"]["sha256"] == ts["sha256"]
+
+
+def test_mlflow_run_has_params_tags_metrics_curve_and_model(pipeline):
+    import mlflow
+    from mlflow import MlflowClient
+
+    trained = pipeline["trained"]
+    client = MlflowClient(tracking_uri=trained["tracking_uri"])
+    assert trained["tracking_uri"].startswith("sqlite:////")
+    run = client.get_run(trained["run_id"])
+    tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+    assert tags["freqcap.kind"] == "conversion_model"
+    assert tags["freqcap.training_set_sha256"] == pipeline["training_set"]["sha256"]
+    assert tags["freqcap.data_start"] == pipeline["training_set"]["start"]
+    assert len(tags["freqcap.git_sha"]) in (40, 7) or tags["freqcap.git_sha"] == "unknown"
+    assert run.info.run_name == trained["run_name"] and run.info.run_name.startswith("conversion-")
+    for metric in ("roc_auc", "pr_auc", "log_loss", "ece"):
+        assert np.isfinite(metrics[f"valid_{metric}"])
+    assert any(k.startswith("valid.cold.") for k in metrics)
+    assert params["label.attribution_window"] == "2d" and params["xgb.tree_method"] == "hist"
+    artifacts = {a.path for a in client.list_artifacts(trained["run_id"], "curves")}
+    assert {"curves/model_curve.parquet", "curves/model_curve.csv", "curves/model_curve.json"} <= artifacts
+    curve = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=trained["run_id"], artifact_path="curves/model_curve.parquet")
+    )
+    assert {"cohort", "level", "n", "rate"} <= set(curve.columns) and curve["n"].max() == 10
+    assert trained["valid_metrics"]["roc_auc"] > 0.6
+    found = mlflow.search_runs(
+        experiment_names=[NAME], filter_string="tags.`freqcap.kind` = 'conversion_model'", output_format="list"
+    )
+    assert trained["run_id"] in {r.info.run_id for r in found}
+
+
+def test_registered_challenger_loads_and_predicts_through_pyfunc(pipeline):
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
+
+    from freqcap.training.encoding import FeatureEncoding
+
+    gate = pipeline["gate"]
+    client = MlflowClient(tracking_uri=pipeline["trained"]["tracking_uri"])
+    version = client.get_model_version_by_alias(NAME, "challenger")
+    assert str(version.version) == gate["version"] and version.run_id == pipeline["trained"]["run_id"]
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger")
+    requirements = mlflow.pyfunc.get_model_dependencies(f"models:/{NAME}@challenger")
+    lines = Path(requirements).read_text().splitlines()
+    pinned = [line for line in lines if line.startswith(("xgboost", "mlflow"))]
+    assert pinned and all("==" in line for line in pinned)
+    encoding = FeatureEncoding.from_dict(model.metadata.metadata["freqcap_encoding"])
+    rows = pq.read_table(pipeline["training_set"]["path"]).to_pandas().tail(200)
+    preds = np.asarray(model.predict(encoding.transform(rows)))
+    assert preds.shape == (200,) and ((preds > 0) & (preds < 1)).all()
+
+
+def test_gate_promotes_the_first_model_and_refuses_a_worse_one(pipeline):
+    from mlflow import MlflowClient
+
+    settings, gate = pipeline["settings"], pipeline["gate"]
+    assert gate["promoted"] and gate["decision"]["basis"] == "no_champion"
+    client = MlflowClient(tracking_uri=pipeline["trained"]["tracking_uri"])
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == gate["version"]
+
+    worse_config = _write_config(
+        pipeline["tmp"] / "worse.yaml",
+        xgboost={"num_boost_round": 2, "early_stopping_rounds": None, "params": {"max_depth": 1, "eta": 0.05}},
+    )
+    worse = train_job(pipeline["training_set"], settings, model_config=worse_config, validation=pipeline["validation"])
+    refused = register_and_gate_job(worse, settings, model_config=worse_config)
+    assert not refused["promoted"]
+    assert refused["decision"]["basis"] == "head_to_head"
+    assert "roc_auc" in refused["reason"] and "lower than the champion" in refused["reason"]
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == gate["version"]
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == refused["version"]
+    tags = client.get_model_version(NAME, refused["version"]).tags
+    assert tags["freqcap.gate"] == "refused" and "roc_auc" in tags["freqcap.gate_reason"]
