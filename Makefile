@@ -16,7 +16,7 @@ export GX_ANALYTICS_ENABLED := False
 export FEAST_USAGE := False
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast lint format bench up clean
+.PHONY: help setup demo test test-fast lint format bench mlflow-ui up clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -49,6 +49,11 @@ bench: setup  ## reproducible benchmarks; tables go to benchmarks/results/
 	$(BIN)/python benchmarks/bench_simulate.py
 	$(BIN)/python benchmarks/bench_validation.py
 	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_curves.py
+	$(BIN)/python benchmarks/bench_training.py
+
+mlflow-ui: setup  ## MLflow UI on 127.0.0.1:5000 over the demo's tracking DB
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/demo/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 up:  ## start the local Redis and PostgreSQL services if they are not running
 	bash infra/up.sh
