@@ -38,10 +38,12 @@ class LabelConfig(_Frozen):
     """What the model predicts.
 
     `label_conversion` = 1 when the same user has a conversion attributed to this impression's ad within
-    `attribution_window` at or after the impression; `label_click` likewise with `click_window`.
+    `attribution_window` at or after the impression; `label_click` likewise with `click_window`;
+    `label_attributed_conversion` = 1 when that conversion also comes before the next impression of the same ad
+    (this impression is the ad's last touch: the conversion is attributed to *it*, not to a later one).
     """
 
-    target: Literal["conversion", "click"] = "conversion"
+    target: Literal["conversion", "attributed_conversion", "click"] = "conversion"
     attribution_window: str = "7d"
     click_window: str = "1h"
 

@@ -8,7 +8,10 @@ How a build goes (`build_training_set`):
    impressions of the same entity to the same user with time in (t − lookback, t) — strictly before t, so
    n ≥ 1 and ties share an index — and `hours_since_last_L` (null when there is none in the lookback). Two
    ASOF joins find the first conversion and the first click of the same (user, ad) at or after t:
-   `label_conversion` = 1 when that conversion is within the attribution window, `label_click` likewise.
+   `label_conversion` = 1 when that conversion is within the attribution window, `label_click` likewise;
+   `label_attributed_conversion` = 1 when, in addition, no later impression of the same ad comes before that
+   conversion, i.e. this very impression is the ad's last touch before it (the other label also counts
+   conversions that a *later* impression of the streak produced).
    Only impressions in [start, end) are kept, and `end + window ≤ as_of` is required so that every label is
    fully observed (no right-censored zeros).
 2. **Features as of just before the impression (Feast).** The entity rows carry `event_timestamp` = t − 1 µs;
@@ -51,7 +54,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TRAINING_FILE = "training_set.parquet"
 META_FILE = "training_set.json"
 KEY_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "advertiser_id", "campaign_id", "ad_id", "impression_ts")
-LABEL_COLUMNS: tuple[str, ...] = ("label_conversion", "label_click")
+LABEL_COLUMNS: tuple[str, ...] = ("label_conversion", "label_attributed_conversion", "label_click")
 CONTEXT_COLUMNS: tuple[str, ...] = ("format", "hour_of_day", "audience", "signal_tier")
 LEVEL_ORDER: tuple[str, ...] = ("advertiser", "campaign", "ad")
 # Feast features that are strings, and what a missing value means.
@@ -243,6 +246,11 @@ def create_impressions(
         )
         windows.append(f"count(*) OVER {frame} + 1 AS {exposure_column(level)}")
         windows.append(f"max(ts_us) OVER {frame} AS _last_{level}")
+    # The next impression of the same ad strictly after t: a conversion after it is not attributed to this one.
+    windows.append(
+        "min(ts_us) OVER (PARTITION BY user_id, ad_id ORDER BY ts_us "
+        "RANGE BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS _next_imp_us"
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _imp AS
@@ -270,6 +278,8 @@ def create_impressions(
                {", ".join(exposure_column(lv) + "::BIGINT AS " + exposure_column(lv) for lv in LEVEL_ORDER)},
                {recency},
                (i._next_conv_us IS NOT NULL AND i._next_conv_us < i.ts_us + {conv_us})::INTEGER AS label_conversion,
+               (i._next_conv_us IS NOT NULL AND i._next_conv_us < i.ts_us + {conv_us}
+                AND (i._next_imp_us IS NULL OR i._next_imp_us > i._next_conv_us))::INTEGER AS label_attributed_conversion,
                (k.ts_us IS NOT NULL AND k.ts_us < i.ts_us + {click_us})::INTEGER AS label_click
         FROM _lab i ASOF LEFT JOIN (SELECT user_id, ad_id, ts_us FROM _ev WHERE event_type = 'click') k
           ON i.user_id = k.user_id AND i.ad_id = k.ad_id AND k.ts_us >= i.ts_us
@@ -419,9 +429,11 @@ def _final_select(config: ConversionModelConfig, users_path: Path | None, extra:
         zero = "0.0" if kind == "DOUBLE" else "0"
         cols.append(f"coalesce(f.{_q(name)}, {zero})::{kind} AS {_q(name)}")
     cols += [f"f.{_q(c)}" for c in extra]
-    cols += ["i.label_conversion", "i.label_click"]
+    cols += [f"i.{c}" for c in LABEL_COLUMNS]
     # One audience per user even if users.parquet repeats a user (a repeat must not duplicate impressions).
-    users = f"(SELECT user_id, min(audience) AS audience FROM read_parquet({_sql_str(str(users_path))}) GROUP BY user_id)"
+    users = (
+        f"(SELECT user_id, min(audience) AS audience FROM read_parquet({_sql_str(str(users_path))}) GROUP BY user_id)"
+    )
     join_users = f"LEFT JOIN {users} u ON u.user_id = i.user_id" if users_path else ""
     return f"""
         SELECT {", ".join(cols)}

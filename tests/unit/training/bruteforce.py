@@ -95,4 +95,29 @@ def expected_labels(
             )
         )
 
-    return {"label_conversion": hit("conversion", conv_window), "label_click": hit("click", click_window)}
+    def attributed() -> int:
+        """A conversion of the ad within the window with no later impression of the ad before it."""
+        for c in events:
+            if not (
+                c["event_type"] == "conversion"
+                and c["user_id"] == row["user_id"]
+                and c["ad_id"] == row["ad_id"]
+                and t <= c["event_ts"] < t + conv_window
+            ):
+                continue
+            later = any(
+                e["event_type"] == "impression"
+                and e["user_id"] == row["user_id"]
+                and e["ad_id"] == row["ad_id"]
+                and t < e["event_ts"] <= c["event_ts"]
+                for e in events
+            )
+            if not later:
+                return 1
+        return 0
+
+    return {
+        "label_conversion": hit("conversion", conv_window),
+        "label_attributed_conversion": attributed(),
+        "label_click": hit("click", click_window),
+    }

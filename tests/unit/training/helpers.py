@@ -57,6 +57,7 @@ def synthetic_training_frame(n: int = 6000, seed: int = 0, config: ConversionMod
         frame[f"{view}__imp_7d"] = frame[f"{view}__imp_24h"] + rng.poisson(2, n)
         frame[f"{view}__imp_28d"] = frame[f"{view}__imp_7d"] + rng.poisson(1, n)
     frame["label_conversion"] = (rng.random(n) < p).astype(np.int32)
+    frame["label_attributed_conversion"] = frame["label_conversion"] * (rng.random(n) < 0.5).astype(np.int32)
     frame["label_click"] = (rng.random(n) < 0.02).astype(np.int32)
     return frame
 

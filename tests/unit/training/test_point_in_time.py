@@ -191,6 +191,9 @@ def test_trap_rows_would_differ_if_the_join_could_see_the_impression_time(world)
     # The row itself holds the previous day's snapshot, so it cannot be the leaky one.
     assert a["user_ad__conv_28d"] <= fresh["user_ad__conv_28d"] < leaky["user_ad__conv_28d"]
     assert a["label_conversion"] == 1 and a["label_click"] == 1  # ... which belong to the labels instead
+    assert a["label_attributed_conversion"] == 1  # A is the ad's last touch before that conversion
+    earlier = by_key[("u0", "ad0", T0 + timedelta(days=2, hours=5))]
+    assert earlier["label_conversion"] == 1 and earlier["label_attributed_conversion"] == 0  # A came in between
     assert a["n_ad"] >= 2 and a["hours_since_last_ad"] > 0
 
     # 1 µs before a snapshot: that snapshot would count the impression itself; 1 µs after: it is the one to use.
