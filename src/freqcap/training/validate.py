@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 
 from freqcap.errors import FreqcapError
 from freqcap.training.config import ConversionModelConfig, resolve_repo_path
+from freqcap.validation.gx_runtime import ephemeral_context, import_gx
 
 log = logging.getLogger(__name__)
 
@@ -124,33 +124,6 @@ def read_for_validation(path: str | Path) -> pd.DataFrame:
     return pa.table(columns).to_pandas()
 
 
-def _import_gx() -> Any:
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        is_gx = name.startswith("great_expectations.") and isinstance(logger, logging.Logger)
-        if is_gx and logging.NOTSET < logger.level < logging.WARNING:
-            logger.setLevel(logging.WARNING)
-    return gx
-
-
-def _context(gx: Any) -> Any:
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
-        analytics_enabled=False,
-    )
-    return gx.get_context(mode="ephemeral", project_config=config)
-
-
 def _observed(result: dict[str, Any]) -> Any:
     value = result.get("observed_value")
     if isinstance(value, float):
@@ -181,7 +154,7 @@ def validate_training_set(
             )
         else:
             active.append(exp)
-    gx = _import_gx()
+    gx = import_gx()
     suite = gx.ExpectationSuite(name=doc["name"], expectations=json.loads(json.dumps(active)))
     loaded = {e.meta.get("rule") for e in suite.expectations}
     rejected = [e["meta"]["rule"] for e in active if e["meta"]["rule"] not in loaded]
@@ -189,7 +162,7 @@ def validate_training_set(
         raise TrainingValidationError(
             f"Great Expectations rejected the expectations of rule(s) {rejected}; check type and kwargs"
         )
-    context = _context(gx)
+    context = ephemeral_context(gx)
     batch = (
         context.data_sources.add_pandas("freqcap_training")
         .add_dataframe_asset("training_set")

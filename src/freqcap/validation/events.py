@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -52,6 +51,7 @@ from freqcap.config import ValidationConfig, parse_duration
 from freqcap.events.schema import EVENT_COLUMNS, EVENT_SCHEMA, TIMESTAMP_TYPE
 from freqcap.validation.errors import EventValidationError, ValidationSuiteError
 from freqcap.validation.files import FileCheck, check_file, discover_files
+from freqcap.validation.gx_runtime import ephemeral_context, import_gx
 from freqcap.validation.report import EventValidationReport, ExpectationOutcome
 from freqcap.validation.suite import EventSuite, Rule, build_gx_suite, load_suite
 
@@ -211,7 +211,7 @@ def validate_events(
             )
 
         t = time.perf_counter()
-        gx = _import_gx()  # lazily: seconds on the first call in a process, nothing after
+        gx = import_gx()  # lazily: seconds on the first call in a process, nothing after
         timings["gx_import"] = time.perf_counter() - t
         t = time.perf_counter()
         _load_reference_ads(con, catalog)
@@ -395,36 +395,6 @@ def _load_reference_ads(con: duckdb.DuckDBPyConnection, catalog: Path | None) ->
 # ------------------------------------------------------------------------------------------ great expectations
 
 
-def _import_gx() -> Any:
-    """Import Great Expectations quietly: no INFO chatter, no analytics (its import takes seconds: done lazily)."""
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    os.environ["GX_ANALYTICS_ENABLED"] = "False"
-    import great_expectations as gx
-
-    # Some GX modules pin their own logger to INFO at import; keep them at WARNING like the rest.
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        is_gx = name.startswith("great_expectations.") and isinstance(logger, logging.Logger)
-        if is_gx and logging.NOTSET < logger.level < logging.WARNING:
-            logger.setLevel(logging.WARNING)
-    return gx
-
-
-def _gx_context(gx: Any) -> Any:
-    """An ephemeral (in-memory) context with no docs site and no progress bars."""
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
-        analytics_enabled=False,
-    )
-    return gx.get_context(mode="ephemeral", project_config=config)
-
-
 def _run_gx(
     gx: Any,
     con: duckdb.DuckDBPyConnection,
@@ -439,7 +409,7 @@ def _run_gx(
     if n_events == 0:
         return tallies
 
-    context = _gx_context(gx)
+    context = ephemeral_context(gx)
     batch_definition = (
         context.data_sources.add_pandas("freqcap_events")
         .add_dataframe_asset("events")
