@@ -98,6 +98,31 @@ def cmd_curves_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from freqcap.serving.app import create_app
+
+    settings = _settings(args)
+    serving = settings.serving
+    policy = args.policy or serving.policy_path
+    if not policy:
+        raise FreqcapError("no policy to serve: pass --policy PATH or set serving.policy_path")
+    try:
+        app = create_app(
+            settings,
+            policy_path=Path(policy),
+            admin_token=serving.admin_token or None,
+            dev=args.dev,
+            budget_ms=serving.budget_ms,
+            lookup_workers=serving.lookup_workers,
+        )
+    except ValueError as exc:  # e.g. an empty admin token outside dev mode
+        raise FreqcapError(str(exc)) from exc
+    uvicorn.run(app, host=args.host or serving.host, port=args.port or serving.port, log_level="warning")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from freqcap.jobs.demo import run_demo
 
@@ -143,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.add_argument("--limit", type=int, default=5, help="at most this many pairs per tier")
     p.set_defaults(func=cmd_features_online)
+    p = sub.add_parser("serve", help="the decision API (POST /v1/decide), failing open within its time budget")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--policy", help="policy YAML to serve (default: serving.policy_path)")
+    p.add_argument("--dev", action="store_true", help="allow an empty admin token (local development only)")
+    p.set_defaults(func=cmd_serve)
+
     curves = sub.add_parser("curves", help="exposure-response curves and caps").add_subparsers(
         dest="action", required=True
     )

@@ -162,6 +162,18 @@ class TrainingSettings(_Frozen):
     floor: float = Field(0.5, gt=0.0, le=1.0)
 
 
+class ServingConfig(_Frozen):
+    """The decision API: bind address, lookup time budget and the admin token (from the environment only)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    budget_ms: float = Field(10.0, gt=0)
+    lookup_workers: int = Field(8, gt=0)
+    policy_path: str | None = None
+    # Set from the environment (FREQCAP__SERVING__ADMIN_TOKEN), never in a committed file.
+    admin_token: str = ""
+
+
 class Settings(_Frozen):
     """Everything a freqcap job needs to know, validated once."""
 
@@ -174,6 +186,7 @@ class Settings(_Frozen):
     demo: DemoConfig = DemoConfig()
     training: TrainingSettings = TrainingSettings()
     tracking: TrackingConfig = TrackingConfig()
+    serving: ServingConfig = ServingConfig()
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
