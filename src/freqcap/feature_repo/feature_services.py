@@ -9,27 +9,18 @@ from freqcap.feature_repo.feature_views import FEATURE_VIEWS
 
 def build_feature_services(views: list[FeatureView]) -> list[FeatureService]:
     by_name = {v.name: v for v in views}
+    frequency_views = [by_name["user_advertiser"], by_name["user_campaign"], by_name["user_ad"], by_name["user"]]
     return [
         # What the decision API reads per request: the three frequency tiers and the user's cohort.
         FeatureService(
             name="frequency_serving",
-            features=[
-                by_name["user_advertiser"],
-                by_name["user_campaign"],
-                by_name["user_ad"],
-                by_name["user"],
-            ],
+            features=frequency_views,
             description="online frequency state for the decision API",
         ),
         # What the training set joins point-in-time onto each impression.
         FeatureService(
             name="frequency_training",
-            features=[
-                by_name["user_advertiser"],
-                by_name["user_campaign"],
-                by_name["user_ad"],
-                by_name["user"],
-            ],
+            features=frequency_views,
             description="frequency features as of just before each impression, for the conversion model",
         ),
     ]

@@ -157,6 +157,18 @@ def validate_events(
     )
 
     tmp_dir = Path(tempfile.mkdtemp(prefix="freqcap-validate-"))
+    # What every report of this run says, whichever way the run ends.
+    context = {
+        "as_of": as_of,
+        "events_dir": str(events_dir),
+        "ads_catalog": str(catalog) if catalog else None,
+        "suite_name": suite.name,
+        "suite_path": str(suite.path),
+        "max_bad_share": config.max_bad_share,
+        "files_total": len(checks),
+        "quarantine_path": str(quarantine_path),
+        "report_path": str(report_path),
+    }
     con = duckdb.connect(config={"temp_directory": str(tmp_dir)})
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -167,12 +179,7 @@ def validate_events(
             names = "; ".join(f"{rel}: {error}" for rel, error in unreadable.items())
             message = f"cannot read {len(unreadable)} events file(s) under {events_dir}: {names}"
             report = EventValidationReport(
-                as_of=as_of,
-                events_dir=str(events_dir),
-                ads_catalog=str(catalog) if catalog else None,
-                suite_name=suite.name,
-                suite_path=str(suite.path),
-                max_bad_share=config.max_bad_share,
+                **context,
                 total_rows=0,
                 clean_rows=0,
                 invalid_rows=0,
@@ -180,13 +187,10 @@ def validate_events(
                 duplicates_differing=0,
                 invalid_by_rule={},
                 expectations=(),
-                files_total=len(checks),
                 schema_failures=tuple(
                     {"file": rel, "rows": None, "problems": [err]} for rel, err in unreadable.items()
                 ),
                 clean_path=None,
-                quarantine_path=str(quarantine_path),
-                report_path=str(report_path),
                 seconds=time.perf_counter() - started,
                 timings=timings,
                 gx_version="not imported",
@@ -246,12 +250,7 @@ def validate_events(
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
     report = EventValidationReport(
-        as_of=as_of,
-        events_dir=str(events_dir),
-        ads_catalog=str(catalog) if catalog else None,
-        suite_name=suite.name,
-        suite_path=str(suite.path),
-        max_bad_share=config.max_bad_share,
+        **context,
         total_rows=total_rows,
         clean_rows=clean_rows,
         invalid_rows=invalid_rows,
@@ -259,11 +258,8 @@ def validate_events(
         duplicates_differing=n_dup_differs,
         invalid_by_rule=invalid_by_rule,
         expectations=outcomes,
-        files_total=len(checks),
         schema_failures=schema_failures,
         clean_path=str(clean_path) if failure is None else None,
-        quarantine_path=str(quarantine_path),
-        report_path=str(report_path),
         seconds=time.perf_counter() - started,
         timings=timings,
         gx_version=gx.__version__,
