@@ -102,6 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from freqcap.serving.app import create_app
+    from freqcap.serving.decision_log import decision_log_from_settings
 
     settings = _settings(args)
     serving = settings.serving
@@ -116,6 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             dev=args.dev,
             budget_ms=serving.budget_ms,
             lookup_workers=serving.lookup_workers,
+            decision_log=decision_log_from_settings(settings),
         )
     except ValueError as exc:  # e.g. an empty admin token outside dev mode
         raise FreqcapError(str(exc)) from exc

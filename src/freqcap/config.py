@@ -172,6 +172,10 @@ class ServingConfig(_Frozen):
     policy_path: str | None = None
     # Set from the environment (FREQCAP__SERVING__ADMIN_TOKEN), never in a committed file.
     admin_token: str = ""
+    # Share of decision requests written to the decision log (0 turns it off); default directory data_dir/decision_log.
+    decision_log_sample_rate: float = Field(0.1, ge=0.0, le=1.0)
+    decision_log_dir: str | None = None
+    decision_log_flush_seconds: float = Field(1.0, gt=0)
 
 
 class Settings(_Frozen):

@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from freqcap.config import Settings
 from freqcap.policy import Policy, PolicyValidationError, load_policy, parse_policy
-from freqcap.policy.engine import Candidate, decide
+from freqcap.policy.engine import LEVELS, Candidate, decide
 from freqcap.policy.schema import policy_document
+from freqcap.serving.decision_log import DecisionLog, decision_rows, is_hit
 from freqcap.serving.reader import FeastReader, FeatureReader
 
 log = logging.getLogger(__name__)
@@ -54,26 +55,36 @@ class DecideRequest(_Strict):
     candidates: list[CandidateIn] = Field(min_length=1, max_length=500)
 
 
+LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
 class Metrics:
-    """Counters rendered by hand in the Prometheus text format."""
+    """Counters rendered by hand in the Prometheus text format (no client library on the hot path)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.requests = 0
         self.fail_open: Counter[str] = Counter()
         self.latency_sum = 0.0
-        self.latency_count = 0
+        self.latency_buckets = [0] * len(LATENCY_BUCKETS)
         self.policy_reloads: Counter[str] = Counter()
+        self.decisions = 0
+        self.cap_hits: Counter[str] = Counter()
 
-    def observe(self, seconds: float, reason: str | None) -> None:
+    def observe(self, seconds: float, reason: str | None, decisions: Sequence[Any] = ()) -> None:
+        hits = Counter(d.binding.level for d in decisions if is_hit(d))
         with self._lock:
             self.requests += 1
             self.latency_sum += seconds
-            self.latency_count += 1
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                if seconds <= bound:
+                    self.latency_buckets[i] += 1
             if reason is not None:
                 self.fail_open[reason.split(":")[0]] += 1
+            self.decisions += len(decisions)
+            self.cap_hits.update(hits)
 
-    def render(self, policy_version: str | None) -> str:
+    def render(self, policy_version: str | None, decision_log: DecisionLog | None = None) -> str:
         with self._lock:
             lines = [
                 "# HELP freqcap_decide_requests_total Decision requests answered.",
@@ -82,13 +93,27 @@ class Metrics:
                 "# HELP freqcap_decide_fail_open_total Decision requests answered fail-open, by reason.",
                 "# TYPE freqcap_decide_fail_open_total counter",
             ]
-            for reason in sorted(set(self.fail_open) | {"timeout", "store_error", "internal_error"}):
+            for reason in sorted(set(self.fail_open) | {"timeout", "store_error", "internal_error", "no_policy"}):
                 lines.append(f'freqcap_decide_fail_open_total{{reason="{reason}"}} {self.fail_open[reason]}')
             lines += [
-                "# HELP freqcap_decide_latency_seconds Time to answer a decision request.",
-                "# TYPE freqcap_decide_latency_seconds summary",
+                "# HELP freqcap_decide_latency_seconds Time to answer a decision request (server side).",
+                "# TYPE freqcap_decide_latency_seconds histogram",
+            ]
+            for bound, count in zip(LATENCY_BUCKETS, self.latency_buckets, strict=True):
+                lines.append(f'freqcap_decide_latency_seconds_bucket{{le="{bound}"}} {count}')
+            lines += [
+                f'freqcap_decide_latency_seconds_bucket{{le="+Inf"}} {self.requests}',
                 f"freqcap_decide_latency_seconds_sum {self.latency_sum:.6f}",
-                f"freqcap_decide_latency_seconds_count {self.latency_count}",
+                f"freqcap_decide_latency_seconds_count {self.requests}",
+                "# HELP freqcap_decisions_total Candidate decisions made (not counting fail-open answers).",
+                "# TYPE freqcap_decisions_total counter",
+                f"freqcap_decisions_total {self.decisions}",
+                "# HELP freqcap_cap_hits_total Candidate decisions whose binding constraint was reached, by level.",
+                "# TYPE freqcap_cap_hits_total counter",
+            ]
+            for level in LEVELS:
+                lines.append(f'freqcap_cap_hits_total{{level="{level}"}} {self.cap_hits[level]}')
+            lines += [
                 "# HELP freqcap_policy_reloads_total Policy reload attempts, by result.",
                 "# TYPE freqcap_policy_reloads_total counter",
             ]
@@ -96,9 +121,17 @@ class Metrics:
                 lines.append(f'freqcap_policy_reloads_total{{result="{result}"}} {self.policy_reloads[result]}')
             if policy_version is not None:
                 lines += [
+                    "# HELP freqcap_policy_info The policy version being served.",
                     "# TYPE freqcap_policy_info gauge",
                     f'freqcap_policy_info{{version="{_escape(policy_version)}"}} 1',
                 ]
+        if decision_log is not None:
+            lines += [
+                "# HELP freqcap_decision_log_rows_total Decision log rows, by outcome.",
+                "# TYPE freqcap_decision_log_rows_total counter",
+                f'freqcap_decision_log_rows_total{{outcome="written"}} {decision_log.written}',
+                f'freqcap_decision_log_rows_total{{outcome="dropped"}} {decision_log.dropped}',
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -117,13 +150,18 @@ class ServingState:
         self.metrics = Metrics()
 
 
+class _NotReady(Exception):
+    """No policy (or no reader) yet: answer fail-open with this reason."""
+
+
 def _fail_open(version: str | None, ad_ids: Sequence[str], reason: str) -> dict[str, Any]:
     return {
         "policy_version": version,
         "degraded": True,
         "degraded_reason": reason,
         "decisions": [
-            {"ad_id": a, "eligible": True, "penalty": 1.0, "distance_to_cap": None, "binding": None} for a in ad_ids
+            {"ad_id": a, "eligible": True, "penalty": 1.0, "distance_to_cap": None, "binding": None, "reason": reason}
+            for a in ad_ids
         ],
     }
 
@@ -137,6 +175,7 @@ def _decision_json(d) -> dict[str, Any]:
         "penalty": d.penalty,
         "distance_to_cap": d.distance_to_cap,
         "binding": binding,
+        "reason": d.reason,
     }
 
 
@@ -154,10 +193,16 @@ def create_app(
     dev: bool = False,
     budget_ms: float = 10.0,
     lookup_workers: int = 8,
+    decision_log: DecisionLog | None = None,
 ) -> FastAPI:
     """The decision API. Without `reader`, the lifespan opens the Feast store once (runtime repo `repo_dir`,
     default the features job's) and reads through it. `admin_token` guards `POST /v1/admin/policy`; an empty
-    token is refused unless `dev=True` (then the admin endpoint is open)."""
+    token is refused unless `dev=True` (then the admin endpoint is open). `decision_log` (optional) receives a
+    sample of the decisions; its flusher runs for the app's lifetime.
+
+    A policy file that is missing or invalid at start does not stop the service: it starts not ready
+    (`/readyz` 503), answers decisions fail-open with reason `no_policy`, and accepts a policy on the admin endpoint.
+    """
     if not admin_token and not dev:
         raise ValueError("an admin token is required for the policy admin endpoint (or dev=True)")
     if budget_ms <= 0:
@@ -166,7 +211,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.policy = load_policy(policy_path)
+        try:
+            state.policy = load_policy(policy_path)
+            log.info("serving policy %s", state.policy.version)
+        except (OSError, PolicyValidationError) as exc:
+            log.error("no policy loaded at start (%s); answering fail-open until one is pushed", exc)
+        loop = asyncio.get_running_loop()
         if reader is not None:
             state.reader = reader
         else:
@@ -174,13 +224,23 @@ def create_app(
             from freqcap.jobs.features import feast_repo_dir
 
             repo = Path(repo_dir) if repo_dir is not None else feast_repo_dir(settings)
-            store = await asyncio.get_running_loop().run_in_executor(None, open_store, settings, repo)
+            store = await loop.run_in_executor(None, open_store, settings, repo)
             state.reader = FeastReader(store, settings.features)
-        log.info("serving policy %s", state.policy.version)
+        # Warm up (registry, connections, code paths) so the first real request does not pay for it.
+        warm = Candidate("warmup-ad", "warmup-campaign", "warmup-advertiser")
+        for _ in range(2):
+            try:
+                await loop.run_in_executor(state.pool, state.reader.read, "warmup-user", [warm])
+            except Exception as exc:  # a store down at start: serve anyway, failing open
+                log.warning("warm-up lookup failed: %s", exc)
+        if decision_log is not None:
+            decision_log.start()
         try:
             yield
         finally:
             state.pool.shutdown(wait=False, cancel_futures=True)
+            if decision_log is not None:
+                decision_log.close()
 
     app = FastAPI(title="freqcap decision API", lifespan=lifespan)
     app.state.serving = state
@@ -194,6 +254,7 @@ def create_app(
             reason = f"internal_error: {type(exc).__name__}"
             state.metrics.observe(0.0, reason)
             version = state.policy.version if state.policy else None
+            _log_request(body, version, None, None, None, reason)
             return JSONResponse(_fail_open(version, [c.ad_id for c in body.candidates], reason))
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
@@ -205,9 +266,11 @@ def create_app(
         ad_ids = [c.ad_id for c in body.candidates]
         version = policy.version if policy else None
         reason: str | None = None
+        decisions: list[Any] = []
+        user = None
         try:
             if policy is None or state.reader is None:
-                raise RuntimeError("not ready")
+                raise _NotReady("no_policy" if policy is None else "not_ready")
             cands = [Candidate(c.ad_id, c.campaign_id, c.advertiser_id) for c in body.candidates]
             loop = asyncio.get_running_loop()
             lookup = loop.run_in_executor(state.pool, state.reader.read, body.user_id, cands)
@@ -225,13 +288,38 @@ def create_app(
                     "degraded_reason": None,
                     "decisions": [_decision_json(d) for d in decisions],
                 }
+        except _NotReady as exc:
+            reason = str(exc)
         except Exception as exc:
             log.exception("decide failed")
             reason = f"internal_error: {type(exc).__name__}"
         if reason is not None:
             out = _fail_open(version, ad_ids, reason)
-        state.metrics.observe(time.perf_counter() - started, reason)
+            decisions = []
+        state.metrics.observe(time.perf_counter() - started, reason, decisions)
+        if reason is None:
+            _log_request(body, version, user.audience, user.signal_tier, decisions, None)
+        else:
+            _log_request(body, version, None, None, None, reason)
         return out
+
+    def _log_request(body, version, audience, signal_tier, decisions, reason) -> None:
+        if decision_log is None or not decision_log.sample():
+            return
+        try:
+            rows = decision_rows(
+                ts=body.context.ts,
+                fmt=body.context.format,
+                audience=audience,
+                signal_tier=signal_tier,
+                policy_version=version,
+                candidates=body.candidates,
+                decisions=decisions,
+                degraded_reason=reason,
+            )
+            decision_log.record(rows)
+        except Exception:  # logging must never cost a decision
+            log.exception("decision log record failed")
 
     @app.get("/v1/policy")
     async def get_policy():
@@ -253,7 +341,8 @@ def create_app(
     @app.get("/metrics")
     async def metrics():
         version = state.policy.version if state.policy else None
-        return PlainTextResponse(state.metrics.render(version), media_type="text/plain; version=0.0.4")
+        body = state.metrics.render(version, decision_log)
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/admin/policy")
     async def reload_policy(request: Request):
