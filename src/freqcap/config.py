@@ -178,6 +178,27 @@ class ServingConfig(_Frozen):
     decision_log_flush_seconds: float = Field(1.0, gt=0)
 
 
+class GuardrailsConfig(_Frozen):
+    """Bounds a proposed policy must respect before it is published (freqcap.policy.guardrails)."""
+
+    min_cap: int = Field(1, ge=1)
+    max_cap: int = Field(200, ge=1)
+    # Any cap present in both the live and the proposed policy may change by at most this factor either way.
+    max_cap_ratio: float = Field(4.0, ge=1.0)
+    # The projected share of active (user, entity) pairs at or over their cap may move at most this much per level.
+    max_hit_rate_change: float = Field(0.15, ge=0.0, le=1.0)
+
+
+class PublishConfig(_Frozen):
+    """Where the publish DAG pushes policies, and its guardrails. The admin token is `serving.admin_token`."""
+
+    serving_url: str = "http://127.0.0.1:8000"
+    timeout_seconds: float = Field(5.0, gt=0)
+    # After a push, how long to wait for serving to report the new version.
+    verify_seconds: float = Field(10.0, gt=0)
+    guardrails: GuardrailsConfig = GuardrailsConfig()
+
+
 class Settings(_Frozen):
     """Everything a freqcap job needs to know, validated once."""
 
@@ -191,6 +212,7 @@ class Settings(_Frozen):
     training: TrainingSettings = TrainingSettings()
     tracking: TrackingConfig = TrackingConfig()
     serving: ServingConfig = ServingConfig()
+    publish: PublishConfig = PublishConfig()
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

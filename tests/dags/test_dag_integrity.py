@@ -55,3 +55,15 @@ def test_dag_files_stay_thin(path: Path):
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 assert alias.name in allowed, f"{path.name} imports {alias.name} at module level"
+
+
+def test_assets_chain_features_training_publish(dagbag):
+    """features → (online features) → training → (proposed policy) → publish."""
+    training, publish = dagbag.dags["freqcap_training"], dagbag.dags["freqcap_publish"]
+    assert [a.name for a in training.get_task("attach_curves").outlets] == ["freqcap_proposed_policy"]
+    assert "freqcap_online_features" in repr(training.timetable.asset_condition)
+    assert "freqcap_proposed_policy" in repr(publish.timetable.asset_condition)
+    order = ["fetch_champion_policy", "check_guardrails", "push_policy", "verify"]
+    assert {t.task_id for t in publish.tasks} == set(order)
+    for upstream, downstream in itertools.pairwise(order):
+        assert publish.get_task(downstream).upstream_task_ids == {upstream}

@@ -1,0 +1,128 @@
+"""Guardrails on a proposed policy: each check fails on its own violation, and the projected cap-hit share equals a
+row-by-row count."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+
+from freqcap.policy import parse_policy
+from freqcap.policy.guardrails import GuardrailLimits, check_guardrails, count_column, projected_hit_rates
+
+H, D7, D28 = 3600, 7 * 86400, 28 * 86400
+WINDOWS = {"advertiser": {H, 86400, D7, D28}, "campaign": {H, 86400, D7, D28}, "ad": {H, 86400, D7, D28}}
+LIMITS = GuardrailLimits(min_cap=1, max_cap=50, max_cap_ratio=2.0, max_hit_rate_change=0.10)
+
+
+def policy(version="p", ad_cap=4, campaign_cap=8, sports_ad_cap=2, window="7d"):
+    return parse_policy(
+        {
+            "version": version,
+            "created_at": "2026-01-01T00:00:00Z",
+            "defaults": [
+                {"level": "ad", "caps": [{"window": window, "max": ad_cap}]},
+                {"level": "campaign", "caps": [{"window": "28d", "max": campaign_cap}]},
+            ],
+            "rules": [
+                {"match": {"audience": "sports"}, "level": "ad", "caps": [{"window": "7d", "max": sports_ad_cap}]},
+            ],
+        }
+    )
+
+
+def pairs(n=3000, seed=1) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        level = rng.choice(["advertiser", "campaign", "ad"])
+        d28 = rng.randint(1, 15)
+        d7 = rng.randint(0, d28)
+        rows.append(
+            {
+                "level": level,
+                "audience": rng.choice(["sports", "news", "unknown"]),
+                "signal_tier": rng.choice(["impression_only", "engaged", "converter"]),
+                count_column(H): rng.randint(0, d7),
+                count_column(86400): d7,
+                count_column(D7): d7,
+                count_column(D28): d28,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _brute_force_rates(p, frame):
+    hits, totals = {}, {}
+    for row in frame.to_dict("records"):
+        level = row["level"]
+        totals[level] = totals.get(level, 0) + 1
+        hit = any(
+            row[count_column(cap.window_seconds)] >= cap.max
+            for rule in p.rules_for(row["audience"], row["signal_tier"], level)
+            for cap in rule.caps
+        )
+        hits[level] = hits.get(level, 0) + hit
+    return {lvl: hits[lvl] / totals[lvl] for lvl in totals}
+
+
+def test_projected_hit_rates_equal_a_row_by_row_count():
+    frame = pairs()
+    for p in (policy(), policy(ad_cap=2, campaign_cap=3, sports_ad_cap=9)):
+        got = projected_hit_rates(p, frame)
+        want = _brute_force_rates(p, frame)
+        assert got.keys() == want.keys()
+        for level in want:
+            assert got[level] == pytest.approx(want[level])
+    # no caps at the advertiser level: nobody is capped there
+    assert projected_hit_rates(policy(), frame)["advertiser"] == 0.0
+
+
+def test_a_sane_update_passes_every_guardrail():
+    report = check_guardrails(
+        policy("new", ad_cap=5), policy("old"), limits=LIMITS, windows_by_level=WINDOWS, pairs=pairs()
+    )
+    assert report.passed, report.summary()
+    assert [c.name for c in report.checks] == [
+        "windows_known",
+        "caps_within_bounds",
+        "change_vs_live",
+        "projected_hit_change",
+    ]
+
+
+def test_first_publication_has_nothing_to_compare():
+    report = check_guardrails(policy("new"), None, limits=LIMITS, windows_by_level=WINDOWS, pairs=pairs())
+    assert report.passed
+    assert "first publication" in report.checks[2].detail
+
+
+@pytest.mark.parametrize(
+    ("proposed", "failing"),
+    [
+        (policy("new", window="3d"), "windows_known"),  # no feature counts over 3 days
+        (policy("new", campaign_cap=60, ad_cap=30), "caps_within_bounds"),  # > max_cap 50
+        (policy("new", sports_ad_cap=5), "change_vs_live"),  # 2 -> 5 is more than x2
+        (policy("new", ad_cap=2, campaign_cap=4), "projected_hit_change"),  # within x2 each, but many more hits
+    ],
+)
+def test_each_violation_is_caught_and_named(proposed, failing):
+    report = check_guardrails(proposed, policy("old"), limits=LIMITS, windows_by_level=WINDOWS, pairs=pairs())
+    assert not report.passed
+    assert failing in {c.name for c in report.failures}, report.summary()
+
+
+def test_projected_change_reports_the_numbers():
+    report = check_guardrails(
+        policy("new", ad_cap=2, campaign_cap=4), policy("old"), limits=LIMITS, windows_by_level=WINDOWS, pairs=pairs()
+    )
+    projected = next(c for c in report.checks if c.name == "projected_hit_change")
+    frame = pairs()
+    before, after = (
+        _brute_force_rates(policy("old"), frame),
+        _brute_force_rates(policy("new", ad_cap=2, campaign_cap=4), frame),
+    )
+    for level in ("campaign", "ad"):
+        assert projected.values["change"][level] == pytest.approx(after[level] - before[level], abs=1e-4)
+    assert projected.values["pairs"] == len(frame)
