@@ -117,6 +117,21 @@ def test_champion_policy_is_published_and_verified(env):
     assert len(published) == 2
 
 
+def test_first_publication_to_a_serving_without_policy(env):
+    tmp, _, monkeypatch = env
+    name = f"m-{uuid.uuid4().hex[:6]}"
+    app = create_app(load_settings(), policy_path=None, reader=NoFeatures(), admin_token=TOKEN)
+    with live_server(app) as url:
+        monkeypatch.setenv("FREQCAP__PUBLISH__SERVING_URL", url)
+        assert httpx.get(url + "/readyz").status_code == 503
+        make_champion(load_settings(), name, policy_doc("first-1"), tmp)
+        dag_run, states = _run(name)
+        assert dag_run.state == "success", states
+        assert _served_version(url) == "first-1" and httpx.get(url + "/readyz").status_code == 200
+    report = next((tmp / "data" / "publish").rglob("guardrails.json")).read_text()
+    assert '"live_version": null' in report and "first publication" in report
+
+
 def test_a_guardrail_violation_stops_publication(env):
     tmp, live, monkeypatch = env
     name = f"m-{uuid.uuid4().hex[:6]}"

@@ -154,6 +154,8 @@ def _free_port() -> int:
 def test_fail_open_when_the_store_stalls(tmp_path):
     binary = shutil.which("redis-server")
     if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server binary not found (required under CI)")
         pytest.skip("redis-server binary not found")
     port = _free_port()
     proc = subprocess.Popen(

@@ -140,6 +140,93 @@ def run_demo(
         print("    the training DAG failed; see the task logs above", flush=True)
         return 1
     _print_training(settings, data_dir, as_of)
+    return _serve_and_publish(settings, data_dir, run_dir(settings, as_of), as_of)
+
+
+def _serve_and_publish(settings, data_dir: Path, run: Path, as_of) -> int:
+    """Start the decision API (no policy yet: fail-open), publish the champion's policy through the publish DAG,
+    then show decisions for a heavy and a light user."""
+    import secrets
+
+    import duckdb
+    import httpx
+
+    from freqcap.orchestration.local import run_dag, task_states
+    from freqcap.serving.app import create_app
+    from freqcap.serving.decision_log import decision_log_from_settings, read_decision_log
+    from freqcap.serving.live import serve_in_thread
+
+    t = _step(5, "starting the decision API (uvicorn on loopback) and publishing the champion's policy")
+    token = secrets.token_urlsafe(16)  # this demo's admin token; production reads it from the environment
+    os.environ["FREQCAP__SERVING__ADMIN_TOKEN"] = token
+    budget_ms = max(settings.serving.budget_ms, 100.0)  # SQLite on a busy laptop; Redis meets the default
+    decision_log = decision_log_from_settings(settings)
+    app = create_app(settings, policy_path=None, admin_token=token, budget_ms=budget_ms, decision_log=decision_log)
+    with serve_in_thread(app, host="127.0.0.1", port=0) as url:
+        os.environ["FREQCAP__PUBLISH__SERVING_URL"] = url
+        ready = httpx.get(url + "/readyz").json()
+        print(f"    serving at {url} (lookup budget {budget_ms:.0f} ms); before publishing: {ready}")
+        dag_run = run_dag("freqcap_publish", logical_date=as_of, conf={})
+        states = task_states(dag_run)
+        print(f"    DAG run {dag_run.run_id}: {dag_run.state}; tasks: {states}")
+        if str(dag_run.state) != "success":
+            print("    the publish DAG failed; see the task logs above", flush=True)
+            return 1
+        served = httpx.get(url + "/v1/policy").json()
+        guardrails = next((data_dir / "publish").rglob("guardrails.json"))
+        print(f"    serving now runs policy {served['version']}; guardrail report {guardrails}")
+        for check in json.loads(guardrails.read_text())["guardrails"]["checks"]:
+            print(f"      {check['name']:22s} {'ok' if check['passed'] else 'FAILED'}  {check['detail']}")
+
+        user_table, ad_table = run / "features" / "user.parquet", run / "features" / "user_ad.parquet"
+        heavy, light = duckdb.sql(f"""
+            (SELECT user_id, audience, imp_7d FROM read_parquet('{user_table}') ORDER BY imp_7d DESC, user_id LIMIT 1)
+            UNION ALL
+            (SELECT user_id, audience, imp_7d FROM read_parquet('{user_table}') WHERE imp_7d BETWEEN 1 AND 3
+             ORDER BY user_id LIMIT 1)""").fetchall()
+        # The heavy user's most-seen ads plus ads nobody showed them: candidates an ad server might rank.
+        seen = duckdb.sql(
+            f"SELECT ad_id FROM read_parquet('{ad_table}') WHERE user_id = '{heavy[0]}' ORDER BY imp_28d DESC LIMIT 4"
+        ).fetchall()
+        ads = duckdb.sql(
+            f"SELECT ad_id, campaign_id, advertiser_id FROM read_parquet('{data_dir / 'raw' / 'ads.parquet'}')"
+        ).df()
+        chosen = [a for (a,) in seen] + [a for a in ads["ad_id"] if a not in {s for (s,) in seen}][:2]
+        meta = ads.set_index("ad_id")
+        candidates = [
+            {"ad_id": a, "campaign_id": meta.loc[a, "campaign_id"], "advertiser_id": meta.loc[a, "advertiser_id"]}
+            for a in chosen
+        ]
+        for label, (user_id, audience, imp_7d) in (("heavy", heavy), ("light", light)):
+            resp = httpx.post(
+                url + "/v1/decide",
+                json={
+                    "user_id": user_id,
+                    "context": {"format": "feed", "ts": as_of.isoformat()},
+                    "candidates": candidates,
+                },
+            ).json()
+            status = "degraded: " + str(resp["degraded_reason"]) if resp["degraded"] else "ok"
+            print(f"\n    {label} user {user_id} ({audience}, {imp_7d} impressions in 7 days) -> {status}")
+            for d in resp["decisions"]:
+                b = d["binding"]
+                bind = (
+                    f"{b['level']} {b['count']}/{b['cap']} per {b['window']}" if b and b["cap"] else (b and b["level"])
+                )
+                dist = "" if d["distance_to_cap"] is None else f"{d['distance_to_cap']:+.0f}"
+                print(
+                    f"      {d['ad_id']:10s} penalty {d['penalty']:.3f}  distance {dist:>4s}  binding {bind}  ({d['reason']})"
+                )
+        metrics = httpx.get(url + "/metrics").text
+    _done(t)
+    hits = [line for line in metrics.splitlines() if line.startswith(("freqcap_cap_hits_total", "freqcap_decide_fail"))]
+    print("    /metrics: " + "; ".join(hits))
+    if decision_log is not None:
+        logged = read_decision_log(decision_log.directory)
+        print(f"    decision log {decision_log.directory}: {len(logged)} rows (sampled, no user ids)")
+    print(
+        f"\ntry: freqcap serve --dev --policy {guardrails.with_name('policy.yaml')}   (with FREQCAP__DATA_DIR={data_dir})"
+    )
     return 0
 
 

@@ -186,7 +186,7 @@ def _utc(ts: datetime) -> datetime:
 def create_app(
     settings: Settings,
     *,
-    policy_path: str | Path,
+    policy_path: str | Path | None,
     reader: FeatureReader | None = None,
     repo_dir: str | Path | None = None,
     admin_token: str | None = None,
@@ -200,7 +200,7 @@ def create_app(
     token is refused unless `dev=True` (then the admin endpoint is open). `decision_log` (optional) receives a
     sample of the decisions; its flusher runs for the app's lifetime.
 
-    A policy file that is missing or invalid at start does not stop the service: it starts not ready
+    A policy file that is missing or invalid at start (or `policy_path=None`) does not stop the service: it starts not ready
     (`/readyz` 503), answers decisions fail-open with reason `no_policy`, and accepts a policy on the admin endpoint.
     """
     if not admin_token and not dev:
@@ -211,11 +211,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        try:
-            state.policy = load_policy(policy_path)
-            log.info("serving policy %s", state.policy.version)
-        except (OSError, PolicyValidationError) as exc:
-            log.error("no policy loaded at start (%s); answering fail-open until one is pushed", exc)
+        if policy_path is None:
+            log.warning("started without a policy; answering fail-open until one is pushed")
+        else:
+            try:
+                state.policy = load_policy(policy_path)
+                log.info("serving policy %s", state.policy.version)
+            except (OSError, PolicyValidationError) as exc:
+                log.error("no policy loaded at start (%s); answering fail-open until one is pushed", exc)
         loop = asyncio.get_running_loop()
         if reader is not None:
             state.reader = reader

@@ -27,18 +27,18 @@ class ServingClient:
         self.token = token
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, *, allow: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response:
         try:
             resp = httpx.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
         except httpx.HTTPError as exc:
             raise ServingUnreachable(f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
-        if resp.status_code >= 500:
+        if resp.status_code >= 500 and resp.status_code not in allow:
             raise ServingUnreachable(f"{method} {self.base_url}{path}: HTTP {resp.status_code}: {resp.text[:300]}")
         return resp
 
     def current_policy(self) -> dict[str, Any] | None:
         """`{"version", "policy"}` of the live policy, or None when serving runs without one (503)."""
-        resp = self._request("GET", "/v1/policy")
+        resp = self._request("GET", "/v1/policy", allow=(503,))
         if resp.status_code == 503:
             return None
         resp.raise_for_status()
