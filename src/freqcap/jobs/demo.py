@@ -153,19 +153,31 @@ def _serve_and_publish(settings, data_dir: Path, run: Path, as_of) -> int:
 
     from freqcap.orchestration.local import run_dag, task_states
     from freqcap.serving.app import create_app
-    from freqcap.serving.decision_log import decision_log_from_settings, read_decision_log
+    from freqcap.serving.decision_log import DecisionLog, decision_log_from_settings, read_decision_log
     from freqcap.serving.live import serve_in_thread
 
     t = _step(5, "starting the decision API (uvicorn on loopback) and publishing the champion's policy")
     token = secrets.token_urlsafe(16)  # this demo's admin token; production reads it from the environment
     os.environ["FREQCAP__SERVING__ADMIN_TOKEN"] = token
     budget_ms = max(settings.serving.budget_ms, 100.0)  # SQLite on a busy laptop; Redis meets the default
-    decision_log = decision_log_from_settings(settings)
+    configured = decision_log_from_settings(settings)
+    # The demo logs every request (production samples `serving.decision_log_sample_rate`).
+    decision_log = DecisionLog(configured.directory, sample_rate=1.0) if configured else None
     app = create_app(settings, policy_path=None, admin_token=token, budget_ms=budget_ms, decision_log=decision_log)
     with serve_in_thread(app, host="127.0.0.1", port=0) as url:
         os.environ["FREQCAP__PUBLISH__SERVING_URL"] = url
         ready = httpx.get(url + "/readyz").json()
         print(f"    serving at {url} (lookup budget {budget_ms:.0f} ms); before publishing: {ready}")
+        probe = {
+            "user_id": "u0000001",
+            "context": {"format": "feed", "ts": as_of.isoformat()},
+            "candidates": [{"ad_id": "ad-00000", "campaign_id": "cmp-0000", "advertiser_id": "adv-000"}],
+        }
+        before = httpx.post(url + "/v1/decide", json=probe).json()
+        print(
+            f"    a decision before publishing fails open: degraded={before['degraded']} "
+            f"reason={before['degraded_reason']} penalty={before['decisions'][0]['penalty']}"
+        )
         dag_run = run_dag("freqcap_publish", logical_date=as_of, conf={})
         states = task_states(dag_run)
         print(f"    DAG run {dag_run.run_id}: {dag_run.state}; tasks: {states}")
