@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from freqcap.config import parse_duration
 from freqcap.policy.schema import CapRule, PenaltyConfig, Policy
 
 LEVELS = ("advertiser", "campaign", "ad")
@@ -82,27 +82,61 @@ def _window_count(state: EntityState, window_seconds: int) -> int:
     return int(state.counts[window_seconds])
 
 
-def _constraints(rule: CapRule, level: str, state: EntityState, now: datetime, penalty: PenaltyConfig):
-    """(multiplier, distance, eligible, binding) for each constraint of one rule."""
-    for cap in rule.caps:
-        count = _window_count(state, cap.window_seconds)
-        distance = cap.max - count
-        if rule.mode == "hard":
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """A CapRule reduced to plain values once per policy (attribute access on models is slow on the hot path)."""
+
+    caps: tuple[tuple[str, int, int], ...]  # (window label, window seconds, max)
+    hard: bool
+    min_gap: str | None
+    min_gap_seconds: float | None
+    stop_after_conversion: bool
+    zero: EntityState  # the state of an entity never shown: zero in every window of the rule
+
+
+def _compile(rule: CapRule) -> _Rule:
+    caps = tuple((c.window, c.window_seconds, c.max) for c in rule.caps)
+    return _Rule(
+        caps=caps,
+        hard=rule.mode == "hard",
+        min_gap=rule.min_gap,
+        min_gap_seconds=rule.min_gap_seconds,
+        stop_after_conversion=rule.stop_after_conversion,
+        zero=EntityState(counts={sec: 0 for _, sec, _ in caps}),
+    )
+
+
+def _rules(policy: Policy, audience: str, signal_tier: str, level: str) -> tuple[_Rule, ...]:
+    memo = policy.memo()
+    key = ("engine", audience, signal_tier, level)
+    rules = memo.get(key)
+    if rules is None:
+        rules = memo[key] = tuple(_compile(r) for r in policy.rules_for(audience, signal_tier, level))
+    return rules
+
+
+def _constraints(rule: _Rule, level: str, state: EntityState, now: datetime, penalty: PenaltyConfig):
+    """(multiplier, distance, eligible, Binding fields) for each constraint of one rule (the Binding itself is built
+    only for the winner)."""
+    for window, seconds, cap in rule.caps:
+        count = _window_count(state, seconds)
+        distance = cap - count
+        if rule.hard:
             eligible = distance >= 1
             mult = 1.0 if eligible else 0.0
         else:
             eligible, mult = True, penalty_for_distance(distance, penalty)
-        yield mult, float(distance), eligible, Binding(level, cap.window, cap.max, count)
-    if rule.min_gap and state.last_imp_ts is not None:
-        gap = parse_duration(rule.min_gap).total_seconds()
+        yield mult, float(distance), eligible, (level, window, cap, count, "cap")
+    if rule.min_gap_seconds and state.last_imp_ts is not None:
+        gap = rule.min_gap_seconds
         elapsed = (now - state.last_imp_ts).total_seconds()
         if elapsed < gap:
             fraction = max(elapsed, 0.0) / gap
-            mult = 0.0 if rule.mode == "hard" else max(penalty.floor, penalty.at_cap * fraction)
-            yield mult, None, rule.mode != "hard", Binding(level, rule.min_gap, None, 1, "min_gap")
+            mult = 0.0 if rule.hard else max(penalty.floor, penalty.at_cap * fraction)
+            yield mult, None, not rule.hard, (level, rule.min_gap, None, 1, "min_gap")
     if rule.stop_after_conversion and state.conversions > 0:
-        mult = 0.0 if rule.mode == "hard" else penalty.floor
-        yield mult, None, rule.mode != "hard", Binding(level, None, None, state.conversions, "stop_after_conversion")
+        mult = 0.0 if rule.hard else penalty.floor
+        yield mult, None, not rule.hard, (level, None, None, state.conversions, "stop_after_conversion")
 
 
 def decide(
@@ -115,19 +149,22 @@ def decide(
 ) -> list[Decision]:
     """One decision per candidate, in order. `states[(level, entity_id)]` is the user's state for that entity;
     a missing entry means no impressions in any window (all counts zero)."""
-    rules = {level: policy.rules_for(audience, signal_tier, level) for level in LEVELS}
+    rules = {level: _rules(policy, audience, signal_tier, level) for level in LEVELS}
+    # Candidates share campaigns and advertisers: judge each (level, entity) once per call.
+    verdicts: dict[tuple[str, str], tuple[Any, bool]] = {}
     out: list[Decision] = []
     for cand in candidates:
         best = None  # (multiplier, distance, eligible, binding)
         eligible = True
         for level in LEVELS:
-            state = states.get((level, cand.entity(level)))
-            for rule in rules[level]:
-                use = state or EntityState(counts={c.window_seconds: 0 for c in rule.caps})
-                for item in _constraints(rule, level, use, now, policy.penalty):
-                    eligible = eligible and item[2]
-                    if best is None or _stricter(item, best):
-                        best = item
+            key = (level, cand.entity(level))
+            verdict = verdicts.get(key)
+            if verdict is None:
+                verdict = verdicts[key] = _entity_verdict(rules[level], level, states.get(key), now, policy.penalty)
+            item, ok = verdict
+            eligible = eligible and ok
+            if item is not None and (best is None or _stricter(item, best)):
+                best = item
         if best is None:
             out.append(Decision(cand.ad_id, True, 1.0, None, None, "no cap applies"))
             continue
@@ -136,6 +173,20 @@ def decide(
         reason = _reason(binding, distance, eligible)
         out.append(Decision(cand.ad_id, eligible, penalty, distance, binding, reason))
     return out
+
+
+def _entity_verdict(rules, level: str, state: EntityState | None, now: datetime, penalty: PenaltyConfig):
+    """(strictest constraint or None, eligible) of one (level, entity) under its rules."""
+    best, eligible = None, True
+    for rule in rules:
+        use = state or rule.zero
+        for item in _constraints(rule, level, use, now, penalty):
+            eligible = eligible and item[2]
+            if best is None or _stricter(item, best):
+                best = item
+    if best is not None:
+        best = (best[0], best[1], best[2], Binding(*best[3]))
+    return best, eligible
 
 
 def _stricter(a, b) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from freqcap.config import parse_duration
 from freqcap.errors import FreqcapError
@@ -43,6 +43,8 @@ class Cap(_Frozen):
 
     window: str
     max: int = Field(ge=1)
+    # Parsed once: the engine reads it for every candidate on the hot path.
+    _window_seconds: int = PrivateAttr(0)
 
     @field_validator("window")
     @classmethod
@@ -50,9 +52,12 @@ class Cap(_Frozen):
         parse_duration(window)
         return window
 
+    def model_post_init(self, context: Any) -> None:
+        self._window_seconds = int(parse_duration(self.window).total_seconds())
+
     @property
     def window_seconds(self) -> int:
-        return int(parse_duration(self.window).total_seconds())
+        return self._window_seconds
 
 
 class Match(_Frozen):
@@ -79,6 +84,15 @@ class CapRule(_Frozen):
     stop_after_conversion: bool = False
     # Where the cap came from (fitted curve support, fallback reason, ...): informational only.
     provenance: dict[str, Any] = Field(default_factory=dict)
+    _min_gap_seconds: float | None = PrivateAttr(None)
+
+    def model_post_init(self, context: Any) -> None:
+        if self.min_gap is not None:
+            self._min_gap_seconds = parse_duration(self.min_gap).total_seconds()
+
+    @property
+    def min_gap_seconds(self) -> float | None:
+        return self._min_gap_seconds
 
     @field_validator("min_gap")
     @classmethod
@@ -123,6 +137,13 @@ class Policy(_Frozen):
     penalty: PenaltyConfig = PenaltyConfig()
     defaults: tuple[CapRule, ...] = ()
     rules: tuple[CapRule, ...] = ()
+
+    # Derived, immutable views other modules cache per policy (e.g. the engine's compiled rules).
+    _memo: dict[Any, Any] = PrivateAttr(default_factory=dict)
+
+    def memo(self) -> dict[Any, Any]:
+        """A per-policy cache for values derived from this (frozen) policy."""
+        return self._memo
 
     @model_validator(mode="after")
     def _defaults_match_everyone(self) -> Policy:
