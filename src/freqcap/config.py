@@ -7,6 +7,7 @@ Nothing here touches the filesystem at import time.
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import timedelta
 from importlib import resources
@@ -32,7 +33,13 @@ def parse_duration(text: str | int | float) -> timedelta:
     value, unit = text.strip()[:-1], text.strip()[-1:]
     if unit not in units:
         raise ValueError(f"duration {text!r} must end in one of {sorted(units)}")
-    return timedelta(seconds=float(value) * units[unit])
+    seconds = float(value) * units[unit]
+    if not math.isfinite(seconds):
+        raise ValueError(f"duration {text!r} is not a finite number")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError as exc:
+        raise ValueError(f"duration {text!r} is out of range") from exc
 
 
 class TierConfig(_Frozen):

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from freqcap.config import load_settings
 from freqcap.events.io import write_events
 from freqcap.feast_io.store import open_store
 from freqcap.policy import parse_policy
@@ -231,7 +232,7 @@ class FakeReader:
 
 
 def _client(tmp_path, **kw) -> TestClient:
-    return TestClient(create_app(None, policy_path=write_policy(tmp_path), admin_token=TOKEN, **kw))
+    return TestClient(create_app(load_settings(), policy_path=write_policy(tmp_path), admin_token=TOKEN, **kw))
 
 
 @pytest.mark.parametrize(
@@ -277,8 +278,8 @@ def test_500_candidates_is_fine_and_errors_fail_open(tmp_path):
 
 def test_admin_token_required_unless_dev(tmp_path):
     with pytest.raises(ValueError):
-        create_app(None, policy_path=write_policy(tmp_path), reader=FakeReader())
-    create_app(None, policy_path=write_policy(tmp_path), reader=FakeReader(), dev=True)
+        create_app(load_settings(), policy_path=write_policy(tmp_path), reader=FakeReader())
+    create_app(load_settings(), policy_path=write_policy(tmp_path), reader=FakeReader(), dev=True)
 
 
 def test_policy_hot_reload(tmp_path):

@@ -131,12 +131,12 @@ def check_guardrails_job(candidate: dict[str, Any], settings: Settings) -> dict[
     Raises GuardrailViolation (with the report written beside the candidate) when any fails."""
     from freqcap.jobs.features import feast_repo_dir
     from freqcap.policy import load_policy, parse_policy
-    from freqcap.policy.guardrails import GuardrailLimits, check_guardrails
+    from freqcap.policy.guardrails import GuardrailLimits, check_guardrails, feature_windows
 
     proposed = load_policy(candidate["policy_path"])
     current = _client(settings).current_policy()  # unreachable serving raises: retry later
     live = parse_policy(current["policy"]) if current else None
-    windows = {t.level: set(t.window_seconds.values()) for t in settings.features.tiers}
+    windows = feature_windows(settings.features)
     pairs = load_pair_states(feast_repo_dir(settings), settings)
     limits = GuardrailLimits(**settings.publish.guardrails.model_dump())
     report = check_guardrails(proposed, live, limits=limits, windows_by_level=windows, pairs=pairs)

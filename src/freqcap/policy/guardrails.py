@@ -66,14 +66,29 @@ def _all_rules(policy: Policy):
     yield from (("rules", i, r) for i, r in enumerate(policy.rules))
 
 
+def window_errors(policy: Policy, windows_by_level: Mapping[str, set[int]]) -> list[tuple[str, str]]:
+    """(field path, message) for each cap over a window the features do not count for its level: serving could not
+    evaluate it (a decision with history at that level would fail open)."""
+    errors = []
+    for where, i, rule in _all_rules(policy):
+        known = windows_by_level.get(rule.level, set())
+        for j, cap in enumerate(rule.caps):
+            if cap.window_seconds not in known:
+                windows = ", ".join(f"{s}s" for s in sorted(known))
+                errors.append(
+                    (f"{where}.{i}.caps.{j}.window", f"{cap.window!r} is not a {rule.level} feature window ({windows})")
+                )
+    return errors
+
+
+def feature_windows(features: Any) -> dict[str, set[int]]:
+    """Window lengths (seconds) the feature tables count, per level, from a FeaturesConfig."""
+    return {t.level: set(t.window_seconds.values()) for t in features.tiers}
+
+
 def check_windows(policy: Policy, windows_by_level: Mapping[str, set[int]]) -> Check:
-    bad = [
-        f"{where}.{i}.caps.{j} ({rule.level} {cap.window})"
-        for where, i, rule in _all_rules(policy)
-        for j, cap in enumerate(rule.caps)
-        if cap.window_seconds not in windows_by_level.get(rule.level, set())
-    ]
-    detail = "every cap window is a feature window" if not bad else "no feature window for " + ", ".join(bad)
+    bad = [f"{path}: {msg}" for path, msg in window_errors(policy, windows_by_level)]
+    detail = "every cap window is a feature window" if not bad else "; ".join(bad)
     return Check("windows_known", not bad, detail, {"unknown": bad})
 
 

@@ -49,7 +49,8 @@ class Cap(_Frozen):
     @field_validator("window")
     @classmethod
     def _window(cls, window: str) -> str:
-        parse_duration(window)
+        if parse_duration(window).total_seconds() <= 0:
+            raise ValueError("window must be positive")
         return window
 
     def model_post_init(self, context: Any) -> None:
@@ -97,8 +98,8 @@ class CapRule(_Frozen):
     @field_validator("min_gap")
     @classmethod
     def _gap(cls, gap: str | None) -> str | None:
-        if gap is not None:
-            parse_duration(gap)
+        if gap is not None and parse_duration(gap).total_seconds() <= 0:
+            raise ValueError("min_gap must be positive")
         return gap
 
     @model_validator(mode="after")
@@ -177,7 +178,7 @@ def parse_policy(document: dict[str, Any] | str) -> Policy:
     if isinstance(document, str):
         try:
             document = yaml.safe_load(document)
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:  # e.g. a 10 000-digit int, nesting too deep
             raise PolicyValidationError([("(document)", f"not valid YAML/JSON: {exc}")]) from exc
     if not isinstance(document, dict):
         raise PolicyValidationError([("(document)", "a policy must be a mapping")])

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from freqcap.config import Settings
 from freqcap.policy import Policy, PolicyValidationError, load_policy, parse_policy
 from freqcap.policy.engine import LEVELS, Candidate, decide
+from freqcap.policy.guardrails import feature_windows, window_errors
 from freqcap.policy.schema import policy_document
 from freqcap.serving.decision_log import DecisionLog, decision_rows, is_hit
 from freqcap.serving.reader import FeastReader, FeatureReader
@@ -208,14 +210,21 @@ def create_app(
     if budget_ms <= 0:
         raise ValueError("budget_ms must be positive")
     state = ServingState(budget_ms / 1000.0, lookup_workers)
+    windows = feature_windows(settings.features)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # A fresh pool per lifespan: the previous one was shut down when its lifespan ended (a second start, e.g.
+        # a second TestClient or a test runner restarting the app, would otherwise fail every lookup open).
+        state.pool = ThreadPoolExecutor(max_workers=lookup_workers, thread_name_prefix="freqcap-lookup")
         if policy_path is None:
             log.warning("started without a policy; answering fail-open until one is pushed")
         else:
             try:
-                state.policy = load_policy(policy_path)
+                loaded = load_policy(policy_path)
+                if errors := window_errors(loaded, windows):
+                    raise PolicyValidationError(errors)
+                state.policy = loaded
                 log.info("serving policy %s", state.policy.version)
             except (OSError, PolicyValidationError) as exc:
                 log.error("no policy loaded at start (%s); answering fail-open until one is pushed", exc)
@@ -247,6 +256,12 @@ def create_app(
 
     app = FastAPI(title="freqcap decision API", lifespan=lifespan)
     app.state.serving = state
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError):
+        # FastAPI's own handler echoes each error's `input` and fails (500) on NaN/Infinity: keep the message only.
+        errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
@@ -304,7 +319,7 @@ def create_app(
             _log_request(body, version, user.audience, user.signal_tier, decisions, None)
         else:
             _log_request(body, version, None, None, None, reason)
-        return out
+        return JSONResponse(out)  # plain values already: skip jsonable_encoder (~2x faster for 100 candidates)
 
     def _log_request(body, version, audience, signal_tier, decisions, reason) -> None:
         if decision_log is None or not decision_log.sample():
@@ -360,10 +375,12 @@ def create_app(
             parsed = json.loads(raw)
             if isinstance(parsed, dict | str):
                 document = parsed
-        except ValueError:
-            pass  # YAML text
+        except (ValueError, RecursionError):
+            pass  # YAML text (or unreadable: parse_policy says so)
         try:
             new = parse_policy(document)
+            if errors := window_errors(new, windows):
+                raise PolicyValidationError(errors)
         except PolicyValidationError as exc:
             state.metrics.policy_reloads["invalid"] += 1
             keep = state.policy.version if state.policy else None
