@@ -176,6 +176,8 @@ class ServingConfig(_Frozen):
     port: int = Field(8000, gt=0, lt=65536)
     budget_ms: float = Field(10.0, gt=0)
     lookup_workers: int = Field(8, gt=0)
+    # `fast`: read Feast's online store directly (Redis / SQLite), same values as `feast` (get_online_features).
+    reader: Literal["fast", "feast"] = "fast"
     policy_path: str | None = None
     # Set from the environment (FREQCAP__SERVING__ADMIN_TOKEN), never in a committed file.
     admin_token: str = ""

@@ -7,6 +7,7 @@ eligible at penalty 1.0, `degraded: true` and a reason, and is counted in `/metr
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -237,7 +238,17 @@ def create_app(
 
             repo = Path(repo_dir) if repo_dir is not None else feast_repo_dir(settings)
             store = await loop.run_in_executor(None, open_store, settings, repo)
-            state.reader = FeastReader(store, settings.features)
+            if settings.serving.reader == "feast":
+                state.reader = FeastReader(store, settings.features)
+            else:
+                # Direct reads of Feast's online store (Redis: one round trip with a socket timeout, so a frozen
+                # Redis frees lookup threads; SQLite: one SELECT); FeastReader for any other store.
+                from freqcap.serving.fast_reader import DEFAULT_SOCKET_TIMEOUT, make_reader
+
+                timeout = max(DEFAULT_SOCKET_TIMEOUT, 10 * state.budget)
+                state.reader = await loop.run_in_executor(
+                    None, functools.partial(make_reader, store, settings, socket_timeout=timeout)
+                )
         # Warm up (registry, connections, code paths) so the first real request does not pay for it.
         warm = Candidate("warmup-ad", "warmup-campaign", "warmup-advertiser")
         for _ in range(2):
@@ -251,6 +262,8 @@ def create_app(
             yield
         finally:
             state.pool.shutdown(wait=False, cancel_futures=True)
+            if reader is None and hasattr(state.reader, "close"):
+                state.reader.close()
             if decision_log is not None:
                 decision_log.close()
 
