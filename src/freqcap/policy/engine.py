@@ -24,6 +24,7 @@ from typing import Any
 from freqcap.policy.schema import CapRule, PenaltyConfig, Policy
 
 LEVELS = ("advertiser", "campaign", "ad")
+_ENTITY_ATTR = {"advertiser": "advertiser_id", "campaign": "campaign_id", "ad": "ad_id"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Candidate:
     advertiser_id: str
 
     def entity(self, level: str) -> str:
-        return {"advertiser": self.advertiser_id, "campaign": self.campaign_id, "ad": self.ad_id}[level]
+        return getattr(self, _ENTITY_ATTR[level])
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,11 @@ def decide(
     for cand in candidates:
         best = None  # (multiplier, distance, eligible, binding)
         eligible = True
-        for level in LEVELS:
-            key = (level, cand.entity(level))
+        for level, key in (
+            ("advertiser", ("advertiser", cand.advertiser_id)),
+            ("campaign", ("campaign", cand.campaign_id)),
+            ("ad", ("ad", cand.ad_id)),
+        ):
             verdict = verdicts.get(key)
             if verdict is None:
                 verdict = verdicts[key] = _entity_verdict(rules[level], level, states.get(key), now, policy.penalty)
