@@ -98,6 +98,48 @@ def cmd_curves_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from freqcap.evaluation import AuctionConfig, EvaluationConfig
+    from freqcap.evaluation.run import evaluate_to_dir
+    from freqcap.policy import load_policy
+
+    settings = _settings(args)
+    sim = settings.simulation
+    config = EvaluationConfig(
+        users=args.users or sim.users,
+        days=args.days or sim.days,
+        seeds=args.seeds,
+        base_seed=sim.seed if args.base_seed is None else args.base_seed,
+        start=sim.start,
+        auction=replace(AuctionConfig(), candidates=args.candidates),
+        floor=args.floor,
+        holdout_share=args.holdout_share,
+        **({"global_caps": tuple(int(c) for c in args.global_caps.split(","))} if args.global_caps else {}),
+        **(
+            {"given_policy": load_policy(args.policy), "given_policy_name": Path(args.policy).name}
+            if args.policy
+            else {}
+        ),
+    )
+    report, paths, run = evaluate_to_dir(
+        Path(args.out), config, settings, workers=args.workers, mlflow=args.mlflow, experiment=args.experiment
+    )
+    _print(
+        {
+            "headline": report.headline(),
+            "holdout": {k: v for k, v in report.holdout_pooled().items() if k != "estimate_cuped"},
+            "oracle_beats_all": report.oracle_check()["beats_all"],
+            "global_caps": [s.global_cap for s in report.seeds],
+            "seconds": round(report.seconds, 1),
+            "paths": {k: str(v) for k, v in paths.items()},
+            "mlflow_run": run,
+        }
+    )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -190,6 +232,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value-per-conversion", type=float, help="economic floor: value (default: mean in the data)")
     p.add_argument("--attribution-window", default="7d")
     p.set_defaults(func=cmd_curves_fit)
+
+    p = sub.add_parser(
+        "evaluate", help="replay simulated traffic under no cap, a global cap, personalized and oracle caps"
+    )
+    p.add_argument("--out", required=True, help="report directory (tables, plot, fitted policy)")
+    p.add_argument("--users", type=int, help="users per world (default: simulation.users)")
+    p.add_argument("--days", type=int, help="days per world (default: simulation.days)")
+    p.add_argument("--seeds", type=int, default=5, help="worlds (seeds) to average over (default 5)")
+    p.add_argument("--base-seed", type=int, help="first seed (default: simulation.seed)")
+    p.add_argument("--candidates", type=int, default=5, help="candidate ads per opportunity (default 5)")
+    p.add_argument("--floor", type=float, default=0.5, help="relative floor of fitted and true caps (default 0.5)")
+    p.add_argument("--global-caps", help="global campaign caps to sweep, e.g. 2,3,4,5,6,8,10,12,15")
+    p.add_argument("--holdout-share", type=float, default=0.1, help="share of users held out on the global cap")
+    p.add_argument("--policy", help="also evaluate this policy file (e.g. the champion's), as written")
+    p.add_argument("--workers", type=int, default=1, help="seeds evaluated in parallel processes (default 1)")
+    p.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=None,
+                   help="log an MLflow run (default: when tracking.tracking_uri is configured)")  # fmt: skip
+    p.add_argument("--experiment", help="MLflow experiment (default freqcap-evaluation)")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 
