@@ -53,6 +53,10 @@ bench: setup  ## reproducible benchmarks; tables go to benchmarks/results/
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_curves.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_online_read.py
+	$(BIN)/python benchmarks/bench_decide.py --reader all
+	$(BIN)/python benchmarks/bench_materialize.py
+	$(BIN)/python benchmarks/bench_evaluation.py --seeds 5 --workers 2
 
 mlflow-ui: setup  ## MLflow UI on 127.0.0.1:5000 over the demo's tracking DB
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/demo/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
