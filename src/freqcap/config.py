@@ -130,6 +130,9 @@ class FeastConfig(_Frozen):
     snapshot_ttl: str = "2d"
     # Redis keys (one hash per entity key) expire this long after their last write.
     online_key_ttl: str = "29d"
+    # How snapshots reach the online store: `bulk` (freqcap.feast_io.bulk: Feast's serialization, changed rows only)
+    # or `feast` (FeatureStore.materialize).
+    materialization: Literal["bulk", "feast"] = "bulk"
 
 
 class SimulationConfig(_Frozen):

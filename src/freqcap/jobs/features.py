@@ -113,8 +113,14 @@ def materialize_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]
     store = open_store(settings, repo)
     apply_definitions(store, settings, repo)
     online_written = False
+    bulk = None
     if ts >= newest:
-        materialize(store, ts - timedelta(seconds=1), ts + timedelta(seconds=1))
+        if settings.feast.materialization == "bulk":
+            from freqcap.feast_io.bulk import bulk_materialize
+
+            bulk = bulk_materialize(store, settings, published, ts).to_dict()
+        else:
+            materialize(store, ts - timedelta(seconds=1), ts + timedelta(seconds=1))
         online_written = True
     else:
         log.warning("as_of %s is older than the newest snapshot %s: offline only", ts, newest)
@@ -126,6 +132,8 @@ def materialize_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]
         "online_store": settings.feast.online.kind,
         "snapshots": {k: str(v) for k, v in published.items()},
         "online_written": online_written,
+        "materialization": settings.feast.materialization,
+        "bulk": bulk,
         "rows": rows,
         "seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds, 1) if seconds else None,
