@@ -30,7 +30,7 @@ $(BIN)/.installed: pyproject.toml uv.lock
 
 setup: $(BIN)/.installed  ## create .venv with every pinned dependency (uv)
 
-demo: setup  ## simulate a small world, run the features and training DAGs through Airflow, print caps vs truth
+demo: setup  ## simulate a small world, run the features, training and publish DAGs through Airflow, serve decisions
 	$(BIN)/freqcap demo
 
 test: setup  ## the whole test suite (needs Redis on 127.0.0.1:6379 under CI)
