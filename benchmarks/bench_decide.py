@@ -360,7 +360,9 @@ def measure_in_process(reader, floor: Floor, wire: WireFloor, policy, requests, 
     from freqcap.policy.engine import decide
     from freqcap.serving import create_app
 
-    app = create_app(load_settings(), policy_path=WORK / "decide" / "policy.json", reader=reader, dev=True, budget_ms=1000.0)
+    app = create_app(
+        load_settings(), policy_path=WORK / "decide" / "policy.json", reader=reader, dev=True, budget_ms=1000.0
+    )
     loop = asyncio.new_event_loop()
     lifespan = app.router.lifespan_context(app)
     loop.run_until_complete(lifespan.__aenter__())
