@@ -203,8 +203,9 @@ def create_app(
     token is refused unless `dev=True` (then the admin endpoint is open). `decision_log` (optional) receives a
     sample of the decisions; its flusher runs for the app's lifetime.
 
-    A policy file that is missing or invalid at start (or `policy_path=None`) does not stop the service: it starts not ready
-    (`/readyz` 503), answers decisions fail-open with reason `no_policy`, and accepts a policy on the admin endpoint.
+    A policy file that is missing or invalid at start (or `policy_path=None`) does not stop the service: it starts
+    not ready (`/readyz` 503), answers decisions fail-open with reason `no_policy`, and accepts a policy on the admin
+    endpoint.
     """
     if not admin_token and not dev:
         raise ValueError("an admin token is required for the policy admin endpoint (or dev=True)")
