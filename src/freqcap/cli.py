@@ -173,6 +173,77 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir), config_path=args.config, users=args.users, days=args.days, seed=args.seed)
 
 
+def cmd_stream_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from freqcap.feast_io.store import apply_definitions, open_store
+    from freqcap.jobs.features import feast_repo_dir
+    from freqcap.streaming.run import metrics_server, redis_worker, replay_worker
+
+    settings = _settings(args)
+    repo = feast_repo_dir(settings)
+    store = open_store(settings, repo)
+    apply_definitions(store, settings, repo)
+    if args.replay:
+        stats = replay_worker(settings, store, Path(args.replay)).run(until_caught_up=True)
+        _print({"mode": "replay", **stats.__dict__})
+        return 0
+    with redis_worker(settings, store, consumer=args.consumer) as worker:
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        signal.signal(signal.SIGINT, lambda *_: worker.stop())
+        if args.metrics_port is not None:
+            with metrics_server(worker, settings, args.metrics_port) as port:
+                logging.getLogger(__name__).warning("stream metrics on http://127.0.0.1:%d/metrics", port)
+                stats = worker.run(until_caught_up=args.until_caught_up)
+        else:
+            stats = worker.run(until_caught_up=args.until_caught_up)
+    _print({"mode": "redis", **stats.__dict__})
+    return 0
+
+
+def cmd_stream_produce(args: argparse.Namespace) -> int:
+    from freqcap.jobs.features import parse_as_of
+    from freqcap.streaming.produce import load_events, produce
+    from freqcap.streaming.status import redis_client
+
+    cfg = _settings(args).stream
+    since = parse_as_of(args.since) if args.since else None
+    messages = load_events(Path(args.events), since=since)
+    client = redis_client(cfg.redis_url, socket_timeout=10)
+    coverage = since
+    if coverage is None and messages:  # the whole directory: nothing older exists in this world
+        from datetime import timedelta
+
+        from freqcap.streaming.messages import parse_ts
+
+        first = parse_ts(messages[0]["event_ts"])
+        coverage = datetime_from_us(first) - timedelta(microseconds=1)
+    report = produce(
+        client,
+        args.stream or cfg.stream_key,
+        messages,
+        rate=args.rate,
+        coverage_start=coverage,
+        duplicate_share=args.duplicate_share,
+    )
+    _print(
+        {
+            "events": report.events,
+            "duplicates": report.duplicates,
+            "seconds": round(report.seconds, 3),
+            "rate": round(report.rate, 1),
+            "coverage_start": coverage,
+        }
+    )
+    return 0
+
+
+def datetime_from_us(us: int):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freqcap", description="Personalized ad frequency capping.")
     parser.add_argument("--config", help="YAML settings file (default: $FREQCAP_CONFIG, then packaged defaults)")
@@ -218,6 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help="policy YAML to serve (default: serving.policy_path)")
     p.add_argument("--dev", action="store_true", help="allow an empty admin token (local development only)")
     p.set_defaults(func=cmd_serve)
+
+    stream = sub.add_parser("stream", help="the streaming path: rolling counters from Redis Streams -> Feast")
+    stream_sub = stream.add_subparsers(dest="action")
+    stream.add_argument("--consumer", help="consumer name in the group (default: <hostname>-worker)")
+    stream.add_argument("--replay", help="embedded mode: replay this event directory instead of reading Redis")
+    stream.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    stream.add_argument("--until-caught-up", action="store_true", help="stop once the stream is drained")
+    stream.set_defaults(func=cmd_stream_run)
+    p = stream_sub.add_parser("produce", help="replay simulator events into the Redis stream at a rate")
+    p.add_argument("--events", required=True)
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+    p.add_argument("--since", help="only events after this time (e.g. the batch cut-off); declared as coverage")
+    p.add_argument("--stream", help="stream key (default: stream.stream_key)")
+    p.add_argument("--duplicate-share", type=float, default=0.0, help="re-send this share of events (dedup demo)")
+    p.set_defaults(func=cmd_stream_produce)
 
     curves = sub.add_parser("curves", help="exposure-response curves and caps").add_subparsers(
         dest="action", required=True

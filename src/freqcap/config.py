@@ -190,6 +190,69 @@ class ServingConfig(_Frozen):
     decision_log_flush_seconds: float = Field(1.0, gt=0)
 
 
+class StreamConfig(_Frozen):
+    """The streaming path (freqcap.streaming): Redis Streams consumer, rolling counters, Feast push, serving seam."""
+
+    # Serving combines batch and stream features only when enabled (the stream views must be applied).
+    enabled: bool = False
+    redis_url: str = "127.0.0.1:6379"
+    stream_key: str = "freqcap:events"
+    group: str = "freqcap-stream"
+    dead_letter_key: str = "freqcap:events:dead"
+    # Prefix of the worker's own Redis keys (state per pair, dedup marks, dirty set, status).
+    state_prefix: str = "freqcap:stream"
+    # Counts are kept per time bucket; a bucket is labelled by its end, events in (end - bucket, end].
+    bucket: str = "1m"
+    # Buckets older than the watermark minus retention are dropped: the longest window the stream serves alone
+    # (24h) plus room for a late batch run.
+    retention: str = "26h"
+    windows: tuple[str, ...] = ("1h", "24h")
+    # Events older than the watermark minus this are late: dead-lettered with reason `late`, never counted.
+    allowed_lateness: str = "10m"
+    dedup_ttl: str = "27h"
+    # Serving uses the stream only while the worker was last caught up at most this long ago (wall clock).
+    max_lag: str = "30s"
+    batch_size: int = Field(2_000, gt=0)
+    block_ms: int = Field(200, ge=0)
+    # Changed pairs are pushed to the online store at least this often.
+    push_interval: str = "0.5s"
+    # direct: Feast's serialization written straight to its Redis layout; feast: FeatureStore.push.
+    push_mode: Literal["direct", "feast"] = "direct"
+    # Pending entries of a consumer idle this long are reclaimed by another (XAUTOCLAIM).
+    claim_idle: str = "30s"
+    # How often serving re-reads the stream's status and the batch cut-off.
+    status_refresh: str = "0.5s"
+
+    @field_validator("bucket", "retention", "allowed_lateness", "dedup_ttl", "max_lag", "claim_idle")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("must be a positive duration")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StreamConfig:
+        bucket = parse_duration(self.bucket).total_seconds()
+        retention = parse_duration(self.retention).total_seconds()
+        if bucket != int(bucket) or 86400 % int(bucket):
+            raise ValueError("bucket must be a whole number of seconds dividing a day (e.g. 1s, 10s, 1m, 5m, 1h)")
+        for w in self.windows:
+            seconds = parse_duration(w).total_seconds()
+            if seconds % bucket:
+                raise ValueError(f"window {w} is not a multiple of the bucket {self.bucket}")
+            if seconds > retention:
+                raise ValueError(f"window {w} is longer than retention {self.retention}")
+        if parse_duration(self.allowed_lateness).total_seconds() >= retention:
+            raise ValueError("allowed_lateness must be shorter than retention")
+        if parse_duration(self.dedup_ttl).total_seconds() < retention:
+            raise ValueError("dedup_ttl must be at least retention (a redelivered event must still be recognised)")
+        return self
+
+    def seconds(self, name: str) -> float:
+        """A duration setting in seconds (`cfg.seconds("bucket")`)."""
+        return parse_duration(getattr(self, name)).total_seconds()
+
+
 class GuardrailsConfig(_Frozen):
     """Bounds a proposed policy must respect before it is published (freqcap.policy.guardrails)."""
 
@@ -225,6 +288,7 @@ class Settings(_Frozen):
     tracking: TrackingConfig = TrackingConfig()
     serving: ServingConfig = ServingConfig()
     publish: PublishConfig = PublishConfig()
+    stream: StreamConfig = StreamConfig()
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def resolved_definitions(settings: Settings, repo_dir: Path) -> list[Any]:
     """Entities, views and services with batch source paths made absolute under `repo_dir/offline`."""
     from freqcap.feature_repo.entities import ENTITIES
     from freqcap.feature_repo.feature_services import build_feature_services
-    from freqcap.feature_repo.feature_views import build_feature_views
+    from freqcap.feature_repo.feature_views import build_feature_views, build_stream_views
 
     ttl = parse_duration(settings.feast.snapshot_ttl)
     views = [copy.deepcopy(v) for v in build_feature_views(settings.features, ttl=ttl)]
@@ -107,7 +107,10 @@ def resolved_definitions(settings: Settings, repo_dir: Path) -> list[Any]:
         source.file_options.uri = str(root / Path(source.path).name)
         view.batch_source = source
         view.stream_source = None
-    return [*ENTITIES, *views, *build_feature_services(views)]
+    streams = [copy.deepcopy(v) for v in build_stream_views(ttl=ttl)]
+    for view in streams:
+        view.stream_source.batch_source.file_options.uri = str(root / Path(view.stream_source.batch_source.path).name)
+    return [*ENTITIES, *views, *streams, *build_feature_services(views)]
 
 
 def apply_definitions(store: Any, settings: Settings, repo_dir: Path) -> list[str]:
@@ -122,4 +125,6 @@ def apply_definitions(store: Any, settings: Settings, repo_dir: Path) -> list[st
 def materialize(store: Any, start: datetime, end: datetime, views: list[str] | None = None) -> None:
     """Load the newest snapshot in [start, end] of each view into the online store."""
     log.info("materializing %s .. %s", start.isoformat(), end.isoformat())
+    if views is None:  # the batch views only: stream views are pushed by the worker, never materialized
+        views = [v.name for v in store.list_feature_views() if v.tags.get("path") != "stream"]
     store.materialize(start_date=start, end_date=end, feature_views=views)

@@ -4,7 +4,7 @@ Each snapshot file holds one as-of time (`event_timestamp`), so the offline stor
 point-in-time joins need. Paths are relative to the feature store's data root and resolved on apply.
 """
 
-from feast import FileSource
+from feast import FileSource, PushSource
 from feast.data_format import ParquetFormat
 
 from freqcap.features.spec import USER_TABLE
@@ -37,4 +37,34 @@ BATCH_SOURCES = {
     "user_campaign": user_campaign_source,
     "user_ad": user_ad_source,
     USER_TABLE: user_source,
+}
+
+
+def _stream_push(level: str) -> PushSource:
+    return PushSource(
+        name=f"user_{level}_stream_push",
+        # Required by Feast; the stream views are never materialized from it (the worker pushes them online).
+        batch_source=FileSource(
+            name=f"user_{level}_stream_log",
+            path=f"offline/user_{level}_stream",
+            file_format=ParquetFormat(),
+            timestamp_field="event_timestamp",
+        ),
+        description=f"rolling per-bucket counts per user x {level}, pushed by the stream worker",
+    )
+
+
+# Pushed by `freqcap stream`: per-bucket counters of (user, advertiser) over the last day.
+user_advertiser_stream_push = _stream_push("advertiser")
+
+# Pushed by `freqcap stream`: per-bucket counters of (user, campaign).
+user_campaign_stream_push = _stream_push("campaign")
+
+# Pushed by `freqcap stream`: per-bucket counters of (user, ad).
+user_ad_stream_push = _stream_push("ad")
+
+PUSH_SOURCES = {
+    "user_advertiser_stream": user_advertiser_stream_push,
+    "user_campaign_stream": user_campaign_stream_push,
+    "user_ad_stream": user_ad_stream_push,
 }

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from feast import FeatureView, Field
-from feast.types import Float64, Int64, String, UnixTimestamp
+from feast.types import Array, Float64, Int64, String, UnixTimestamp
 
 from freqcap.config import FeaturesConfig, load_settings
-from freqcap.feature_repo.data_sources import BATCH_SOURCES
+from freqcap.feature_repo.data_sources import BATCH_SOURCES, PUSH_SOURCES
 from freqcap.feature_repo.entities import ad, advertiser, campaign, user
 from freqcap.features.spec import USER_TABLE, tier_tables
 
@@ -64,4 +64,45 @@ def build_feature_views(config: FeaturesConfig, ttl: timedelta = timedelta(days=
     return views
 
 
+# The stream views' features: bucket ends (epoch seconds, ascending) and counts per event kind, and the exact time of
+# the newest impression. Serving resolves windows from the buckets at request time (freqcap.streaming.seam).
+STREAM_FEATURES: tuple[str, ...] = (
+    "imp_buckets",
+    "imp_counts",
+    "clk_buckets",
+    "clk_counts",
+    "conv_buckets",
+    "conv_counts",
+    "last_imp_ts",
+)
+
+
+def stream_view_name(level: str) -> str:
+    return f"user_{level}_stream"
+
+
+def build_stream_views(ttl: timedelta = timedelta(days=2)) -> list[FeatureView]:
+    """One push-fed view per tier, on the same entities as the batch view (so one Redis hash holds both)."""
+    views = []
+    for level, entity in _LEVEL_ENTITIES.items():
+        name = stream_view_name(level)
+        schema = [Field(name=f, dtype=Array(Int64)) for f in STREAM_FEATURES[:-1]]
+        schema.append(Field(name="last_imp_ts", dtype=UnixTimestamp))
+        # Rolling stream counters of one (user, <level>) pair, per time bucket, as of the worker's last push.
+        views.append(
+            FeatureView(
+                name=name,
+                entities=[user, entity],
+                ttl=ttl,
+                schema=schema,
+                online=True,
+                source=PUSH_SOURCES[name],
+                tags={"tier": level, "owner": "freqcap", "path": "stream"},
+                description=f"per-bucket impression/click/conversion counts per user x {level} from the stream worker",
+            )
+        )
+    return views
+
+
 FEATURE_VIEWS = build_feature_views(load_settings(environ={}).features)
+STREAM_VIEWS = build_stream_views()

@@ -73,6 +73,11 @@ class Metrics:
         self.policy_reloads: Counter[str] = Counter()
         self.decisions = 0
         self.cap_hits: Counter[str] = Counter()
+        self.stream_stale = 0
+
+    def count_stream_stale(self) -> None:
+        with self._lock:
+            self.stream_stale += 1
 
     def observe(self, seconds: float, reason: str | None, decisions: Sequence[Any] = ()) -> None:
         hits = Counter(d.binding.level for d in decisions if is_hit(d))
@@ -116,6 +121,11 @@ class Metrics:
             ]
             for level in LEVELS:
                 lines.append(f'freqcap_cap_hits_total{{level="{level}"}} {self.cap_hits[level]}')
+            lines += [
+                "# HELP freqcap_decide_stream_stale_total Requests decided from batch alone: the stream was stale.",
+                "# TYPE freqcap_decide_stream_stale_total counter",
+                f"freqcap_decide_stream_stale_total {self.stream_stale}",
+            ]
             lines += [
                 "# HELP freqcap_policy_reloads_total Policy reload attempts, by result.",
                 "# TYPE freqcap_policy_reloads_total counter",
@@ -305,7 +315,11 @@ def create_app(
                 raise _NotReady("no_policy" if policy is None else "not_ready")
             cands = [Candidate(c.ad_id, c.campaign_id, c.advertiser_id) for c in body.candidates]
             loop = asyncio.get_running_loop()
-            lookup = loop.run_in_executor(state.pool, state.reader.read, body.user_id, cands)
+            if getattr(state.reader, "reads_stream", False):
+                read = functools.partial(state.reader.read, body.user_id, cands, _utc(body.context.ts))
+            else:
+                read = functools.partial(state.reader.read, body.user_id, cands)
+            lookup = loop.run_in_executor(state.pool, read)
             try:
                 user = await asyncio.wait_for(lookup, timeout=state.budget)
             except TimeoutError:
@@ -314,10 +328,12 @@ def create_app(
                 reason = f"store_error: {type(exc).__name__}"
             if reason is None:
                 decisions = decide(policy, user.audience, user.signal_tier, cands, user.states, _utc(body.context.ts))
+                # Batch alone because the stream is stale: real decisions, flagged (not a fail-open).
+                stale = getattr(user, "stream_stale", False)
                 out = {
                     "policy_version": version,
-                    "degraded": False,
-                    "degraded_reason": None,
+                    "degraded": stale,
+                    "degraded_reason": "stream_stale" if stale else None,
                     "decisions": [_decision_json(d) for d in decisions],
                 }
         except _NotReady as exc:
@@ -330,7 +346,10 @@ def create_app(
             decisions = []
         state.metrics.observe(time.perf_counter() - started, reason, decisions)
         if reason is None:
-            _log_request(body, version, user.audience, user.signal_tier, decisions, None)
+            stale = getattr(user, "stream_stale", False)
+            if stale:
+                state.metrics.count_stream_stale()
+            _log_request(body, version, user.audience, user.signal_tier, decisions, "stream_stale" if stale else None)
         else:
             _log_request(body, version, None, None, None, reason)
         return JSONResponse(out)  # plain values already: skip jsonable_encoder (~2x faster for 100 candidates)

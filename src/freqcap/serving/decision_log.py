@@ -12,7 +12,8 @@ One JSON line per candidate of a sampled request, with the user's cohort (audien
 | level, binding_kind, window, cap, count | the binding constraint (null when no cap applies) |
 | distance_to_cap, penalty, eligible | what the ranker got |
 | hit | the binding constraint is reached: count ≥ cap (distance ≤ 0), or an active min_gap / stop-after-conversion |
-| degraded, degraded_reason | the request failed open (then no cohort and no binding) |
+| degraded, degraded_reason | the answer is degraded: failed open, or decided from batch alone (`stream_stale`) |
+| fail_open | the request failed open (then no cohort and no binding) |
 
 Requests are sampled whole (all candidates or none) with probability `sample_rate`. Records are buffered in memory
 and written by a background thread every `flush_seconds` to `<dir>/date=YYYY-MM-DD/part-*.jsonl` (write to a temp
@@ -58,6 +59,7 @@ FIELDS = (
     "hit",
     "degraded",
     "degraded_reason",
+    "fail_open",
 )
 
 
@@ -91,8 +93,11 @@ def decision_rows(
         "hour": ts.hour,
         "format": fmt,
         "policy_version": policy_version,
-        "degraded": decisions is None,
+        # degraded: the answer is not the full-information one; fail_open: no decision at all (penalty 1 for every
+        # candidate). A stale stream degrades (batch counts alone) without failing open.
+        "degraded": decisions is None or degraded_reason is not None,
         "degraded_reason": degraded_reason,
+        "fail_open": decisions is None,
     }
     rows = []
     for i, cand in enumerate(candidates):

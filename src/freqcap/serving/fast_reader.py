@@ -30,6 +30,7 @@ import logging
 import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from freqcap.config import FeaturesConfig, Settings
 from freqcap.features.spec import USER_TABLE, tier_tables
 from freqcap.policy.engine import LEVELS, Candidate, EntityState
 from freqcap.serving.reader import DEFAULT_SIGNAL_TIER, UNKNOWN_AUDIENCE, FeastReader, FeatureReader, UserState
+from freqcap.streaming.buckets import Buckets
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +308,7 @@ class RedisFeatureReader:
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
         socket_connect_timeout: float | None = None,
         client: Any = None,
+        stream: Any = None,
     ):
         from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
 
@@ -319,6 +322,10 @@ class RedisFeatureReader:
         self.client = client or redis_client_for(online, socket_timeout, socket_connect_timeout)
         self._user_cols, self._tiers = _wanted_columns(features)
         self._decoder = _Decoder()
+        # A StreamSeamSource: when set, the stream views' buckets and the batch rows' cut-offs come back in the
+        # same round trip and each window is resolved by freqcap.streaming.seam.
+        self.stream = stream
+        self.reads_stream = stream is not None
         self._plan: _RedisPlan | None = None
         self._lock = threading.Lock()
         try:
@@ -385,6 +392,14 @@ class RedisFeatureReader:
         tiers = {}
         for cols in self._tiers:
             key_of, fields, tier_fast = spec(cols.view, cols.join_keys, cols.features)
+            if self.stream is not None:
+                from freqcap.feature_repo.feature_views import stream_view_name
+
+                # The batch row's event timestamp (its cut-off), then the stream view's fields: same hash.
+                batch_view = self.store.get_feature_view(cols.view, allow_registry_cache=True)
+                ts_field = f"_ts:{_versioned_fv_name(batch_view, config)}".encode()
+                _, stream_fields, _ = spec(stream_view_name(cols.level), cols.join_keys, STREAM_READ)
+                fields = (*fields, ts_field, *stream_fields)
             tiers[cols.level] = (cols, key_of, fields)
             fast = fast and tier_fast
         return _RedisPlan(
@@ -397,7 +412,9 @@ class RedisFeatureReader:
             windows={level: cols.window_seconds for level, (cols, _, _) in tiers.items()},
         )
 
-    def read(self, user_id: str, candidates: Sequence[Candidate]) -> UserState:
+    def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
+        """The user's cohort and the state of every distinct (level, entity); with a stream, resolved at `at`
+        (the request time; default now)."""
         plan = self._require_plan()
         entities = _distinct_entities(candidates)
         tiers = plan.tiers
@@ -410,6 +427,8 @@ class RedisFeatureReader:
         audience_raw, tier_raw = replies[0]
         audience = decode(audience_raw) or UNKNOWN_AUDIENCE
         signal_tier = decode(tier_raw) or DEFAULT_SIGNAL_TIER
+        if self.stream is not None:
+            return self._resolve_with_stream(plan, entities, replies, audience, signal_tier, at)
         states: dict[tuple[str, str], EntityState] = {}
         windows = plan.windows
         for (level, entity), values in zip(entities, replies[1:], strict=True):
@@ -421,6 +440,48 @@ class RedisFeatureReader:
                 conversions=count(values[n + 1]),
             )
         return UserState(audience, signal_tier, states)
+
+    def _resolve_with_stream(self, plan, entities, replies, audience, signal_tier, at) -> UserState:
+        from freqcap.streaming.seam import BatchRow, StreamRow
+
+        snap = self.stream.current()
+        seam = snap.seam
+        t = at.timestamp() if at is not None else time.time()
+        dec = self._decoder
+        count, timestamp = dec.count, dec.timestamp
+        stale = seam is None
+        states: dict[tuple[str, str], EntityState] = {}
+        for (level, entity), values in zip(entities, replies[1:], strict=True):
+            secs = plan.windows[level]
+            n = len(secs)
+            has_batch = any(v is not None for v in values[: n + 2])
+            batch = None
+            if has_batch:
+                cutoff = _proto_timestamp(values[n + 2])
+                watermark = snap.batch_watermarks.get(level)
+                if watermark is not None and (cutoff is None or watermark > cutoff):
+                    cutoff = watermark  # an unchanged row kept its older timestamp; its values hold at the watermark
+                batch = BatchRow(
+                    counts=dict(zip(secs, map(count, values[:n]), strict=True)),
+                    conversions=count(values[n + 1]),
+                    last_imp_ts=timestamp(values[n]),
+                    cutoff=cutoff if cutoff is not None else float("inf"),
+                )
+            if seam is None or not seam.usable_for(batch):
+                stale = True
+                if batch is None:
+                    states[(level, entity)] = EntityState(counts=dict.fromkeys(secs, 0))
+                else:
+                    states[(level, entity)] = EntityState(batch.counts, batch.last_imp_ts, batch.conversions)
+                continue
+            imp_b, imp_c, conv_b, conv_c, last = values[n + 3 : n + 8]
+            stream = StreamRow(
+                impressions=Buckets(_int_list(imp_b), _int_list(imp_c)),
+                conversions=Buckets(_int_list(conv_b), _int_list(conv_c)),
+                last_imp=_ts_seconds(timestamp(last)),
+            )
+            states[(level, entity)] = seam.resolve(secs, batch, stream, t)
+        return UserState(audience, signal_tier, states, stream_stale=stale)
 
     def _round_trip(self, commands: list[bytes]) -> list[Any]:
         """Send every command in one write and read one reply each: a pipeline, without redis-py's per-command
@@ -443,6 +504,32 @@ class RedisFeatureReader:
 
     def close(self) -> None:
         self.client.close()
+
+
+# The stream view fields serving reads (clicks are pushed for other consumers, not read on the hot path).
+STREAM_READ = ("imp_buckets", "imp_counts", "conv_buckets", "conv_counts", "last_imp_ts")
+
+
+def _int_list(raw: bytes | None) -> tuple[int, ...]:
+    if not raw:
+        return ()
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return tuple(Value.FromString(raw).int64_list_val.val)
+
+
+def _proto_timestamp(raw: bytes | None) -> float | None:
+    """A `google.protobuf.Timestamp` as Feast stores `_ts:<view>` -> epoch seconds."""
+    if not raw:
+        return None
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp.FromString(raw)
+    return ts.seconds + ts.nanos / 1e9
+
+
+def _ts_seconds(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
 
 
 def _distinct_entities(candidates: Sequence[Candidate]) -> list[tuple[str, str]]:
@@ -629,7 +716,12 @@ def make_reader(
                 from feast.infra.online_stores.redis import RedisClient, RedisType
 
                 if online.redis_type == RedisType.redis and online.client == RedisClient.redis:
-                    return RedisFeatureReader(store, settings.features, socket_timeout=socket_timeout)
+                    stream = None
+                    if settings.stream.enabled:
+                        from freqcap.serving.stream_seam import StreamSeamSource
+
+                        stream = StreamSeamSource(settings, store, socket_timeout=socket_timeout)
+                    return RedisFeatureReader(store, settings.features, socket_timeout=socket_timeout, stream=stream)
             elif kind == "sqlite" and not versioned:
                 return SqliteFeatureReader(store, settings.features, busy_timeout=socket_timeout)
         except Exception:  # never worse than Feast's own path

@@ -20,6 +20,8 @@ class UserState:
     audience: str
     signal_tier: str
     states: dict[tuple[str, str], EntityState]
+    # The stream was stale, down or had a gap: the counts are batch alone (the response says `stream_stale`).
+    stream_stale: bool = False
 
 
 class FeatureReader(Protocol):

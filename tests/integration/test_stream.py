@@ -1,0 +1,449 @@
+"""The streaming path against real Redis and a real Feast store: exact counts across the batch/stream seam,
+deduplication, out-of-order events, dead letters, kill -9 of the worker, and serving's `stream_stale` fallback.
+
+Brute force (tests/integration/stream_support.count_between) counts raw events; it knows the seam's documented
+rule (freqcap.streaming.seam) but none of its code: for window W at time t, the events in (lo, t] with
+lo = t - W when W is a stream window the stream fully covers (coverage <= t - W), else lo = T_b - W.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+import redis
+
+from freqcap.events.io import write_events
+from freqcap.feast_io.store import open_store
+from freqcap.policy.engine import Candidate
+from freqcap.serving.fast_reader import RedisFeatureReader, make_reader
+from freqcap.streaming.messages import event_fields
+from freqcap.streaming.produce import produce
+from freqcap.streaming.run import redis_worker
+from tests.integration.stream_support import cleanup_redis, count_between, jitter_order, stream_settings
+from tests.integration.test_feast_online import T1, _run_snapshot, random_events
+
+T_B = T1  # the batch cut-off (midnight: a multiple of the 1-minute bucket)
+ADS = [f"ad{i}" for i in range(12)]
+CAMP_OF = {a: f"c{int(a[2:]) // 3}" for a in ADS}
+ADV_OF = {c: f"v{int(c[1:]) // 2}" for c in set(CAMP_OF.values())}
+CANDIDATES = [Candidate(a, CAMP_OF[a], ADV_OF[CAMP_OF[a]]) for a in ADS]
+USERS = [f"u{i}" for i in range(15)]
+WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "28d": 28 * 86400}
+STREAM_WINDOWS = {"1h", "24h"}
+
+
+def _world(tmp_path):
+    """History up to T_B (batch) and five hours after it (stream)."""
+    history = [
+        random_events(1, 400, T_B - timedelta(days=20), T_B),
+        random_events(2, 300, T_B - timedelta(hours=30), T_B + timedelta(seconds=1)),  # some exactly at T_B
+    ]
+    live = random_events(3, 900, T_B + timedelta(seconds=1), T_B + timedelta(hours=5))
+    events_dir = tmp_path / "events"
+    for i, part in enumerate(history):
+        write_events(part, events_dir / f"part-{i}.parquet")
+    rows = [r for part in (*history, live) for r in part.to_pylist()]
+    stream_rows = [r for r in rows if r["event_ts"] > T_B]
+    return events_dir, rows, stream_rows
+
+
+def _expected(rows, key, t, kind="impression"):
+    out = {}
+    for label, w in WINDOWS.items():
+        alone = label in STREAM_WINDOWS and t - timedelta(seconds=w) >= T_B
+        lo = t - timedelta(seconds=w) if alone else T_B - timedelta(seconds=w)
+        out[w] = count_between(rows, key, kind, lo, t)
+    return out
+
+
+def _check_resolved(reader, rows, t):
+    checked = nonzero_stream = 0
+    for user in USERS:
+        state = reader.read(user, CANDIDATES, at=t)
+        assert not state.stream_stale, "a fresh, covering stream must be used"
+        for (level, entity), got in state.states.items():
+            key = (level, user, entity)
+            assert dict(got.counts) == _expected(rows, key, t), (key, t)
+            conv = count_between(rows, key, "conversion", T_B - timedelta(days=28), t)
+            assert got.conversions == conv, (key, t)
+            imps = [
+                e["event_ts"]
+                for e in rows
+                if e["event_type"] == "impression"
+                and e["user_id"] == user
+                and e[f"{level}_id"] == entity
+                and e["event_ts"] <= t
+                and e["event_ts"] > T_B - timedelta(days=28)
+            ]
+            want_last = max(imps) if imps else None
+            if want_last is None:
+                assert got.last_imp_ts is None, key
+            else:  # exact, or (a replay asking about the past) the end of the newest bucket before t
+                assert want_last <= got.last_imp_ts < want_last + timedelta(minutes=1), (key, got.last_imp_ts)
+            checked += 1
+            nonzero_stream += count_between(rows, key, "impression", T_B, t) > 0
+    return checked, nonzero_stream
+
+
+@pytest.fixture
+def redis_client(redis_connection_string):
+    host, port = redis_connection_string.split(":")
+    return redis.Redis(host=host, port=int(port))
+
+
+def test_seam_counts_equal_brute_force_with_duplicates_and_disorder(tmp_path, redis_connection_string, redis_client):
+    settings, _ = stream_settings(tmp_path, redis_connection_string)
+    events_dir, rows, stream_rows = _world(tmp_path)
+    repo = tmp_path / "feast"
+    store = open_store(settings, repo)
+    try:
+        _run_snapshot(settings, tmp_path, events_dir, T_B, store, repo)
+        # Out of order within the lateness, and 15 % of events delivered twice (later, as a redelivery would be).
+        ordered = jitter_order(stream_rows, timedelta(minutes=10), seed=5)
+        messages = [event_fields(r) for r in ordered]
+        rng = random.Random(9)
+        for i in rng.sample(range(len(messages)), k=len(messages) * 15 // 100):
+            messages.insert(min(len(messages), i + rng.randint(1, 40)), dict(messages[i]))
+        produce(redis_client, settings.stream.stream_key, messages, coverage_start=T_B)
+        with redis_worker(settings, store, consumer="c1") as worker:
+            stats = worker.run(until_caught_up=True)
+        assert stats.applied == len(stream_rows)
+        assert stats.duplicates + stats.late == len(messages) - len(stream_rows)
+        assert stats.dead_letters == stats.late  # nothing malformed here
+
+        reader = make_reader(store, settings)
+        assert isinstance(reader, RedisFeatureReader) and reader.reads_stream
+        total = 0
+        for t in (
+            T_B + timedelta(minutes=20),
+            T_B + timedelta(hours=1),
+            T_B + timedelta(hours=2, minutes=30),
+            T_B + timedelta(hours=5),
+        ):
+            checked, nonzero = _check_resolved(reader, rows, t)
+            total += checked
+            if t > T_B + timedelta(hours=1):
+                assert nonzero > 50, "the fixture must put stream events on many pairs"
+        assert total > 500
+    finally:
+        store.teardown()
+        cleanup_redis(redis_client, settings)
+
+
+def test_serving_flags_stream_stale_and_answers_from_batch(tmp_path, redis_connection_string, redis_client):
+    from fastapi.testclient import TestClient
+
+    from freqcap.serving import create_app
+    from tests.integration.test_serving import TOKEN, write_policy
+
+    settings, _ = stream_settings(tmp_path, redis_connection_string, max_lag="2s", status_refresh="0.1s")
+    events_dir, rows, stream_rows = _world(tmp_path)
+    repo = tmp_path / "feast"
+    store = open_store(settings, repo)
+    try:
+        _run_snapshot(settings, tmp_path, events_dir, T_B, store, repo)
+        produce(redis_client, settings.stream.stream_key, [event_fields(r) for r in stream_rows], coverage_start=T_B)
+        with redis_worker(settings, store, consumer="c1") as worker:
+            worker.run(until_caught_up=True)
+        reader = make_reader(store, settings)
+        policy = write_policy(tmp_path)
+        app = create_app(settings, policy_path=policy, reader=reader, admin_token=TOKEN)
+        t = T_B + timedelta(hours=5)
+        body = {
+            "user_id": "u3",
+            "context": {"format": "feed", "ts": t.isoformat()},
+            "candidates": [
+                {"ad_id": c.ad_id, "campaign_id": c.campaign_id, "advertiser_id": c.advertiser_id} for c in CANDIDATES
+            ],
+        }
+        with TestClient(app) as client:
+            fresh = client.post("/v1/decide", json=body).json()
+            assert fresh["degraded"] is False, fresh
+            # The worker is stopped: within max_lag (+ one status refresh) serving says so and uses batch alone.
+            stopped = time.monotonic()
+            while True:
+                out = client.post("/v1/decide", json=body).json()
+                if out["degraded"]:
+                    break
+                assert time.monotonic() - stopped < 2.0 + 0.1 + 1.0, "stream_stale not flagged within one lag"
+                time.sleep(0.05)
+            assert out["degraded_reason"] == "stream_stale"
+            assert all(d["penalty"] is not None for d in out["decisions"])  # real decisions, not fail-open
+            metrics = client.get("/metrics").text
+            assert "freqcap_decide_stream_stale_total" in metrics
+        state = reader.read("u3", CANDIDATES, at=t)
+        assert state.stream_stale
+        for (level, entity), got in state.states.items():
+            key = (level, "u3", entity)
+            for w in WINDOWS.values():  # batch alone: the counts as of T_B
+                assert got.counts[w] == count_between(rows, key, "impression", T_B - timedelta(seconds=w), T_B)
+    finally:
+        store.teardown()
+        cleanup_redis(redis_client, settings)
+
+
+BAD_MESSAGES = [
+    (
+        {
+            "event_type": "impression",
+            "event_ts": "2026-10-10T01:00:00+00:00",
+            "user_id": "u1",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "ad0",
+            "format": "feed",
+        },
+        "missing_event_id",
+    ),
+    (
+        {
+            "event_id": "b2",
+            "event_type": "view",
+            "event_ts": "2026-10-10T01:00:00+00:00",
+            "user_id": "u1",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "ad0",
+            "format": "feed",
+        },
+        "bad_event_type",
+    ),
+    (
+        {
+            "event_id": "b3",
+            "event_type": "impression",
+            "event_ts": "yesterday",
+            "user_id": "u1",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "ad0",
+            "format": "feed",
+        },
+        "bad_event_ts",
+    ),
+    (
+        {
+            "event_id": "b4",
+            "event_type": "impression",
+            "event_ts": "2026-10-10T01:00:00",
+            "user_id": "u1",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "ad0",
+            "format": "feed",
+        },
+        "bad_event_ts",
+    ),  # naive
+    (
+        {
+            "event_id": "b5",
+            "event_type": "impression",
+            "event_ts": "1e20",
+            "user_id": "u1",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "ad0",
+            "format": "feed",
+        },
+        "bad_event_ts",
+    ),
+    (
+        {
+            "event_id": "b6",
+            "event_type": "click",
+            "event_ts": "2026-10-10T01:00:00Z",
+            "user_id": "u1",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "",
+            "format": "feed",
+        },
+        "missing_ad_id",
+    ),
+    (
+        {
+            "event_id": "b7",
+            "event_type": "impression",
+            "event_ts": "2026-10-10T01:00:00Z",
+            "user_id": b"\xff\xfe",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "ad0",
+            "format": "feed",
+        },
+        "bad_encoding_user_id",
+    ),
+    (
+        {
+            "event_id": "x" * 300,
+            "event_type": "impression",
+            "event_ts": "2026-10-10T01:00:00Z",
+            "user_id": "u1",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "ad0",
+            "format": "feed",
+        },
+        "too_long_event_id",
+    ),
+    (
+        {
+            "event_id": "b9",
+            "event_type": "impression",
+            "event_ts": "2026-10-10T01:00:00Z",
+            "user_id": "u1",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "ad0",
+            "format": "billboard",
+        },
+        "bad_format",
+    ),
+    (
+        {
+            "event_id": "b10",
+            "event_type": "conversion",
+            "event_ts": "2026-10-10T01:00:00Z",
+            "user_id": "u1",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "ad0",
+            "format": "feed",
+            "conversion_value": "nan",
+        },
+        "bad_conversion_value",
+    ),
+    # Older than the watermark (02:00 below) minus the 10-minute lateness.
+    (
+        {
+            "event_id": "b11",
+            "event_type": "impression",
+            "event_ts": "2026-10-10T01:00:00Z",
+            "user_id": "u1",
+            "advertiser_id": "v0",
+            "campaign_id": "c0",
+            "ad_id": "ad0",
+            "format": "feed",
+        },
+        "late",
+    ),
+]
+
+
+def test_malformed_and_late_messages_go_to_the_dead_letter_stream(tmp_path, redis_connection_string, redis_client):
+    settings, _ = stream_settings(tmp_path, redis_connection_string)
+    store = open_store(settings, tmp_path / "feast")
+    from freqcap.feast_io.store import apply_definitions
+
+    apply_definitions(store, settings, tmp_path / "feast")
+    good = {
+        "event_id": "g1",
+        "event_type": "impression",
+        "event_ts": "2026-10-10T02:00:00Z",
+        "user_id": "u1",
+        "advertiser_id": "v0",
+        "campaign_id": "c0",
+        "ad_id": "ad0",
+        "format": "feed",
+    }
+    good2 = dict(good, event_id="g2", event_ts="2026-10-10T01:55:00Z")  # out of order, within lateness
+    try:
+        stream = settings.stream.stream_key
+        redis_client.xadd(stream, good)
+        for fields, _ in BAD_MESSAGES:
+            redis_client.xadd(stream, fields)
+        redis_client.xadd(stream, good2)
+        with redis_worker(settings, store, consumer="c1") as worker:
+            stats = worker.run(until_caught_up=True)
+        assert stats.applied == 2 and stats.dead_letters == len(BAD_MESSAGES)
+        dead = redis_client.xrange(settings.stream.dead_letter_key)
+        reasons = [fields[b"_reason"].decode() for _, fields in dead]
+        assert reasons == [reason for _, reason in BAD_MESSAGES]
+        assert all(fields[b"_source_stream"].decode() == stream for _, fields in dead)
+        # Nothing pending: every message was acknowledged, dead or alive.
+        assert redis_client.xpending(stream, settings.stream.group)["pending"] == 0
+        status = redis_client.hgetall(f"{settings.stream.state_prefix}:status")
+        assert int(status[b"dead_letters"]) == len(BAD_MESSAGES) and int(status[b"applied"]) == 2
+    finally:
+        store.teardown()
+        cleanup_redis(redis_client, settings)
+
+
+def _state_buckets(client, settings, rows):
+    """Brute-force bucket counts per pair from unique events vs the worker's Redis state, as two dicts."""
+    from freqcap.streaming.buckets import KINDS, bucket_end
+
+    want: dict = {}
+    for e in rows:
+        ts_us = int(e["event_ts"].timestamp() * 1_000_000)
+        for level in ("advertiser", "campaign", "ad"):
+            key = f"{settings.stream.state_prefix}:s:{level}:{e['user_id']}\x1f{e[f'{level}_id']}"
+            field = f"{KINDS[e['event_type']]}:{bucket_end(ts_us, 60)}"
+            want.setdefault(key, {}).setdefault(field, 0)
+            want[key][field] += 1
+    got = {}
+    for key in want:
+        fields = client.hgetall(key)
+        got[key] = {k.decode(): int(v) for k, v in fields.items() if k != b"last_imp"}
+    return want, got
+
+
+def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_connection_string, redis_client):
+    settings, env = stream_settings(tmp_path, redis_connection_string, batch_size="200", push_interval="0.05s")
+    _, _, stream_rows = _world(tmp_path)
+    many = stream_rows + [r for r in random_events(7, 6000, T_B, T_B + timedelta(hours=5)).to_pylist()]
+    many = [dict(r, event_id=f"k{i}") for i, r in enumerate(many) if r["event_ts"] > T_B]
+    store = open_store(settings, tmp_path / "feast")
+    from freqcap.feast_io.store import apply_definitions
+
+    apply_definitions(store, settings, tmp_path / "feast")
+    messages = [event_fields(r) for r in jitter_order(many, timedelta(minutes=10), seed=3)]
+    produce(redis_client, settings.stream.stream_key, messages, coverage_start=T_B)
+    cmd = [sys.executable, "-m", "freqcap.cli", "stream", "--consumer", "w1", "--until-caught-up"]
+    proc_env = dict(os.environ, **env)
+    status_key = f"{settings.stream.state_prefix}:status"
+    try:
+        kills = 0
+        for _ in range(2):  # kill it twice, at different points
+            proc = subprocess.Popen(cmd, env=proc_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            before = int(redis_client.hget(status_key, "applied") or 0)
+            deadline = time.monotonic() + 120
+            while int(redis_client.hget(status_key, "applied") or 0) < before + 1500:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "worker made no progress"
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            kills += 1
+        applied_at_kill = int(redis_client.hget(status_key, "applied"))
+        assert 0 < applied_at_kill < len(many), "the kills must land mid-stream"
+        pending = redis_client.xpending(settings.stream.stream_key, settings.stream.group)["pending"]
+        done = subprocess.run(cmd, env=proc_env, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        want, got = _state_buckets(redis_client, settings, many)
+        assert got == want
+        assert int(redis_client.hget(status_key, "applied")) == len(many)
+        assert redis_client.xpending(settings.stream.stream_key, settings.stream.group)["pending"] == 0
+        # What Feast serves equals the state: read the pushed stream rows back through get_online_features.
+        sample = random.Random(1).sample(sorted(want), 40)
+        from freqcap.streaming.state import split_pair_key
+
+        for key in sample:
+            level, user, entity = split_pair_key(key, f"{settings.stream.state_prefix}:s:")
+            out = store.get_online_features(
+                features=[f"user_{level}_stream:imp_buckets", f"user_{level}_stream:imp_counts"],
+                entity_rows=[{"user_id": user, f"{level}_id": entity}],
+            ).to_dict()
+            imp = {int(f[2:]): n for f, n in want[key].items() if f.startswith("i:")}
+            assert dict(zip(out["imp_buckets"][0] or [], out["imp_counts"][0] or [], strict=True)) == imp, key
+        print(f"kills={kills} applied_at_last_kill={applied_at_kill} pending_at_restart={pending}")
+    finally:
+        store.teardown()
+        cleanup_redis(redis_client, settings)
