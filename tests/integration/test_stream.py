@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -447,3 +447,120 @@ def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_conne
     finally:
         store.teardown()
         cleanup_redis(redis_client, settings)
+
+
+def test_redis_state_and_memory_state_agree_on_a_messy_sequence(tmp_path, redis_connection_string, redis_client):
+    """The Lua apply and the in-memory rules are one specification: same verdicts, same buckets."""
+    from freqcap.streaming.messages import StreamEvent
+    from freqcap.streaming.state import MemoryState, RedisState
+
+    settings, _ = stream_settings(tmp_path, redis_connection_string)
+    cfg = settings.stream
+    rng = random.Random(4)
+    base = 1_790_000_000
+    events = []
+    for i in range(3000):
+        ts = base + i * 3 + rng.randint(-900, 60)  # disorder up to 15 min: some beyond the 10-min lateness
+        eid = f"e{rng.randrange(2600)}"  # repeats: duplicates
+        kind = rng.choice("iiicv")
+        events.append(
+            StreamEvent(
+                eid,
+                kind,
+                ts * 1_000_000,
+                f"u{rng.randrange(20)}",
+                "v0",
+                f"c{rng.randrange(3)}",
+                f"ad{rng.randrange(6)}",
+            )
+        )
+    kwargs = dict(
+        bucket_s=60, lateness_s=600, dedup_ttl_s=cfg.seconds("dedup_ttl"), retention_s=cfg.seconds("retention")
+    )
+    red = RedisState(redis_client, cfg.state_prefix, **kwargs)
+    mem = MemoryState(**kwargs)
+    try:
+        verdicts_r, verdicts_m = [], []
+        for i in range(0, len(events), 137):
+            verdicts_r += red.apply(events[i : i + 137])
+            verdicts_m += mem.apply(events[i : i + 137])
+        assert verdicts_r == verdicts_m
+        assert {0, 1, 2} <= set(verdicts_r), "the sequence must exercise ok, duplicate and late"
+        keys = [k for k, _ in red.dirty(100_000)]
+        pairs = {(p.level, p.user_id, p.entity_id): p for p in red.read_pairs(keys) if p}
+        assert set(pairs) == set(mem.pairs)
+        for key, pair in pairs.items():
+            assert pair.buckets == {k: v for k, v in mem.pairs[key].buckets.items()}, key
+            assert pair.last_imp_us == mem.pairs[key].last_imp_us
+        assert red.watermark_us() == mem.max_ts_us
+    finally:
+        cleanup_redis(redis_client, settings)
+
+
+def test_direct_push_writes_the_bytes_feast_push_writes(tmp_path, redis_connection_string, redis_client):
+    from freqcap.feast_io.store import apply_definitions
+    from freqcap.streaming.push import FeastPusher, RedisDirectPusher, pair_row
+    from freqcap.streaming.state import PairState
+
+    settings, _ = stream_settings(tmp_path, redis_connection_string)
+    store = open_store(settings, tmp_path / "feast")
+    apply_definitions(store, settings, tmp_path / "feast")
+    pairs = [
+        PairState("ad", "u1", "ad0", {"i": {120: 2, 180: 1}, "c": {}, "v": {180: 1}}, 1_790_000_170_000_000),
+        PairState("campaign", "ünï", "c0", {"i": {60: 1}, "c": {60: 1}, "v": {}}, 1_790_000_001_000_000),
+        PairState("advertiser", "u2", "v0", {"i": {}, "c": {60: 3}, "v": {}}, None),
+    ]
+    rows = [(p, pair_row(p, 0)[0]) for p in pairs]
+    direct = RedisDirectPusher(store, redis_client, key_ttl_seconds=3600)
+    try:
+        FeastPusher(store).push(rows)
+        via_feast = [redis_client.hgetall(direct.redis_key(p.level, p.user_id, p.entity_id)) for p in pairs]
+        for p in pairs:
+            redis_client.delete(direct.redis_key(p.level, p.user_id, p.entity_id))
+        direct.push(rows)
+        for p, theirs in zip(pairs, via_feast, strict=True):
+            mine = redis_client.hgetall(direct.redis_key(p.level, p.user_id, p.entity_id))
+            assert set(mine) == set(theirs) and len(mine) == 8  # 7 features + _ts
+            for field, value in theirs.items():
+                if not field.startswith(b"_ts:"):
+                    assert mine[field] == value, (p, field)
+        # And Feast reads the direct write back as the same values.
+        out = store.get_online_features(
+            features=["user_ad_stream:imp_buckets", "user_ad_stream:imp_counts", "user_ad_stream:last_imp_ts"],
+            entity_rows=[{"user_id": "u1", "ad_id": "ad0"}],
+        ).to_dict()
+        assert out["imp_buckets"][0] == [120, 180] and out["imp_counts"][0] == [2, 1]
+        assert out["last_imp_ts"][0] == datetime.fromtimestamp(1_790_000_170, UTC)
+    finally:
+        store.teardown()
+
+
+def test_embedded_replay_pushes_through_feast_to_sqlite(tmp_path):
+    """No Redis: `freqcap stream --replay DIR` keeps state in memory and pushes with FeatureStore.push."""
+    from freqcap.config import load_settings
+    from freqcap.feast_io.store import apply_definitions
+    from freqcap.streaming.buckets import bucket_end
+    from freqcap.streaming.run import replay_worker
+
+    settings = load_settings(environ={"FREQCAP__DATA_DIR": str(tmp_path)})
+    events_dir = tmp_path / "live"
+    live = random_events(11, 400, T_B, T_B + timedelta(hours=3))
+    write_events(live, events_dir / "part-0.parquet")
+    store = open_store(settings, tmp_path / "feast")
+    apply_definitions(store, settings, tmp_path / "feast")
+    stats = replay_worker(settings, store, events_dir).run(until_caught_up=True)
+    assert stats.applied == 400 and stats.dead_letters == 0
+    rows = live.to_pylist()
+    for user in ("u1", "u4", "u9"):
+        for ad in ADS[:6]:
+            out = store.get_online_features(
+                features=["user_ad_stream:imp_buckets", "user_ad_stream:imp_counts"],
+                entity_rows=[{"user_id": user, "ad_id": ad}],
+            ).to_dict()
+            want: dict[int, int] = {}
+            for e in rows:
+                if e["user_id"] == user and e["ad_id"] == ad and e["event_type"] == "impression":
+                    end = bucket_end(int(e["event_ts"].timestamp() * 1_000_000), 60)
+                    want[end] = want.get(end, 0) + 1
+            got = dict(zip(out["imp_buckets"][0] or [], out["imp_counts"][0] or [], strict=True))
+            assert got == want, (user, ad)

@@ -118,10 +118,14 @@ class RedisDirectPusher:
     def encode(self, rows: Sequence[dict[str, Any]]) -> list[list[bytes]]:
         """Serialized ValueProtos per row, in STREAM_FEATURES order (Feast's conversion for the timestamp)."""
         from feast.protos.feast.types.Value_pb2 import Int64List, Value
-        from feast.type_map import python_values_to_proto_values
+        from feast.type_map import NULL_TIMESTAMP_INT_VALUE, python_values_to_proto_values
         from feast.value_type import ValueType
 
         stamps = python_values_to_proto_values([r["last_imp_ts"] for r in rows], ValueType.UNIX_TIMESTAMP)
+        # `push` goes through Arrow, where a missing time is NaT: Feast stores its null-timestamp sentinel, not an
+        # empty value (tests compare the bytes).
+        null_stamp = Value(unix_timestamp_val=int(NULL_TIMESTAMP_INT_VALUE))
+        stamps = [null_stamp if r["last_imp_ts"] is None else s for r, s in zip(rows, stamps, strict=True)]
         out = []
         for row, stamp in zip(rows, stamps, strict=True):
             values = [Value(int64_list_val=Int64List(val=row[f])).SerializeToString() for f in STREAM_FEATURES[:-1]]

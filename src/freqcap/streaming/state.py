@@ -42,9 +42,13 @@ for e = 1, n do
   local eid, kind, ts_text, bucket = ARGV[base+1], ARGV[base+2], ARGV[base+3], ARGV[base+4]
   local user = ARGV[base+5]
   local ts = tonumber(ts_text)
-  if wm > 0 and ts < wm - lateness then
+  -- Seen first: a redelivered event that was applied is a duplicate, never "late".
+  if redis.call('EXISTS', seen_prefix .. eid) == 1 then
+    out[e] = 1; dup = dup + 1
+  elseif wm > 0 and ts < wm - lateness then
     out[e] = 2; late = late + 1
-  elseif redis.call('SET', seen_prefix .. eid, '1', 'NX', 'EX', dedup_ttl) then
+  else
+    redis.call('SET', seen_prefix .. eid, '1', 'EX', dedup_ttl)
     local levels = {'advertiser', 'campaign', 'ad'}
     for l = 1, 3 do
       local key = pair_prefix .. levels[l] .. ':' .. user .. '\31' .. ARGV[base+5+l]
@@ -57,8 +61,6 @@ for e = 1, n do
     end
     if ts > wm then wm = ts; wm_text = ts_text end
     out[e] = 0; ok = ok + 1
-  else
-    out[e] = 1; dup = dup + 1
   end
   base = base + 8
 end
@@ -219,13 +221,13 @@ class MemoryState:
         self._seq += 1
         out = []
         for ev in events:
+            if ev.event_id in self.seen:  # seen first: a redelivered applied event is a duplicate, never late
+                out.append(DUPLICATE)
+                self.duplicates += 1
+                continue
             if self.max_ts_us is not None and ev.ts_us < self.max_ts_us - self.lateness_us:
                 out.append(LATE)
                 self.late += 1
-                continue
-            if ev.event_id in self.seen:
-                out.append(DUPLICATE)
-                self.duplicates += 1
                 continue
             self.seen.add(ev.event_id)
             for level, entity in zip(LEVELS, (ev.advertiser_id, ev.campaign_id, ev.ad_id), strict=True):

@@ -131,16 +131,17 @@ class DirectoryReplayTransport:
         from freqcap.streaming.messages import event_fields
 
         con = duckdb.connect()
-        rel = con.sql(
+        con.execute("SET TimeZone = 'UTC'")
+        cursor = con.execute(
             f"SELECT * FROM read_parquet('{Path(events_dir).as_posix()}/**/*.parquet', hive_partitioning=true, "
             "union_by_name=true) ORDER BY event_ts, event_id"
         )
+        cols = [d[0] for d in cursor.description]
         n = 0
         while True:
-            batch = rel.fetchmany(batch_rows)
+            batch = cursor.fetchmany(batch_rows)
             if not batch:
                 break
-            cols = rel.columns
             for values in batch:
                 n += 1
                 yield Message(n, event_fields(dict(zip(cols, values, strict=True))))
