@@ -77,15 +77,17 @@ def prune_horizon(watermark_us: int, retention_s: float, width_s: int) -> int:
 def parse_fields(fields: Iterable[tuple[bytes | str, bytes | str]]) -> tuple[dict[str, dict[int, int]], int | None]:
     """State hash fields (`i:<end>`, `c:<end>`, `v:<end>`, `last_imp`) -> per-kind bucket maps and last impression."""
     out: dict[str, dict[int, int]] = {k: {} for k in KIND_PREFIX}
+    by_byte = {ord(k): v for k, v in out.items()}
     last = None
     for name, value in fields:
-        name = name.decode() if isinstance(name, bytes) else name
-        if name == "last_imp":
+        if isinstance(name, str):
+            name = name.encode()
+        if name == b"last_imp":
             last = int(value)
             continue
-        kind, _, end = name.partition(":")
-        if kind in out and end:
-            out[kind][int(end)] = int(value)
+        target = by_byte.get(name[0])
+        if target is not None and name[1:2] == b":":
+            target[int(name[2:])] = int(value)
     return out, last
 
 

@@ -13,6 +13,7 @@ newest event time.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 from freqcap.feature_repo.feature_views import STREAM_FEATURES, stream_view_name
 from freqcap.streaming.buckets import KIND_PREFIX
+from freqcap.streaming.resp import round_trip
 from freqcap.streaming.state import PairState
 
 ENTITY_COLUMN = {"advertiser": "advertiser_id", "campaign": "campaign_id", "ad": "ad_id"}
@@ -31,11 +33,17 @@ def pair_row(pair: PairState, oldest_end_kept: int) -> tuple[dict[str, Any], lis
     row: dict[str, Any] = {}
     stale: list[str] = []
     for kind, prefix in KIND_PREFIX.items():
-        items = sorted(pair.buckets.get(kind, {}).items())
-        keep = [(e, n) for e, n in items if e >= oldest_end_kept and n]
-        stale += [f"{kind}:{e}" for e, _ in items if e < oldest_end_kept]
-        row[f"{prefix}_buckets"] = [e for e, _ in keep]
-        row[f"{prefix}_counts"] = [n for _, n in keep]
+        buckets = pair.buckets.get(kind) or {}
+        ends = sorted(buckets)
+        if ends and ends[0] < oldest_end_kept:
+            stale += [f"{kind}:{e}" for e in ends if e < oldest_end_kept]
+            ends = [e for e in ends if e >= oldest_end_kept]
+        counts = [buckets[e] for e in ends]
+        if 0 in counts:
+            ends = [e for e, n in zip(ends, counts, strict=True) if n]
+            counts = [n for n in counts if n]
+        row[f"{prefix}_buckets"] = ends
+        row[f"{prefix}_counts"] = counts
     row["last_imp_ts"] = (
         datetime.fromtimestamp(pair.last_imp_us / 1_000_000, UTC) if pair.last_imp_us is not None else None
     )
@@ -103,35 +111,71 @@ class RedisDirectPusher:
             if list(STREAM_FEATURES) != have:
                 raise RuntimeError(f"stream view {name} has features {have}, expected {list(STREAM_FEATURES)}")
             self._fields[level] = (f"_ts:{name}".encode(), [_mmh3(f"{name}:{f}") for f in STREAM_FEATURES])
+        self._keys = self._key_builders()
+        self._enc = _Encoder()
+        self._rng = random.Random(0)
+        # HSET <key> _ts:<view> <ts> <field> <value> ...: the command header and the field names, pre-packed.
+        n_args = 2 + 2 * (1 + len(STREAM_FEATURES))
+        self._packed = {
+            level: (b"*%d\r\n$4\r\nHSET\r\n" % n_args, [_bulk(ts_field), *[_bulk(f) for f in feats]])
+            for level, (ts_field, feats) in self._fields.items()
+        }
 
     def redis_key(self, level: str, user_id: str, entity_id: str) -> bytes:
+        """Feast's Redis key of (user, entity): the fast builder, self-checked against Feast's `_redis_key`."""
+        return self._keys[level](user_id, entity_id)
+
+    def _key_builders(self) -> dict[str, Any]:
         from feast.infra.online_stores.redis import _redis_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        key = EntityKey(
-            join_keys=["user_id", ENTITY_COLUMN[level]],
-            entity_values=[Value(string_val=user_id), Value(string_val=entity_id)],
-        )
-        return _redis_key(self._project, key, entity_key_serialization_version=self._version)
+        from freqcap.serving.fast_reader import _string_key_builder
+
+        builders = {}
+        for level, column in ENTITY_COLUMN.items():
+            join_keys = ("user_id", column)
+
+            def reference(values, join_keys=join_keys):
+                key = EntityKey(join_keys=list(join_keys), entity_values=[Value(string_val=v) for v in values])
+                return _redis_key(self._project, key, entity_key_serialization_version=self._version)
+
+            build, _ = _string_key_builder(join_keys, self._version, self._project.encode(), reference)
+            builders[level] = build
+        return builders
 
     def encode(self, rows: Sequence[dict[str, Any]]) -> list[list[bytes]]:
-        """Serialized ValueProtos per row, in STREAM_FEATURES order (Feast's conversion for the timestamp)."""
-        from feast.protos.feast.types.Value_pb2 import Int64List, Value
+        """Serialized ValueProtos per row, in STREAM_FEATURES order: hand-encoded (field numbers from Feast's
+        `Value` descriptor), then the first row and a sample checked byte for byte against Feast's own conversion
+        (`python_values_to_proto_values`, the NaT sentinel `push` writes); any difference raises."""
+        enc = self._enc
+        out = []
+        for row in rows:
+            values = [enc.int64_list(row[f]) for f in STREAM_FEATURES[:-1]]
+            values.append(enc.timestamp(row["last_imp_ts"]))
+            out.append(values)
+        for i in {0, len(rows) - 1, self._rng.randrange(len(rows))} if rows else ():
+            if out[i] != self.reference_encode(rows[i]):
+                raise RuntimeError(f"stream push encoding differs from Feast's for {rows[i]!r}")
+        return out
+
+    @staticmethod
+    def reference_encode(row: dict[str, Any]) -> list[bytes]:
+        """Feast's own conversion of one row (what `push` stores)."""
+        from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import NULL_TIMESTAMP_INT_VALUE, python_values_to_proto_values
         from feast.value_type import ValueType
 
-        stamps = python_values_to_proto_values([r["last_imp_ts"] for r in rows], ValueType.UNIX_TIMESTAMP)
-        # `push` goes through Arrow, where a missing time is NaT: Feast stores its null-timestamp sentinel, not an
-        # empty value (tests compare the bytes).
-        null_stamp = Value(unix_timestamp_val=int(NULL_TIMESTAMP_INT_VALUE))
-        stamps = [null_stamp if r["last_imp_ts"] is None else s for r, s in zip(rows, stamps, strict=True)]
-        out = []
-        for row, stamp in zip(rows, stamps, strict=True):
-            values = [Value(int64_list_val=Int64List(val=row[f])).SerializeToString() for f in STREAM_FEATURES[:-1]]
-            values.append(stamp.SerializeToString())
-            out.append(values)
-        return out
+        values = [
+            python_values_to_proto_values([list(row[f])], ValueType.INT64_LIST)[0].SerializeToString()
+            for f in STREAM_FEATURES[:-1]
+        ]
+        ts = row["last_imp_ts"]
+        if ts is None:
+            values.append(Value(unix_timestamp_val=int(NULL_TIMESTAMP_INT_VALUE)).SerializeToString())
+        else:
+            values.append(python_values_to_proto_values([ts], ValueType.UNIX_TIMESTAMP)[0].SerializeToString())
+        return values
 
     def push(self, pairs: Sequence[tuple[PairState, dict[str, Any]]]) -> int:
         from google.protobuf.timestamp_pb2 import Timestamp
@@ -140,16 +184,61 @@ class RedisDirectPusher:
             return 0
         stamp = Timestamp()
         stamp.FromDatetime(self.clock.next())
-        ts_bytes = stamp.SerializeToString()
+        ts_value = _bulk(stamp.SerializeToString())
         encoded = self.encode([row for _, row in pairs])
-        pipe = self.client.pipeline(transaction=False)
+        expire_tail = b"$%d\r\n%d\r\n" % (len(str(self.key_ttl)), self.key_ttl) if self.key_ttl else b""
+        commands = []
         for (pair, _), values in zip(pairs, encoded, strict=True):
-            ts_field, fields = self._fields[pair.level]
-            key = self.redis_key(pair.level, pair.user_id, pair.entity_id)
-            mapping = {ts_field: ts_bytes}
-            mapping.update(zip(fields, values, strict=True))
-            pipe.hset(key, mapping=mapping)
-            if self.key_ttl:
-                pipe.expire(key, self.key_ttl)
-        pipe.execute()
+            head, fields = self._packed[pair.level]
+            key = _bulk(self.redis_key(pair.level, pair.user_id, pair.entity_id))
+            parts = [head, key, fields[0], ts_value]
+            for f, v in zip(fields[1:], values, strict=True):
+                parts += (f, _bulk(v))
+            commands.append(b"".join(parts))
+            if expire_tail:
+                commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
+        round_trip(self.client, commands)
         return len(pairs)
+
+
+class _Encoder:
+    """Protobuf `Value` bytes for int64 lists and unix timestamps, without building messages."""
+
+    def __init__(self) -> None:
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import NULL_TIMESTAMP_INT_VALUE
+
+        fields = Value.DESCRIPTOR.fields_by_name
+        self.list_tag = bytes([(fields["int64_list_val"].number << 3) | 2])
+        self.ts_tag = bytes([(fields["unix_timestamp_val"].number << 3) | 0])
+        self.empty_list = self.list_tag + b"\x00"
+        self.null_ts = Value(unix_timestamp_val=int(NULL_TIMESTAMP_INT_VALUE)).SerializeToString()
+        self.small = [bytes([i]) for i in range(128)]
+
+    def varint(self, n: int) -> bytes:
+        if 0 <= n < 128:
+            return self.small[n]
+        if n < 0:
+            n += 1 << 64  # two's complement, as protobuf encodes negative int64
+        out = bytearray()
+        while n > 0x7F:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+        return bytes(out)
+
+    def int64_list(self, values: Sequence[int]) -> bytes:
+        if not values:
+            return self.empty_list
+        body = b"".join(map(self.varint, values))
+        inner = b"\n" + self.varint(len(body)) + body  # Int64List.val = 1, packed
+        return self.list_tag + self.varint(len(inner)) + inner
+
+    def timestamp(self, value: datetime | None) -> bytes:
+        if value is None:
+            return self.null_ts
+        return self.ts_tag + self.varint(int(value.timestamp()))
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)

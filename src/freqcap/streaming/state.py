@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from freqcap.streaming.buckets import PairCounts, bucket_end, parse_fields
 from freqcap.streaming.messages import StreamEvent
+from freqcap.streaming.resp import pack, round_trip
 
 SEP = "\x1f"
 LEVELS = ("advertiser", "campaign", "ad")
@@ -168,28 +169,19 @@ class RedisState:
         return self.client.zrange(self.dirty_key, 0, limit - 1, withscores=True)
 
     def read_pairs(self, keys: Sequence[bytes]) -> list[PairState | None]:
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(key)
+        replies = round_trip(self.client, [pack(b"HGETALL", key) for key in keys])
         out: list[PairState | None] = []
-        for key, fields in zip(keys, pipe.execute(), strict=True):
-            if not fields:
+        for key, flat in zip(keys, replies, strict=True):
+            if not flat:
                 out.append(None)  # expired: nothing in retention
                 continue
             level, user, entity = split_pair_key(key.decode(), self.pair_prefix)
-            buckets, last = parse_fields(fields.items())
+            buckets, last = parse_fields(zip(flat[0::2], flat[1::2], strict=True))
             out.append(PairState(level, user, entity, buckets, last))
         return out
 
     def prune(self, pairs: Sequence[tuple[bytes, Sequence[str]]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        n = 0
-        for key, fields in pairs:
-            if fields:
-                pipe.hdel(key, *fields)
-                n += 1
-        if n:
-            pipe.execute()
+        round_trip(self.client, [pack(b"HDEL", key, *fields) for key, fields in pairs if fields])
 
     def ack_pushed(self, keys: Sequence[tuple[bytes, float]]) -> int:
         if not keys:
