@@ -8,6 +8,7 @@ lo = t - W when W is a stream window the stream fully covers (coverage <= t - W)
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -564,3 +565,55 @@ def test_embedded_replay_pushes_through_feast_to_sqlite(tmp_path):
                     want[end] = want.get(end, 0) + 1
             got = dict(zip(out["imp_buckets"][0] or [], out["imp_counts"][0] or [], strict=True))
             assert got == want, (user, ad)
+
+
+def test_produce_cli_replays_events_after_since_and_declares_coverage(tmp_path, redis_connection_string, redis_client):
+    import httpx
+
+    from freqcap.serving.live import free_port
+    from freqcap.streaming.run import metrics_server
+
+    settings, env = stream_settings(tmp_path, redis_connection_string)
+    events_dir, rows, stream_rows = _world(tmp_path)
+    live = random_events(3, 900, T_B + timedelta(seconds=1), T_B + timedelta(hours=5))
+    write_events(live, events_dir / "part-live.parquet")
+    cmd = [
+        sys.executable,
+        "-m",
+        "freqcap.cli",
+        "stream",
+        "produce",
+        "--events",
+        str(events_dir),
+        "--since",
+        T_B.isoformat(),
+        "--rate",
+        "20000",
+        "--duplicate-share",
+        "0.1",
+    ]
+    try:
+        out = subprocess.run(cmd, env=dict(os.environ, **env), capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        report = json.loads(out.stdout)
+        after = [r for r in rows if r["event_ts"] > T_B]
+        assert report["events"] == len(after) == len(stream_rows)
+        key = settings.stream.stream_key
+        assert redis_client.xlen(key) == report["events"] + report["duplicates"] > report["events"]
+        meta = redis_client.hget(f"{key}:meta", "coverage_start_us")
+        assert int(meta) == int(T_B.timestamp() * 1_000_000)
+        # The worker's /metrics after consuming it: counters match, lag and watermark present.
+        store = open_store(settings, tmp_path / "feast")
+        from freqcap.feast_io.store import apply_definitions
+
+        apply_definitions(store, settings, tmp_path / "feast")
+        with redis_worker(settings, store, consumer="c1") as worker:
+            worker.run(until_caught_up=True)
+            with metrics_server(worker, settings, free_port("127.0.0.1")) as port:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert f"freqcap_stream_applied_total {len(after)}" in text
+        assert f"freqcap_stream_duplicates_total {report['duplicates']}" in text
+        assert "freqcap_stream_lag_seconds" in text and "freqcap_stream_stale 0" in text
+        store.teardown()
+    finally:
+        cleanup_redis(redis_client, settings)
