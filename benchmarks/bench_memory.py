@@ -129,7 +129,8 @@ def main() -> None:
         apply_definitions(store, settings, repo)
         bulk_materialize(store, settings, snaps, as_of)
         after_batch = client.info("memory")["used_memory"]
-        keys = list(client.scan_iter(count=10_000))
+        # Feast's entity-key hashes only (not freqcap's own bookkeeping keys such as the bulk state).
+        keys = [k for k in client.scan_iter(count=10_000) if not k.startswith(b"freqcap:")]
         by_kind: dict[str, list[bytes]] = {k: [] for k in KINDS}
         for k in keys:
             by_kind[_kind(k)].append(k)

@@ -133,6 +133,10 @@ class FeastConfig(_Frozen):
     # How snapshots reach the online store: `bulk` (freqcap.feast_io.bulk: Feast's serialization, changed rows only)
     # or `feast` (FeatureStore.materialize).
     materialization: Literal["bulk", "feast"] = "bulk"
+    # Which features the bulk writer stores online: `all` (every feature of every view: Feast's feature server and
+    # get_online_features see everything) or `serving` (only what `decide` reads: ~23 % less Redis memory on the
+    # default world, benchmarks/results/memory.md; the other features read back as None online).
+    online_features: Literal["all", "serving"] = "all"
 
 
 class SimulationConfig(_Frozen):

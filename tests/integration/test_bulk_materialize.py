@@ -594,3 +594,50 @@ def test_reads_keep_working_during_a_bulk_write(online):
     assert errors == []
     assert seen <= {1, 2}  # old or new value, never anything else
     _check_ad_rows(online, big[:50], ts=T2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_serving_only_layout_stores_what_decide_reads_and_nothing_else(tmp_path, kind, request):
+    """feast.online_features: serving — the fast reader still equals brute force; unread features read as None."""
+    from freqcap.policy.engine import Candidate
+    from freqcap.serving.fast_reader import make_reader
+
+    redis = request.getfixturevalue("redis_connection_string") if kind == "redis" else None
+    online = Online(tmp_path, kind, redis, FREQCAP__FEAST__ONLINE_FEATURES="serving")
+    try:
+        events_dir = tmp_path / "events"
+        part = random_events(2, 300, T1 - timedelta(days=9), T1, users=range(6))
+        write_events(part, events_dir / "part-0.parquet")
+        events = part.to_pylist()
+        settings, store = online.settings, online.store
+        build = build_features(events_dir, T1, tmp_path / "features", settings.features)
+        snaps = publish_snapshot(build, offline_root(online.repo))
+        bulk_materialize(store, settings, snaps, T1)
+        kept = bulk.serving_features(settings)
+        reader = make_reader(store, settings)
+        ads = [f"ad{i}" for i in range(12)]
+        cands = [Candidate(a, f"c{int(a[2:]) // 3}", f"v{int(a[2:]) // 6}") for a in ads]
+        from tests.bruteforce import WINDOW_SECONDS, tier_features
+
+        for user in (f"u{i}" for i in range(6)):
+            state = reader.read(user, cands)
+            for (level, entity), got in state.states.items():
+                want = tier_features(events, T1, level, settings.features.tier(level).half_life_seconds)
+                row = want.get((user, entity), {})
+                for label, seconds in WINDOW_SECONDS.items():
+                    assert got.counts[seconds] == int(row.get(f"imp_{label}", 0)), (user, level, entity, label)
+                assert got.conversions == int(row.get("conv_28d", 0))
+        table = _tier(settings, "ad")
+        out = online.read(table.name, [{"user_id": "u1", "ad_id": a} for a in ads])
+        for feature in table.feature_columns:
+            if feature in kept[table.name]:
+                continue
+            assert all(v is None for v in out[feature]), feature  # never written online
+        assert any(out["imp_28d"]), "kept features are there"
+        if kind == "redis":  # a (user, ad) hash holds exactly the kept features of user_ad plus its _ts field
+            key = next(k for k in online.redis_keys() if b"ad_id" in k)
+            fields = online.redis.hkeys(key)
+            assert sum(not f.startswith(b"_ts:") for f in fields) == len(kept[table.name]) < len(table.feature_columns)
+            assert sum(f.startswith(b"_ts:") for f in fields) == 1
+    finally:
+        online.close()

@@ -210,9 +210,10 @@ def bulk_materialize(
     started = time.perf_counter()
     target = _open_target(store, settings)
     reports: list[ViewReport] = []
+    only = serving_features(settings) if settings.feast.online_features == "serving" else {}
     try:
         for name, path in snapshots.items():
-            plan = _plan(store, target, name)
+            plan = _plan(store, target, name, only.get(name))
             reports.append(
                 _materialize_view(
                     store,
@@ -295,7 +296,18 @@ class _Plan:
         return [f for f, _ in self.features]
 
 
-def _plan(store: Any, target: _Target, name: str) -> _Plan:
+def serving_features(settings: Settings) -> dict[str, set[str]]:
+    """Per view, the features `decide` reads (freqcap.serving.fast_reader): what `online_features: serving` keeps."""
+    from freqcap.features.spec import USER_TABLE
+    from freqcap.serving.fast_reader import _wanted_columns
+
+    user_cols, tiers = _wanted_columns(settings.features)
+    out = {USER_TABLE: set(user_cols)}
+    out.update({cols.view: set(cols.features) for cols in tiers})
+    return out
+
+
+def _plan(store: Any, target: _Target, name: str, only: set[str] | None = None) -> _Plan:
     import feast
     from feast.value_type import ValueType
 
@@ -309,7 +321,8 @@ def _plan(store: Any, target: _Target, name: str) -> _Plan:
         view=view,
         name=name,
         store_name=target.store_name(view),
-        features=[(f.name, f.dtype.to_value_type()) for f in view.features],
+        # `only`: the online store keeps just these features (feast.online_features: serving); others read as None.
+        features=[(f.name, f.dtype.to_value_type()) for f in view.features if only is None or f.name in only],
         join_keys=join_keys,
         ts_field=source.timestamp_field,
         created_field=source.created_timestamp_column or None,
@@ -675,7 +688,14 @@ def _verify(batch: _Batch, plan: _Plan, target: _Target, k: int, rng: np.random.
 
     idx = _sample_indices(batch.table, plan, k, rng)
     sample = batch.table.take(pa.array(idx))
-    expected = _convert_arrow_to_proto(sample, plan.view, plan.join_keys)
+    view = plan.view
+    if len(plan.features) != len(view.features):  # online_features: serving — Feast's conversion of the kept ones
+        import copy
+
+        view = copy.copy(view)
+        kept = set(plan.feature_names)
+        view.features = [f for f in plan.view.features if f.name in kept]
+    expected = _convert_arrow_to_proto(sample, view, plan.join_keys)
     version = target.config.entity_key_serialization_version
     for row, (entity_key, values, event_ts, created_ts) in zip(idx.tolist(), expected, strict=True):
         where = f"{plan.name} row {row}"
@@ -913,7 +933,9 @@ class _RedisTarget(_Target):
         )
         if batch.keys[row].as_py() + self.project != expected_key:
             raise LayoutMismatchError(f"{where}: Redis key differs from _redis_key")
-        if ts_field != f"_ts:{plan.store_name}".encode() or fields != [_mmh3(f"{plan.store_name}:{n}") for n in values]:
+        names = set(plan.feature_names)
+        feast_fields = [_mmh3(f"{plan.store_name}:{n}") for n in values if n in names]
+        if ts_field != f"_ts:{plan.store_name}".encode() or fields != feast_fields:
             raise LayoutMismatchError(f"{where}: hash fields differ from Feast's")
         if self._ts_bytes(batch.ts_uniques[batch.ts_indices[row]]) != self._ts_bytes(event_ts):
             raise LayoutMismatchError(f"{where}: _ts value differs from Feast's")
