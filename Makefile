@@ -18,7 +18,7 @@ export FEAST_USAGE := False
 export OMP_WAIT_POLICY := PASSIVE
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast lint format bench mlflow-ui up clean
+.PHONY: help setup demo test test-fast lint format bench mlflow-ui docs ui chromium up clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -33,7 +33,7 @@ setup: $(BIN)/.installed  ## create .venv with every pinned dependency (uv)
 demo: setup  ## simulate a small world, run the features, training and publish DAGs through Airflow, serve decisions
 	$(BIN)/freqcap demo
 
-test: setup  ## the whole test suite (needs Redis on 127.0.0.1:6379 under CI)
+test: setup chromium  ## the whole test suite (needs Redis on 127.0.0.1:6379 under CI)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests only
@@ -60,6 +60,21 @@ bench: setup  ## reproducible benchmarks; tables go to benchmarks/results/
 
 mlflow-ui: setup  ## MLflow UI on 127.0.0.1:5000 over the demo's tracking DB
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/demo/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
+# The monitoring workspace `freqcap monitor` / the monitoring DAG write (the demo's unless FREQCAP__DATA_DIR is set).
+UI_WORKSPACE ?= $(if $(FREQCAP__DATA_DIR),$(FREQCAP__DATA_DIR),$(CURDIR)/demo/data)/monitoring/workspace
+
+ui: setup  ## Evidently UI on 127.0.0.1:8001 over the monitoring workspace (dashboards of the hourly runs)
+	$(BIN)/evidently ui --workspace "$(UI_WORKSPACE)" --host 127.0.0.1 --port 8001
+
+chromium:  ## Debian's chromium for the on-call page's screenshot test (installed when missing; apt-get as root)
+	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
+
+# Data Docs of the demo's gate runs unless FREQCAP__DATA_DIR names another data directory.
+DOCS_DATA_DIR ?= $(if $(FREQCAP__DATA_DIR),$(FREQCAP__DATA_DIR),$(CURDIR)/demo/data)
+
+docs: setup  ## build the Great Expectations Data Docs site of the gate runs, print its path, open it if there is a display
+	$(BIN)/python -m freqcap.validation.docs --data-dir "$(DOCS_DATA_DIR)"
 
 up:  ## start the local Redis and PostgreSQL services if they are not running
 	bash infra/up.sh

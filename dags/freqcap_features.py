@@ -3,10 +3,16 @@
 
 Validates raw ad events, aggregates the frequency features of the three tiers and loads them into Feast.
 
-**validate** (Great Expectations; bad rows -> quarantine, run stops above the bad-share gate)
+**validate** (Great Expectations `monitoring/gx/events.json`; bad rows -> quarantine, run stops above the bad-share
+gate or on a stale / impression-less feed)
 → **aggregate** (DuckDB: user×advertiser, user×campaign, user×ad windows and decay, user signal tiers)
-→ **check_features** (invariants gate) → **materialize** (offline snapshot + online store; emits the
+→ **check_features** (Great Expectations gate `monitoring/gx/features.json`: counts non-negative, windows nested for
+the tier's configured windows, decayed ≤ raw, unique keys, row count within `validation.max_row_count_ratio` of the
+previous published run; a failure stops the run naming each `table.rule`, report in `<run>/features_validation.json`)
+→ **materialize** (offline snapshot + online store; records the run's row counts; emits the
 `freqcap_online_features` Asset that the training DAG schedules on).
+
+Every gate run is published to the Data Docs site under `<data_dir>/gx` (`make docs` opens it).
 
 Params: `as_of` (ISO time; defaults to the run's data interval end — set it for backfills), `events_dir`
 (defaults to `<data_dir>/raw/events`), `users` (defaults to `users.parquet` beside the events directory).
@@ -73,9 +79,15 @@ def freqcap_features():
 
     @task
     def check_features(build: dict) -> dict:
-        from freqcap.jobs.features import check_features_job
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return check_features_job(build, load_settings())
+        from freqcap.jobs.features import check_features_job
+        from freqcap.validation.errors import DataValidationError
+
+        try:
+            return check_features_job(build, load_settings())
+        except DataValidationError as exc:
+            raise AirflowFailException(str(exc)) from exc  # bad data does not improve on retry
 
     @task(outlets=[ONLINE_FEATURES])
     def materialize(build: dict) -> dict:

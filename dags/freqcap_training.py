@@ -6,12 +6,15 @@ survivorship-robust exposure–response curves per cohort × level, and a propos
 
 **backfill_snapshots** (daily feature snapshots the training window needs; idempotent) → **build_training_set**
 (Feast `get_historical_features`, features as of just before each impression) → **validate_training_set** (Great
-Expectations gate) → **train** (XGBoost, metrics, model-based curve, MLflow run) → **register_and_gate** (registered
-as `challenger`; promoted to `champion` only if not worse than the champion beyond the tolerance — the reason is
-recorded); in parallel **fit_curves** (empirical curves with confidence intervals, caps, plots, `policy.yaml`) →
+Expectations gate `monitoring/gx/training.json`: label-rate band, no leakage past the impression or the set's as-of
+time, exposure and feature invariants; a failure stops the run naming each rule, published to Data Docs)
+→ **train** (XGBoost, metrics, model-based curve, MLflow run) → **register_and_gate** (registered as `challenger`;
+promoted to `champion` only if not worse than the champion beyond the tolerance — the reason is recorded); in
+parallel **fit_curves** (empirical curves with confidence intervals, caps, plots, `policy.yaml`) →
 **attach_curves** (curves, plots, cross-check and policy logged to the model's run; emits `freqcap_proposed_policy`).
 
-Scheduled on the `freqcap_online_features` Asset (fresh batch features) and runnable by hand.
+Scheduled on the `freqcap_online_features` Asset (fresh batch features) or the `freqcap_drift_alarm` Asset (the
+monitoring DAG saw a new drift incident), and runnable by hand.
 Params: `as_of`, `events_dir`, `users`, `floor` (relative floor R; default from the curves config).
 """
 
@@ -22,14 +25,14 @@ from datetime import datetime
 from airflow.sdk import Param, dag, get_current_context, task
 
 from freqcap.config import load_settings
-from freqcap.orchestration.assets import ONLINE_FEATURES, PROPOSED_POLICY
+from freqcap.orchestration.assets import DRIFT_ALARM, ONLINE_FEATURES, PROPOSED_POLICY
 
 _settings = load_settings()
 
 
 @dag(
     dag_id="freqcap_training",
-    schedule=[ONLINE_FEATURES],
+    schedule=ONLINE_FEATURES | DRIFT_ALARM,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

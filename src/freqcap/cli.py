@@ -167,6 +167,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from freqcap.monitoring.jobs import run_monitoring
+
+    as_of = args.as_of or datetime.now(UTC).replace(minute=0, second=0, microsecond=0).isoformat()
+    result = run_monitoring(_settings(args), as_of, events_dir=args.events, users=args.users)
+    alarms = result["alarms"]
+    _print(
+        {
+            "as_of": alarms["as_of"],
+            "fired": [f"{i['rule']} [{i['segment']}]" for i in alarms["fired"]],
+            "resolved": [f"{r['rule']} [{r['segment']}]" for r in alarms["resolved"]],
+            "open": [f"{i['rule']} [{i['segment']}] since {i['opened_at']}" for i in alarms["open"]],
+            "decisions": result["collected"]["decisions"],
+            "drift": (result["drift"].get("drift") or {}).get("drifted_columns"),
+            "page": result["published"]["page"],
+            "workspace": result["published"]["workspace"],
+            "notes": result["collected"]["notes"] + result["drift"]["notes"],
+        }
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from freqcap.jobs.demo import run_demo
 
@@ -337,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log an MLflow run (default: when tracking.tracking_uri is configured)")  # fmt: skip
     p.add_argument("--experiment", help="MLflow experiment (default freqcap-evaluation)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("monitor", help="one monitoring run: cap hits, fail-open, frequency, drift, alarms, page")
+    p.add_argument("--as-of", help="end of the monitored window (ISO 8601; default: the current hour)")
+    p.add_argument("--events", help="events directory (default: <data_dir>/raw/events)")
+    p.add_argument("--users", help="users.parquet (default: beside the events directory)")
+    p.set_defaults(func=cmd_monitor)
     return parser
 
 

@@ -105,12 +105,25 @@ class FeaturesConfig(_Frozen):
 
 
 class ValidationConfig(_Frozen):
-    """Event validation gate: how much bad data a run tolerates before it stops."""
+    """Validation gates: how much bad data the event gate tolerates, and the knobs of the later hand-off gates."""
 
     max_bad_share: float = Field(0.05, ge=0.0, le=1.0)
     # Events stamped later than `as_of + future_tolerance` are invalid (clock skew allowance).
     future_tolerance: str = "5m"
     allowed_formats: tuple[str, ...] = ("feed", "stories", "reels", "search", "video")
+    # The newest event must be at most this much older than as_of (`events_fresh`): a stalled feed stops the run.
+    max_event_staleness: str = "1d"
+    # A feature table's rows may change by at most this factor either way vs the previous published run.
+    max_row_count_ratio: float = Field(2.0, ge=1.0)
+    # Publish every gate run to the local Data Docs site under <data_dir>/gx (`make docs` opens it).
+    data_docs: bool = True
+
+    @field_validator("max_event_staleness")
+    @classmethod
+    def _staleness_valid(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("max_event_staleness must be positive")
+        return value
 
 
 class OnlineStoreConfig(_Frozen):
@@ -220,8 +233,9 @@ class StreamConfig(_Frozen):
     block_ms: int = Field(200, ge=0)
     # Changed pairs are pushed to the online store at least this often.
     push_interval: str = "0.5s"
-    # direct: Feast's serialization written straight to its Redis layout; feast: FeatureStore.push.
-    push_mode: Literal["direct", "feast"] = "direct"
+    # lua: encoded into Feast's Redis layout inside Redis (state and online store in one Redis); direct: the same
+    # bytes built in Python; feast: FeatureStore.push (any online store).
+    push_mode: Literal["lua", "direct", "feast"] = "lua"
     # Pending entries of a consumer idle this long are reclaimed by another (XAUTOCLAIM).
     claim_idle: str = "30s"
     # How often serving re-reads the stream's status and the batch cut-off.
@@ -278,6 +292,64 @@ class PublishConfig(_Frozen):
     guardrails: GuardrailsConfig = GuardrailsConfig()
 
 
+class DriftSettings(_Frozen):
+    """Feature and prediction drift of the current window against the training reference (Evidently)."""
+
+    # Training-set columns compared; the exact exposure and context columns are computed from events alone.
+    columns: tuple[str, ...] = ("format", "audience", "hour_of_day", "n_advertiser", "n_campaign", "n_ad")
+    # Fixed stat tests (Evidently would otherwise switch tests with the sample size, breaking the time series).
+    cat_method: str = "jensenshannon"
+    cat_threshold: float = Field(0.1, gt=0.0)
+    # Exposure counts are heavy-tailed and follow the weekly traffic cycle: a day-to-day wobble of ~0.15 (normed
+    # Wasserstein) is normal there, hence a looser threshold than for the categorical columns.
+    num_method: str = "wasserstein"
+    num_threshold: float = Field(0.2, gt=0.0)
+    # The champion's predicted conversion probability (num_method).
+    prediction_threshold: float = Field(0.1, gt=0.0)
+    # Rows compared per side at most: a uniform sample with a fixed seed, so a rerun gives the same numbers.
+    max_rows: int = Field(50_000, gt=0)
+    seed: int = 7
+    # Fewer current rows than this: drift is not computed (and said so).
+    min_rows: int = Field(200, gt=0)
+    # Score both sides with the champion model (prediction drift) when the rows carry its inputs.
+    prediction: bool = True
+
+
+class MonitoringConfig(_Frozen):
+    """The hourly monitoring job (freqcap.monitoring): windows, where its inputs and outputs live, drift settings."""
+
+    schedule: str | None = "@hourly"
+    # Cap hit and fail-open rates cover the decisions in (as_of - window, as_of]; cap hit rate moves are measured
+    # against the `baseline_window` just before it; drift compares the impressions of the last `drift_window`.
+    window: str = "1h"
+    baseline_window: str = "24h"
+    drift_window: str = "24h"
+    # "Degraded since" is found at this resolution in the decision log.
+    since_bucket: str = "5m"
+    # None: monitoring/alerts.yaml and monitoring/dashboard.yaml of this source tree.
+    alerts_path: str | None = None
+    dashboard_path: str | None = None
+    # None: the training set of the champion model if MLflow knows one, else the newest under <data_dir>/training.
+    reference_path: str | None = None
+    # None: the policy last published (<data_dir>/publish/published.jsonl), else serving.policy_path.
+    policy_path: str | None = None
+    # None: <data_dir>/monitoring/workspace (what `make ui` serves).
+    workspace_dir: str | None = None
+    project: str = "freqcap"
+    drift: DriftSettings = DriftSettings()
+
+    @field_validator("window", "baseline_window", "drift_window", "since_bucket")
+    @classmethod
+    def _positive_duration(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("must be a positive duration")
+        return value
+
+    def seconds(self, name: str) -> float:
+        """A duration setting in seconds (`cfg.seconds("window")`)."""
+        return parse_duration(getattr(self, name)).total_seconds()
+
+
 class Settings(_Frozen):
     """Everything a freqcap job needs to know, validated once."""
 
@@ -293,6 +365,7 @@ class Settings(_Frozen):
     serving: ServingConfig = ServingConfig()
     publish: PublishConfig = PublishConfig()
     stream: StreamConfig = StreamConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -108,3 +108,45 @@ def test_features_dag_end_to_end_then_gate_keeps_online_store(world, data_env, a
     quarantine = run_dir(settings, later) / "validation" / "quarantine.parquet"
     reasons = duckdb.sql(f"SELECT reason, count(*) FROM read_parquet('{quarantine}') GROUP BY reason").fetchall()
     assert any("event_type" in r for r, _ in reasons), reasons
+
+
+def test_a_corrupted_feature_table_stops_the_dag_before_materialize(world, data_env, airflow_db, monkeypatch, caplog):
+    """The features gate (Great Expectations) runs between aggregate and materialize.
+
+    Fault injection, said so: the aggregation is correct by construction, so a corrupted table cannot be produced
+    for real. The real build job runs and its real output is then corrupted on disk (one user×ad row with
+    imp_24h > imp_7d) before the DAG's next task reads it.
+    """
+    import freqcap.jobs.features as jobs
+    from freqcap.feast_io.snapshots import snapshot_path
+    from freqcap.feast_io.store import offline_root
+
+    real_build = jobs.build_features_job
+
+    def build_then_corrupt(*args, **kwargs):
+        build = real_build(*args, **kwargs)
+        path = build["paths"]["user_ad"]
+        table = pq.read_table(path)
+        frame = table.to_pandas()
+        row = frame.index[frame["imp_7d"] > 0][0]
+        frame.loc[row, "imp_24h"] = frame.loc[row, "imp_7d"] + 1
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).cast(table.schema), path)
+        return build
+
+    monkeypatch.setattr(jobs, "build_features_job", build_then_corrupt)
+    settings = data_env
+    as_of = parse_as_of(load_ground_truth(world / "raw")["window"]["end"]) + timedelta(hours=12)
+    dag_run, states = _run(as_of, world / "raw" / "events")
+    assert dag_run.state == "failed", states
+    assert states["validate"] == states["aggregate"] == "success"
+    assert states["check_features"] == "failed" and states["materialize"] == "upstream_failed"
+
+    report = json.loads((run_dir(settings, as_of) / "features_validation.json").read_text())
+    assert report["failed_rules"] == ["user_ad.imp_24h_le_7d"]
+    assert "user_ad.imp_24h_le_7d" in report["failure"] and "1 of" in report["failure"]
+    assert any("user_ad.imp_24h_le_7d" in r.getMessage() for r in caplog.records), "the task's error names the rule"
+    # Nothing was published: no snapshot at this as_of, and it is not the next run's row-count baseline.
+    root = offline_root(feast_repo_dir(settings))
+    assert not snapshot_path(root, "user_ad", as_of).exists()
+    counts = json.loads(jobs.row_counts_path(settings).read_text()) if jobs.row_counts_path(settings).exists() else {}
+    assert as_of.isoformat() not in {e["as_of"] for e in counts.get("user_ad", [])}

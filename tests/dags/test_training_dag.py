@@ -68,6 +68,23 @@ def test_training_dag_end_to_end(world, monkeypatch, airflow_db):
 
     # The registered model loads through pyfunc and predicts probabilities.
     training_file = next((world / "data" / "training").rglob("training_set.parquet"))
+
+    # The training-set gate ran with its leakage rules (evaluated, not skipped) and wrote its report beside the set;
+    # the run is on the Data Docs site.
+    import json
+
+    from freqcap.validation.docs import runs_page_path
+
+    validation = json.loads(training_file.with_name("validation.json").read_text())
+    assert validation["success"] and validation["gate"] == "training-set"
+    ran = {o["rule"] for o in validation["outcomes"] if o["success"] is True}
+    assert {
+        "features_before_impression",
+        "features_not_after_as_of",
+        "labels_complete_by_as_of",
+        "label_rate_sane",
+    } <= ran
+    assert "freqcap_training_set" in runs_page_path(settings.data_dir).read_text()
     from freqcap.training.encoding import FeatureEncoding
 
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger")

@@ -617,3 +617,56 @@ def test_produce_cli_replays_events_after_since_and_declares_coverage(tmp_path, 
         store.teardown()
     finally:
         cleanup_redis(redis_client, settings)
+
+
+def test_lua_push_writes_the_bytes_feast_push_writes_and_prunes(tmp_path, redis_connection_string, redis_client):
+    from freqcap.feast_io.store import apply_definitions
+    from freqcap.streaming.push import FeastPusher, RedisDirectPusher, RedisLuaPusher, pair_row
+    from freqcap.streaming.state import PairState
+
+    settings, _ = stream_settings(tmp_path, redis_connection_string)
+    store = open_store(settings, tmp_path / "feast")
+    apply_definitions(store, settings, tmp_path / "feast")
+    prefix = f"{settings.stream.state_prefix}:s:"
+    dirty = f"{settings.stream.state_prefix}:dirty"
+    horizon = 1_790_000_000
+    pairs = [  # large bucket ends (5-byte varints), counts >= 128 (2-byte varints), empty kinds, no impression
+        PairState(
+            "ad",
+            "u1",
+            "ad0",
+            {"i": {1_790_000_060: 2, 1_790_000_120: 300}, "c": {}, "v": {1_790_000_120: 1}},
+            1_790_000_119_999_999,
+        ),
+        PairState(
+            "campaign", "ünï", "c0", {"i": {1_790_000_060: 1}, "c": {1_790_000_060: 1}, "v": {}}, 1_790_000_001_000_000
+        ),
+        PairState("advertiser", "u2", "v0", {"i": {}, "c": {1_790_000_060: 3}, "v": {}}, None),
+    ]
+    direct = RedisDirectPusher(store, redis_client, key_ttl_seconds=3600)
+    try:
+        rows = [(p, pair_row(p, horizon)[0]) for p in pairs]
+        FeastPusher(store).push(rows)
+        via_feast = [redis_client.hgetall(direct.redis_key(p.level, p.user_id, p.entity_id)) for p in pairs]
+        for p in pairs:
+            redis_client.delete(direct.redis_key(p.level, p.user_id, p.entity_id))
+            key = f"{prefix}{p.level}:{p.user_id}\x1f{p.entity_id}"
+            mapping = {f"{k}:{e}": n for k, b in p.buckets.items() for e, n in b.items()}
+            mapping["i:1789990000"] = 7  # older than the horizon: pruned, not pushed
+            if p.last_imp_us is not None:
+                mapping["last_imp"] = p.last_imp_us
+            redis_client.hset(key, mapping=mapping)
+            redis_client.zadd(dirty, {key: 1})
+        lua = RedisLuaPusher(direct, redis_client, dirty, prefix)
+        assert lua.push_dirty(redis_client.zrange(dirty, 0, -1, withscores=True), horizon) == 3
+        for p, theirs in zip(pairs, via_feast, strict=True):
+            mine = redis_client.hgetall(direct.redis_key(p.level, p.user_id, p.entity_id))
+            assert set(mine) == set(theirs) and len(mine) == 8
+            for field, value in theirs.items():
+                if not field.startswith(b"_ts:"):
+                    assert mine[field] == value, (p, field)
+            assert not redis_client.hexists(f"{prefix}{p.level}:{p.user_id}\x1f{p.entity_id}", "i:1789990000")
+        assert redis_client.zcard(dirty) == 0
+    finally:
+        store.teardown()
+        cleanup_redis(redis_client, settings)

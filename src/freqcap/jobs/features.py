@@ -41,6 +41,19 @@ def default_events_dir(settings: Settings) -> Path:
     return data_dir(settings) / "raw" / "events"
 
 
+def row_counts_path(settings: Settings) -> Path:
+    """The published runs' row counts per table, next to the Feast snapshots (the feature gate's baseline)."""
+    from freqcap.feast_io.store import offline_root
+    from freqcap.validation.features import ROW_COUNTS_FILE
+
+    return offline_root(feast_repo_dir(settings)) / ROW_COUNTS_FILE
+
+
+def docs_root_for(settings: Settings) -> Path | None:
+    """Where gate runs publish Data Docs (`<data_dir>/gx`), or None when `validation.data_docs` is off."""
+    return data_dir(settings) if settings.validation.data_docs else None
+
+
 def validate_events_job(
     events_dir: str, as_of: str, settings: Settings, ads_catalog: str | None = None
 ) -> dict[str, Any]:
@@ -56,6 +69,7 @@ def validate_events_job(
         config=settings.validation,
         out_dir=run_dir(settings, ts) / "validation",
         ads_catalog=catalog,
+        docs_root=docs_root_for(settings),
     )
     return report.to_dict()
 
@@ -84,13 +98,36 @@ def build_features_job(clean_events: str, as_of: str, settings: Settings, users:
 
 
 def check_features_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Gate: every feature-table invariant holds, or the run stops before Feast is touched."""
-    from freqcap.features.checks import check_feature_tables
+    """Gate: the feature tables pass `monitoring/gx/features.json` (Great Expectations), or the run stops before
+    Feast is touched, raising `FeatureGateError` that names each failed `table.rule`.
 
-    results = check_feature_tables(
-        {k: Path(v) for k, v in build["paths"].items()}, parse_as_of(build["as_of"]), settings.features
-    )
-    return {**build, "checks_passed": len(results)}
+    The report is written to `<run>/features_validation.json` either way; the row-count baseline is the newest
+    published run before this one (`row_counts_path`)."""
+    from freqcap.validation.features import FeatureGateError, previous_row_counts, validate_feature_tables
+
+    ts = parse_as_of(build["as_of"])
+    report_path = run_dir(settings, ts) / "features_validation.json"
+    previous = previous_row_counts(row_counts_path(settings), ts)
+    try:
+        report = validate_feature_tables(
+            build["paths"],
+            ts,
+            settings.features,
+            max_row_count_ratio=settings.validation.max_row_count_ratio,
+            previous_rows={table: rows for table, (_, rows) in previous.items()},
+            docs_root=docs_root_for(settings),
+        )
+    except FeatureGateError as exc:
+        exc.report.write(report_path)
+        raise
+    report.write(report_path)
+    return {
+        **build,
+        "checks_passed": sum(1 for o in report.outcomes if o.success),
+        "checks_skipped": [o.name for o in report.outcomes if o.success is None],
+        "validation_report": str(report_path),
+        "data_docs": report.data_docs,
+    }
 
 
 def materialize_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -102,12 +139,14 @@ def materialize_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]
     from freqcap.feast_io.snapshots import list_snapshots, publish_snapshot
     from freqcap.feast_io.store import apply_definitions, materialize, offline_root, open_store
     from freqcap.features.build import FeatureBuild
+    from freqcap.validation.features import record_row_counts
 
     ts = parse_as_of(build["as_of"])
     repo = feast_repo_dir(settings)
     root = offline_root(repo)
     fb = FeatureBuild(ts, {k: Path(v) for k, v in build["paths"].items()}, build["rows"], build["events_scanned"], 0.0)
     published = publish_snapshot(fb, root)
+    record_row_counts(row_counts_path(settings), ts, build["rows"])  # the next run's row-count baseline
     newest = max((t for t, _ in list_snapshots(root, "user_ad")), default=ts)
     started = time.perf_counter()
     store = open_store(settings, repo)

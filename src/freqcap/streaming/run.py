@@ -20,15 +20,28 @@ from freqcap.streaming.worker import StreamWorker
 log = logging.getLogger(__name__)
 
 
+def _same_redis(a: str, b: str) -> bool:
+    def norm(url: str) -> str:
+        url = url.split("://", 1)[-1].split(",", 1)[0].split("/", 1)[0]
+        return url.replace("localhost", "127.0.0.1")
+
+    return norm(a) == norm(b)
+
+
 def _pusher(settings: Settings, store: Any, client: Any | None):
     from freqcap.config import parse_duration
-    from freqcap.streaming.push import FeastPusher, RedisDirectPusher
+    from freqcap.streaming.push import FeastPusher, RedisDirectPusher, RedisLuaPusher
 
-    online_kind = settings.feast.online.kind
-    if settings.stream.push_mode == "direct" and online_kind == "redis":
-        feast_client = redis_client(settings.feast.online.redis_connection_string)
+    cfg = settings.stream
+    online = settings.feast.online
+    if cfg.push_mode in ("lua", "direct") and online.kind == "redis":
         ttl = int(parse_duration(settings.feast.online_key_ttl).total_seconds())
-        return RedisDirectPusher(store, feast_client, ttl)
+        direct = RedisDirectPusher(store, redis_client(online.redis_connection_string), ttl)
+        if cfg.push_mode == "lua" and client is not None and _same_redis(cfg.redis_url, online.redis_connection_string):
+            return RedisLuaPusher(direct, client, f"{cfg.state_prefix}:dirty", f"{cfg.state_prefix}:s:")
+        if cfg.push_mode == "lua":
+            log.warning("stream state and online store are different Redis servers: pushing from Python")
+        return direct
     return FeastPusher(store)
 
 

@@ -136,6 +136,11 @@ class StreamWorker:
                 break
             watermark = self.state.watermark_us()
             horizon = prune_horizon(watermark, self._retention, self._bucket) if watermark else 0
+            if hasattr(self.pusher, "push_dirty"):  # encoded and written inside Redis (RedisLuaPusher)
+                total += self.pusher.push_dirty(dirty, horizon)
+                if not drain or len(dirty) < chunk:
+                    break
+                continue
             keys = [k for k, _ in dirty]
             pairs = self.state.read_pairs(keys)
             rows = []

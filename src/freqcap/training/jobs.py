@@ -89,33 +89,32 @@ def build_training_set_job(
 def validate_training_set_job(
     training_set: dict[str, Any], settings: Settings, model_config: ModelConfigArg = None
 ) -> dict[str, Any]:
-    """Run the Great Expectations suite on the training set; raises `TrainingValidationError` if it fails.
+    """Run the Great Expectations gate on the training set (`freqcap.validation.training`: the suite's rules plus
+    the leakage rules as of the set's horizon); raises `TrainingGateError` (a `TrainingValidationError`) naming
+    each failed rule with what was observed.
 
-    The report is also written beside the training set (`validation.json`)."""
-    import json
-
-    from freqcap.training.validate import TrainingValidationError, validate_training_set
+    The report is also written beside the training set (`validation.json`), pass or fail."""
+    from freqcap.jobs.features import docs_root_for
+    from freqcap.validation.training import TrainingGateError, validate_training_table
 
     config = resolve_model_config(model_config)
     path = Path(training_set["path"])
     report_path = path.with_name("validation.json")
     try:
-        report = validate_training_set(path, config, allowed_formats=settings.validation.allowed_formats)
-    except TrainingValidationError as exc:
-        if exc.report is not None:
-            report_path.write_text(json.dumps(exc.report.to_dict(), indent=2, default=str))
+        report = validate_training_table(
+            path,
+            config,
+            allowed_formats=settings.validation.allowed_formats,
+            as_of=_parse_ts(training_set["as_of"]),
+            docs_root=docs_root_for(settings),
+        )
+    except TrainingGateError as exc:
+        exc.report.write(report_path)
         raise
-    out = {
-        **report.to_dict(),
-        "training_set": str(path),
-        "sha256": training_set.get("sha256"),
-        "report_path": str(report_path),
-    }
-    out.pop("results")
-    out["expectations"] = len(report.results)
-    out["skipped"] = [r.rule for r in report.results if r.success is None]
-    report_path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    return out
+    report.write(report_path)
+    out = report.to_dict()
+    out.pop("outcomes")
+    return {**out, "training_set": str(path), "sha256": training_set.get("sha256"), "report_path": str(report_path)}
 
 
 def train_job(

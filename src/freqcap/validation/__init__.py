@@ -1,10 +1,13 @@
-"""Event validation with Great Expectations: bad rows to a quarantine with a reason, a bad-share gate.
+"""Great Expectations gates at every hand-off, with a local Data Docs site.
 
-`validate_events` runs before any aggregation; see `freqcap.validation.events` for how a run goes and
-`monitoring/gx/events.json` for the rules. Great Expectations is imported lazily, inside the call.
+`validate_events` runs before any aggregation (bad rows to a quarantine with a reason, a bad-share gate); see
+`freqcap.validation.events` for how a run goes and `monitoring/gx/events.json` for the rules. The later hand-offs
+have one gate each, raising `DataValidationError` naming the failed rules: `features.validate_feature_tables`
+(before Feast), `training.validate_training_table` (before XGBoost), `decision_log.validate_decision_log` (before
+monitoring). `docs` publishes every run to `<data_dir>/gx`. Great Expectations is imported lazily, inside the calls.
 """
 
-from freqcap.validation.errors import EventValidationError, ValidationSuiteError
+from freqcap.validation.errors import DataValidationError, EventValidationError, ValidationSuiteError
 from freqcap.validation.events import (
     CLEAN_FILE,
     QUARANTINE_FILE,
@@ -20,6 +23,7 @@ __all__ = [
     "QUARANTINE_FILE",
     "QUARANTINE_SCHEMA",
     "REPORT_FILE",
+    "DataValidationError",
     "EventValidationError",
     "EventValidationReport",
     "ExpectationOutcome",

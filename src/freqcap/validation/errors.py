@@ -1,8 +1,8 @@
-"""Errors of the event validation step."""
+"""Errors of the validation gates: events (row-level, with a quarantine) and the later hand-offs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from freqcap.errors import FreqcapError
 
@@ -10,7 +10,20 @@ if TYPE_CHECKING:
     from freqcap.validation.report import EventValidationReport
 
 
-class EventValidationError(FreqcapError):
+class DataValidationError(FreqcapError):
+    """A Great Expectations gate at a hand-off (events, feature tables, training set, decision log) failed.
+
+    The message names every failed expectation by its rule name with what Great Expectations observed (a count of
+    unexpected rows with a sample of their values, or the observed aggregate); `report` has every outcome (a
+    `freqcap.validation.gate.GateReport`; for events an `EventValidationReport`). Nothing downstream may run.
+    """
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class EventValidationError(DataValidationError):
     """The events failed validation: nothing downstream may run on them.
 
     Raised after the quarantine and the report are written, when the share of invalid rows is above

@@ -31,6 +31,8 @@ How a run goes (see `validate_events`):
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import shutil
@@ -51,6 +53,7 @@ from freqcap.config import ValidationConfig, parse_duration
 from freqcap.events.schema import EVENT_COLUMNS, EVENT_SCHEMA, TIMESTAMP_TYPE
 from freqcap.validation.errors import EventValidationError, ValidationSuiteError
 from freqcap.validation.files import FileCheck, check_file, discover_files
+from freqcap.validation.gate import plain
 from freqcap.validation.gx_runtime import ephemeral_context, import_gx
 from freqcap.validation.report import EventValidationReport, ExpectationOutcome
 from freqcap.validation.suite import EventSuite, Rule, build_gx_suite, load_suite
@@ -104,6 +107,7 @@ class _RuleTally:
     unexpected: int = 0
     elements: int = 0
     rows: list[np.ndarray] = field(default_factory=list)
+    observed: Any = None  # batch-level rules: what GX observed (e.g. the newest event_ts)
 
 
 def validate_events(
@@ -115,6 +119,7 @@ def validate_events(
     ads_catalog: Path | None = None,
     suite_path: Path | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    docs_root: Path | None = None,
 ) -> EventValidationReport:
     """Validate every event under `events_dir` with Great Expectations; quarantine bad rows; gate on the bad share.
 
@@ -125,7 +130,8 @@ def validate_events(
 
     Returns the report (also written to `out_dir/validation_report.json`). Raises `EventValidationError` after
     writing the quarantine and the report when the bad share is above `config.max_bad_share`, when a batch-level
-    expectation fails, or when a file cannot be read at all.
+    expectation fails, or when a file cannot be read at all. With `docs_root`, the run's per-rule summary is
+    also published to the Data Docs site there (`freqcap.validation.docs`).
     """
     started = time.perf_counter()
     if as_of.tzinfo is None:
@@ -265,6 +271,9 @@ def validate_events(
         gx_version=gx.__version__,
         failure=failure,
     )
+    if docs_root is not None:
+        data_docs = _publish_docs(docs_root, suite, skipped, outcomes, _parameters(config, max_event_ts), as_of)
+        report = dataclasses.replace(report, data_docs=data_docs)
     report.write(report_path)
     log.info(
         "validated %d rows in %.1fs: %d clean, %d invalid (%.2f%%), %d duplicates removed; quarantine %s",
@@ -412,7 +421,7 @@ def _run_gx(
         .add_batch_definition_whole_dataframe("batch")
     )
     gx_suite = build_gx_suite(suite, active)
-    parameters = {"allowed_formats": list(config.allowed_formats), "max_event_ts": max_event_ts}
+    parameters = _parameters(config, max_event_ts)
     result_format = {
         "result_format": "COMPLETE",
         "unexpected_index_column_names": [ROW_ID],
@@ -480,6 +489,14 @@ def _tally(tallies: dict[str, _RuleTally], res: Any) -> None:
     tally.success = tally.success and bool(res.success)
     result = res.result or {}
     if tally.rule.on_failure == "error":
+        # What GX saw, for the message: per chunk, so keep the failing chunk's observation (else the last one).
+        observed = result.get("observed_value")
+        if observed is None and result.get("missing_count"):  # a set expectation: which values never appeared
+            value_set = tally.rule.kwargs.get("value_set")
+            everything = isinstance(value_set, list) and result["missing_count"] == len(value_set)
+            observed = {"missing": value_set} if everything else {"missing_count": result["missing_count"]}
+        if observed is not None and (not res.success or tally.observed is None):
+            tally.observed = plain(observed)
         return
     if "unexpected_count" not in result:
         raise ValidationSuiteError(
@@ -523,6 +540,44 @@ def _unexpected_rows(index_list: Iterable[Any] | None) -> np.ndarray:
         value = item[ROW_ID]
         ids.extend(value if isinstance(value, list) else [value])
     return np.asarray(ids, dtype=np.int64)
+
+
+def _parameters(config: ValidationConfig, max_event_ts: datetime) -> dict[str, Any]:
+    """The suite's run-time parameters (see `meta.freqcap.parameters` in the suite file)."""
+    return {
+        "allowed_formats": list(config.allowed_formats),
+        "max_event_ts": max_event_ts,
+        # The newest event may be at most `max_event_staleness` older than as_of (= max_event_ts - tolerance).
+        "min_newest_event_ts": max_event_ts
+        - parse_duration(config.future_tolerance)
+        - parse_duration(config.max_event_staleness),
+    }
+
+
+def _publish_docs(
+    root: Path,
+    suite: EventSuite,
+    skipped: dict[str, str],
+    outcomes: tuple[ExpectationOutcome, ...],
+    parameters: dict[str, Any],
+    as_of: datetime,
+) -> str | None:
+    """One summary result per rule (counts over all chunks) on the Data Docs site; None if it cannot be written."""
+    from freqcap.validation.docs import publish_summary
+
+    by_rule = {o.rule: o for o in outcomes}
+    rules = []
+    for rule in suite.rules:
+        o = by_rule.get(rule.name)
+        if o is None or rule.name in skipped:
+            continue
+        outcome = {"success": o.success, "unexpected_count": o.unexpected_count, "element_count": o.element_count}
+        if "observed" in o.details:
+            outcome["observed"] = o.details["observed"]
+        rules.append((rule.gx_config(), outcome))
+    return publish_summary(
+        root, suite_name=suite.name, table="events", run_name=as_of.isoformat(), rules=rules, parameters=parameters
+    )
 
 
 # ---------------------------------------------------------------------------------------- reasons and dedup
@@ -619,6 +674,7 @@ def _outcomes(
                 tally.success,
                 tally.unexpected,
                 tally.elements,
+                details={"observed": tally.observed} if tally.observed is not None else {},
             )
         )
     return tuple(out)
@@ -636,6 +692,7 @@ def _gate_message(
     listed = "; ".join(
         f"{o.rule} ({o.expectation_type}{' on ' + ', '.join(o.columns) if o.columns else ''}): "
         + (f"{o.unexpected_count} rows" if o.on_failure == "quarantine" else "failed")
+        + (f", observed {json.dumps(o.details['observed'])}" if "observed" in o.details else "")
         for o in failed
     )
     head = f"event validation failed: {invalid_rows} of {total_rows} rows invalid ({100 * bad_share:.2f}%)"

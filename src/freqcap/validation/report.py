@@ -76,6 +76,7 @@ class EventValidationReport:
     timings: dict[str, float]
     gx_version: str
     failure: str | None = None  # why the run failed (the EventValidationError message)
+    data_docs: str | None = None  # the Data Docs index this run was published to, if any
 
     @property
     def bad_share(self) -> float:
@@ -119,6 +120,7 @@ class EventValidationReport:
             "seconds": round(self.seconds, 3),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "great_expectations_version": self.gx_version,
+            "data_docs": self.data_docs,
         }
 
     def write(self, path: Path | None = None) -> Path:
