@@ -158,7 +158,11 @@ def lag_at(client, redis_url: str, messages: list[dict], rate: float, seconds: f
     key = settings.stream.stream_key
     status = f"{settings.stream.state_prefix}:status"
     proc = _start_worker(env, settings)
-    time.sleep(4.0)  # worker start-up (imports, registry) is not lag
+    deadline = time.monotonic() + 120
+    while not client.hexists(status, "heartbeat_us"):  # worker start-up (imports, registry) is not lag
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("stream worker did not start: " + proc.stderr.read().decode()[-2000:])
+        time.sleep(0.05)
     total = int(rate * seconds)
     probes: dict[str, float] = {}
     lags: list[float] = []
