@@ -56,6 +56,8 @@ bench: setup  ## reproducible benchmarks; tables go to benchmarks/results/
 	$(BIN)/python benchmarks/bench_online_read.py
 	$(BIN)/python benchmarks/bench_decide.py --reader all
 	$(BIN)/python benchmarks/bench_materialize.py
+	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_stream.py
 	$(BIN)/python benchmarks/bench_evaluation.py --seeds 5 --workers 2
 
 mlflow-ui: setup  ## MLflow UI on 127.0.0.1:5000 over the demo's tracking DB
