@@ -31,6 +31,7 @@ def test_features_dag_runs_under_the_scheduler(tmp_path):
         "FREQCAP__ORCHESTRATION__RETRY_DELAY": "1s",
         # Only the run triggered below: no scheduled runs of its own.
         "FREQCAP__ORCHESTRATION__FEATURES_SCHEDULE": "null",
+        "FREQCAP__MONITORING__SCHEDULE": "null",
     }
     with local_airflow(tmp_path / "airflow", port=_free_port(), extra_env=env) as client:
         client.wait_for_dag("freqcap_features")

@@ -31,6 +31,21 @@ _COMPONENTS = ("api-server", "scheduler", "dag-processor")
 
 
 def _request(method: str, url: str, body: dict | None = None, token: str | None = None, timeout: float = 10) -> Any:
+    """One REST call; idempotent ones (GET, PATCH) are retried on a 5xx: with the SQLite metadata DB the api-server
+    answers 500 when the scheduler or dag-processor holds the write lock (seen on a loaded 2-core box)."""
+    attempts = 5 if method in ("GET", "PATCH") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return _request_once(method, url, body, token, timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or attempt == attempts:
+                raise
+            log.warning("%s %s answered %d (attempt %d/%d); retrying", method, url, exc.code, attempt, attempts)
+            time.sleep(0.5 * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def _request_once(method: str, url: str, body: dict | None, token: str | None, timeout: float) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Content-Type", "application/json")
