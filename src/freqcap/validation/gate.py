@@ -26,8 +26,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from freqcap.validation.errors import ValidationSuiteError
 from freqcap.validation.gx_runtime import ephemeral_context, import_gx
 
@@ -51,18 +49,10 @@ def repo_suite_path(name: str) -> Path:
 
 def read_suite_document(path: str | Path) -> dict[str, Any]:
     """A suite document (JSON, or YAML by suffix) with a name and expectations that each carry a unique meta.rule."""
+    from freqcap.validation.suite import read_document
+
     path = Path(path)
-    try:
-        text = path.read_text()
-        doc = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ValidationSuiteError(f"cannot read expectation suite {path}: {exc}") from exc
-    if (
-        not isinstance(doc, dict)
-        or not isinstance(doc.get("name"), str)
-        or not isinstance(doc.get("expectations"), list)
-    ):
-        raise ValidationSuiteError(f"{path}: a suite needs a 'name' and a list of 'expectations'")
+    doc = read_document(path)
     if not doc["expectations"]:
         raise ValidationSuiteError(f"{path}: the suite has no expectations")
     seen: set[tuple[str, str]] = set()

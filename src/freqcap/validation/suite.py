@@ -100,9 +100,8 @@ def default_suite_path() -> Path:
     raise ValidationSuiteError(f"event expectation suite not found (tried {tried}); pass suite_path=")
 
 
-def load_suite(path: str | Path | None = None) -> EventSuite:
-    """Read and check the suite file; raise `ValidationSuiteError` naming the offending entry."""
-    path = Path(path) if path is not None else default_suite_path()
+def read_document(path: Path) -> dict[str, Any]:
+    """A suite file (JSON, or YAML by suffix) with a `name` and a list of `expectations`; else ValidationSuiteError."""
     try:
         text = path.read_text()
         doc = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
@@ -114,6 +113,13 @@ def load_suite(path: str | Path | None = None) -> EventSuite:
         or not isinstance(doc.get("expectations"), list)
     ):
         raise ValidationSuiteError(f"{path}: a suite needs a 'name' and a list of 'expectations'")
+    return doc
+
+
+def load_suite(path: str | Path | None = None) -> EventSuite:
+    """Read and check the suite file; raise `ValidationSuiteError` naming the offending entry."""
+    path = Path(path) if path is not None else default_suite_path()
+    doc = read_document(path)
 
     rules: list[Rule] = []
     for i, exp in enumerate(doc["expectations"]):
