@@ -670,3 +670,36 @@ def test_lua_push_writes_the_bytes_feast_push_writes_and_prunes(tmp_path, redis_
     finally:
         store.teardown()
         cleanup_redis(redis_client, settings)
+
+
+def test_another_consumer_reclaims_the_entries_a_dead_consumer_left_pending(
+    tmp_path, redis_connection_string, redis_client
+):
+    """A consumer that read entries and died (never acked) leaves them pending; after `claim_idle` a live worker
+    with another name takes them over (XAUTOCLAIM) and the counts are exact."""
+    from freqcap.feast_io.store import apply_definitions
+
+    settings, _ = stream_settings(tmp_path, redis_connection_string, claim_idle="1s")
+    cfg = settings.stream
+    store = open_store(settings, tmp_path / "feast")
+    apply_definitions(store, settings, tmp_path / "feast")
+    rows = [
+        dict(r, event_id=f"r{i}")
+        for i, r in enumerate(random_events(8, 300, T_B, T_B + timedelta(hours=1)).to_pylist())
+    ]
+    try:
+        rows.sort(key=lambda r: r["event_ts"])  # in order: none late, so every event must be applied
+        produce(redis_client, cfg.stream_key, [event_fields(r) for r in rows], coverage_start=T_B)
+        redis_client.xgroup_create(cfg.stream_key, cfg.group, id="0", mkstream=True)
+        taken = redis_client.xreadgroup(cfg.group, "dead-worker", {cfg.stream_key: ">"}, count=120)
+        assert len(taken[0][1]) == 120  # the dead consumer holds these, unacknowledged
+        time.sleep(1.2)  # older than claim_idle
+        with redis_worker(settings, store, consumer="live-worker") as worker:
+            stats = worker.run(until_caught_up=True)
+        assert stats.applied == len(rows)
+        assert redis_client.xpending(cfg.stream_key, cfg.group)["pending"] == 0
+        want, got = _state_buckets(redis_client, settings, rows)
+        assert got == want
+    finally:
+        store.teardown()
+        cleanup_redis(redis_client, settings)
