@@ -498,9 +498,30 @@ def test_redis_state_and_memory_state_agree_on_a_messy_sequence(tmp_path, redis_
         cleanup_redis(redis_client, settings)
 
 
+def _feast_push_bytes(store, redis_client, direct, rows):
+    """`FeatureStore.push` the rows, return the stored hashes and delete them (the reference the writers must match)."""
+    from freqcap.streaming.push import FeastPusher
+
+    FeastPusher(store).push(rows)
+    keys = [direct.redis_key(p.level, p.user_id, p.entity_id) for p, _ in rows]
+    stored = [redis_client.hgetall(k) for k in keys]
+    redis_client.delete(*keys)
+    return stored
+
+
+def _assert_same_feature_bytes(redis_client, direct, pairs, via_feast):
+    """Every feature field byte-identical to what `push` stored (the `_ts` write time differs by design)."""
+    for p, theirs in zip(pairs, via_feast, strict=True):
+        mine = redis_client.hgetall(direct.redis_key(p.level, p.user_id, p.entity_id))
+        assert set(mine) == set(theirs) and len(mine) == 8  # 7 features + _ts
+        for field, value in theirs.items():
+            if not field.startswith(b"_ts:"):
+                assert mine[field] == value, (p, field)
+
+
 def test_direct_push_writes_the_bytes_feast_push_writes(tmp_path, redis_connection_string, redis_client):
     from freqcap.feast_io.store import apply_definitions
-    from freqcap.streaming.push import FeastPusher, RedisDirectPusher, pair_row
+    from freqcap.streaming.push import RedisDirectPusher, pair_row
     from freqcap.streaming.state import PairState
 
     settings, _ = stream_settings(tmp_path, redis_connection_string)
@@ -514,17 +535,9 @@ def test_direct_push_writes_the_bytes_feast_push_writes(tmp_path, redis_connecti
     rows = [(p, pair_row(p, 0)[0]) for p in pairs]
     direct = RedisDirectPusher(store, redis_client, key_ttl_seconds=3600)
     try:
-        FeastPusher(store).push(rows)
-        via_feast = [redis_client.hgetall(direct.redis_key(p.level, p.user_id, p.entity_id)) for p in pairs]
-        for p in pairs:
-            redis_client.delete(direct.redis_key(p.level, p.user_id, p.entity_id))
+        via_feast = _feast_push_bytes(store, redis_client, direct, rows)
         direct.push(rows)
-        for p, theirs in zip(pairs, via_feast, strict=True):
-            mine = redis_client.hgetall(direct.redis_key(p.level, p.user_id, p.entity_id))
-            assert set(mine) == set(theirs) and len(mine) == 8  # 7 features + _ts
-            for field, value in theirs.items():
-                if not field.startswith(b"_ts:"):
-                    assert mine[field] == value, (p, field)
+        _assert_same_feature_bytes(redis_client, direct, pairs, via_feast)
         # And Feast reads the direct write back as the same values.
         out = store.get_online_features(
             features=["user_ad_stream:imp_buckets", "user_ad_stream:imp_counts", "user_ad_stream:last_imp_ts"],
@@ -621,7 +634,7 @@ def test_produce_cli_replays_events_after_since_and_declares_coverage(tmp_path, 
 
 def test_lua_push_writes_the_bytes_feast_push_writes_and_prunes(tmp_path, redis_connection_string, redis_client):
     from freqcap.feast_io.store import apply_definitions
-    from freqcap.streaming.push import FeastPusher, RedisDirectPusher, RedisLuaPusher, pair_row
+    from freqcap.streaming.push import RedisDirectPusher, RedisLuaPusher, pair_row
     from freqcap.streaming.state import PairState
 
     settings, _ = stream_settings(tmp_path, redis_connection_string)
@@ -646,10 +659,8 @@ def test_lua_push_writes_the_bytes_feast_push_writes_and_prunes(tmp_path, redis_
     direct = RedisDirectPusher(store, redis_client, key_ttl_seconds=3600)
     try:
         rows = [(p, pair_row(p, horizon)[0]) for p in pairs]
-        FeastPusher(store).push(rows)
-        via_feast = [redis_client.hgetall(direct.redis_key(p.level, p.user_id, p.entity_id)) for p in pairs]
+        via_feast = _feast_push_bytes(store, redis_client, direct, rows)
         for p in pairs:
-            redis_client.delete(direct.redis_key(p.level, p.user_id, p.entity_id))
             key = f"{prefix}{p.level}:{p.user_id}\x1f{p.entity_id}"
             mapping = {f"{k}:{e}": n for k, b in p.buckets.items() for e, n in b.items()}
             mapping["i:1789990000"] = 7  # older than the horizon: pruned, not pushed
@@ -659,12 +670,8 @@ def test_lua_push_writes_the_bytes_feast_push_writes_and_prunes(tmp_path, redis_
             redis_client.zadd(dirty, {key: 1})
         lua = RedisLuaPusher(direct, redis_client, dirty, prefix)
         assert lua.push_dirty(redis_client.zrange(dirty, 0, -1, withscores=True), horizon) == 3
-        for p, theirs in zip(pairs, via_feast, strict=True):
-            mine = redis_client.hgetall(direct.redis_key(p.level, p.user_id, p.entity_id))
-            assert set(mine) == set(theirs) and len(mine) == 8
-            for field, value in theirs.items():
-                if not field.startswith(b"_ts:"):
-                    assert mine[field] == value, (p, field)
+        _assert_same_feature_bytes(redis_client, direct, pairs, via_feast)
+        for p in pairs:
             assert not redis_client.hexists(f"{prefix}{p.level}:{p.user_id}\x1f{p.entity_id}", "i:1789990000")
         assert redis_client.zcard(dirty) == 0
     finally:
