@@ -40,7 +40,14 @@ from typing import Any
 from freqcap.config import FeaturesConfig, Settings
 from freqcap.features.spec import USER_TABLE, tier_tables
 from freqcap.policy.engine import LEVELS, Candidate, EntityState
-from freqcap.serving.reader import DEFAULT_SIGNAL_TIER, UNKNOWN_AUDIENCE, FeastReader, FeatureReader, UserState
+from freqcap.serving.reader import (
+    DEFAULT_SIGNAL_TIER,
+    UNKNOWN_AUDIENCE,
+    FeastReader,
+    FeatureReader,
+    UserState,
+    _as_datetime,
+)
 from freqcap.streaming.buckets import Buckets
 
 log = logging.getLogger(__name__)
@@ -137,17 +144,6 @@ class _Decoder:
                 self._times.clear()
             self._times[raw] = value
         return value
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    """As FeastReader: a datetime (UTC if naive), or epoch seconds, else None."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
-    return None
 
 
 # ------------------------------------------------------------------------------------------------ the layout
