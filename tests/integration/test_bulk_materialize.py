@@ -230,12 +230,22 @@ def test_bulk_roundtrip_matches_brute_force(tmp_path, online):
 
     b1, snaps1, r1 = run(T1)
     assert {v.mode for v in r1.views} == {"full"} and r1.rows_written == r1.rows_read
+    if online.kind == "redis":  # an empty store: every key is new, so every row is one RESTORE
+        assert [v.rows_restored for v in r1.views] == [v.rows_written for v in r1.views]
     pairs1 = _pairs(b1)
     _check_online_equals_brute_force(settings, store, events, T1, pairs1)
     _check_user_view(online, snaps1[USER_TABLE])
 
     b2, snaps2, r2 = run(T2)
     assert {v.mode for v in r2.views} == {"incremental"}
+    if online.kind == "redis":  # RESTORE only creates: exactly the keys that were not in the first snapshot
+        new_keys = {}
+        for v in r2.views:
+            keys = [c for c in pq.read_schema(snaps2[v.view]).names if c.endswith("_id")]
+            old = {tuple(r.values()) for r in pq.read_table(snaps1[v.view], columns=keys).to_pylist()}
+            new = {tuple(r.values()) for r in pq.read_table(snaps2[v.view], columns=keys).to_pylist()}
+            new_keys[v.view] = len(new - old)
+        assert {v.view: v.rows_restored for v in r2.views} == new_keys and sum(new_keys.values()) > 0
     pairs2 = _pairs(b2)
     quiet = {lvl: pairs1[lvl] - pairs2[lvl] for lvl in pairs1}
     assert all(quiet.values()), "the fixture must have pairs that went quiet between T1 and T2"
@@ -334,6 +344,16 @@ def test_bulk_layout_is_byte_identical_to_feast_materialize(tmp_path, kind, redi
                     == tables[view].num_rows * (len(tables[view].column_names) - 1 - (2 if view == "user_ad" else 1))
                 )
         assert got == want
+        if kind == "redis":
+            # Rows whose values are all short strings went in as RESTOREd hashes, the rest (300-character strings)
+            # with HSET; either way the server's own serialization of every key equals Feast's, byte for byte.
+            restored = {v.view: v.rows_restored for v in report.views}
+            assert 0 < restored["user_ad"] == tables["user_ad"].num_rows
+            assert 0 < restored[USER_TABLE] < tables[USER_TABLE].num_rows
+            suffix = feast_side.project.encode()
+            for key in feast_side.redis_keys():
+                twin = key[: -len(suffix)] + bulk_side.project.encode()
+                assert bulk_side.redis.dump(twin) == feast_side.redis.dump(key), key
         # And Feast reads both back identically.
         rows = [{"user_id": r["user_id"], "ad_id": r["ad_id"]} for r in tables["user_ad"].to_pylist()]
         a, b = feast_side.read("user_ad", rows, ts=True), bulk_side.read("user_ad", rows, ts=True)
@@ -506,6 +526,74 @@ def test_default_redis_ttl_on_every_key(tmp_path, redis_connection_string):
         assert all(ttl - 60 < online.redis.ttl(k) <= ttl for k in online.redis_keys())
     finally:
         online.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Redis RESTORE: only new keys, never another view's fields, HSET when the server's hashes are not listpacks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_restore_never_clobbers_fields_other_views_keep_in_the_same_hash(tmp_path, redis_connection_string):
+    online = Online(tmp_path, "redis", redis_connection_string)
+    try:
+        rows = _synthetic_rows(40)
+        snap = online.place("user_ad", _ad_table(online.settings, rows, T1), T1)
+        # Three keys already hold another view's field (as a stream view or a second batch view would).
+        shared = rows[:3]
+        for r in shared:
+            online.redis.hset(_redis_key_of(online, r), b"other_view_field", b"keep me")
+        report = bulk_materialize(online.store, online.settings, {"user_ad": snap}, T1)
+        (view,) = report.views
+        assert view.rows_written == 40 and view.rows_restored == 40 - len(shared)
+        for r in shared:
+            assert online.redis.hget(_redis_key_of(online, r), b"other_view_field") == b"keep me"
+        _check_ad_rows(online, rows, ts=T1)
+    finally:
+        online.close()
+
+
+@pytest.mark.redis
+def test_restore_falls_back_to_hset_when_the_server_would_not_keep_a_listpack(tmp_path, redis_connection_string):
+    online = Online(tmp_path, "redis", redis_connection_string)
+    client = online.redis
+    before = client.config_get("hash-max-listpack-entries")["hash-max-listpack-entries"]
+    try:
+        # 15 fields per hash (timestamp + 14 features) > 8: this server stores such hashes as hashtables, so a
+        # listpack payload would not be what HSET makes. A real server setting, restored afterwards.
+        client.config_set("hash-max-listpack-entries", 8)
+        rows = _synthetic_rows(30)
+        snap = online.place("user_ad", _ad_table(online.settings, rows, T1), T1)
+        report = bulk_materialize(online.store, online.settings, {"user_ad": snap}, T1)
+        assert report.views[0].rows_written == 30 and report.views[0].rows_restored == 0
+        assert all(client.object("encoding", k) == b"hashtable" for k in online.redis_keys())
+        _check_ad_rows(online, rows, ts=T1)
+    finally:
+        client.config_set("hash-max-listpack-entries", before)
+        online.close()
+
+
+@pytest.mark.redis
+def test_restored_keys_equal_hset_written_keys_byte_for_byte(tmp_path, redis_connection_string):
+    restored_side = Online(tmp_path, "redis", redis_connection_string, name="restore")
+    hset_side = Online(tmp_path, "redis", redis_connection_string, name="hset")
+    try:
+        tables = _edge_tables(restored_side.settings, T1)
+        snaps = {v: restored_side.place(v, t, T1) for v, t in tables.items()}
+        r1 = bulk_materialize(restored_side.store, restored_side.settings, snaps, T1, batch_rows=11)
+        snaps = {v: hset_side.place(v, t, T1) for v, t in tables.items()}
+        r2 = bulk_materialize(hset_side.store, hset_side.settings, snaps, T1, batch_rows=11, redis_restore=False)
+        # Every view goes through RESTORE (only the rows with 300-character strings fall back to HSET).
+        assert all(v.rows_restored > 0 for v in r1.views) and sum(v.rows_restored for v in r2.views) == 0
+        a, b = restored_side.redis_keys(), hset_side.redis_keys()
+        strip = lambda keys, project: [k[: -len(project)] for k in keys]  # noqa: E731
+        assert strip(a, restored_side.project.encode()) == strip(b, hset_side.project.encode())
+        for ka, kb in zip(a, b, strict=True):
+            assert restored_side.redis.dump(ka) == hset_side.redis.dump(kb), ka
+            assert abs(restored_side.redis.pttl(ka) - hset_side.redis.pttl(kb)) < 60_000
+    finally:
+        restored_side.close()
+        hset_side.close()
 
 
 def test_sqlite_cleanup_deletes_pairs_quiet_for_longer_than_the_ttl(tmp_path):

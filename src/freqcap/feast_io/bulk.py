@@ -47,8 +47,9 @@ import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from freqcap.config import Settings, parse_duration
+from freqcap.feast_io import redis_dump
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ class ViewReport:
     rows_deleted: int  # SQLite cleanup: stale entities removed
     batches: int
     seconds: float
+    rows_restored: int = 0  # Redis: rows written as a whole new hash with RESTORE (the rest with HSET)
 
     @property
     def rows_per_second(self) -> float:
@@ -188,6 +191,7 @@ def bulk_materialize(
     record_interval: bool = True,
     duckdb_memory_limit: str = "1GB",
     progress: Callable[[str, int], None] | None = None,
+    redis_restore: bool = True,
 ) -> BulkReport:
     """Write each view's published snapshot (`{view name: snapshot Parquet}`) into `store`'s online store.
 
@@ -200,7 +204,9 @@ def bulk_materialize(
     conversion; 0 turns the check off. SQLite only: `cleanup` deletes entities absent from the snapshot whose last
     write is older than `as_of - settings.feast.online_key_ttl`, at most once per `cleanup_every` of as-of time (it
     scans the view's table). `record_interval` appends the materialization interval to the Feast registry as
-    `materialize` does. `duckdb_memory_limit` caps the diff/sort (DuckDB spills beyond it).
+    `materialize` does. `duckdb_memory_limit` caps the diff/sort (DuckDB spills beyond it). Redis only:
+    `redis_restore` writes keys that do not exist yet as whole hashes with `RESTORE` (after a byte-level check
+    against `HSET` on the live server; see `freqcap.feast_io.redis_dump`); False writes every row with `HSET`.
     """
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
@@ -209,6 +215,8 @@ def bulk_materialize(
     as_of = as_of.astimezone(UTC)
     started = time.perf_counter()
     target = _open_target(store, settings)
+    if isinstance(target, _RedisTarget):
+        target.use_restore = redis_restore
     reports: list[ViewReport] = []
     only = serving_features(settings) if settings.feast.online_features == "serving" else {}
     try:
@@ -461,6 +469,28 @@ class _Column:
                 return _join(prefix + b"$%d\r\n" % width, self.values, _CRLF)
         return _join(prefix + b"$", _ascii_lengths(self.values), _CRLF, self.values, _CRLF)
 
+    def lp_entries(self) -> tuple[pa.Array, np.ndarray]:
+        """Redis listpack string entry of the value per row, and a mask of rows that cannot be one."""
+        if self.uniques is not None:
+            encoded, bad = [], []
+            for u in self.uniques:
+                try:
+                    encoded.append(redis_dump.entry(u))
+                    bad.append(False)
+                except ValueError:
+                    encoded.append(b"")
+                    bad.append(True)
+            idx = pa.array(self.indices)
+            return pa.array(encoded, pa.binary()).take(idx), np.asarray(bad, dtype=bool)[self.indices]
+        return redis_dump.entries(self.values)
+
+    def take(self, idx: np.ndarray) -> _Column:
+        """The rows `idx` of this column."""
+        src = None if self.source is None else self.source.take(pa.array(idx))
+        if self.uniques is not None:
+            return _Column(self.kind, len(idx), uniques=self.uniques, indices=self.indices[idx], source=src)
+        return _Column(self.kind, len(idx), values=self.values.take(pa.array(idx)), source=src)
+
     def objects(self) -> np.ndarray:
         """Python bytes per row (for SQLite parameters)."""
         if self.uniques is not None:
@@ -641,6 +671,18 @@ class _Batch:
     def n(self) -> int:
         return self.table.num_rows
 
+    def take(self, idx: np.ndarray) -> _Batch:
+        """The rows `idx` of this batch, still encoded."""
+        rows = pa.array(idx)
+        return _Batch(
+            table=self.table.take(rows),
+            keys=self.keys.take(rows),
+            columns=[c.take(idx) for c in self.columns],
+            ts_uniques=self.ts_uniques,
+            ts_indices=self.ts_indices[idx],
+            created=None if self.created is None else [self.created[i] for i in idx.tolist()],
+        )
+
 
 def _feast_datetimes(arr: pa.Array) -> list[Any]:
     """Datetimes exactly as `_convert_arrow_fv_to_proto` derives event timestamps from an Arrow column."""
@@ -751,6 +793,7 @@ class _Worker:
 class _Target:
     kind = ""
     config: Any
+    rows_restored = 0  # rows written as whole new hashes (Redis RESTORE)
 
     def store_name(self, view: Any) -> str:
         raise NotImplementedError
@@ -818,6 +861,9 @@ class _RedisTarget(_Target):
         self._probe_conn = None
         self._worker: _Worker | None = None
         self.plan: _Plan | None = None
+        self.use_restore = True  # tests and benchmarks turn it off to measure the HSET path alone
+        self.restore_reason = ""
+        self.rows_restored = 0
 
     # -- layout ------------------------------------------------------------------------------------------------
     def store_name(self, view: Any) -> str:
@@ -874,6 +920,12 @@ class _RedisTarget(_Target):
         self._ttl_bulk = self._bulk(str(self.ttl).encode()) if self.ttl else b""
         self._writer_conn = self._connection()
         self._worker = _Worker(self._send)
+        self.rows_restored = 0
+        self._restore: tuple[int, bytes] | None = None  # (RDB type, RDB version) once the probe passed
+        self._restore_checked = False
+        self._busy_share = 0.0
+        self._hset_batches = 0
+        self._entry_ts: dict[int, bytes] = {}
 
     def _key_bulks(self, keys: pa.Array) -> pa.Array:
         redis_keys = _join(keys, self.project)
@@ -891,13 +943,155 @@ class _RedisTarget(_Target):
             parts += [self._expire, key_bulks, self._ttl_bulk]
         return _join(*parts), batch.n * (2 if self.ttl else 1)
 
-    def write(self, batch: _Batch) -> None:
-        cmds, replies = self.commands(batch)
-        self._worker.put((cmds, replies))
+    # -- RESTORE: a key that does not exist yet is written as a whole hash (freqcap.feast_io.redis_dump) ---------
+    def restore_payloads(self, batch: _Batch) -> tuple[pa.Array, np.ndarray]:
+        """DUMP payload of each row's hash (the same fields, order and bytes as `commands`' HSET), and a mask of
+        rows that cannot be a short-string listpack (those are written with HSET)."""
+        plan = self.plan
+        ts_field, fields = self._fields(plan)
+        ts_entries = pa.array([redis_dump.entry(self._ts_bytes(t)) for t in batch.ts_uniques], pa.binary()).take(
+            pa.array(batch.ts_indices)
+        )
+        parts: list[Any] = [redis_dump.entry(ts_field), ts_entries]
+        bad = np.zeros(batch.n, dtype=bool)
+        for col, field in zip(batch.columns, fields, strict=True):
+            values, col_bad = col.lp_entries()
+            parts += [redis_dump.entry(field), values]
+            bad |= col_bad
+        body = _join(*parts)
+        rdb_type, version = self._restore
+        return redis_dump.payloads(body, 2 * (len(fields) + 1), rdb_type, version), bad
 
-    def _send(self, item: tuple[pa.Array, int]) -> None:
-        cmds, replies = item
-        _send_and_check(self._writer_conn, _buffer_view(cmds), replies)
+    def restore_commands(self, batch: _Batch) -> tuple[pa.Array, np.ndarray]:
+        """RESP `RESTORE key ttl_ms payload` for the rows that can be restored, and those rows' indices."""
+        payloads, bad = self.restore_payloads(batch)
+        rows = np.flatnonzero(~bad)
+        keys = batch.keys
+        if bad.any():
+            keep = pa.array(~bad)
+            payloads, keys = payloads.filter(keep), keys.filter(keep)
+        ttl_ms = self._bulk(str(self.ttl * 1000).encode() if self.ttl else b"0")
+        cmds = _join(
+            b"*4\r\n$7\r\nRESTORE\r\n",
+            self._key_bulks(keys),
+            ttl_ms,
+            b"$",
+            _ascii_lengths(payloads),
+            _CRLF,
+            payloads,
+            _CRLF,
+        )
+        return cmds, rows
+
+    def _check_restore(self, batch: _Batch) -> str:
+        """Whether RESTORE may write this view's new keys; '' if so, else why not.
+
+        One real row of the batch is written twice under two scratch keys: with this module's HSET commands and
+        with its RESTORE payload. The server's DUMPs of the two keys must be byte-identical (same listpack, same
+        encoding); the payload's RDB type and version are taken from the server's own DUMP.
+        """
+        import redis
+
+        try:
+            config = self.client.config_get("hash-max-listpack-*")
+        except redis.RedisError as exc:
+            return f"CONFIG GET unavailable ({exc})"
+        try:
+            max_entries = int(config.get("hash-max-listpack-entries", 0))
+            max_value = int(config.get("hash-max-listpack-value", 0))
+        except (TypeError, ValueError):
+            return f"unreadable listpack limits {config!r}"
+        nfields = len(self.plan.features) + 1
+        if max_entries < nfields or max_value < redis_dump.MAX_SHORT:
+            return f"hash-max-listpack-entries {max_entries} / -value {max_value} below {nfields} / 63"
+        ts_field, fields = self._fields(self.plan)
+        try:
+            for name in (ts_field, *fields):
+                redis_dump.entry(name)
+        except ValueError:
+            return "a hash field name would be stored as an integer"
+        self._restore = (redis_dump.RDB_TYPE_HASH_LISTPACK, b"\x00\x00")  # provisional, to find a usable row
+        _, bad = self.restore_payloads(batch)
+        good = np.flatnonzero(~bad)
+        if not len(good):
+            self._restore = None
+            return "no row of the first batch fits a short-string listpack"
+        scratch = STATE_KEY_PREFIX[: -len(b"bulk_state:")] + b"bulk_probe:" + uuid.uuid4().hex.encode()
+        row = batch.take(good[:1])
+        as_hset = replace(row, keys=pa.array([scratch + b":hset:"], pa.binary()))
+        as_restore = replace(row, keys=pa.array([scratch + b":restore:"], pa.binary()))
+        hset_key, restore_key = scratch + b":hset:" + self.project, scratch + b":restore:" + self.project
+        conn = self._connection()
+        try:
+            cmds, replies = self.commands(as_hset)
+            _send_and_check(conn, _buffer_view(cmds), replies)
+            reference = self.client.dump(hset_key)
+            rdb_type, version = redis_dump.dump_header(reference or b"")
+            if rdb_type != redis_dump.RDB_TYPE_HASH_LISTPACK:
+                self._restore = None
+                return f"the server dumps this hash as RDB type {rdb_type}, not a listpack hash"
+            self._restore = (rdb_type, version)
+            cmds, _ = self.restore_commands(as_restore)
+            replies = _send_and_read_lines(conn, _buffer_view(cmds), 1)
+            if replies != [b"+OK"]:
+                self._restore = None
+                return f"RESTORE of the probe row answered {replies[0].decode(errors='replace')}"
+            restored = self.client.dump(restore_key)
+            ttl_ms = (self.client.pttl(hset_key), self.client.pttl(restore_key))
+        except (redis.RedisError, BulkMaterializeError, ValueError) as exc:
+            self._restore = None
+            return f"probe failed: {exc}"
+        finally:
+            self.client.delete(hset_key, restore_key)
+            conn.disconnect()
+        if restored != reference:
+            self._restore = None
+            return "the DUMP of a RESTOREd row differs from the same row written with HSET"
+        if (ttl_ms[0] < 0) != (ttl_ms[1] < 0) or abs(ttl_ms[0] - ttl_ms[1]) > 60_000:
+            self._restore = None
+            return f"TTL after RESTORE {ttl_ms[1]} ms differs from after HSET+EXPIRE {ttl_ms[0]} ms"
+        return ""
+
+    def write(self, batch: _Batch) -> None:
+        if not self._restore_checked:
+            self._restore_checked = True
+            self.restore_reason = self._check_restore(batch) if self.use_restore else "disabled"
+            log.info(
+                "bulk %s: new keys via %s",
+                self.plan.name,
+                "RESTORE" if not self.restore_reason else f"HSET ({self.restore_reason})",
+            )
+        # Mostly existing keys (BUSYKEY) -> HSET straight away, trying RESTORE again every 8th batch.
+        use_restore = self._restore is not None and (self._busy_share <= 0.5 or self._hset_batches >= 8)
+        if not use_restore:
+            self._hset_batches += 1
+            cmds, replies = self.commands(batch)
+            self._worker.put(("hset", cmds, replies))
+            return
+        self._hset_batches = 0
+        cmds, rows = self.restore_commands(batch)
+        if len(rows) < batch.n:
+            rest = np.setdiff1d(np.arange(batch.n), rows)
+            self._worker.put(("hset", *self.commands(batch.take(rest))))
+        self._worker.put(("restore", cmds, rows, batch))
+
+    def _send(self, item: tuple) -> None:
+        if item[0] == "hset":
+            _, cmds, replies = item
+            _send_and_check(self._writer_conn, _buffer_view(cmds), replies)
+            return
+        _, cmds, rows, batch = item
+        lines = _send_and_read_lines(self._writer_conn, _buffer_view(cmds), len(rows))
+        ok = np.fromiter((line == b"+OK" for line in lines), dtype=bool, count=len(lines))
+        busy = np.fromiter((line.startswith(b"-BUSYKEY") for line in lines), dtype=bool, count=len(lines))
+        if not (ok | busy).all():
+            first = lines[int(np.argmin(ok | busy))]
+            raise BulkMaterializeError(f"Redis rejected a bulk RESTORE: {first.decode(errors='replace')}")
+        self.rows_restored += int(ok.sum())
+        self._busy_share = float(busy.mean()) if len(busy) else 0.0
+        if busy.any():  # the key exists (other views' fields, an older write): merge into it with HSET
+            cmds, replies = self.commands(batch.take(rows[busy]))
+            _send_and_check(self._writer_conn, _buffer_view(cmds), replies)
 
     def touch(self, batch: pa.RecordBatch, plan: _Plan) -> np.ndarray:
         """Refresh the TTL of unchanged keys (EXISTS without a TTL); rows whose key is gone come back to be written."""
@@ -976,6 +1170,15 @@ def _send_and_check(conn: Any, data: memoryview, replies: int) -> None:
 
 def _send_and_read(conn: Any, data: memoryview, replies: int) -> list[bytes]:
     """Send pipelined commands and return their single-line replies, raising on an error reply."""
+    lines = _send_and_read_lines(conn, data, replies)
+    errors = [line for line in lines if line.startswith(b"-")]
+    if errors:
+        raise BulkMaterializeError(f"Redis rejected a bulk probe: {errors[:1]!r} ({len(errors)} of {replies} replies)")
+    return lines
+
+
+def _send_and_read_lines(conn: Any, data: memoryview, replies: int) -> list[bytes]:
+    """Send pipelined commands whose replies are single lines; return the lines (errors included)."""
     sock = conn._sock
     sock.sendall(data)
     chunks: list[bytes] = []
@@ -986,11 +1189,9 @@ def _send_and_read(conn: Any, data: memoryview, replies: int) -> list[bytes]:
             raise BulkMaterializeError("Redis closed the connection during a bulk write")
         chunks.append(chunk)
         seen += chunk.count(b"\n")
-    lines = b"".join(chunks).split(b"\r\n")[:replies]
-    errors = [line for line in lines if line.startswith(b"-")]
-    if errors or seen != replies:
-        raise BulkMaterializeError(f"Redis rejected a bulk probe: {errors[:1]!r} ({seen} of {replies} replies)")
-    return lines
+    if seen != replies:
+        raise BulkMaterializeError(f"expected {replies} Redis replies, got {seen}")
+    return b"".join(chunks).split(b"\r\n")[:replies]
 
 
 class _SqliteTarget(_Target):
@@ -1338,6 +1539,7 @@ def _materialize_view(
             if progress:
                 progress(plan.name, rows_read)
         target.finish()
+        rows_restored = target.rows_restored
         last_cleanup = state.last_cleanup if state else None
         deleted = 0
         if cleanup and (last_cleanup is None or as_of - datetime.fromisoformat(last_cleanup) >= cleanup_every):
@@ -1366,10 +1568,11 @@ def _materialize_view(
         con.close()
     seconds = time.perf_counter() - started
     log.info(
-        "bulk %s: %d rows read, %d written, %d unchanged, %d repaired, %d deleted in %.2fs",
+        "bulk %s: %d rows read, %d written (%d as new hashes), %d unchanged, %d repaired, %d deleted in %.2fs",
         plan.name,
         rows_read,
         rows_written,
+        rows_restored,
         rows_unchanged,
         rows_repaired,
         deleted,
@@ -1387,6 +1590,7 @@ def _materialize_view(
         rows_deleted=deleted,
         batches=batches,
         seconds=seconds,
+        rows_restored=rows_restored,
     )
 
 
