@@ -107,7 +107,7 @@ class ViewReport:
     batches: int
     seconds: float
     # How the rows reached the store: "upsert" (in place; Redis always) or "rebuild" (SQLite: the table rebuilt in
-    # one transaction, see _SqliteTarget), and the share of snapshot rows that had to be written (it decides).
+    # one transaction, see _SqliteTarget), and the share of snapshot rows written (SQLite "auto" decides on it).
     strategy: str = "upsert"
     write_share: float = 1.0
 
@@ -1591,7 +1591,7 @@ def _materialize_view(
         batches=batches,
         seconds=seconds,
         strategy=strategy,
-        write_share=round(share, 4),
+        write_share=round(rows_written / rows_read, 4) if rows_read else 0.0,
     )
 
 
