@@ -584,7 +584,7 @@ def test_layout_guard_stops_a_wrong_encoding_before_writing(online, monkeypatch)
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_reads_keep_working_during_a_bulk_write(online):
+def test_reads_keep_working_during_a_bulk_write(online, strategy):
     import threading
 
     settings, store = online.settings, online.store
@@ -601,7 +601,8 @@ def test_reads_keep_working_during_a_bulk_write(online):
     reads = 0
     reports: list = []
     thread = threading.Thread(
-        target=lambda: reports.append(bulk_materialize(store, settings, {"user_ad": s2}, T2)), daemon=True
+        target=lambda: reports.append(bulk_materialize(store, settings, {"user_ad": s2}, T2, sqlite_strategy=strategy)),
+        daemon=True,
     )
     thread.start()
     while thread.is_alive():
@@ -617,8 +618,8 @@ def test_reads_keep_working_during_a_bulk_write(online):
     assert errors == []
     assert seen <= {1, 2}  # old or new value, never anything else
     _check_ad_rows(online, big[:50], ts=T2)
-    # SQLite: nearly every row is new, so the table was rebuilt (readers saw the old table until the commit).
-    assert reports[0].views[0].strategy == ("rebuild" if online.kind == "sqlite" else "upsert")
+    # SQLite rebuild: readers saw the old table until the commit, then the new one.
+    assert reports[0].views[0].strategy == ("upsert" if online.kind == "redis" else strategy)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -772,15 +773,25 @@ def test_sqlite_rebuild_failing_midway_leaves_the_old_table(online, monkeypatch)
     logged: list = []
     monkeypatch.setattr(bulk._SqliteTarget, "_execute_rebuild", _recording(bulk._SqliteTarget._execute_rebuild, logged))
     with pytest.raises(LayoutMismatchError, match="last_imp_ts"):
-        bulk_materialize(store, settings, {"user_ad": s2}, T2, batch_rows=50, incremental=False)
+        bulk_materialize(store, settings, {"user_ad": s2}, T2, batch_rows=50, sqlite_strategy="rebuild")
     assert len(logged) == 2, "two batches went into the new table before the failure"
     monkeypatch.undo()
     assert online.sqlite_rows("user_ad") == before_rows
     assert _schema(online, "user_ad") == before_schema
     _check_ad_rows(online, rows1, ts=T1)  # Feast reads the old table as it was
-    r = bulk_materialize(store, settings, {"user_ad": s2}, T2)
+    # "auto" with a rebuild share: a full write counts as everything changed -> rebuild; a small change -> upsert.
+    r = bulk_materialize(store, settings, {"user_ad": s2}, T2, rebuild_share=0.5)
     assert (r.views[0].mode, r.views[0].strategy, r.rows_written) == ("full", "rebuild", 300)
     _check_ad_rows(online, rows2, ts=T2)
+    rows3 = [dict(r, imp_24h=r["imp_24h"] + 1) if i % 10 == 0 else r for i, r in enumerate(rows2)]
+    s3 = online.place("user_ad", _ad_table(settings, rows3, T2 + timedelta(hours=1)), T2 + timedelta(hours=1))
+    r = bulk_materialize(store, settings, {"user_ad": s3}, T2 + timedelta(hours=1), rebuild_share=0.5)
+    assert (r.views[0].mode, r.views[0].strategy, r.views[0].write_share) == ("incremental", "upsert", 0.1)
+    # The default "auto" never rebuilds (REBUILD_SHARE is None: measured slower on tables in key order).
+    assert (
+        bulk_materialize(store, settings, {"user_ad": s3}, T2 + timedelta(hours=1), incremental=False).views[0].strategy
+        == "upsert"
+    )
 
 
 def _recording(fn, calls: list):
