@@ -4,7 +4,8 @@ One view (`user_ad`: 12 window counts, `imp_decayed`, `last_imp_ts`; two string 
 shaped like `build_features` output. Per online store:
 
 * **bulk** — `freqcap.feast_io.bulk.bulk_materialize`, full write of N rows (then an incremental run against a second
-  snapshot in which `--changed` of the rows differ);
+  snapshot in which `--changed` of the rows differ); on SQLite once per write strategy (`sqlite_strategy`: upsert in
+  place, and rebuild of the table in one transaction), each in its own process, for every `--changed` share given;
 * **floor** — the same bytes with nothing computed: Redis, the RESP of the bulk path's HSET+EXPIRE commands built
   before the clock starts and streamed over one pipelined connection; SQLite, the same rows pre-built as Python
   tuples and written with `executemany` of Feast's own per-row upsert (plus, for context, SQLite's engine limit: a
@@ -17,7 +18,8 @@ pipeline on the default simulated world (features build -> publish -> bulk) for 
 show how many rows an incremental run actually rewrites.
 
     .venv/bin/python benchmarks/bench_materialize.py [--rows 1000000] [--repeat 3] [--sqlite-rows 1000000]
-        [--feast-rows 100000] [--changed 0.1] [--skip-redis] [--skip-sqlite] [--skip-world]
+        [--feast-rows 100000] [--changed 0.1] [--sqlite-changed 0.1 0.9] [--skip-redis] [--skip-sqlite]
+        [--skip-world] [--name NAME]
     .venv/bin/python benchmarks/bench_materialize.py --rows 10000000 --sqlite-rows 1000000   # the 10 M run
 """
 
@@ -197,9 +199,11 @@ def one(kind: str, store_kind: str, rows: int, extra: dict) -> dict:
             # bulk_hset: the same path with RESTORE turned off (every row an HSET + EXPIRE, as before RESTORE).
             options = {"redis_restore": kind == "bulk"}
             cpu = _redis_cpu() if store_kind == "redis" else 0.0
+            strategy = extra.get("strategy", "auto")
             started = time.perf_counter()
-            rep = bulk_materialize(store, settings, {VIEW: snap}, AS_OF, **options)
+            rep = bulk_materialize(store, settings, {VIEW: snap}, AS_OF, sqlite_strategy=strategy, **options)
             result["seconds"] = time.perf_counter() - started
+            result["strategy"] = rep.views[0].strategy
             if store_kind == "redis":
                 result["redis_cpu_s"] = _redis_cpu() - cpu
             result["written"] = rep.rows_written
@@ -210,8 +214,9 @@ def one(kind: str, store_kind: str, rows: int, extra: dict) -> dict:
                 snap2 = _place(repo, source_snapshot(rows, as_of2, changed=extra["changed"]))
                 reset_peak()
                 started = time.perf_counter()
-                rep2 = bulk_materialize(store, settings, {VIEW: snap2}, as_of2, **options)
+                rep2 = bulk_materialize(store, settings, {VIEW: snap2}, as_of2, sqlite_strategy=strategy, **options)
                 result["incr_seconds"] = time.perf_counter() - started
+                result["incr_strategy"] = rep2.views[0].strategy
                 result["incr_written"] = rep2.rows_written
                 result["incr_restored"] = rep2.views[0].rows_restored
                 result["incr_unchanged"] = rep2.rows_skipped
@@ -402,7 +407,7 @@ def world(extra: dict) -> dict:
                     "written": rep.rows_written,
                     "unchanged": rep.rows_skipped,
                     "seconds": rep.seconds,
-                    "by_view": {v.view: [v.rows_read, v.rows_written] for v in rep.views},
+                    "by_view": {v.view: [v.rows_read, v.rows_written, v.strategy] for v in rep.views},
                 }
             )
     finally:
@@ -440,6 +445,13 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--changed", type=float, default=0.1, help="share of rows changed in the incremental run")
+    parser.add_argument(
+        "--sqlite-changed",
+        type=float,
+        nargs="*",
+        default=None,
+        help="SQLite: shares changed in the incremental runs, one upsert and one rebuild run each (default --changed)",
+    )
     parser.add_argument("--world-users", type=int, default=20_000)
     parser.add_argument("--skip-redis", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
@@ -458,8 +470,11 @@ def main() -> None:
     floor_redis_rows = min(args.rows, args.floor_redis_rows)
     for n in {args.rows, sqlite_rows, args.feast_rows, args.floor_sqlite_rows, floor_redis_rows}:
         source_snapshot(n, AS_OF)
+    sqlite_changed = args.sqlite_changed or [args.changed]
     for n in {args.rows, sqlite_rows}:
         source_snapshot(n, AS_OF + timedelta(hours=1), changed=args.changed)
+    for c in sqlite_changed:
+        source_snapshot(sqlite_rows, AS_OF + timedelta(hours=1), changed=c)
 
     def run(kind: str, store_kind: str, rows: int, **extra) -> dict:
         try:
@@ -467,7 +482,12 @@ def main() -> None:
         except subprocess.CalledProcessError as exc:
             print(exc.stderr[-3000:], file=sys.stderr)
             raise
-        print(f"  {store_kind} {kind} {rows:,}: {r['seconds']:.2f}s peak {r['peak_rss_mb']:.0f} MB", flush=True)
+        label = f" {r['strategy']}" if "strategy" in r else ""
+        incr = f", incremental {r['incr_seconds']:.2f}s ({r['incr_strategy']})" if "incr_seconds" in r else ""
+        print(
+            f"  {store_kind} {kind}{label} {rows:,}: {r['seconds']:.2f}s{incr} peak {r['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
         return r
 
     sections: list[str] = []
@@ -476,13 +496,19 @@ def main() -> None:
         if skip:
             continue
         repeat = args.repeat if store_kind == "redis" else 1
-        bulk_runs, floor_runs, hset_runs, hset_floor_runs = [], [], [], []
+        bulk_runs, floor_runs, hset_runs, hset_floor_runs, sqlite_runs = [], [], [], [], []
         for _ in range(repeat):  # interleaved, so background load hits all alike
-            bulk_runs.append(run("bulk", store_kind, n, changed=args.changed))
             if store_kind == "redis":
+                bulk_runs.append(run("bulk", store_kind, n, changed=args.changed))
                 hset_runs.append(run("bulk_hset", store_kind, n, changed=args.changed))
                 floor_runs.append(run("floor_restore", store_kind, floor_redis_rows))
                 hset_floor_runs.append(run("floor", store_kind, floor_redis_rows))
+        if store_kind == "sqlite":
+            for c in sqlite_changed:  # both strategies, interleaved, per share changed
+                for strategy in ("upsert", "rebuild"):
+                    sqlite_runs.append({**run("bulk", store_kind, n, changed=c, strategy=strategy), "changed": c})
+            # The default (auto = upsert) is the headline; the rebuild is shown beside it.
+            bulk_runs = [r for r in sqlite_runs if r["strategy"] == "upsert" and r["changed"] == sqlite_changed[0]]
         if store_kind == "sqlite":
             floor_runs.append(run("floor", store_kind, args.floor_sqlite_rows))
             engine = run("floor", store_kind, args.floor_sqlite_rows, engine=True)
@@ -490,6 +516,8 @@ def main() -> None:
         raw[store_kind] = {"bulk": bulk_runs, "floor": floor_runs, "feast": feast_run}
         if store_kind == "redis":
             raw[store_kind].update({"bulk_hset": hset_runs, "floor_hset": hset_floor_runs})
+        if sqlite_runs:
+            raw[store_kind]["strategies"] = sqlite_runs
         if store_kind == "sqlite":
             raw[store_kind]["engine"] = engine
 
@@ -498,9 +526,25 @@ def main() -> None:
 
         bulk_rate = median([rate(r) for r in bulk_runs])
         floor_rate = median([rate(r) for r in floor_runs])
-        lines = [
+        lines = []
+        if store_kind == "sqlite":  # the opt-in rebuild beside the default upsert, same run
+            for r in sqlite_runs:
+                if r["strategy"] == "rebuild" and r["changed"] == sqlite_changed[0]:
+                    lines.append(
+                        [
+                            "bulk_materialize, full write, sqlite_strategy=rebuild (one transaction)",
+                            f"{n:,}",
+                            f"{r['seconds']:.2f}",
+                            f"{rate(r):,.0f}",
+                            f"{r['peak_full_mb']:.0f}",
+                            f"{r['rss_after_imports_mb']:.0f}",
+                            f"{rate(r) / floor_rate:.2f}x",
+                        ]
+                    )
+        lines += [
             [
-                f"bulk_materialize, full write ({len(bulk_runs)} run{'s' if len(bulk_runs) > 1 else ''})",
+                f"bulk_materialize, full write ({len(bulk_runs)} run{'s' if len(bulk_runs) > 1 else ''})"
+                + (", default strategy (upsert in place, a transaction per batch)" if store_kind == "sqlite" else ""),
                 f"{n:,}",
                 f"{median([r['seconds'] for r in bulk_runs]):.2f}",
                 f"{bulk_rate:,.0f}",
@@ -559,7 +603,40 @@ def main() -> None:
                 f"{rate(feast_run) / floor_rate:.2f}x",
             ]
         )
-        incr = [r for r in bulk_runs if "incr_seconds" in r]
+        incr = [r for r in bulk_runs if "incr_seconds" in r and store_kind == "redis"]
+        if sqlite_runs:
+            by = {(r["changed"], r["strategy"]): r for r in sqlite_runs}
+            full_up, full_rb = by[(sqlite_changed[0], "upsert")], by[(sqlite_changed[0], "rebuild")]
+            inc_rows = [
+                [
+                    "full write (empty table)",
+                    f"{n:,}",
+                    f"{full_up['seconds']:.2f}",
+                    f"{full_rb['seconds']:.2f}",
+                    f"{rate(full_up):,.0f}",
+                    f"{rate(full_rb):,.0f}",
+                    f"{full_up['seconds'] / full_rb['seconds']:.2f}x",
+                    f"{full_up['peak_full_mb']:.0f} / {full_rb['peak_full_mb']:.0f}",
+                ]
+            ]
+            for c in sqlite_changed:
+                up, rb = by[(c, "upsert")], by[(c, "rebuild")]
+                inc_rows.append(
+                    [
+                        f"incremental, {c:.0%} of rows changed ({up['incr_written']:,} rewritten)",
+                        f"{n:,}",
+                        f"{up['incr_seconds']:.2f}",
+                        f"{rb['incr_seconds']:.2f}",
+                        f"{n / up['incr_seconds']:,.0f}",
+                        f"{n / rb['incr_seconds']:,.0f}",
+                        f"{up['incr_seconds'] / rb['incr_seconds']:.2f}x",
+                        f"{up['peak_incr_mb']:.0f} / {rb['peak_incr_mb']:.0f}",
+                    ]
+                )
+        else:
+            inc_rows = []
+        if store_kind == "sqlite" and len(lines) > 1:
+            lines = [lines[1], lines[0], *lines[2:]]  # headline (default strategy) first
         body = f"## {store_kind}\n\n" + table(
             ["variant", "rows", "seconds", "rows/s", "peak RSS MB", "RSS after imports MB", "vs floor"], lines
         )
@@ -595,6 +672,25 @@ def main() -> None:
                     "(With RESTORE on, the changed rows' keys exist, answer BUSYKEY and are merged with HSET; "
                     f"{median([r.get('incr_restored', 0) for r in bulk_runs]):,.0f} rows were new keys.)\n"
                 )
+        if inc_rows:
+            body += (
+                "\nSQLite write strategies, each measured in its own process in this run (a full write into the "
+                "freshly applied table, then an incremental run on top of it; snapshot rows per second):\n\n"
+                + table(
+                    [
+                        "run",
+                        "snapshot rows",
+                        "upsert s",
+                        "rebuild s",
+                        "upsert rows/s",
+                        "rebuild rows/s",
+                        "rebuild speed-up",
+                        "peak RSS MB upsert / rebuild",
+                    ],
+                    inc_rows,
+                )
+                + "\n"
+            )
         if incr:
             s = median([r["incr_seconds"] for r in incr])
             body += (

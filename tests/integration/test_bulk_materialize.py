@@ -11,7 +11,10 @@ What is checked, per store:
   and rewrite unchanged keys that vanished; a rerun writes nothing; an untrusted or missing state means a full
   rewrite; an older snapshot is refused;
 * Redis keys carry the configured TTL and expire; SQLite entities absent for longer than the TTL are deleted;
-* the runtime layout guard stops a wrong encoding before anything is written.
+* the runtime layout guard stops a wrong encoding before anything is written;
+* SQLite's two write strategies (upsert in place, rebuild the table in one transaction) leave byte-identical tables
+  (the tests above run with both), the rebuilt schema is Feast's own, and a rebuild that fails midway leaves the
+  old table as it was.
 """
 
 from __future__ import annotations
@@ -123,6 +126,14 @@ def redis_url(kind, request) -> str | None:
     return request.getfixturevalue("redis_connection_string") if kind == "redis" else None
 
 
+@pytest.fixture(params=["upsert", "rebuild"])
+def strategy(request, kind) -> str:
+    """SQLite's write strategy (`sqlite_strategy`); Redis has one way to write, run once."""
+    if kind == "redis" and request.param == "rebuild":
+        pytest.skip("Redis has no rebuild strategy")
+    return request.param
+
+
 @pytest.fixture
 def online(tmp_path, kind, redis_url):
     o = Online(tmp_path, kind, redis_url)
@@ -204,7 +215,7 @@ def _check_user_view(online: Online, snapshot: Path) -> None:
             assert got[f][i] == r[f], (r["user_id"], f, got[f][i], r[f])
 
 
-def test_bulk_roundtrip_matches_brute_force(tmp_path, online):
+def test_bulk_roundtrip_matches_brute_force(tmp_path, online, strategy):
     events_dir = tmp_path / "events"
     old = random_events(1, 250, T1 - timedelta(days=12), T1 - timedelta(days=8, seconds=1))
     recent = random_events(2, 120, T1 - timedelta(days=1), T1 + timedelta(hours=1), users=range(7))
@@ -224,8 +235,9 @@ def test_bulk_roundtrip_matches_brute_force(tmp_path, online):
         build = build_features(events_dir, as_of, tmp_path / f"features-{as_of:%Y%m%d}", settings.features)
         snaps = publish_snapshot(build, offline_root(online.repo))
         apply_definitions(store, settings, online.repo)
-        report = bulk_materialize(store, settings, snaps, as_of)
+        report = bulk_materialize(store, settings, snaps, as_of, sqlite_strategy=strategy)
         assert report.rows_read == sum(pq.read_metadata(p).num_rows for p in snaps.values())
+        assert {v.strategy for v in report.views} == {"upsert" if online.kind == "redis" else strategy}
         return build, snaps, report
 
     b1, snaps1, r1 = run(T1)
@@ -318,7 +330,7 @@ def _stored(online: Online, views: list[str]) -> dict:
     return out
 
 
-def test_bulk_layout_is_byte_identical_to_feast_materialize(tmp_path, kind, redis_url):
+def test_bulk_layout_is_byte_identical_to_feast_materialize(tmp_path, kind, redis_url, strategy):
     as_of = T1
     feast_side = Online(tmp_path, kind, redis_url, name="feast-standard")
     bulk_side = Online(tmp_path, kind, redis_url, name="feast-bulk")
@@ -332,7 +344,9 @@ def test_bulk_layout_is_byte_identical_to_feast_materialize(tmp_path, kind, redi
             as_of - timedelta(seconds=1), as_of + timedelta(seconds=1), feature_views=list(tables)
         )
         # Small batches, so that batch boundaries and the per-batch sample checks are exercised too.
-        report = bulk_materialize(bulk_side.store, bulk_side.settings, snaps, as_of, batch_rows=7)
+        report = bulk_materialize(
+            bulk_side.store, bulk_side.settings, snaps, as_of, batch_rows=7, sqlite_strategy=strategy
+        )
         assert report.rows_written == sum(t.num_rows for t in tables.values())
         want, got = _stored(feast_side, list(tables)), _stored(bulk_side, list(tables))
         assert len(got) == len(want) > 0
@@ -372,7 +386,7 @@ def test_bulk_layout_is_byte_identical_to_feast_materialize(tmp_path, kind, redi
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_incremental_run_rewrites_only_changed_rows(online):
+def test_incremental_run_rewrites_only_changed_rows(online, strategy):
     settings, store = online.settings, online.store
     t1, t2 = T1, T1 + timedelta(hours=1)
     rows1 = _synthetic_rows(300)
@@ -402,12 +416,16 @@ def test_incremental_run_rewrites_only_changed_rows(online):
         online.redis.expire(key, 100)
         online.redis.delete(_redis_key_of(online, vanished))
 
-    r2 = bulk_materialize(store, settings, {"user_ad": s2}, t2)
+    r2 = bulk_materialize(store, settings, {"user_ad": s2}, t2, sqlite_strategy=strategy)
     v = r2.views[0]
     assert v.mode == "incremental", v.reason
     assert v.rows_read == 310
     repaired = 1 if online.kind == "redis" else 0
     assert (v.rows_written, v.rows_unchanged, v.rows_repaired) == (70 + repaired, 240 - repaired, repaired)
+    assert (v.strategy, v.write_share) == (
+        "upsert" if online.kind == "redis" else strategy,
+        round((70 + repaired) / 310, 4),
+    )
     # Changed rows carry the new snapshot time; unchanged ones keep the time their values were written.
     stamps = {(r["user_id"], r["ad_id"]): t1 for r in rows2}
     stamps.update({k: t2 for k in changed})
@@ -420,7 +438,7 @@ def test_incremental_run_rewrites_only_changed_rows(online):
         assert ttl > store.config.online_store.key_ttl_seconds - 60
 
     # A rerun of the same snapshot writes nothing.
-    r3 = bulk_materialize(store, settings, {"user_ad": s2}, t2)
+    r3 = bulk_materialize(store, settings, {"user_ad": s2}, t2, sqlite_strategy=strategy)
     assert (r3.views[0].mode, r3.rows_written, r3.rows_skipped) == ("incremental", 0, 310)
     _check_ad_rows(online, rows2, ts=stamps)
 
@@ -596,7 +614,8 @@ def test_restored_keys_equal_hset_written_keys_byte_for_byte(tmp_path, redis_con
         hset_side.close()
 
 
-def test_sqlite_cleanup_deletes_pairs_quiet_for_longer_than_the_ttl(tmp_path):
+@pytest.mark.parametrize("strategy", ["upsert", "rebuild"])
+def test_sqlite_cleanup_deletes_pairs_quiet_for_longer_than_the_ttl(tmp_path, strategy):
     online = Online(tmp_path, "sqlite", None)  # online_key_ttl = 29d
     settings, store = online.settings, online.store
     t3 = T2 + timedelta(days=30)
@@ -606,11 +625,12 @@ def test_sqlite_cleanup_deletes_pairs_quiet_for_longer_than_the_ttl(tmp_path):
     s1 = online.place("user_ad", _ad_table(settings, a + b, T1), T1)
     s2 = online.place("user_ad", _ad_table(settings, b + stones, T2), T2)
     s3 = online.place("user_ad", _ad_table(settings, b, t3), t3)
-    assert bulk_materialize(store, settings, {"user_ad": s1}, T1).views[0].rows_deleted == 0
-    r2 = bulk_materialize(store, settings, {"user_ad": s2}, T2)
+    assert bulk_materialize(store, settings, {"user_ad": s1}, T1, sqlite_strategy=strategy).views[0].rows_deleted == 0
+    r2 = bulk_materialize(store, settings, {"user_ad": s2}, T2, sqlite_strategy=strategy)
+    assert r2.views[0].strategy == strategy
     assert (r2.rows_written, r2.rows_skipped, r2.views[0].rows_deleted) == (5, 5, 0)
     _check_ad_rows(online, stones, ts=T2)  # quiet pairs read as zero
-    r3 = bulk_materialize(store, settings, {"user_ad": s3}, t3)
+    r3 = bulk_materialize(store, settings, {"user_ad": s3}, t3, sqlite_strategy=strategy)
     # a's tombstones were written at T2 < t3 - 29d: gone. b is unchanged since T1 (older than the TTL too) but
     # still in the snapshot: kept.
     assert (r3.rows_written, r3.rows_skipped, r3.views[0].rows_deleted) == (0, 5, 5)
@@ -652,7 +672,7 @@ def test_layout_guard_stops_a_wrong_encoding_before_writing(online, monkeypatch)
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_reads_keep_working_during_a_bulk_write(online):
+def test_reads_keep_working_during_a_bulk_write(online, strategy):
     import threading
 
     settings, store = online.settings, online.store
@@ -667,7 +687,11 @@ def test_reads_keep_working_during_a_bulk_write(online):
     errors: list[Exception] = []
     seen: set = set()
     reads = 0
-    thread = threading.Thread(target=bulk_materialize, args=(store, settings, {"user_ad": s2}, T2))
+    reports: list = []
+    thread = threading.Thread(
+        target=lambda: reports.append(bulk_materialize(store, settings, {"user_ad": s2}, T2, sqlite_strategy=strategy)),
+        daemon=True,
+    )
     thread.start()
     while thread.is_alive():
         try:
@@ -682,6 +706,8 @@ def test_reads_keep_working_during_a_bulk_write(online):
     assert errors == []
     assert seen <= {1, 2}  # old or new value, never anything else
     _check_ad_rows(online, big[:50], ts=T2)
+    # SQLite rebuild: readers saw the old table until the commit, then the new one.
+    assert reports[0].views[0].strategy == ("upsert" if online.kind == "redis" else strategy)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -729,3 +755,136 @@ def test_serving_only_layout_stores_what_decide_reads_and_nothing_else(tmp_path,
             assert sum(f.startswith(b"_ts:") for f in fields) == 1
     finally:
         online.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SQLite: the rebuild strategy
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _schema(online: Online, view: str) -> list[tuple]:
+    """The view table's and its indexes' sqlite_master rows, with this project's name taken out."""
+    table = f"{online.project}_{view}"
+    con = sqlite3.connect(online.repo / "online.db")
+    try:
+        rows = con.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name = ? ORDER BY type, name", (table,)
+        ).fetchall()
+        leftovers = con.execute("SELECT name FROM sqlite_master WHERE name LIKE '%freqcap_old%'").fetchall()
+    finally:
+        con.close()
+    assert leftovers == []
+    return [tuple(None if v is None else v.replace(online.project, "<project>") for v in r) for r in rows]
+
+
+def test_sqlite_rebuild_equals_upsert_with_most_rows_changed(tmp_path):
+    """Both strategies, same three runs (full; incremental with most rows changed, keys gone and new; a plan that
+    keeps fewer features): identical tables, and values/event timestamps equal to what the rows say."""
+    sides = {s: Online(tmp_path, "sqlite", None, name=f"feast-{s}") for s in ("upsert", "rebuild")}
+    feast_schema = _schema(sides["upsert"], "user_ad")  # as Feast's apply created it, before any write
+    assert feast_schema and all(r[3] for r in feast_schema if r[0] == "table")
+    t1, t2, t3 = T1, T1 + timedelta(hours=1), T1 + timedelta(hours=2)
+    rows1 = _synthetic_rows(400)
+    rows2 = [dict(r) for r in rows1[:360]]  # the last 40 pairs are absent from the second snapshot
+    for r in rows2[:300]:  # 300 of 360 change (83 %); 60 keep their values (and their stored event_ts)
+        r["imp_24h"] += 1
+        r["imp_decayed"] = r["imp_decayed"] / 2
+    rows2 += [{"user_id": f"new{i}", "ad_id": "ad1", "imp_28d": i + 1} for i in range(25)]
+    stamps = {(r["user_id"], r["ad_id"]): t2 for r in rows2}
+    stamps.update({(r["user_id"], r["ad_id"]): t1 for r in rows2[300:360]})
+    reports = {}
+    for name, online in sides.items():
+        settings, store = online.settings, online.store
+        s1 = online.place("user_ad", _ad_table(settings, rows1, t1), t1)
+        s2 = online.place("user_ad", _ad_table(settings, rows2, t2), t2)
+        r1 = bulk_materialize(store, settings, {"user_ad": s1}, t1, sqlite_strategy=name, batch_rows=64)
+        r2 = bulk_materialize(store, settings, {"user_ad": s2}, t2, sqlite_strategy=name, batch_rows=64)
+        reports[name] = (r1.views[0], r2.views[0])
+        assert (r2.views[0].mode, r2.views[0].strategy) == ("incremental", name)
+        assert (r2.rows_written, r2.rows_skipped) == (325, 60)
+        _check_ad_rows(online, rows2, ts=stamps)  # changed: t2; unchanged: their old t1
+        _check_ad_rows(online, rows1[360:], ts=t1)  # absent from the snapshot: kept as they were
+    want = sides["upsert"].sqlite_rows("user_ad")
+    assert len(want) == (400 + 25) * len(_tier(sides["upsert"].settings).feature_columns)
+    assert sides["rebuild"].sqlite_rows("user_ad") == want
+    assert _schema(sides["rebuild"], "user_ad") == feast_schema == _schema(sides["upsert"], "user_ad")
+
+    # `online_features: serving` keeps fewer features: rows of the others stay as they are (neither strategy
+    # deletes them), the kept ones are rewritten (new plan -> full write).
+    rows3 = [dict(r, imp_28d=r.get("imp_28d", 0) + 7) for r in rows2]
+    for name, online in sides.items():
+        settings = load_settings(
+            environ={
+                "FREQCAP__DATA_DIR": str(tmp_path),
+                "FREQCAP__FEAST__ONLINE__KIND": "sqlite",
+                "FREQCAP__FEAST__PROJECT": online.project,
+                "FREQCAP__FEAST__ONLINE_FEATURES": "serving",
+            }
+        )
+        s3 = online.place("user_ad", _ad_table(settings, rows3, t3), t3)
+        r3 = bulk_materialize(online.store, settings, {"user_ad": s3}, t3, sqlite_strategy=name, batch_rows=64)
+        assert (r3.views[0].mode, r3.views[0].strategy) == ("full", name)
+    kept = bulk.serving_features(sides["upsert"].settings)["user_ad"]
+    assert "imp_28d" in kept and "imp_decayed" not in kept
+    want = sides["upsert"].sqlite_rows("user_ad")
+    assert sides["rebuild"].sqlite_rows("user_ad") == want
+    got = sides["rebuild"].read("user_ad", [{"user_id": r["user_id"], "ad_id": r["ad_id"]} for r in rows3])
+    assert got["imp_28d"] == [r["imp_28d"] for r in rows3]  # rewritten
+    assert got["imp_decayed"] == [r.get("imp_decayed", 0.0) for r in rows2]  # not in the plan: as written at t2
+    assert _schema(sides["rebuild"], "user_ad") == feast_schema
+
+
+def test_sqlite_rebuild_failing_midway_leaves_the_old_table(online, monkeypatch):
+    if online.kind != "sqlite":
+        pytest.skip("SQLite only")
+    settings, store = online.settings, online.store
+    rows1 = _synthetic_rows(300)
+    s1 = online.place("user_ad", _ad_table(settings, rows1, T1), T1)
+    bulk_materialize(store, settings, {"user_ad": s1}, T1, sqlite_strategy="upsert")
+    before_rows, before_schema = online.sqlite_rows("user_ad"), _schema(online, "user_ad")
+    rows2 = [dict(r, imp_1h=r["imp_1h"] + 1) for r in _synthetic_rows(300, seed=9)]
+    s2 = online.place("user_ad", _ad_table(settings, rows2, T2), T2)
+
+    original = bulk._Encoders._timestamps
+    calls = {"n": 0}
+
+    def milliseconds_from_the_third_batch(self, arr):  # a real encoding bug, caught by the layout guard
+        calls["n"] += 1
+        if calls["n"] < 3:
+            return original(self, arr)
+        ms = pa.array(
+            [None if v is None else int(v.timestamp() * 1000) for v in arr.to_pylist()], pa.timestamp("s", tz="UTC")
+        )
+        return original(self, ms)
+
+    monkeypatch.setattr(bulk._Encoders, "_timestamps", milliseconds_from_the_third_batch)
+    logged: list = []
+    monkeypatch.setattr(bulk._SqliteTarget, "_execute_rebuild", _recording(bulk._SqliteTarget._execute_rebuild, logged))
+    with pytest.raises(LayoutMismatchError, match="last_imp_ts"):
+        bulk_materialize(store, settings, {"user_ad": s2}, T2, batch_rows=50, sqlite_strategy="rebuild")
+    assert len(logged) == 2, "two batches went into the new table before the failure"
+    monkeypatch.undo()
+    assert online.sqlite_rows("user_ad") == before_rows
+    assert _schema(online, "user_ad") == before_schema
+    _check_ad_rows(online, rows1, ts=T1)  # Feast reads the old table as it was
+    # "auto" with a rebuild share: a full write counts as everything changed -> rebuild; a small change -> upsert.
+    r = bulk_materialize(store, settings, {"user_ad": s2}, T2, rebuild_share=0.5)
+    assert (r.views[0].mode, r.views[0].strategy, r.rows_written) == ("full", "rebuild", 300)
+    _check_ad_rows(online, rows2, ts=T2)
+    rows3 = [dict(r, imp_24h=r["imp_24h"] + 1) if i % 10 == 0 else r for i, r in enumerate(rows2)]
+    s3 = online.place("user_ad", _ad_table(settings, rows3, T2 + timedelta(hours=1)), T2 + timedelta(hours=1))
+    r = bulk_materialize(store, settings, {"user_ad": s3}, T2 + timedelta(hours=1), rebuild_share=0.5)
+    assert (r.views[0].mode, r.views[0].strategy, r.views[0].write_share) == ("incremental", "upsert", 0.1)
+    # The default "auto" never rebuilds (REBUILD_SHARE is None: measured slower on tables in key order).
+    assert (
+        bulk_materialize(store, settings, {"user_ad": s3}, T2 + timedelta(hours=1), incremental=False).views[0].strategy
+        == "upsert"
+    )
+
+
+def _recording(fn, calls: list):
+    def wrapper(self, item):
+        calls.append(len(item[0]))
+        return fn(self, item)
+
+    return wrapper
