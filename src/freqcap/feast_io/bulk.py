@@ -8,7 +8,11 @@ bytes in the same places*, encoded column-wise with Arrow/NumPy and streamed in 
   (Feast's `serialize_entity_key` + project) and shared by every view on that key; field
   `_mmh3("<view>:<feature>")` holds the serialized `ValueProto`, field `_ts:<view>` the serialized protobuf
   `Timestamp`; `EXPIRE key_ttl_seconds` after every write. Commands are encoded as RESP in bulk and pipelined
-  over one dedicated connection; every reply is checked.
+  over one dedicated connection; every reply is checked. A key that does not exist yet is written as one
+  `RESTORE key ttl_ms payload` of exactly the hash that HSET would build (`freqcap.feast_io.redis_dump`: ~half the
+  Redis CPU per row); `RESTORE` never overwrites, so an existing key (other views' fields, an older write) answers
+  `BUSYKEY` and gets `HSET` + `EXPIRE`. Per view and run a real row is written both ways under scratch keys and
+  the server's `DUMP`s must be byte-identical, else every row uses `HSET` (`redis_restore=False` forces that).
 * **SQLite** (`SqliteOnlineStore` layout): table `<project>_<view>`, one row per (entity_key, feature_name) with
   value, value_text, event_ts and created_ts; rows are written in serialized-key order. Two strategies
   (`sqlite_strategy`): *upsert* (what "auto" does) — Feast's own `ON CONFLICT` statement shape, many entities per
