@@ -18,7 +18,7 @@ bytes in the same places*, encoded column-wise with Arrow/NumPy and streamed in 
   (`sqlite_strategy`): *upsert* (what "auto" does) — Feast's own `ON CONFLICT` statement shape, many entities per
   statement, one transaction per batch, WAL checkpoints on a thread of their own so the writer never waits for the
   fsync; *rebuild* — the table rebuilt in one transaction from Feast's own DDL (`_SqliteTarget`, "rebuild"),
-  readers keep the old table until the commit. Measured on 1 M rows (benchmarks/results/materialize-sqlite.md):
+  readers keep the old table until the commit. Measured on 1 M rows (benchmarks/results/materialize.md):
   the upsert is faster at every share of changed rows on a table in key order (which is what this module leaves),
   because in-place updates of a key-ordered table touch only table pages while a rebuild rewrites all three
   B-trees and must checkpoint its whole WAL after the commit; the rebuild only won on a table in foreign physical
@@ -84,7 +84,7 @@ _UNCHANGED = "__freqcap_unchanged"
 # Columns with more distinct values than this share of the batch skip the per-distinct-value path.
 _DICT_MAX_SHARE = 0.25
 # SQLite "auto": rebuild the view's table instead of upserting in place when at least this share of the snapshot's
-# rows must be written; None: never. Measured (benchmarks/results/materialize-sqlite.md): on a table in key order —
+# rows must be written; None: never. Measured (benchmarks/results/materialize.md): on a table in key order —
 # what this module always leaves, since it writes in key order — the in-place upsert is faster at every share, so
 # "auto" upserts. A rebuild paid off only on a table in foreign physical order (e.g. written by Feast's own
 # materialize; 1.3x at 90 % changed, 300 k rows) and leaves it in key order: ask for it with
