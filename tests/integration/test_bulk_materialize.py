@@ -496,6 +496,26 @@ def test_untrusted_or_missing_state_means_full_rewrite(online, monkeypatch):
     assert bulk_materialize(store, settings, {"user_ad": s1}, T1, incremental=False).rows_written == 120
 
 
+@pytest.mark.redis
+def test_redis_keys_that_vanished_are_rewritten_without_a_full_rewrite(tmp_path, redis_connection_string):
+    online = Online(tmp_path, "redis", redis_connection_string)
+    try:
+        settings, store = online.settings, online.store
+        rows = _synthetic_rows(120)
+        s1 = online.place("user_ad", _ad_table(settings, rows, T1), T1)
+        bulk_materialize(store, settings, {"user_ad": s1}, T1)
+        # Half the keys expire or are evicted (every other one, so the state check's sample meets both kinds).
+        gone = rows[::2]
+        online.redis.unlink(*[_redis_key_of(online, r) for r in gone])
+        r = bulk_materialize(store, settings, {"user_ad": s1}, T1)
+        v = r.views[0]
+        assert v.mode == "incremental", v.reason
+        assert (v.rows_written, v.rows_repaired, v.rows_unchanged) == (len(gone), len(gone), 120 - len(gone))
+        _check_ad_rows(online, rows, ts=T1)
+    finally:
+        online.close()
+
+
 def test_older_snapshot_is_refused(online):
     settings, store = online.settings, online.store
     rows = _synthetic_rows(10)

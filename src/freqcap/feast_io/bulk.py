@@ -1733,12 +1733,26 @@ def _previous_snapshot_matches_online(
     got = provider.online_read(
         target.config, plan.view, [e[0] for e in expected], requested_features=plan.feature_names
     )
+    missing = 0
     for (_, want, _, _), (ts, have) in zip(expected, got, strict=True):
-        if ts is None or have is None:
-            return False, "a row of the recorded snapshot is missing online"
+        # Feast's Redis read of an absent key: no `_ts` field (the epoch) and no value set.
+        absent = have is not None and ts is not None and ts.timestamp() == 0
+        absent = absent and all(v.WhichOneof("val") is None for v in have.values())
+        if ts is None or have is None or absent:
+            # Redis: a key that expired or was evicted is found by the incremental run itself (its EXPIRE answers
+            # 0 and the row is rewritten), so a few missing keys do not make the state untrusted. SQLite rows of the
+            # recorded snapshot are never removed by anyone but this module: one missing means something else wrote.
+            if target.kind != "redis":
+                return False, "a row of the recorded snapshot is missing online"
+            missing += 1
+            continue
         for name in plan.feature_names:
             if have.get(name) != want[name]:
                 return False, f"online {name} differs from the recorded snapshot"
+    if missing == len(expected):
+        return False, "no sampled row of the recorded snapshot is online"
+    if missing:
+        return True, f"online matches a sample of the recorded snapshot ({missing} missing keys will be rewritten)"
     return True, "online matches a sample of the recorded snapshot"
 
 
