@@ -967,7 +967,7 @@ class _RedisTarget(_Target):
         self._restore_checked = False
         self._busy_share = 0.0
         self._hset_batches = 0
-        self._entry_ts: dict[int, bytes] = {}
+        self._ttl_ms_bulk = self._bulk(str(self.ttl * 1000).encode() if self.ttl else b"0")
 
     def _key_bulks(self, keys: pa.Array) -> pa.Array:
         redis_keys = _join(keys, self.project)
@@ -986,11 +986,10 @@ class _RedisTarget(_Target):
         return _join(*parts), batch.n * (2 if self.ttl else 1)
 
     # -- RESTORE: a key that does not exist yet is written as a whole hash (freqcap.feast_io.redis_dump) ---------
-    def restore_payloads(self, batch: _Batch) -> tuple[pa.Array, np.ndarray]:
-        """DUMP payload of each row's hash (the same fields, order and bytes as `commands`' HSET), and a mask of
-        rows that cannot be a short-string listpack (those are written with HSET)."""
-        plan = self.plan
-        ts_field, fields = self._fields(plan)
+    def _listpack_entries(self, batch: _Batch) -> tuple[list[Any], np.ndarray]:
+        """Each row's listpack entries (field, value, ... in `commands`' HSET order), and a mask of rows that
+        cannot be a short-string listpack (those are written with HSET)."""
+        ts_field, fields = self._fields(self.plan)
         ts_entries = pa.array([redis_dump.entry(self._ts_bytes(t)) for t in batch.ts_uniques], pa.binary()).take(
             pa.array(batch.ts_indices)
         )
@@ -1000,9 +999,14 @@ class _RedisTarget(_Target):
             values, col_bad = col.lp_entries()
             parts += [redis_dump.entry(field), values]
             bad |= col_bad
-        body = _join(*parts)
+        return parts, bad
+
+    def restore_payloads(self, batch: _Batch) -> tuple[pa.Array, np.ndarray]:
+        """DUMP payload of each row's hash (the same fields, order and bytes as `commands`' HSET), and a mask of
+        rows that cannot be a short-string listpack (those are written with HSET)."""
+        parts, bad = self._listpack_entries(batch)
         rdb_type, version = self._restore
-        return redis_dump.payloads(body, 2 * (len(fields) + 1), rdb_type, version), bad
+        return redis_dump.payloads(_join(*parts), len(parts), rdb_type, version), bad
 
     def restore_commands(self, batch: _Batch) -> tuple[pa.Array, np.ndarray]:
         """RESP `RESTORE key ttl_ms payload` for the rows that can be restored, and those rows' indices."""
@@ -1012,11 +1016,10 @@ class _RedisTarget(_Target):
         if bad.any():
             keep = pa.array(~bad)
             payloads, keys = payloads.filter(keep), keys.filter(keep)
-        ttl_ms = self._bulk(str(self.ttl * 1000).encode() if self.ttl else b"0")
         cmds = _join(
             b"*4\r\n$7\r\nRESTORE\r\n",
             self._key_bulks(keys),
-            ttl_ms,
+            self._ttl_ms_bulk,
             b"$",
             _ascii_lengths(payloads),
             _CRLF,
@@ -1052,11 +1055,9 @@ class _RedisTarget(_Target):
                 redis_dump.entry(name)
         except ValueError:
             return "a hash field name would be stored as an integer"
-        self._restore = (redis_dump.RDB_TYPE_HASH_LISTPACK, b"\x00\x00")  # provisional, to find a usable row
-        _, bad = self.restore_payloads(batch)
+        _, bad = self._listpack_entries(batch)
         good = np.flatnonzero(~bad)
         if not len(good):
-            self._restore = None
             return "no row of the first batch fits a short-string listpack"
         scratch = STATE_KEY_PREFIX[: -len(b"bulk_state:")] + b"bulk_probe:" + uuid.uuid4().hex.encode()
         row = batch.take(good[:1])
@@ -1070,27 +1071,22 @@ class _RedisTarget(_Target):
             reference = self.client.dump(hset_key)
             rdb_type, version = redis_dump.dump_header(reference or b"")
             if rdb_type != redis_dump.RDB_TYPE_HASH_LISTPACK:
-                self._restore = None
                 return f"the server dumps this hash as RDB type {rdb_type}, not a listpack hash"
             self._restore = (rdb_type, version)
             cmds, _ = self.restore_commands(as_restore)
             replies = _send_and_read_lines(conn, _buffer_view(cmds), 1)
             if replies != [b"+OK"]:
-                self._restore = None
                 return f"RESTORE of the probe row answered {replies[0].decode(errors='replace')}"
             restored = self.client.dump(restore_key)
             ttl_ms = (self.client.pttl(hset_key), self.client.pttl(restore_key))
         except (redis.RedisError, BulkMaterializeError, ValueError) as exc:
-            self._restore = None
             return f"probe failed: {exc}"
         finally:
             self.client.delete(hset_key, restore_key)
             conn.disconnect()
         if restored != reference:
-            self._restore = None
             return "the DUMP of a RESTOREd row differs from the same row written with HSET"
         if (ttl_ms[0] < 0) != (ttl_ms[1] < 0) or abs(ttl_ms[0] - ttl_ms[1]) > 60_000:
-            self._restore = None
             return f"TTL after RESTORE {ttl_ms[1]} ms differs from after HSET+EXPIRE {ttl_ms[0]} ms"
         return ""
 
@@ -1098,6 +1094,8 @@ class _RedisTarget(_Target):
         if not self._restore_checked:
             self._restore_checked = True
             self.restore_reason = self._check_restore(batch) if self.use_restore else "disabled"
+            if self.restore_reason:
+                self._restore = None
             log.info(
                 "bulk %s: new keys via %s",
                 self.plan.name,
