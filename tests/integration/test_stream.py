@@ -155,7 +155,9 @@ def test_serving_flags_stream_stale_and_answers_from_batch(tmp_path, redis_conne
             worker.run(until_caught_up=True)
         reader = make_reader(store, settings)
         policy = write_policy(tmp_path)
-        app = create_app(settings, policy_path=policy, reader=reader, admin_token=TOKEN)
+        # A generous lookup budget: this test is about the stream going stale, and with the default 10 ms one
+        # slow lookup on a loaded 2-core box answered `timeout` first (a fail-open, not what is checked here).
+        app = create_app(settings, policy_path=policy, reader=reader, admin_token=TOKEN, budget_ms=1000)
         t = T_B + timedelta(hours=5)
         body = {
             "user_id": "u3",
