@@ -76,7 +76,7 @@ chromium:  ## Debian's chromium for the on-call page's screenshot test (installe
 DOCS_DATA_DIR ?= $(if $(FREQCAP__DATA_DIR),$(FREQCAP__DATA_DIR),$(CURDIR)/demo/data)
 
 docs: setup  ## build the Great Expectations Data Docs site of the gate runs, print its path, open it if there is a display
-	$(BIN)/python -m freqcap.validation.docs --data-dir "$(DOCS_DATA_DIR)"
+	$(BIN)/python -m freqcap.adapters.gx.docs --data-dir "$(DOCS_DATA_DIR)"
 
 up:  ## start the local Redis and PostgreSQL services if they are not running
 	bash infra/up.sh

@@ -4,7 +4,7 @@ per (user, entity) by a window function, last-touch credit by an ASOF join, one 
 
 Each measurement runs in a fresh interpreter (peak RSS = that process's VmHWM; imports warmed before the clock).
 On the ~1 M world the caps are also checked against the simulator's truth by raw count
-(`freqcap.simulate.truth_raw`), for the fitted estimator, the naive pooled one and last-touch credit.
+(`freqcap.adapters.duckdb.truth_raw`), for the fitted estimator, the naive pooled one and last-touch credit.
 
     .venv/bin/python benchmarks/bench_curves.py [--sizes 14000,138000 --days 14 --seed 7]
 """
@@ -30,8 +30,8 @@ def world_dir(users: int, days: int, seed: int) -> Path:
 
 
 def ensure_world(users: int, days: int, seed: int) -> Path:
+    from freqcap.adapters.simulation_files import simulate_to_dir
     from freqcap.config import SimulationConfig
-    from freqcap.simulate import simulate_to_dir
 
     out = world_dir(users, days, seed)
     if not (out / "ground_truth.json").exists():
@@ -43,7 +43,7 @@ def one_fit(world: Path, attribution: str) -> dict:
     import duckdb  # noqa: F401
     import pandas  # noqa: F401
 
-    from freqcap.curves import fit_curves_to_dir
+    from freqcap.jobs.curves import fit_curves_to_dir
 
     out = world / f"fit-{attribution}"
     started = time.perf_counter()
@@ -96,13 +96,13 @@ def one_quality(world: Path) -> dict:
 
     import pandas as pd
 
+    from freqcap.adapters.duckdb.curve_events import load_event_arrays
+    from freqcap.adapters.duckdb.truth_raw import raw_count_truth
     from freqcap.config import load_settings
-    from freqcap.curves import FloorSpec
-    from freqcap.curves.core import fit_curves
-    from freqcap.curves.fit import fit_config_from_features
-    from freqcap.curves.load import load_event_arrays
-    from freqcap.simulate import cap_from_curve
-    from freqcap.simulate.truth_raw import raw_count_truth
+    from freqcap.domain.curves import FloorSpec
+    from freqcap.domain.curves.core import fit_curves
+    from freqcap.domain.simulate import cap_from_curve
+    from freqcap.jobs.curves import fit_config_from_features
 
     features = load_settings(environ={}).features
     ev, _ = load_event_arrays(world / "events", world / "users.parquet")

@@ -179,10 +179,11 @@ def seed(settings, users: int, seed_value: int, client) -> dict:
     """Simulate, build features, publish, `feast apply` and materialize into Redis. Returns timings and sizes."""
     import pyarrow.parquet as pq
 
-    from freqcap.events.io import write_events
-    from freqcap.feast_io.snapshots import publish_snapshot
-    from freqcap.feast_io.store import apply_definitions, materialize, offline_root, open_store
-    from freqcap.features.build import build_features
+    from freqcap.adapters.duckdb.features import build_features
+    from freqcap.adapters.events_files import write_events
+    from freqcap.adapters.feast.snapshots import publish_snapshot
+    from freqcap.adapters.feast.store import apply_definitions, materialize, open_store
+    from freqcap.layout import offline_root
 
     root = WORK / "decide"
     shutil.rmtree(root, ignore_errors=True)
@@ -216,7 +217,7 @@ def seed(settings, users: int, seed_value: int, client) -> dict:
 
 def make_requests(k: int, n: int, activity, rng: random.Random) -> list[tuple[str, list]]:
     """n (user, candidates) pairs: users in proportion to their activity; the ads of ceil(k/20) advertisers."""
-    from freqcap.policy.engine import Candidate
+    from freqcap.domain.policy.engine import Candidate
 
     ads = catalog()
     users = rng.choices(range(len(activity)), weights=list(activity), k=n)
@@ -325,15 +326,15 @@ class WireFloor:
 
 
 def build_reader(name: str, store, settings):
-    """(reader, note). `fast` comes from freqcap.serving.fast_reader.make_reader when that module exists."""
-    from freqcap.serving.reader import FeastReader
+    """(reader, note). `fast` comes from freqcap.adapters.feast.fast_reader.make_reader when that module exists."""
+    from freqcap.adapters.feast.reader import FeastReader
 
     if name == "feast":
         return FeastReader(store, settings.features), "FeastReader (get_online_features)"
     try:
-        from freqcap.serving.fast_reader import make_reader
+        from freqcap.adapters.feast.fast_reader import make_reader
     except ImportError as exc:
-        return None, f"skipped: freqcap.serving.fast_reader.make_reader is not available ({exc})"
+        return None, f"skipped: freqcap.adapters.feast.fast_reader.make_reader is not available ({exc})"
     reader = make_reader(store, settings)
     return reader, f"make_reader -> {type(reader).__name__}"
 
@@ -356,9 +357,9 @@ def measure_in_process(reader, floor: Floor, wire: WireFloor, policy, requests, 
     request."""
     import httpx
 
+    from freqcap.api.app import create_app
     from freqcap.config import load_settings
-    from freqcap.policy.engine import decide
-    from freqcap.serving import create_app
+    from freqcap.domain.policy.engine import decide
 
     app = create_app(
         load_settings(), policy_path=WORK / "decide" / "policy.json", reader=reader, dev=True, budget_ms=1000.0
@@ -424,8 +425,8 @@ def serve(args) -> None:
 
     import uvicorn
 
-    from freqcap.feast_io.store import open_store
-    from freqcap.serving import create_app
+    from freqcap.adapters.feast.store import open_store
+    from freqcap.api.app import create_app
 
     logging.basicConfig(level=logging.WARNING)
     settings = _settings(args.redis)
@@ -525,7 +526,7 @@ def main() -> None:
         serve(args)
         return
 
-    from freqcap.policy import parse_policy
+    from freqcap.domain.policy import parse_policy
 
     settings = _settings(args.redis)
     client = _redis_client(args.redis)
@@ -558,7 +559,7 @@ def main() -> None:
             if reader is None:
                 notes.append(f"`--reader {name}`: {note}")
                 continue
-            from freqcap.serving.reader import FeastReader
+            from freqcap.adapters.feast.reader import FeastReader
 
             floor = Floor(client, FeastReader(store, settings.features).refs, PROJECT, 3)
             _check_floor(floor, wire, reader, requests[HEADLINE][:20])

@@ -1,6 +1,6 @@
 """Offline policy evaluation benchmark: the policy table on the default simulated world, with CIs and run time.
 
-Runs `freqcap.evaluation.run_evaluation` on the default world (`simulation` settings: 20,000 users × 14 days,
+Runs `freqcap.domain.evaluation.run_evaluation` on the default world (`simulation` settings: 20,000 users × 14 days,
 seeds 7…11) in `--workers` processes, writes the full report to benchmarks/work/evaluation/ and the summary to
 benchmarks/results/evaluation.md (+ .json). With `--sensitivity`, the headline (personalized soft penalty vs the
 best global cap at equal impressions) is also measured under other auction assumptions on smaller worlds.
@@ -57,9 +57,15 @@ def main() -> None:
     parser.add_argument("--sensitivity-seeds", type=int, default=3)
     args = parser.parse_args()
 
+    from freqcap.adapters.reports.evaluation import (
+        headline_markdown,
+        holdout_markdown,
+        oracle_markdown,
+        policy_markdown,
+        write_report,
+    )
     from freqcap.config import load_settings
-    from freqcap.evaluation import AuctionConfig, EvaluationConfig, run_evaluation, write_report
-    from freqcap.evaluation.report import headline_markdown, holdout_markdown, oracle_markdown, policy_markdown
+    from freqcap.domain.evaluation import AuctionConfig, EvaluationConfig, run_evaluation
 
     settings = load_settings(environ={})
     sim = settings.simulation
@@ -143,7 +149,7 @@ def main() -> None:
 
 
 def _clean(obj):
-    from freqcap.evaluation.report import _jsonable
+    from freqcap.adapters.reports.evaluation import _jsonable
 
     return _jsonable(obj)
 

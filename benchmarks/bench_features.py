@@ -22,8 +22,8 @@ HERE = Path(__file__).resolve()
 
 
 def _as_of(world: Path):
-    from freqcap.jobs.features import parse_as_of
-    from freqcap.simulate import load_ground_truth
+    from freqcap.adapters.simulation_files import load_ground_truth
+    from freqcap.layout import parse_as_of
 
     truth = load_ground_truth(world)
     return parse_as_of(truth["window"]["end"])
@@ -42,7 +42,7 @@ def one(kind: str, world: str, extra: str) -> dict:
     started = time.perf_counter()
     result: dict = {}
     if kind == "freqcap":
-        from freqcap.features.build import build_features
+        from freqcap.adapters.duckdb.features import build_features
 
         build = build_features(events, as_of, WORK / "features-out", settings.features, deduplicate=False)
         result = {"rows": sum(build.rows.values()), "events": build.events_scanned}
@@ -80,9 +80,10 @@ def one(kind: str, world: str, extra: str) -> dict:
 
         import duckdb as ddb
 
-        from freqcap.feast_io.snapshots import publish_snapshot
-        from freqcap.feast_io.store import apply_definitions, materialize, offline_root, open_store
-        from freqcap.features.build import FeatureBuild
+        from freqcap.adapters.feast.snapshots import publish_snapshot
+        from freqcap.adapters.feast.store import apply_definitions, materialize, open_store
+        from freqcap.domain.features import FeatureBuild
+        from freqcap.layout import offline_root
 
         store_kind = kind.split("-", 1)[1]
         n = int(extra)
@@ -131,8 +132,8 @@ def main() -> None:
         print(json.dumps(one(kind, world, extra[0] if extra else "")))
         return
 
+    from freqcap.adapters.simulation_files import simulate_to_dir
     from freqcap.config import SimulationConfig
-    from freqcap.simulate import simulate_to_dir
 
     WORK.mkdir(parents=True, exist_ok=True)
     world = WORK / f"world-{args.users}-{args.days}-{args.seed}"

@@ -3,7 +3,7 @@
 One view (`user_ad`: 12 window counts, `imp_decayed`, `last_imp_ts`; two string join keys) with N synthetic rows
 shaped like `build_features` output. Per online store:
 
-* **bulk** — `freqcap.feast_io.bulk.bulk_materialize`, full write of N rows (then an incremental run against a second
+* **bulk** — `freqcap.adapters.feast.bulk.bulk_materialize`, full write of N rows (then an incremental run against a second
   snapshot in which `--changed` of the rows differ); on SQLite once per write strategy (`sqlite_strategy`: upsert in
   place, and rebuild of the table in one transaction), each in its own process, for every `--changed` share given;
 * **floor** — the same bytes with nothing computed: Redis, the RESP of the bulk path's HSET+EXPIRE commands built
@@ -127,8 +127,9 @@ def source_snapshot(rows: int, as_of: datetime, changed: float = 0.0) -> Path:
 
 def _store(kind: str, rows_tag: str):
     """A fresh Feast repo (unique project) with `user_ad` + the other views applied; returns (settings, store, repo)."""
+    from freqcap.adapters.feast.store import apply_definitions, open_store
     from freqcap.config import load_settings
-    from freqcap.feast_io.store import apply_definitions, offline_root, open_store
+    from freqcap.layout import offline_root
 
     project = f"bench{kind[:2]}{uuid.uuid4().hex[:8]}"
     env = {"FREQCAP__FEAST__ONLINE__KIND": kind, "FREQCAP__FEAST__PROJECT": project}
@@ -146,7 +147,7 @@ def _store(kind: str, rows_tag: str):
 
 def _place(repo: Path, src: Path) -> Path:
     """Hard-link (or copy) a cached snapshot into the repo's offline store, where `publish_snapshot` would put it."""
-    from freqcap.feast_io.store import offline_root
+    from freqcap.layout import offline_root
 
     target = offline_root(repo) / VIEW / src.name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,7 @@ def _redis_cleanup(project: str) -> int:
 
 def one(kind: str, store_kind: str, rows: int, extra: dict) -> dict:
     """Run one variant in this process and return its numbers."""
-    from freqcap.feast_io.bulk import bulk_materialize
+    from freqcap.adapters.feast.bulk import bulk_materialize
 
     settings, store, repo = _store(store_kind, str(rows))
     result: dict = {"rows": rows, "rss_after_imports_mb": rss_mb()}
@@ -266,7 +267,7 @@ def _encoded_batches(store, settings, snap: Path, target):
     """Encode the snapshot with the bulk path's own encoders (not timed by the floors)."""
     import duckdb
 
-    from freqcap.feast_io import bulk
+    from freqcap.adapters.feast import bulk
 
     plan = bulk._plan(store, target, VIEW)
     enc = bulk._Encoders()
@@ -280,7 +281,7 @@ def _encoded_batches(store, settings, snap: Path, target):
 def _redis_floor(store, settings, snap: Path, restore: bool = False) -> dict:
     """Stream pre-built RESP (the bulk path's exact HSET+EXPIRE bytes, or with `restore` its RESTORE commands) over
     one connection; only sending is timed."""
-    from freqcap.feast_io import bulk
+    from freqcap.adapters.feast import bulk
 
     target = bulk._RedisTarget(store)
     buffers = []
@@ -315,7 +316,7 @@ def _sqlite_floor(store, settings, snap: Path, engine: bool) -> dict:
     """
     import sqlite3
 
-    from freqcap.feast_io import bulk
+    from freqcap.adapters.feast import bulk
 
     target = bulk._SqliteTarget(store, settings)
     rows_by_batch = []
@@ -369,13 +370,13 @@ def _sqlite_floor(store, settings, snap: Path, engine: bool) -> dict:
 
 def world(extra: dict) -> dict:
     """The real pipeline on a simulated world: two consecutive daily snapshots, full then incremental bulk runs."""
+    from freqcap.adapters.duckdb.features import build_features
+    from freqcap.adapters.feast.bulk import bulk_materialize
+    from freqcap.adapters.feast.snapshots import publish_snapshot
+    from freqcap.adapters.feast.store import apply_definitions, open_store
+    from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
     from freqcap.config import SimulationConfig, load_settings
-    from freqcap.feast_io.bulk import bulk_materialize
-    from freqcap.feast_io.snapshots import publish_snapshot
-    from freqcap.feast_io.store import apply_definitions, offline_root, open_store
-    from freqcap.features.build import build_features
-    from freqcap.jobs.features import parse_as_of
-    from freqcap.simulate import load_ground_truth, simulate_to_dir
+    from freqcap.layout import offline_root, parse_as_of
 
     users = extra["users"]
     world_dir = WORK / f"world-{users}-14-7"

@@ -48,11 +48,11 @@ def _kind(key: bytes) -> str:
 
 
 def _unread_fields(store, settings) -> dict[str, list[bytes]]:
-    """Per kind, the hash fields of batch features serving never reads (freqcap.serving.fast_reader)."""
+    """Per kind, the hash fields of batch features serving never reads (freqcap.adapters.feast.fast_reader)."""
     from feast.infra.online_stores.helpers import _mmh3
 
-    from freqcap.features.spec import USER_TABLE, tier_tables
-    from freqcap.serving.fast_reader import _wanted_columns
+    from freqcap.adapters.feast.fast_reader import _wanted_columns
+    from freqcap.domain.features import USER_TABLE, tier_tables
 
     user_cols, tiers = _wanted_columns(settings.features)
     out = {}
@@ -74,15 +74,15 @@ def _usage(client, keys: list[bytes]) -> list[int]:
 def main() -> None:
     import redis
 
+    from freqcap.adapters.duckdb.features import build_features
+    from freqcap.adapters.feast.bulk import bulk_materialize
+    from freqcap.adapters.feast.snapshots import publish_snapshot
+    from freqcap.adapters.feast.store import apply_definitions, open_store
+    from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
+    from freqcap.adapters.stream.produce import load_events, produce
     from freqcap.config import SimulationConfig, load_settings
-    from freqcap.feast_io.bulk import bulk_materialize
-    from freqcap.feast_io.snapshots import publish_snapshot
-    from freqcap.feast_io.store import apply_definitions, offline_root, open_store
-    from freqcap.features.build import build_features
-    from freqcap.jobs.features import parse_as_of
-    from freqcap.simulate import load_ground_truth, simulate_to_dir
-    from freqcap.streaming.produce import load_events, produce
-    from freqcap.streaming.run import redis_worker
+    from freqcap.jobs.stream import redis_worker
+    from freqcap.layout import offline_root, parse_as_of
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=20_000)

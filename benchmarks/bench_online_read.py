@@ -73,7 +73,7 @@ def write_world(events_dir: Path, users: int, density: float, seed: int) -> int:
     import numpy as np
     import pyarrow as pa
 
-    from freqcap.events.io import write_events
+    from freqcap.adapters.events_files import write_events
 
     rng = np.random.default_rng(seed)
     ads = catalog()
@@ -108,7 +108,7 @@ def write_world(events_dir: Path, users: int, density: float, seed: int) -> int:
 
 def requests(n_candidates: int, count: int, users: int, seed: int):
     """`count` (user, candidates): ceil(n/20) random advertisers, their campaigns, the first n of their ads."""
-    from freqcap.policy.engine import Candidate
+    from freqcap.domain.policy.engine import Candidate
 
     rng = random.Random(seed)
     ads = catalog()
@@ -122,7 +122,7 @@ def requests(n_candidates: int, count: int, users: int, seed: int):
 
 
 def _parts(fields):
-    from freqcap.serving.fast_reader import _hmget_parts
+    from freqcap.adapters.feast.fast_reader import _hmget_parts
 
     return _hmget_parts(fields)
 
@@ -143,14 +143,15 @@ def main() -> None:
 
     import redis
 
+    from freqcap.adapters.duckdb.features import build_features
+    from freqcap.adapters.feast.fast_reader import RedisFeatureReader, make_reader, pack_hmget
+    from freqcap.adapters.feast.reader import FeastReader
+    from freqcap.adapters.feast.snapshots import publish_snapshot
+    from freqcap.adapters.feast.store import apply_definitions, materialize, open_store
     from freqcap.config import load_settings
-    from freqcap.feast_io.snapshots import publish_snapshot
-    from freqcap.feast_io.store import apply_definitions, materialize, offline_root, open_store
-    from freqcap.features.build import build_features
-    from freqcap.policy import parse_policy
-    from freqcap.policy.engine import decide
-    from freqcap.serving.fast_reader import RedisFeatureReader, make_reader, pack_hmget
-    from freqcap.serving.reader import FeastReader
+    from freqcap.domain.policy import parse_policy
+    from freqcap.domain.policy.engine import decide
+    from freqcap.layout import offline_root
 
     root = WORK / "online_read"
     shutil.rmtree(root, ignore_errors=True)

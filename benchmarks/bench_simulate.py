@@ -28,8 +28,8 @@ def one(users: int, days: int, seed: int) -> dict:
     import pandas  # noqa: F401  (pyarrow imports it lazily on first use: keep that out of the clock)
     import pyarrow as pa
 
+    from freqcap.adapters.simulation_files import simulate_to_dir
     from freqcap.config import SimulationConfig
-    from freqcap.simulate import simulate_to_dir
 
     pa.array([0])
     out = Path(tempfile.mkdtemp(prefix="freqcap-bench-simulate-"))

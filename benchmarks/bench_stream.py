@@ -37,9 +37,9 @@ def _quantile(values: list[float], q: float) -> float:
 
 def _events(n: int) -> list[dict]:
     """Simulator events (20 k users x 14 days by default), as stream messages, in event-time order."""
+    from freqcap.adapters.simulation_files import simulate_to_dir
+    from freqcap.adapters.stream.produce import load_events
     from freqcap.config import SimulationConfig
-    from freqcap.simulate import simulate_to_dir
-    from freqcap.streaming.produce import load_events
 
     out = WORK / "stream-sim"
     if not (out / "events").exists():
@@ -104,17 +104,17 @@ def _start_worker(env: dict, settings) -> subprocess.Popen:
 
 
 def _prepare(settings):
-    from freqcap.feast_io.store import apply_definitions, open_store
-    from freqcap.jobs.features import feast_repo_dir
+    from freqcap.adapters.feast.store import apply_definitions, open_store
+    from freqcap.layout import DataLayout
 
-    repo = feast_repo_dir(settings)
+    repo = DataLayout.of(settings).feast_repo
     store = open_store(settings, repo)
     apply_definitions(store, settings, repo)
     return store
 
 
 def drain(client, redis_url: str, messages: list[dict]) -> dict:
-    from freqcap.streaming.produce import produce
+    from freqcap.adapters.stream.produce import produce
 
     tag = uuid.uuid4().hex[:8]
     settings, env = _settings(redis_url, tag)

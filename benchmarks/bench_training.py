@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, WORK, median, peak_rss_mb, run_isolated, table, write_result
 
 HERE = Path(__file__).resolve()
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see freqcap.training.model.passive_openmp
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see freqcap.domain.training.model.passive_openmp
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -37,8 +37,8 @@ def _settings(world: Path):
 
 
 def _window(world: Path):
-    from freqcap.jobs.features import parse_as_of
-    from freqcap.simulate import load_ground_truth
+    from freqcap.adapters.simulation_files import load_ground_truth
+    from freqcap.layout import parse_as_of
 
     w = load_ground_truth(world)["window"]
     return parse_as_of(w["start"]), parse_as_of(w["end"])
@@ -57,15 +57,15 @@ def one(kind: str, world_text: str) -> dict:
     started = time.perf_counter()
     result: dict = {}
     if kind == "backfill":
-        from freqcap.training.backfill import publish_daily_snapshots
-        from freqcap.training.config import ConversionModelConfig
+        from freqcap.domain.training.config import ConversionModelConfig
+        from freqcap.jobs.backfill import publish_daily_snapshots
 
         end = as_of - timedelta(seconds=ConversionModelConfig().label.horizon_seconds)
         r = publish_daily_snapshots(events, start, end, settings)
         result = {"snapshots": len(r.published), "rows": r.rows}
     elif kind.startswith("build-"):
-        from freqcap.training.config import ConversionModelConfig
-        from freqcap.training.dataset import build_training_set
+        from freqcap.adapters.duckdb.training_set import build_training_set
+        from freqcap.domain.training.config import ConversionModelConfig
 
         engine = kind.split("-", 1)[1]
         ts = build_training_set(
@@ -85,8 +85,8 @@ def one(kind: str, world_text: str) -> dict:
             "sha256": ts.sha256,
         }
     elif kind == "validate":
-        from freqcap.training.config import ConversionModelConfig
-        from freqcap.training.validate import validate_training_set
+        from freqcap.adapters.gx.training_suite import validate_training_set
+        from freqcap.domain.training.config import ConversionModelConfig
 
         report = validate_training_set(
             out / "training_feast.parquet", ConversionModelConfig(), allowed_formats=settings.validation.allowed_formats
@@ -95,9 +95,9 @@ def one(kind: str, world_text: str) -> dict:
     elif kind == "train":
         import pyarrow.parquet as pq
 
-        from freqcap.training.config import ConversionModelConfig
-        from freqcap.training.dataset import TrainingSet
-        from freqcap.training.model import train_model
+        from freqcap.domain.training.columns import TrainingSet
+        from freqcap.domain.training.config import ConversionModelConfig
+        from freqcap.domain.training.model import train_model
 
         meta = json.loads((out / "training_feast.json").read_text())
         ts = TrainingSet.from_dict(meta)
@@ -121,8 +121,8 @@ def one(kind: str, world_text: str) -> dict:
     elif kind == "track":
         import shutil
 
-        from freqcap.training.config import ConversionModelConfig
-        from freqcap.training.jobs import register_and_gate_job, train_job
+        from freqcap.domain.training.config import ConversionModelConfig
+        from freqcap.jobs.training import register_and_gate_job, train_job
 
         shutil.rmtree(world / "data" / "mlflow", ignore_errors=True)  # a new tracking DB, as on a fresh deployment
         meta = json.loads((out / "training_feast.json").read_text())
@@ -145,8 +145,8 @@ def one(kind: str, world_text: str) -> dict:
 
 
 def _world(users: int, days: int, seed: int) -> Path:
+    from freqcap.adapters.simulation_files import simulate_to_dir
     from freqcap.config import SimulationConfig
-    from freqcap.simulate import simulate_to_dir
 
     world = WORK / f"train-world-{users}-{days}-{seed}"
     if not (world / "ground_truth.json").exists():

@@ -1,4 +1,4 @@
-"""Benchmark of event validation (`freqcap.validation.validate_events`) on synthetic events.
+"""Benchmark of event validation (`freqcap.adapters.gx.validate_events`) on synthetic events.
 
     .venv/bin/python benchmarks/bench_validation.py                 # 1 M and 5 M rows
     .venv/bin/python benchmarks/bench_validation.py --rows 200000   # a quick run
@@ -166,13 +166,13 @@ def _rss_mb() -> float:
 def worker_validate(data: Path) -> dict:
     import logging
 
+    from freqcap.adapters.gx import validate_events
+    from freqcap.adapters.gx.runtime import import_gx
     from freqcap.config import ValidationConfig
-    from freqcap.validation import validate_events
-    from freqcap.validation.events import _import_gx
 
     logging.basicConfig(level=logging.WARNING)
     t = time.perf_counter()
-    _import_gx()
+    import_gx()
     gx_import = time.perf_counter() - t
     t = time.perf_counter()
     report = validate_events(

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The DAG files as the package ships them (the wheel test checks the installed copy).
+DAGS_DIR = REPO_ROOT / "src" / "freqcap" / "dags"
 
 # Airflow reads its configuration at import: fix it for the whole session before any test imports airflow.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="freqcap-airflow-"))
@@ -19,7 +21,7 @@ os.environ.update(
     {
         "AIRFLOW_HOME": str(_AIRFLOW_HOME),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
-from freqcap.serving.live import free_port, serve_in_thread
+from freqcap.api.live import free_port, serve_in_thread
 
 __all__ = ["free_port", "live_server"]
 

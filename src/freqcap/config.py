@@ -12,13 +12,13 @@ import os
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from freqcap.events.schema import LEVELS
-from freqcap.tracking.config import TrackingConfig
+# The advertiser -> campaign -> ad hierarchy, broadest first (the event contract's LEVELS; a test keeps them equal).
+Level = Literal["advertiser", "campaign", "ad"]
 
 
 class _Frozen(BaseModel):
@@ -45,7 +45,7 @@ def parse_duration(text: str | int | float) -> timedelta:
 class TierConfig(_Frozen):
     """One aggregation tier: the entity paired with the user, its windows and its decay half-life."""
 
-    level: Literal["advertiser", "campaign", "ad"]
+    level: Level
     windows: tuple[str, ...] = ("1h", "24h", "7d", "28d")
     half_life: str = Field(description="half-life of the decayed impression count, e.g. 7d")
 
@@ -93,8 +93,8 @@ class FeaturesConfig(_Frozen):
     @model_validator(mode="after")
     def _one_tier_per_level(self) -> FeaturesConfig:
         levels = [t.level for t in self.tiers]
-        if sorted(levels) != sorted(LEVELS):
-            raise ValueError(f"tiers must define each level exactly once: {list(LEVELS)}, got {levels}")
+        if sorted(levels) != sorted(get_args(Level)):
+            raise ValueError(f"tiers must define each level exactly once: {list(get_args(Level))}, got {levels}")
         halves = {t.level: t.half_life_seconds for t in self.tiers}
         if not halves["advertiser"] >= halves["campaign"] >= halves["ad"]:
             raise ValueError("half_life must be longest for advertiser and shortest for ad")
@@ -115,8 +115,11 @@ class ValidationConfig(_Frozen):
     max_event_staleness: str = "1d"
     # A feature table's rows may change by at most this factor either way vs the previous published run.
     max_row_count_ratio: float = Field(2.0, ge=1.0)
-    # Publish every gate run to the local Data Docs site under <data_dir>/gx (`make docs` opens it).
+    # Publish every gate run to the local Data Docs site under <data_dir>/gx (`make data-docs` opens it).
     data_docs: bool = True
+    # A directory with your own expectation suites (events.json, features.json, decision_log.json); None: the
+    # suites shipped in the package (`freqcap.resources`).
+    suites_dir: str | None = None
 
     @field_validator("max_event_staleness")
     @classmethod
@@ -143,7 +146,7 @@ class FeastConfig(_Frozen):
     snapshot_ttl: str = "2d"
     # Redis keys (one hash per entity key) expire this long after their last write.
     online_key_ttl: str = "29d"
-    # How snapshots reach the online store: `bulk` (freqcap.feast_io.bulk: Feast's serialization, changed rows only)
+    # How snapshots reach the online store: `bulk` (freqcap.adapters.feast.bulk: Feast's serialization, changed rows only)
     # or `feast` (FeatureStore.materialize).
     materialization: Literal["bulk", "feast"] = "bulk"
     # Which features the bulk writer stores online: `all` (every feature of every view: Feast's feature server and
@@ -189,6 +192,20 @@ class TrainingSettings(_Frozen):
     floor: float = Field(0.5, gt=0.0, le=1.0)
 
 
+class TrackingConfig(_Frozen):
+    """Where MLflow keeps runs, models and artifacts. Empty URIs mean the embedded defaults under the data dir
+    (`sqlite:////<data_dir>/mlflow/mlflow.db`, `file:///<data_dir>/mlflow/artifacts`); production names an MLflow
+    server (`http://...`) or a PostgreSQL URL, and an object-store artifact root."""
+
+    # MLflow tracking URI; None: SQLite at <data_dir>/mlflow/mlflow.db.
+    tracking_uri: str | None = None
+    # Model registry URI; None: the tracking URI.
+    registry_uri: str | None = None
+    # Artifact root for experiments this code creates; None: <data_dir>/mlflow/artifacts (or the server's default
+    # when the tracking URI is a server).
+    artifact_location: str | None = None
+
+
 class ServingConfig(_Frozen):
     """The decision API: bind address, lookup time budget and the admin token (from the environment only)."""
 
@@ -208,7 +225,7 @@ class ServingConfig(_Frozen):
 
 
 class StreamConfig(_Frozen):
-    """The streaming path (freqcap.streaming): Redis Streams consumer, rolling counters, Feast push, serving seam."""
+    """The streaming path (freqcap.adapters.stream): Redis Streams consumer, rolling counters, Feast push, serving seam."""
 
     # Serving combines batch and stream features only when enabled (the stream views must be applied).
     enabled: bool = False
@@ -272,7 +289,7 @@ class StreamConfig(_Frozen):
 
 
 class GuardrailsConfig(_Frozen):
-    """Bounds a proposed policy must respect before it is published (freqcap.policy.guardrails)."""
+    """Bounds a proposed policy must respect before it is published (freqcap.domain.policy.guardrails)."""
 
     min_cap: int = Field(1, ge=1)
     max_cap: int = Field(200, ge=1)
@@ -316,7 +333,7 @@ class DriftSettings(_Frozen):
 
 
 class MonitoringConfig(_Frozen):
-    """The hourly monitoring job (freqcap.monitoring): windows, where its inputs and outputs live, drift settings."""
+    """The hourly monitoring job (freqcap.domain.monitoring): windows, where its inputs and outputs live, drift settings."""
 
     schedule: str | None = "@hourly"
     # Cap hit and fail-open rates cover the decisions in (as_of - window, as_of]; cap hit rate moves are measured

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import DAGS_DIR
 
-DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
+DAG_FILES = sorted((DAGS_DIR).glob("*.py"))
 
 
 @pytest.fixture(scope="module")
 def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    return DagBag(dag_folder=str(DAGS_DIR))
 
 
 def test_dags_import_without_errors(dagbag):
@@ -48,7 +48,7 @@ def test_features_dag_shape(dagbag):
 def test_dag_files_stay_thin(path: Path):
     """No heavy imports at module level: only airflow.sdk, freqcap config/assets and the standard library."""
     tree = ast.parse(path.read_text())
-    allowed = {"__future__", "datetime", "airflow.sdk", "freqcap.config", "freqcap.orchestration.assets"}
+    allowed = {"__future__", "datetime", "airflow.sdk", "freqcap.config", "freqcap.adapters.airflow.assets"}
     for node in tree.body:
         if isinstance(node, ast.ImportFrom):
             assert node.module in allowed, f"{path.name} imports {node.module} at module level"

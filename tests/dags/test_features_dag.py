@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.config import SimulationConfig, load_settings
-from freqcap.jobs.features import feast_repo_dir, parse_as_of, run_dir
-from freqcap.simulate import load_ground_truth, simulate_to_dir
+from freqcap.layout import DataLayout, parse_as_of
 from tests.bruteforce import full_row, tier_features
 
 pytestmark = pytest.mark.slow
@@ -34,9 +34,9 @@ def data_env(world, monkeypatch):
 
 
 def _online(settings, level: str, pairs: list[tuple[str, str]]):
-    from freqcap.feast_io.store import open_store
+    from freqcap.adapters.feast.store import open_store
 
-    store = open_store(settings, feast_repo_dir(settings))
+    store = open_store(settings, DataLayout.of(settings).feast_repo)
     view = f"user_{level}"
     refs = [f"{view}:{f.name}" for f in store.get_feature_view(view).features]
     rows = [{"user_id": u, f"{level}_id": e} for u, e in pairs]
@@ -44,7 +44,7 @@ def _online(settings, level: str, pairs: list[tuple[str, str]]):
 
 
 def _run(as_of, events_dir):
-    from freqcap.orchestration.local import run_dag, task_states
+    from freqcap.adapters.airflow.local import run_dag, task_states
 
     dag_run = run_dag(
         "freqcap_features",
@@ -64,7 +64,9 @@ def test_features_dag_end_to_end_then_gate_keeps_online_store(world, data_env, a
     assert set(states.values()) == {"success"}
 
     # Online values (read through Feast) equal a brute-force count over the validated events.
-    report = json.loads((run_dir(settings, as_of) / "validation" / "validation_report.json").read_text())
+    report = json.loads(
+        (DataLayout.of(settings).features_run(as_of).validation_dir / "validation_report.json").read_text()
+    )
     events = pq.read_table(report["clean_path"]).to_pylist()
     level = "ad"
     expected = tier_features(events, as_of, level, settings.features.tier(level).half_life_seconds)
@@ -105,7 +107,7 @@ def test_features_dag_end_to_end_then_gate_keeps_online_store(world, data_env, a
     assert states["validate"] == "failed"
     assert {states[t] for t in ("aggregate", "check_features", "materialize")} == {"upstream_failed"}
     assert _online(settings, level, pairs) == before
-    quarantine = run_dir(settings, later) / "validation" / "quarantine.parquet"
+    quarantine = DataLayout.of(settings).features_run(later).validation_dir / "quarantine.parquet"
     reasons = duckdb.sql(f"SELECT reason, count(*) FROM read_parquet('{quarantine}') GROUP BY reason").fetchall()
     assert any("event_type" in r for r, _ in reasons), reasons
 
@@ -118,8 +120,8 @@ def test_a_corrupted_feature_table_stops_the_dag_before_materialize(world, data_
     imp_24h > imp_7d) before the DAG's next task reads it.
     """
     import freqcap.jobs.features as jobs
-    from freqcap.feast_io.snapshots import snapshot_path
-    from freqcap.feast_io.store import offline_root
+    from freqcap.adapters.feast.snapshots import snapshot_path
+    from freqcap.layout import offline_root
 
     real_build = jobs.build_features_job
 
@@ -141,12 +143,16 @@ def test_a_corrupted_feature_table_stops_the_dag_before_materialize(world, data_
     assert states["validate"] == states["aggregate"] == "success"
     assert states["check_features"] == "failed" and states["materialize"] == "upstream_failed"
 
-    report = json.loads((run_dir(settings, as_of) / "features_validation.json").read_text())
+    report = json.loads((DataLayout.of(settings).features_run(as_of).features_report).read_text())
     assert report["failed_rules"] == ["user_ad.imp_24h_le_7d"]
     assert "user_ad.imp_24h_le_7d" in report["failure"] and "1 of" in report["failure"]
     assert any("user_ad.imp_24h_le_7d" in r.getMessage() for r in caplog.records), "the task's error names the rule"
     # Nothing was published: no snapshot at this as_of, and it is not the next run's row-count baseline.
-    root = offline_root(feast_repo_dir(settings))
+    root = offline_root(DataLayout.of(settings).feast_repo)
     assert not snapshot_path(root, "user_ad", as_of).exists()
-    counts = json.loads(jobs.row_counts_path(settings).read_text()) if jobs.row_counts_path(settings).exists() else {}
+    counts = (
+        json.loads(DataLayout.of(settings).row_counts.read_text())
+        if DataLayout.of(settings).row_counts.exists()
+        else {}
+    )
     assert as_of.isoformat() not in {e["as_of"] for e in counts.get("user_ad", [])}

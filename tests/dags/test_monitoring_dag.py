@@ -45,7 +45,7 @@ def _queued_for(dag_id: str) -> int:
 
 
 def test_drift_alarm_updates_the_asset_that_schedules_training(worlds, monkeypatch, airflow_db):
-    from freqcap.orchestration.local import load_dag, run_dag, task_states
+    from freqcap.adapters.airflow.local import load_dag, run_dag, task_states
 
     tmp, (ref_events, ref_users, end), (events, users, _) = worlds
     monkeypatch.setenv("FREQCAP__DATA_DIR", str(tmp / "data"))
@@ -81,7 +81,7 @@ def test_drift_alarm_updates_the_asset_that_schedules_training(worlds, monkeypat
 
 
 def test_monitoring_dag_shape():
-    from freqcap.orchestration.local import load_dag
+    from freqcap.adapters.airflow.local import load_dag
 
     dag = load_dag("freqcap_monitoring")
     assert dag.tags and "freqcap" in dag.tags and len(dag.doc_md) > 200

@@ -12,8 +12,9 @@ import httpx
 import pytest
 import yaml
 
+from freqcap.adapters.feast.reader import UserState
+from freqcap.api.app import create_app
 from freqcap.config import load_settings
-from freqcap.serving import UserState, create_app
 from tests.servers import free_port, live_server
 
 TOKEN = "publish-secret"
@@ -43,7 +44,7 @@ def make_champion(settings, name: str, doc: dict, tmp: Path, *, tag: str | None 
     `policy_version` tag, as the training DAG leaves them (the model itself is irrelevant to publishing)."""
     import mlflow
 
-    from freqcap.tracking.mlflow_io import client, configure
+    from freqcap.adapters.mlflow.tracking import client, configure
 
     configure(settings)
     mc = client(settings)
@@ -72,7 +73,7 @@ def env(tmp_path, monkeypatch, airflow_db):
 
 
 def _run(name: str):
-    from freqcap.orchestration.local import run_dag, task_states
+    from freqcap.adapters.airflow.local import run_dag, task_states
 
     dag_run = run_dag("freqcap_publish", logical_date=datetime.now(UTC), conf={"registered_model": name})
     return dag_run, task_states(dag_run)
@@ -107,7 +108,7 @@ def test_champion_policy_is_published_and_verified(env):
         dag_run, states = _run(name)
         assert dag_run.state == "success", states
 
-    from freqcap.tracking.mlflow_io import client
+    from freqcap.adapters.mlflow.tracking import client
 
     tags = client(settings).get_model_version(name, version).tags
     assert tags["published_to"] == url and tags["published_at"]

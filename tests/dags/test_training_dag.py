@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.config import SimulationConfig, load_settings
-from freqcap.jobs.features import parse_as_of
-from freqcap.simulate import load_ground_truth, simulate_to_dir
-from freqcap.training.config import default_model_config_path
+from freqcap.domain.training.config import default_model_config_path
+from freqcap.layout import parse_as_of
 
 pytestmark = pytest.mark.slow
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -36,9 +36,9 @@ def test_training_dag_end_to_end(world, monkeypatch, airflow_db):
     import mlflow
     from mlflow import MlflowClient
 
-    from freqcap.orchestration.local import run_dag, task_states
-    from freqcap.policy import load_policy
-    from freqcap.tracking.mlflow_io import configure
+    from freqcap.adapters.airflow.local import run_dag, task_states
+    from freqcap.adapters.mlflow.tracking import configure
+    from freqcap.domain.policy import load_policy
 
     monkeypatch.setenv("FREQCAP__DATA_DIR", str(world / "data"))
     monkeypatch.setenv("FREQCAP__FEAST__PROJECT", f"t{uuid.uuid4().hex[:10]}")
@@ -73,7 +73,7 @@ def test_training_dag_end_to_end(world, monkeypatch, airflow_db):
     # the run is on the Data Docs site.
     import json
 
-    from freqcap.validation.docs import runs_page_path
+    from freqcap.adapters.gx.docs import runs_page_path
 
     validation = json.loads(training_file.with_name("validation.json").read_text())
     assert validation["success"] and validation["gate"] == "training-set"
@@ -85,7 +85,7 @@ def test_training_dag_end_to_end(world, monkeypatch, airflow_db):
         "label_rate_sane",
     } <= ran
     assert "freqcap_training_set" in runs_page_path(settings.data_dir).read_text()
-    from freqcap.training.encoding import FeatureEncoding
+    from freqcap.domain.training.encoding import FeatureEncoding
 
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger")
     encoding = FeatureEncoding.from_dict(model.metadata.metadata["freqcap_encoding"])

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
+from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.config import SimulationConfig
-from freqcap.jobs.features import parse_as_of
-from freqcap.simulate import load_ground_truth, simulate_to_dir
+from freqcap.layout import parse_as_of
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def _free_port() -> int:
 
 
 def test_features_dag_runs_under_the_scheduler(tmp_path):
-    from freqcap.orchestration.service import local_airflow
+    from freqcap.adapters.airflow.service import local_airflow
 
     raw = tmp_path / "data" / "raw"
     simulate_to_dir(raw, SimulationConfig(users=300, days=4, seed=5))

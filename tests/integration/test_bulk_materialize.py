@@ -31,20 +31,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from freqcap.config import load_settings
-from freqcap.events.io import write_events
-from freqcap.feast_io import bulk
-from freqcap.feast_io.bulk import (
+from freqcap.adapters.duckdb.features import build_features
+from freqcap.adapters.events_files import write_events
+from freqcap.adapters.feast import bulk
+from freqcap.adapters.feast.bulk import (
     LayoutMismatchError,
     StaleSnapshotError,
     bulk_materialize,
     clear_online_state,
     online_state,
 )
-from freqcap.feast_io.snapshots import publish_snapshot, snapshot_path
-from freqcap.feast_io.store import apply_definitions, offline_root, open_store
-from freqcap.features.build import build_features
-from freqcap.features.spec import USER_TABLE, tier_tables
+from freqcap.adapters.feast.snapshots import publish_snapshot, snapshot_path
+from freqcap.adapters.feast.store import apply_definitions, open_store
+from freqcap.config import load_settings
+from freqcap.domain.features import USER_TABLE, tier_tables
+from freqcap.layout import offline_root
 from tests.integration.test_feast_online import T1, T2, _check_online_equals_brute_force, _pairs, random_events
 
 KINDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
@@ -733,8 +734,8 @@ def test_reads_keep_working_during_a_bulk_write(online, strategy):
 @pytest.mark.parametrize("kind", KINDS)
 def test_serving_only_layout_stores_what_decide_reads_and_nothing_else(tmp_path, kind, request):
     """feast.online_features: serving — the fast reader still equals brute force; unread features read as None."""
-    from freqcap.policy.engine import Candidate
-    from freqcap.serving.fast_reader import make_reader
+    from freqcap.adapters.feast.fast_reader import make_reader
+    from freqcap.domain.policy.engine import Candidate
 
     redis = request.getfixturevalue("redis_connection_string") if kind == "redis" else None
     online = Online(tmp_path, kind, redis, FREQCAP__FEAST__ONLINE_FEATURES="serving")

@@ -10,12 +10,12 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from freqcap.events.io import write_events
-from freqcap.feast_io.store import open_store
-from freqcap.policy import parse_policy
-from freqcap.policy.engine import Candidate, decide
-from freqcap.serving import create_app
-from freqcap.serving.decision_log import DecisionLog, read_decision_log
+from freqcap.adapters.decision_log import DecisionLog, read_decision_log
+from freqcap.adapters.events_files import write_events
+from freqcap.adapters.feast.store import open_store
+from freqcap.api.app import create_app
+from freqcap.domain.policy import parse_policy
+from freqcap.domain.policy.engine import Candidate, decide
 from tests.integration.test_feast_online import T1, _run_snapshot, _settings, random_events
 from tests.integration.test_serving import TOKEN, _brute_force_state, body, candidates, write_policy
 

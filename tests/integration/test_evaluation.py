@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from freqcap.config import SimulationConfig
-from freqcap.evaluation.holdout import holdout_assignment
-from freqcap.evaluation.policies import ReplayPolicy, global_cap_policy, oracle_penalty
-from freqcap.evaluation.replay import replay
-from freqcap.evaluation.stats import ratio_lift
-from freqcap.evaluation.traffic import AuctionConfig, build_traffic
-from freqcap.simulate import ModelParams, simulate_world
-from freqcap.simulate.tables import dictionaries
+from freqcap.domain.evaluation.holdout import holdout_assignment
+from freqcap.domain.evaluation.policies import ReplayPolicy, global_cap_policy, oracle_penalty
+from freqcap.domain.evaluation.replay import replay
+from freqcap.domain.evaluation.stats import ratio_lift
+from freqcap.domain.evaluation.traffic import AuctionConfig, build_traffic
+from freqcap.domain.simulate import ModelParams, simulate_world
+from freqcap.domain.simulate.tables import dictionaries
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from freqcap.events.io import write_events
-from freqcap.feast_io.store import open_store
-from freqcap.policy.engine import Candidate, EntityState
-from freqcap.serving import create_app
-from freqcap.serving.fast_reader import (
+from freqcap.adapters.events_files import write_events
+from freqcap.adapters.feast.fast_reader import (
     ReaderUnavailable,
     RedisFeatureReader,
     SqliteFeatureReader,
@@ -38,7 +35,10 @@ from freqcap.serving.fast_reader import (
     make_reader,
     pack_hmget,
 )
-from freqcap.serving.reader import FeastReader
+from freqcap.adapters.feast.reader import FeastReader
+from freqcap.adapters.feast.store import open_store
+from freqcap.api.app import create_app
+from freqcap.domain.policy.engine import Candidate, EntityState
 from tests.bruteforce import WINDOW_SECONDS, tier_features
 from tests.integration.test_feast_online import T1, T2, _run_snapshot, _settings, random_events
 from tests.integration.test_serving import TOKEN, _free_port, write_policy
@@ -235,7 +235,7 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
         # returned to the pool with unread replies: the next read answers correctly.
         import redis
 
-        from freqcap.serving.fast_reader import CLIENT_NAME
+        from freqcap.adapters.feast.fast_reader import CLIENT_NAME
 
         host, port = redis_connection_string.split(":")
         observer = redis.Redis(host=host, port=int(port))
@@ -329,7 +329,7 @@ def test_decoder_matches_feasts_conversion():
     from feast.protos.feast.types.Value_pb2 import Value
     from feast.type_map import NULL_TIMESTAMP_INT_VALUE, feast_value_type_to_python_type
 
-    from freqcap.serving.reader import _as_datetime
+    from freqcap.adapters.feast.reader import _as_datetime
 
     values = [
         Value(),

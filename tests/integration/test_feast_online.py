@@ -17,11 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from freqcap.adapters.duckdb.features import build_features
+from freqcap.adapters.events_files import write_events
+from freqcap.adapters.feast.snapshots import publish_snapshot
+from freqcap.adapters.feast.store import apply_definitions, materialize, open_store
 from freqcap.config import load_settings
-from freqcap.events.io import write_events
-from freqcap.feast_io.snapshots import publish_snapshot
-from freqcap.feast_io.store import apply_definitions, materialize, offline_root, open_store
-from freqcap.features.build import build_features
+from freqcap.layout import offline_root
 from tests.bruteforce import full_row, tier_features
 
 T1 = datetime(2026, 10, 10, 0, 0, tzinfo=UTC)

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from freqcap.events.io import write_events
-from freqcap.feast_io.store import open_store
-from freqcap.serving import create_app
-from freqcap.serving.decision_log import DecisionLog
-from freqcap.validation.decision_log import DecisionLogGateError, read_log_rows, validate_decision_log
-from freqcap.validation.errors import DataValidationError
+from freqcap.adapters.decision_log import DecisionLog
+from freqcap.adapters.events_files import write_events
+from freqcap.adapters.feast.store import open_store
+from freqcap.adapters.gx.decision_log import DecisionLogGateError, read_log_rows, validate_decision_log
+from freqcap.adapters.gx.errors import DataValidationError
+from freqcap.api.app import create_app
 from tests.integration.test_feast_online import T1, _run_snapshot, _settings, random_events
 from tests.integration.test_serving import TOKEN, body, write_policy
 

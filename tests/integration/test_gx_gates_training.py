@@ -15,18 +15,18 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
+from freqcap.adapters.duckdb.features import build_features
+from freqcap.adapters.duckdb.training_set import build_training_set
+from freqcap.adapters.feast.snapshots import publish_snapshot
+from freqcap.adapters.gx.docs import runs_page_path
+from freqcap.adapters.gx.training import TrainingGateError, validate_training_table
+from freqcap.adapters.gx.training_suite import TrainingValidationError
+from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.config import SimulationConfig
-from freqcap.feast_io.snapshots import publish_snapshot
-from freqcap.feast_io.store import offline_root
-from freqcap.features.build import build_features
-from freqcap.jobs.features import parse_as_of, validate_events_job
-from freqcap.simulate import load_ground_truth, simulate_to_dir
-from freqcap.training.config import ConversionModelConfig, LabelConfig
-from freqcap.training.dataset import build_training_set
-from freqcap.training.jobs import validate_training_set_job
-from freqcap.training.validate import TrainingValidationError
-from freqcap.validation.docs import runs_page_path
-from freqcap.validation.training import TrainingGateError, validate_training_table
+from freqcap.domain.training.config import ConversionModelConfig, LabelConfig
+from freqcap.jobs.features import validate_events_job
+from freqcap.jobs.training import validate_training_set_job
+from freqcap.layout import offline_root, parse_as_of
 from tests.unit.validation.worlds import settings_for
 
 pytestmark = pytest.mark.slow

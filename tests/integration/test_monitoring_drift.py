@@ -18,9 +18,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from freqcap.adapters.mlflow.champion import Scorer
 from freqcap.config import load_settings
-from freqcap.monitoring.jobs import alarms_job, collect_job, drift_job, drift_signal, publish_job
-from freqcap.monitoring.prediction import Scorer
+from freqcap.jobs.monitoring import alarms_job, collect_job, drift_job, drift_signal, publish_job
 from tests.unit.monitoring.helpers import simulate_world, write_reference
 
 pytestmark = pytest.mark.slow

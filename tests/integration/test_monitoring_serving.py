@@ -26,10 +26,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from freqcap.jobs.features import build_features_job, feast_repo_dir, materialize_job
-from freqcap.monitoring.jobs import run_monitoring
-from freqcap.serving import create_app
-from freqcap.serving.decision_log import DecisionLog
+from freqcap.adapters.decision_log import DecisionLog
+from freqcap.api.app import create_app
+from freqcap.jobs.features import build_features_job, materialize_job
+from freqcap.jobs.monitoring import run_monitoring
+from freqcap.layout import DataLayout, MonitoringRun
 from tests.conftest import _service_missing
 from tests.integration.test_feast_online import _settings
 from tests.unit.monitoring.helpers import simulate_world
@@ -65,7 +66,7 @@ def served(tmp_path_factory):
     events_dir, users_path, end = simulate_world(tmp / "world", seed=4, users=USERS, days=3)
     t = end - timedelta(hours=14)  # 10:00 on the last day: the simulated traffic is up (for realized frequency)
     settings = _settings(tmp / "data", "sqlite")
-    repo = feast_repo_dir(settings)
+    repo = DataLayout.of(settings).feast_repo
     # The features pipeline's own steps (bulk materialization into the SQLite online store) as of T.
     materialize_job(build_features_job(str(events_dir), t.isoformat(), settings, users=str(users_path)), settings)
 
@@ -197,7 +198,7 @@ def test_fail_open_alarm_fires_once_and_resolves(served, runs):
     first_failure = min(
         datetime.fromisoformat(r["ts"]) for r in _raw_window(served["log"], t, t + timedelta(hours=7)) if r["fail_open"]
     )
-    ctx = json.loads((Path(runs[6]["collected"]["run_dir"]) / "page_context.json").read_text())
+    ctx = json.loads(MonitoringRun(Path(runs[6]["collected"]["run_dir"])).page_context.read_text())
     assert ctx["serving_degraded"] and datetime.fromisoformat(ctx["fail_open"]["since"]) == first_failure
     last_failure = max(datetime.fromisoformat(r["ts"]) for r in raw if r["fail_open"])
     assert datetime.fromisoformat(ctx["fail_open"]["last_failure"]) == last_failure

@@ -16,12 +16,13 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from freqcap.adapters.events_files import write_events
+from freqcap.adapters.feast.reader import UserState
+from freqcap.adapters.feast.store import open_store
+from freqcap.api.app import create_app
 from freqcap.config import load_settings
-from freqcap.events.io import write_events
-from freqcap.feast_io.store import open_store
-from freqcap.policy import parse_policy
-from freqcap.policy.engine import Candidate, EntityState, decide
-from freqcap.serving import UserState, create_app
+from freqcap.domain.policy import parse_policy
+from freqcap.domain.policy.engine import Candidate, EntityState, decide
 from tests.bruteforce import WINDOW_SECONDS, tier_features
 from tests.integration.test_feast_online import T1, _run_snapshot, _settings, random_events
 

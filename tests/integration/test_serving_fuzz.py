@@ -36,13 +36,12 @@ from hypothesis import HealthCheck, settings
 from pydantic import ValidationError
 from schemathesis.python import asgi
 
+from freqcap.adapters.events_files import write_events
+from freqcap.adapters.feast.store import open_store
+from freqcap.api.app import DecideRequest, create_app
 from freqcap.config import load_settings
-from freqcap.events.io import write_events
-from freqcap.feast_io.store import open_store
-from freqcap.policy import parse_policy
-from freqcap.policy.schema import Policy
-from freqcap.serving import create_app
-from freqcap.serving.app import DecideRequest
+from freqcap.domain.policy import parse_policy
+from freqcap.domain.policy.schema import Policy
 from tests.integration.test_feast_online import T1, _run_snapshot, _settings, random_events
 from tests.integration.test_serving import TOKEN, body, policy_doc, write_policy
 

@@ -26,10 +26,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from freqcap.events.io import write_events
-from freqcap.feast_io.store import materialize, open_store
-from freqcap.policy import parse_policy
-from freqcap.policy.engine import Candidate, decide
+from freqcap.adapters.events_files import write_events
+from freqcap.adapters.feast.store import materialize, open_store
+from freqcap.domain.policy import parse_policy
+from freqcap.domain.policy.engine import Candidate, decide
 from tests.integration.serving_support import RedisServer, free_port
 from tests.integration.test_feast_online import T1, _run_snapshot, _settings, random_events
 from tests.integration.test_serving import TOKEN, _brute_force_state, body, candidates, write_policy

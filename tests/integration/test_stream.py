@@ -2,7 +2,7 @@
 deduplication, out-of-order events, dead letters, kill -9 of the worker, and serving's `stream_stale` fallback.
 
 Brute force (tests/integration/stream_support.count_between) counts raw events; it knows the seam's documented
-rule (freqcap.streaming.seam) but none of its code: for window W at time t, the events in (lo, t] with
+rule (freqcap.domain.stream.seam) but none of its code: for window W at time t, the events in (lo, t] with
 lo = t - W when W is a stream window the stream fully covers (coverage <= t - W), else lo = T_b - W.
 """
 
@@ -20,13 +20,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from freqcap.events.io import write_events
-from freqcap.feast_io.store import open_store
-from freqcap.policy.engine import Candidate
-from freqcap.serving.fast_reader import RedisFeatureReader, make_reader
-from freqcap.streaming.messages import event_fields
-from freqcap.streaming.produce import produce
-from freqcap.streaming.run import redis_worker
+from freqcap.adapters.events_files import write_events
+from freqcap.adapters.feast.fast_reader import RedisFeatureReader, make_reader
+from freqcap.adapters.feast.store import open_store
+from freqcap.adapters.stream.produce import produce
+from freqcap.domain.policy.engine import Candidate
+from freqcap.domain.stream.messages import event_fields
+from freqcap.jobs.stream import redis_worker
 from tests.integration.stream_support import cleanup_redis, count_between, jitter_order, stream_settings
 from tests.integration.test_feast_online import T1, _run_snapshot, random_events
 
@@ -141,7 +141,7 @@ def test_seam_counts_equal_brute_force_with_duplicates_and_disorder(tmp_path, re
 def test_serving_flags_stream_stale_and_answers_from_batch(tmp_path, redis_connection_string, redis_client):
     from fastapi.testclient import TestClient
 
-    from freqcap.serving import create_app
+    from freqcap.api.app import create_app
     from tests.integration.test_serving import TOKEN, write_policy
 
     settings, _ = stream_settings(tmp_path, redis_connection_string, max_lag="2s", status_refresh="0.1s")
@@ -343,7 +343,7 @@ BAD_MESSAGES = [
 def test_malformed_and_late_messages_go_to_the_dead_letter_stream(tmp_path, redis_connection_string, redis_client):
     settings, _ = stream_settings(tmp_path, redis_connection_string)
     store = open_store(settings, tmp_path / "feast")
-    from freqcap.feast_io.store import apply_definitions
+    from freqcap.adapters.feast.store import apply_definitions
 
     apply_definitions(store, settings, tmp_path / "feast")
     good = {
@@ -381,7 +381,7 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_stream(tmp_path, redi
 
 def _state_buckets(client, settings, rows):
     """Brute-force bucket counts per pair from unique events vs the worker's Redis state, as two dicts."""
-    from freqcap.streaming.buckets import KINDS, bucket_end
+    from freqcap.domain.stream.buckets import KINDS, bucket_end
 
     want: dict = {}
     for e in rows:
@@ -404,7 +404,7 @@ def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_conne
     many = stream_rows + [r for r in random_events(7, 6000, T_B, T_B + timedelta(hours=5)).to_pylist()]
     many = [dict(r, event_id=f"k{i}") for i, r in enumerate(many) if r["event_ts"] > T_B]
     store = open_store(settings, tmp_path / "feast")
-    from freqcap.feast_io.store import apply_definitions
+    from freqcap.adapters.feast.store import apply_definitions
 
     apply_definitions(store, settings, tmp_path / "feast")
     messages = [event_fields(r) for r in jitter_order(many, timedelta(minutes=10), seed=3)]
@@ -436,7 +436,7 @@ def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_conne
         assert redis_client.xpending(settings.stream.stream_key, settings.stream.group)["pending"] == 0
         # What Feast serves equals the state: read the pushed stream rows back through get_online_features.
         sample = random.Random(1).sample(sorted(want), 40)
-        from freqcap.streaming.state import split_pair_key
+        from freqcap.adapters.stream.state import split_pair_key
 
         for key in sample:
             level, user, entity = split_pair_key(key, f"{settings.stream.state_prefix}:s:")
@@ -454,8 +454,8 @@ def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_conne
 
 def test_redis_state_and_memory_state_agree_on_a_messy_sequence(tmp_path, redis_connection_string, redis_client):
     """The Lua apply and the in-memory rules are one specification: same verdicts, same buckets."""
-    from freqcap.streaming.messages import StreamEvent
-    from freqcap.streaming.state import MemoryState, RedisState
+    from freqcap.adapters.stream.state import MemoryState, RedisState
+    from freqcap.domain.stream.messages import StreamEvent
 
     settings, _ = stream_settings(tmp_path, redis_connection_string)
     cfg = settings.stream
@@ -502,7 +502,7 @@ def test_redis_state_and_memory_state_agree_on_a_messy_sequence(tmp_path, redis_
 
 def _feast_push_bytes(store, redis_client, direct, rows):
     """`FeatureStore.push` the rows, return the stored hashes and delete them (the reference the writers must match)."""
-    from freqcap.streaming.push import FeastPusher
+    from freqcap.adapters.feast.stream_push import FeastPusher
 
     FeastPusher(store).push(rows)
     keys = [direct.redis_key(p.level, p.user_id, p.entity_id) for p, _ in rows]
@@ -522,9 +522,9 @@ def _assert_same_feature_bytes(redis_client, direct, pairs, via_feast):
 
 
 def test_direct_push_writes_the_bytes_feast_push_writes(tmp_path, redis_connection_string, redis_client):
-    from freqcap.feast_io.store import apply_definitions
-    from freqcap.streaming.push import RedisDirectPusher, pair_row
-    from freqcap.streaming.state import PairState
+    from freqcap.adapters.feast.store import apply_definitions
+    from freqcap.adapters.feast.stream_push import RedisDirectPusher, pair_row
+    from freqcap.adapters.stream.state import PairState
 
     settings, _ = stream_settings(tmp_path, redis_connection_string)
     store = open_store(settings, tmp_path / "feast")
@@ -553,10 +553,10 @@ def test_direct_push_writes_the_bytes_feast_push_writes(tmp_path, redis_connecti
 
 def test_embedded_replay_pushes_through_feast_to_sqlite(tmp_path):
     """No Redis: `freqcap stream --replay DIR` keeps state in memory and pushes with FeatureStore.push."""
+    from freqcap.adapters.feast.store import apply_definitions
     from freqcap.config import load_settings
-    from freqcap.feast_io.store import apply_definitions
-    from freqcap.streaming.buckets import bucket_end
-    from freqcap.streaming.run import replay_worker
+    from freqcap.domain.stream.buckets import bucket_end
+    from freqcap.jobs.stream import replay_worker
 
     settings = load_settings(environ={"FREQCAP__DATA_DIR": str(tmp_path)})
     events_dir = tmp_path / "live"
@@ -585,8 +585,8 @@ def test_embedded_replay_pushes_through_feast_to_sqlite(tmp_path):
 def test_produce_cli_replays_events_after_since_and_declares_coverage(tmp_path, redis_connection_string, redis_client):
     import httpx
 
-    from freqcap.serving.live import free_port
-    from freqcap.streaming.run import metrics_server
+    from freqcap.api.live import free_port
+    from freqcap.jobs.stream import metrics_server
 
     settings, env = stream_settings(tmp_path, redis_connection_string)
     events_dir, rows, stream_rows = _world(tmp_path)
@@ -619,7 +619,7 @@ def test_produce_cli_replays_events_after_since_and_declares_coverage(tmp_path, 
         assert int(meta) == int(T_B.timestamp() * 1_000_000)
         # The worker's /metrics after consuming it: counters match, lag and watermark present.
         store = open_store(settings, tmp_path / "feast")
-        from freqcap.feast_io.store import apply_definitions
+        from freqcap.adapters.feast.store import apply_definitions
 
         apply_definitions(store, settings, tmp_path / "feast")
         with redis_worker(settings, store, consumer="c1") as worker:
@@ -635,9 +635,9 @@ def test_produce_cli_replays_events_after_since_and_declares_coverage(tmp_path, 
 
 
 def test_lua_push_writes_the_bytes_feast_push_writes_and_prunes(tmp_path, redis_connection_string, redis_client):
-    from freqcap.feast_io.store import apply_definitions
-    from freqcap.streaming.push import RedisDirectPusher, RedisLuaPusher, pair_row
-    from freqcap.streaming.state import PairState
+    from freqcap.adapters.feast.store import apply_definitions
+    from freqcap.adapters.feast.stream_push import RedisDirectPusher, RedisLuaPusher, pair_row
+    from freqcap.adapters.stream.state import PairState
 
     settings, _ = stream_settings(tmp_path, redis_connection_string)
     store = open_store(settings, tmp_path / "feast")
@@ -686,7 +686,7 @@ def test_another_consumer_reclaims_the_entries_a_dead_consumer_left_pending(
 ):
     """A consumer that read entries and died (never acked) leaves them pending; after `claim_idle` a live worker
     with another name takes them over (XAUTOCLAIM) and the counts are exact."""
-    from freqcap.feast_io.store import apply_definitions
+    from freqcap.adapters.feast.store import apply_definitions
 
     settings, _ = stream_settings(tmp_path, redis_connection_string, claim_idle="1s")
     cfg = settings.stream

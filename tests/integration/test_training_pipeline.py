@@ -20,17 +20,17 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.config import SimulationConfig, load_settings
-from freqcap.jobs.features import parse_as_of
-from freqcap.simulate import load_ground_truth, simulate_to_dir
-from freqcap.training.config import default_model_config_path
-from freqcap.training.jobs import (
+from freqcap.domain.training.config import default_model_config_path
+from freqcap.jobs.training import (
     backfill_snapshots_job,
     build_training_set_job,
     register_and_gate_job,
     train_job,
     validate_training_set_job,
 )
+from freqcap.layout import parse_as_of
 
 pytestmark = pytest.mark.slow
 # XGBoost's OpenMP threads must sleep, not spin, while waiting: ~20x faster on a busy 2-core box (read at load).
@@ -131,7 +131,7 @@ def test_registered_challenger_loads_and_predicts_through_pyfunc(pipeline):
     import mlflow.pyfunc
     from mlflow import MlflowClient
 
-    from freqcap.training.encoding import FeatureEncoding
+    from freqcap.domain.training.encoding import FeatureEncoding
 
     gate = pipeline["gate"]
     client = MlflowClient(tracking_uri=pipeline["trained"]["tracking_uri"])

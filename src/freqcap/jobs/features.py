@@ -9,57 +9,32 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from freqcap.config import Settings
+from freqcap.layout import DataLayout, ads_path_for, parse_as_of
+from freqcap.resources import suite_path
 
 log = logging.getLogger(__name__)
 
 
-def parse_as_of(value: str | datetime) -> datetime:
-    """An ISO-8601 time (a trailing Z allowed) as an aware UTC datetime; naive values are taken as UTC."""
-    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def data_dir(settings: Settings) -> Path:
-    return settings.data_dir.resolve()
-
-
-def run_dir(settings: Settings, as_of: datetime) -> Path:
-    """Where one features run keeps its validation output and feature tables."""
-    return data_dir(settings) / "runs" / as_of.strftime("%Y%m%dT%H%M%SZ")
-
-
-def feast_repo_dir(settings: Settings) -> Path:
-    return data_dir(settings) / "feast"
-
-
-def default_events_dir(settings: Settings) -> Path:
-    return data_dir(settings) / "raw" / "events"
-
-
-def row_counts_path(settings: Settings) -> Path:
-    """The published runs' row counts per table, next to the Feast snapshots (the feature gate's baseline)."""
-    from freqcap.feast_io.store import offline_root
-    from freqcap.validation.features import ROW_COUNTS_FILE
-
-    return offline_root(feast_repo_dir(settings)) / ROW_COUNTS_FILE
+def events_dir_for(settings: Settings, events_dir: str | None = None) -> str:
+    """The events directory of a run: the one given (a DAG param), else the layout's default `raw/events`."""
+    return events_dir or str(DataLayout.of(settings).events_dir)
 
 
 def docs_root_for(settings: Settings) -> Path | None:
-    """Where gate runs publish Data Docs (`<data_dir>/gx`), or None when `validation.data_docs` is off."""
-    return data_dir(settings) if settings.validation.data_docs else None
+    """Where gate runs publish Data Docs (the data directory's `gx/`), or None when `validation.data_docs` is off."""
+    return DataLayout.of(settings).root if settings.validation.data_docs else None
 
 
 def validate_events_job(
     events_dir: str, as_of: str, settings: Settings, ads_catalog: str | None = None
 ) -> dict[str, Any]:
     """Validate raw events with Great Expectations; quarantine bad rows; fail the run above the bad-share gate."""
-    from freqcap.events.io import ads_path_for
-    from freqcap.validation import validate_events
+    from freqcap.adapters.gx import validate_events
 
     ts = parse_as_of(as_of)
     catalog = Path(ads_catalog) if ads_catalog else ads_path_for(events_dir)
@@ -67,7 +42,7 @@ def validate_events_job(
         Path(events_dir),
         as_of=ts,
         config=settings.validation,
-        out_dir=run_dir(settings, ts) / "validation",
+        out_dir=DataLayout.of(settings).features_run(ts).validation_dir,
         ads_catalog=catalog,
         docs_root=docs_root_for(settings),
     )
@@ -76,13 +51,13 @@ def validate_events_job(
 
 def build_features_job(clean_events: str, as_of: str, settings: Settings, users: str | None = None) -> dict[str, Any]:
     """Aggregate validated events into the three tier tables and the user table."""
-    from freqcap.features.build import build_features
+    from freqcap.adapters.duckdb.features import build_features
 
     ts = parse_as_of(as_of)
     build = build_features(
         clean_events,
         ts,
-        run_dir(settings, ts) / "features",
+        DataLayout.of(settings).features_run(ts).features_dir,
         settings.features,
         users=users,
         deduplicate=False,
@@ -101,13 +76,14 @@ def check_features_job(build: dict[str, Any], settings: Settings) -> dict[str, A
     """Gate: the feature tables pass `monitoring/gx/features.json` (Great Expectations), or the run stops before
     Feast is touched, raising `FeatureGateError` that names each failed `table.rule`.
 
-    The report is written to `<run>/features_validation.json` either way; the row-count baseline is the newest
-    published run before this one (`row_counts_path`)."""
-    from freqcap.validation.features import FeatureGateError, previous_row_counts, validate_feature_tables
+    The report is written to the run's `features_validation.json` either way; the row-count baseline is the newest
+    published run before this one (`DataLayout.row_counts`)."""
+    from freqcap.adapters.gx.features import FeatureGateError, previous_row_counts, validate_feature_tables
 
     ts = parse_as_of(build["as_of"])
-    report_path = run_dir(settings, ts) / "features_validation.json"
-    previous = previous_row_counts(row_counts_path(settings), ts)
+    layout = DataLayout.of(settings)
+    report_path = layout.features_run(ts).features_report
+    previous = previous_row_counts(layout.row_counts, ts)
     try:
         report = validate_feature_tables(
             build["paths"],
@@ -115,6 +91,7 @@ def check_features_job(build: dict[str, Any], settings: Settings) -> dict[str, A
             settings.features,
             max_row_count_ratio=settings.validation.max_row_count_ratio,
             previous_rows={table: rows for table, (_, rows) in previous.items()},
+            suite_path=suite_path("features.json", settings.validation.suites_dir),
             docs_root=docs_root_for(settings),
         )
     except FeatureGateError as exc:
@@ -136,17 +113,18 @@ def materialize_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]
     A backfill older than the newest published snapshot is written offline only: the online store keeps the
     newer values (SQLite would otherwise let the older write win).
     """
-    from freqcap.feast_io.snapshots import list_snapshots, publish_snapshot
-    from freqcap.feast_io.store import apply_definitions, materialize, offline_root, open_store
-    from freqcap.features.build import FeatureBuild
-    from freqcap.validation.features import record_row_counts
+    from freqcap.adapters.feast.snapshots import list_snapshots, publish_snapshot
+    from freqcap.adapters.feast.store import apply_definitions, materialize, open_store
+    from freqcap.adapters.gx.features import record_row_counts
+    from freqcap.domain.features import FeatureBuild
 
     ts = parse_as_of(build["as_of"])
-    repo = feast_repo_dir(settings)
-    root = offline_root(repo)
+    layout = DataLayout.of(settings)
+    repo = layout.feast_repo
+    root = layout.offline_root
     fb = FeatureBuild(ts, {k: Path(v) for k, v in build["paths"].items()}, build["rows"], build["events_scanned"], 0.0)
     published = publish_snapshot(fb, root)
-    record_row_counts(row_counts_path(settings), ts, build["rows"])  # the next run's row-count baseline
+    record_row_counts(layout.row_counts, ts, build["rows"])  # the next run's row-count baseline
     newest = max((t for t, _ in list_snapshots(root, "user_ad")), default=ts)
     started = time.perf_counter()
     store = open_store(settings, repo)
@@ -155,7 +133,7 @@ def materialize_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]
     bulk = None
     if ts >= newest:
         if settings.feast.materialization == "bulk":
-            from freqcap.feast_io.bulk import bulk_materialize
+            from freqcap.adapters.feast.bulk import bulk_materialize
 
             bulk = bulk_materialize(store, settings, published, ts).to_dict()
         else:
@@ -177,6 +155,6 @@ def materialize_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]
         "seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds, 1) if seconds else None,
     }
-    (run_dir(settings, ts) / "materialize.json").write_text(json.dumps(summary, indent=2))
+    layout.features_run(ts).materialize_report.write_text(json.dumps(summary, indent=2))
     log.info("materialized %d rows in %.1fs", rows, seconds)
     return summary

@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from freqcap.adapters.serving_client import PolicyRejected, ServingClient, ServingUnreachable
 from freqcap.config import Settings
 from freqcap.errors import FreqcapError
-from freqcap.serving.client import PolicyRejected, ServingClient, ServingUnreachable
+from freqcap.layout import DataLayout
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class NoChampion(FreqcapError):
 
 
 def publish_dir(settings: Settings) -> Path:
-    return settings.data_dir.resolve() / "publish"
+    return DataLayout.of(settings).publish_dir
 
 
 def _client(settings: Settings) -> ServingClient:
@@ -58,8 +59,8 @@ def _client(settings: Settings) -> ServingClient:
 def fetch_champion_policy_job(settings: Settings, registered_model: str) -> dict[str, Any]:
     """The policy proposed with the champion model: its run's `curves/policy.yaml`, checked against the version
     tag `policy_version` the training DAG put on the model version."""
-    from freqcap.policy import load_policy
-    from freqcap.tracking.mlflow_io import CHAMPION, alias_version, client, configure
+    from freqcap.adapters.mlflow.tracking import CHAMPION, alias_version, client, configure
+    from freqcap.domain.policy import load_policy
 
     configure(settings)
     version = alias_version(settings, registered_model, CHAMPION)
@@ -68,7 +69,7 @@ def fetch_champion_policy_job(settings: Settings, registered_model: str) -> dict
     tagged = (version.tags or {}).get("policy_version")
     if not tagged:
         raise NoChampion(f"{registered_model} v{version.version} ({CHAMPION}) has no policy_version tag")
-    out = publish_dir(settings) / "candidates" / f"v{version.version}"
+    out = DataLayout.of(settings).publish_candidate_dir(version.version)
     out.mkdir(parents=True, exist_ok=True)
     local = client(settings).download_artifacts(version.run_id, "curves/policy.yaml", str(out))
     policy = load_policy(local)  # schema guardrail: an invalid document stops here, naming the field
@@ -91,10 +92,10 @@ def load_pair_states(repo_dir: Path, settings: Settings):
     import duckdb
     import pandas as pd
 
-    from freqcap.feast_io.snapshots import list_snapshots
-    from freqcap.feast_io.store import offline_root
-    from freqcap.features.spec import USER_TABLE, tier_tables
-    from freqcap.policy.guardrails import count_column
+    from freqcap.adapters.feast.snapshots import list_snapshots
+    from freqcap.domain.features import USER_TABLE, tier_tables
+    from freqcap.domain.policy.guardrails import count_column
+    from freqcap.layout import offline_root
 
     root = offline_root(repo_dir)
     users = list_snapshots(root, USER_TABLE)
@@ -129,9 +130,9 @@ def check_guardrails_job(candidate: dict[str, Any], settings: Settings) -> dict[
     """Compare the proposed policy with the live one (fetched from serving) on every guardrail.
 
     Raises GuardrailViolation (with the report written beside the candidate) when any fails."""
+    from freqcap.domain.policy import load_policy, parse_policy
+    from freqcap.domain.policy.guardrails import GuardrailLimits, check_guardrails, feature_windows
     from freqcap.jobs.features import feast_repo_dir
-    from freqcap.policy import load_policy, parse_policy
-    from freqcap.policy.guardrails import GuardrailLimits, check_guardrails, feature_windows
 
     proposed = load_policy(candidate["policy_path"])
     current = _client(settings).current_policy()  # unreachable serving raises: retry later
@@ -146,7 +147,7 @@ def check_guardrails_job(candidate: dict[str, Any], settings: Settings) -> dict[
         "unchanged": live is not None and live.version == proposed.version,
         "guardrails": report.to_dict(),
     }
-    report_path = Path(candidate["policy_path"]).with_name("guardrails.json")
+    report_path = DataLayout.guardrails_report(Path(candidate["policy_path"]))
     report_path.write_text(json.dumps(result, indent=2, default=str))
     for check in report.checks:
         log.info("guardrail %s: %s — %s", check.name, "ok" if check.passed else "FAILED", check.detail)
@@ -186,7 +187,7 @@ def verify_policy_job(pushed: dict[str, Any], settings: Settings) -> dict[str, A
     published_at = datetime.now(UTC).isoformat()
     _tag_published(settings, pushed, published_at)
     record = {**pushed, "verified_version": seen, "published_at": published_at}
-    out = publish_dir(settings) / "published.jsonl"
+    out = DataLayout.of(settings).published_log
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as fh:
         fh.write(json.dumps(record, default=str) + "\n")
@@ -194,7 +195,7 @@ def verify_policy_job(pushed: dict[str, Any], settings: Settings) -> dict[str, A
 
 
 def _tag_published(settings: Settings, pushed: dict[str, Any], published_at: str) -> None:
-    from freqcap.tracking.mlflow_io import client, configure
+    from freqcap.adapters.mlflow.tracking import client, configure
 
     configure(settings)
     mc = client(settings)

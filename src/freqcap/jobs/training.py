@@ -1,82 +1,200 @@
-"""Training-DAG jobs owned outside `freqcap.training`: fitting the empirical curves and attaching them, with the
-proposed policy, to the MLflow run of the model. Plain JSON values in and out."""
+"""The training pipeline as plain job functions for the training DAG: JSON-serializable values in and out.
+
+    backfill_snapshots_job   (optional) daily feature snapshots over a date range, as the features DAG would have
+    build_training_set_job   point-in-time training set from Feast's offline store -> Parquet path + summary
+    validate_training_set_job Great Expectations gate (raises TrainingValidationError naming the failed rules)
+    train_job                XGBoost + metrics + model-based curve -> one MLflow run with the model (unregistered)
+    register_and_gate_job    register the run's model, alias `challenger`; champion gate -> alias `champion` or not
+
+Paths travel as strings; DataFrames never go through XCom. `model_config` is a path to a model YAML (default
+`models/conversion.yaml`) or, from Python, a `ConversionModelConfig`.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from freqcap.config import Settings
-from freqcap.jobs.features import data_dir, parse_as_of
+from freqcap.config import Settings, parse_duration
+from freqcap.domain.training.config import ConversionModelConfig, resolve_model_config
+from freqcap.layout import DataLayout, parse_as_of
 
 log = logging.getLogger(__name__)
 
-
-def curves_dir(settings: Settings, as_of: str) -> Path:
-    return data_dir(settings) / "curves" / parse_as_of(as_of).strftime("%Y%m%dT%H%M%SZ")
+ModelConfigArg = ConversionModelConfig | str | None
 
 
-def fit_curves_job(
-    events_dir: str, as_of: str, settings: Settings, users: str | None = None, floor: float | None = None
+def _parse_ts(value: str | None):
+    return None if value is None else parse_as_of(value)
+
+
+def training_dir(settings: Settings, config: ConversionModelConfig, as_of_text: str) -> Path:
+    """One directory per training run's data (`DataLayout.training_dir`)."""
+    return DataLayout.of(settings).training_dir(config.name, as_of_text)
+
+
+def backfill_snapshots_job(
+    events_dir: str,
+    start: str,
+    end: str,
+    settings: Settings,
+    users: str | None = None,
+    every: str = "1d",
 ) -> dict[str, Any]:
-    """Fit survivorship-robust exposure–response curves and propose caps and a policy (freqcap.curves)."""
-    from freqcap.curves import fit_curves_to_dir
+    """Publish feature snapshots every `every` from `start` to `end` (inclusive, ISO times) into the offline store."""
+    from freqcap.jobs.backfill import publish_daily_snapshots
 
-    kwargs: dict[str, Any] = {"users": Path(users) if users else None}
-    if floor is not None:
-        kwargs["floor"] = floor
-    summary = fit_curves_to_dir(Path(events_dir), curves_dir(settings, as_of), **kwargs)
-    return json.loads(json.dumps(summary.to_dict(), default=str))
+    result = publish_daily_snapshots(
+        events_dir, _parse_ts(start), _parse_ts(end), settings, users=users, every=parse_duration(every)
+    )
+    return result.to_dict()
 
 
-def attach_curves_job(
-    trained: dict[str, Any], gated: dict[str, Any], curves: dict[str, Any], settings: Settings
+def build_training_set_job(
+    events_dir: str,
+    as_of: str,
+    settings: Settings,
+    start: str | None = None,
+    end: str | None = None,
+    users: str | None = None,
+    model_config: ModelConfigArg = None,
 ) -> dict[str, Any]:
-    """Log curves, caps, plots, the model-vs-empirical cross-check and the proposed policy to the model's run;
-    tag the registered version with the policy it proposes."""
-    import mlflow
+    """Build the point-in-time training set of impressions in [start, end) from events observed up to `as_of`.
 
-    from freqcap.policy import load_policy
-    from freqcap.tracking.mlflow_io import client, configure
+    Defaults: end = as_of − the attribution window (every label complete), start = end − data.window (not
+    before the first event + data.history_warmup). Needs feature snapshots covering the window (see
+    `backfill_snapshots_job`). Returns the `TrainingSet` summary (path, rows, window, label rate, sha256).
+    """
+    from freqcap.adapters.duckdb.training_set import TRAINING_FILE, build_training_set
 
-    configure(settings)
-    out_dir = Path(curves["out_dir"])
-    policy = load_policy(out_dir / "policy.yaml")
-    mc = client(settings)
-    run_id = trained["run_id"]
-    for path in sorted(out_dir.iterdir()):
-        if path.is_file():
-            mc.log_artifact(run_id, str(path), artifact_path="curves" if path.suffix != ".png" else "curves/plots")
-    comparison = _cross_check(trained, out_dir)
-    flagged = int(comparison["flagged"].sum())
-    mc.log_metric(run_id, "curve_disagreements", flagged)
-    mc.log_text(run_id, comparison.to_csv(index=False), "curves/model_vs_empirical.csv")
-    if flagged:
-        log.warning(
-            "model and empirical curves disagree for %d cohort x level(s): see curves/model_vs_empirical.csv", flagged
+    config = resolve_model_config(model_config)
+    ts = _parse_ts(as_of)
+    out = training_dir(settings, config, ts.isoformat()) / TRAINING_FILE
+    result = build_training_set(
+        events_dir,
+        settings,
+        config,
+        out_path=out,
+        as_of=ts,
+        start=_parse_ts(start),
+        end=_parse_ts(end),
+        users=users,
+    )
+    return result.to_dict()
+
+
+def validate_training_set_job(
+    training_set: dict[str, Any], settings: Settings, model_config: ModelConfigArg = None
+) -> dict[str, Any]:
+    """Run the Great Expectations gate on the training set (`freqcap.adapters.gx.training`: the suite's rules plus
+    the leakage rules as of the set's horizon); raises `TrainingGateError` (a `TrainingValidationError`) naming
+    each failed rule with what was observed.
+
+    The report is also written beside the training set (`validation.json`), pass or fail."""
+    from freqcap.adapters.gx.training import TrainingGateError, validate_training_table
+    from freqcap.jobs.features import docs_root_for
+
+    config = resolve_model_config(model_config)
+    path = Path(training_set["path"])
+    report_path = path.with_name("validation.json")
+    try:
+        report = validate_training_table(
+            path,
+            config,
+            allowed_formats=settings.validation.allowed_formats,
+            as_of=_parse_ts(training_set["as_of"]),
+            docs_root=docs_root_for(settings),
         )
-    mc.set_tag(run_id, "freqcap.policy_version", policy.version)
-    mc.set_model_version_tag(gated["registered_model"], gated["version"], "policy_version", policy.version)
-    mlflow.end_run()
+    except TrainingGateError as exc:
+        exc.report.write(report_path)
+        raise
+    report.write(report_path)
+    out = report.to_dict()
+    out.pop("outcomes")
+    return {**out, "training_set": str(path), "sha256": training_set.get("sha256"), "report_path": str(report_path)}
+
+
+def train_job(
+    training_set: dict[str, Any],
+    settings: Settings,
+    model_config: ModelConfigArg = None,
+    validation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train the XGBoost model, compute its curve and log everything to MLflow (model logged, not registered).
+
+    Validates the training set first unless `validation` (the output of `validate_training_set_job` for this
+    very file, same sha256) says it passed.
+    """
+    import pyarrow.parquet as pq
+
+    from freqcap.adapters.mlflow.tracking import log_training_run
+    from freqcap.domain.training.columns import TrainingSet
+    from freqcap.domain.training.model import train_model
+
+    config = resolve_model_config(model_config)
+    ts = TrainingSet.from_dict(training_set)
+    if not (validation and validation.get("success") and validation.get("sha256") == ts.sha256):
+        validation = validate_training_set_job(training_set, settings, config)
+    frame = pq.read_table(ts.path).to_pandas()
+    model = train_model(frame, config, ts.feature_columns, formats=settings.validation.allowed_formats)
+    del frame
+    logged = log_training_run(settings, model, ts, validation=validation)
     return {
-        "run_id": run_id,
-        "policy_version": policy.version,
-        "policy_path": str(out_dir / "policy.yaml"),
-        "model_version": gated["version"],
-        "promoted": gated["promoted"],
-        "curve_disagreements": flagged,
-        "curve_pairs_compared": len(comparison),
+        **logged.to_dict(),
+        "registered_model": config.registered_model,
+        "training_set": str(ts.path),
+        "training_set_sha256": ts.sha256,
+        "best_iteration": model.best_iteration,
+        "valid_metrics": model.valid_metrics,
+        "valid_by_audience": {
+            a: {k: v for k, v in m.items() if k in ("roc_auc", "pr_auc", "log_loss", "ece", "rows")}
+            for a, m in model.audience_metrics.items()
+        },
+        "split": model.split,
+        "curve_rows": len(model.curve),
+        "seconds": model.seconds,
     }
 
 
-def _cross_check(trained: dict[str, Any], out_dir: Path):
-    """Per cohort × level: does the model-based curve (logged by training) leave the empirical CI?"""
-    import mlflow
+def register_and_gate_job(
+    trained: dict[str, Any], settings: Settings, model_config: ModelConfigArg = None, promote: bool = True
+) -> dict[str, Any]:
+    """Register the trained run's model (alias `challenger`), then run the champion gate on the challenger's
+    validation rows; the winner holds alias `champion`. Returns the version and the gate's decision."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
-    from freqcap.curves import compare_model_curves
+    from freqcap.adapters.mlflow.tracking import champion_gate, register_challenger
 
-    local = mlflow.artifacts.download_artifacts(run_id=trained["run_id"], artifact_path="curves/model_curve.parquet")
-    return compare_model_curves(pd.read_parquet(local), out_dir / "curves.parquet")
+    config = resolve_model_config(model_config)
+    name = trained.get("registered_model") or config.registered_model
+    version = register_challenger(settings, name, trained["model_uri"], trained["run_id"])
+    eval_rows = None
+    valid_cut = (trained.get("split") or {}).get("valid_cut")
+    if config.gate.head_to_head and valid_cut and Path(trained["training_set"]).exists():
+        frame = pq.read_table(trained["training_set"]).to_pandas()
+        eval_rows = frame[frame["impression_ts"] >= pd.Timestamp(valid_cut)]
+    decision = champion_gate(
+        settings, name, version, config.gate, eval_rows=eval_rows, label=config.label.target_column, promote=promote
+    )
+    return {
+        "registered_model": name,
+        "version": version,
+        "run_id": trained["run_id"],
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "decision": decision.to_dict(),
+        "challenger_uri": f"models:/{name}@challenger",
+        "champion_uri": f"models:/{name}@champion",
+    }
+
+
+__all__ = [
+    "backfill_snapshots_job",
+    "build_training_set_job",
+    "register_and_gate_job",
+    "train_job",
+    "training_dir",
+    "validate_training_set_job",
+]

@@ -9,12 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from freqcap.adapters.duckdb.curve_events import load_event_arrays
+from freqcap.adapters.duckdb.truth_raw import raw_count_truth
+from freqcap.adapters.simulation_files import simulate_to_dir
 from freqcap.config import SimulationConfig, load_settings
-from freqcap.curves import FloorSpec, fit_config_from_features, fit_curves
-from freqcap.curves.core import CurveFit
-from freqcap.curves.load import load_event_arrays
-from freqcap.simulate import ModelParams, simulate_to_dir
-from freqcap.simulate.truth_raw import raw_count_truth
+from freqcap.domain.curves import FloorSpec, fit_config_from_features, fit_curves
+from freqcap.domain.curves.core import CurveFit
+from freqcap.domain.simulate import ModelParams
 
 # A 2-day attribution window: conversions come hours after the impression (median 6 h; 96 % within 2 days),
 # and the last 2 days of a 14-day world are kept out as immature instead of the last 7.
@@ -32,7 +33,7 @@ def boosted_params(factor: float = 3.0) -> ModelParams:
 class FittedWorld:
     sim_dir: Path
     fit: CurveFit
-    truth: pd.DataFrame  # freqcap.simulate.truth_raw, restricted to impressions with a complete window
+    truth: pd.DataFrame  # freqcap.adapters.duckdb.truth_raw, restricted to impressions with a complete window
 
 
 def fit_world(sim_dir: Path, attribution_window: str = ATTRIBUTION_WINDOW) -> FittedWorld:

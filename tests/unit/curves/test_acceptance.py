@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from freqcap.curves import FloorSpec
-from freqcap.simulate import cap_from_curve
+from freqcap.domain.curves import FloorSpec
+from freqcap.domain.simulate import cap_from_curve
 
 FLOORS = (0.5, 0.7)
 MIN_EVALUABLE = 8
@@ -53,7 +53,8 @@ def test_naive_pooled_estimator_fails_the_same_check(acceptance_world, floor: fl
 def test_raw_count_truth_is_not_the_fresh_exposure_curve(acceptance_world) -> None:
     """Why the comparison uses truth by raw count: the declared g(n) (fresh exposures, other levels at 1) gives
     different caps for the same audience than the raw 28-day count under real delivery."""
-    from freqcap.simulate import load_ground_truth, true_cap
+    from freqcap.adapters.simulation_files import load_ground_truth
+    from freqcap.domain.simulate import true_cap
 
     gt = load_ground_truth(acceptance_world.sim_dir)
     truth = acceptance_world.truth[acceptance_world.truth["signal_tier"] == "*"]

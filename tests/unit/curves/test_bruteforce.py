@@ -11,16 +11,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from freqcap.curves.estimate import EstimatorParams, GroupedInput, estimate_curves
-from freqcap.curves.load import load_event_arrays
-from freqcap.curves.sequences import (
+from freqcap.adapters.duckdb.curve_events import load_event_arrays
+from freqcap.adapters.events_files import write_events
+from freqcap.domain.curves.estimate import EstimatorParams, GroupedInput, estimate_curves
+from freqcap.domain.curves.sequences import (
     LEVEL_NAMES,
     TIER_NAMES,
     last_touch_credit,
     level_sequences,
     signal_tier_codes,
 )
-from freqcap.events.io import write_events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from freqcap.curves import FloorSpec, compare_model_curves, select_cap
-from freqcap.curves.core import FitConfig, propose_caps
-from freqcap.curves.estimate import smooth_curve
-from freqcap.curves.policy import build_policy
-from freqcap.policy import dump_policy, load_policy, parse_policy
+from freqcap.domain.curves import FloorSpec, compare_model_curves, select_cap
+from freqcap.domain.curves.core import FitConfig, propose_caps
+from freqcap.domain.curves.estimate import smooth_curve
+from freqcap.domain.curves.policy import build_policy
+from freqcap.domain.policy import dump_policy, load_policy, parse_policy
 
 RATES = np.array([0.020, 0.022, 0.019, 0.016, 0.013, 0.011, 0.009, 0.0075, 0.006, 0.005])
 

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from freqcap.adapters.simulation_files import simulate_to_dir
 from freqcap.config import SimulationConfig
-from freqcap.curves import CAP_COLUMNS, CURVE_COLUMNS, fit_curves_to_dir
-from freqcap.policy import load_policy
-from freqcap.simulate import simulate_to_dir
+from freqcap.domain.curves import CAP_COLUMNS, CURVE_COLUMNS
+from freqcap.domain.policy import load_policy
+from freqcap.jobs.curves import fit_curves_to_dir
 from tests.unit.curves.conftest import boosted_params, fit_world
 
 
@@ -45,7 +46,7 @@ def test_fit_curves_to_dir_writes_the_contract(tmp_path) -> None:
 @pytest.mark.slow
 def test_confidence_intervals_cover_the_true_rate(tmp_path) -> None:
     """Over 3 worlds (different seeds), the 95 % CIs of the cohorts' own curves cover the true rate by raw count
-    (freqcap.simulate.truth_raw, same impressions) at roughly their nominal rate."""
+    (freqcap.adapters.duckdb.truth_raw, same impressions) at roughly their nominal rate."""
     inside = total = 0
     for seed in (21, 22, 23):
         sim = tmp_path / f"w{seed}"

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from freqcap.evaluation.policies import ReplayPolicy, true_caps
-from freqcap.evaluation.traffic import Traffic, entity_of
-from freqcap.events.schema import LEVELS
-from freqcap.policy.engine import Candidate, EntityState, decide, penalty_for_distance
-from freqcap.simulate.model import DAY_US
-from freqcap.simulate.params import response_multiplier
+from freqcap.domain.evaluation.policies import ReplayPolicy, true_caps
+from freqcap.domain.evaluation.traffic import Traffic, entity_of
+from freqcap.domain.events import LEVELS
+from freqcap.domain.policy.engine import Candidate, EntityState, decide, penalty_for_distance
+from freqcap.domain.simulate.model import DAY_US
+from freqcap.domain.simulate.params import response_multiplier
 
 
 def _dt(us: int) -> datetime:

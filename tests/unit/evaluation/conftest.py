@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from freqcap.config import SimulationConfig
-from freqcap.evaluation.traffic import AuctionConfig, Traffic, build_traffic
-from freqcap.simulate import ModelParams, simulate_world
+from freqcap.domain.evaluation.traffic import AuctionConfig, Traffic, build_traffic
+from freqcap.domain.simulate import ModelParams, simulate_world
 
 
 def boosted(factor: float = 8.0) -> ModelParams:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from freqcap.evaluation.frontier import FrontierPoint, interpolate, match_volume, nearest_gap, reserve_for_volume
-from freqcap.evaluation.holdout import holdout_assignment, holdout_unit
-from freqcap.evaluation.stats import mean_ci, ratio_lift
+from freqcap.domain.evaluation.frontier import FrontierPoint, interpolate, match_volume, nearest_gap, reserve_for_volume
+from freqcap.domain.evaluation.holdout import holdout_assignment, holdout_unit
+from freqcap.domain.evaluation.stats import mean_ci, ratio_lift
 
 
 def pts(*xy):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from freqcap.evaluation.policies import (
+from freqcap.domain.evaluation.policies import (
     TIER_NAMES,
     ReplayPolicy,
     compile_policy,
@@ -16,10 +16,10 @@ from freqcap.evaluation.policies import (
     true_caps,
     with_mode,
 )
-from freqcap.events.schema import LEVELS
-from freqcap.policy import PenaltyConfig, parse_policy
-from freqcap.policy.engine import Candidate, EntityState, decide, penalty_for_distance
-from freqcap.simulate import ModelParams, cap_from_curve, declared_curves
+from freqcap.domain.events import LEVELS
+from freqcap.domain.policy import PenaltyConfig, parse_policy
+from freqcap.domain.policy.engine import Candidate, EntityState, decide, penalty_for_distance
+from freqcap.domain.simulate import ModelParams, cap_from_curve, declared_curves
 
 AUDIENCES = ("high_intent", "returning", "cold")
 WINDOWS = ("1h", "24h", "7d")

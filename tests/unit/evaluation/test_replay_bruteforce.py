@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from freqcap.evaluation.policies import (
+from freqcap.domain.evaluation.policies import (
     ReplayPolicy,
     global_cap_policy,
     no_cap,
     oracle_penalty,
     oracle_policy,
 )
-from freqcap.evaluation.replay import replay
-from freqcap.policy import parse_policy
-from freqcap.simulate.model import DAY_US, HOUR_US
+from freqcap.domain.evaluation.replay import replay
+from freqcap.domain.policy import parse_policy
+from freqcap.domain.simulate.model import DAY_US, HOUR_US
 
 from .bruteforce import brute_replay
 
@@ -137,7 +137,7 @@ def test_pending_signal_events_become_observed_at_the_right_time():
     """The per-user bookkeeping of delayed click/conversion events (two pending slots) against a list of every
     event: at each query time the last observed event is the latest one strictly before it (exact while at
     most two events are pending at once, which the generator guarantees)."""
-    from freqcap.evaluation.replay import _INF, _NEG, _insert, _observe
+    from freqcap.domain.evaluation.replay import _INF, _NEG, _insert, _observe
 
     rng = np.random.default_rng(0)
     n = 60

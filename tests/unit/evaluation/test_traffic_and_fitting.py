@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from freqcap.config import load_settings
-from freqcap.evaluation.fitting import fit_policy, replay_events
-from freqcap.evaluation.policies import no_cap
-from freqcap.evaluation.replay import replay
-from freqcap.evaluation.traffic import entity_of, hash_normal
-from freqcap.events.schema import LEVELS
+from freqcap.domain.evaluation.fitting import fit_policy, replay_events
+from freqcap.domain.evaluation.policies import no_cap
+from freqcap.domain.evaluation.replay import replay
+from freqcap.domain.evaluation.traffic import entity_of, hash_normal
+from freqcap.domain.events import LEVELS
 
 
 def test_every_opportunity_is_in_one_step_in_time_order(tiny_traffic):

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from freqcap.feast_io import redis_dump as rd
+from freqcap.adapters.feast import redis_dump as rd
 
 
 def test_crc64_matches_redis_check_value():

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from freqcap.adapters.duckdb.features import build_features
+from freqcap.adapters.events_files import write_events
 from freqcap.config import load_settings
-from freqcap.events.io import write_events
-from freqcap.features.build import build_features
 from tests.bruteforce import WINDOW_SECONDS, tier_features
 
 AS_OF = datetime(2026, 10, 15, 12, 0, tzinfo=UTC)

@@ -8,11 +8,11 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.config import SimulationConfig
-from freqcap.events.schema import AUDIENCES, SIGNAL_TIERS
-from freqcap.jobs.features import parse_as_of
-from freqcap.simulate import load_ground_truth, simulate_to_dir
-from freqcap.simulate.params import DEFAULT_AUDIENCES, ModelParams
+from freqcap.domain.events import AUDIENCES, SIGNAL_TIERS
+from freqcap.domain.simulate.params import DEFAULT_AUDIENCES, ModelParams
+from freqcap.layout import parse_as_of
 
 T0 = datetime(2026, 10, 4, 0, 0, tzinfo=UTC)
 FORMATS = ("feed", "stories", "reels")
@@ -28,7 +28,7 @@ def log_row(
     audience: str | None = None,
     hit_rate: float = 0.3,
 ) -> dict:
-    """One decision-log line as serving writes it (fields of freqcap.serving.decision_log.FIELDS)."""
+    """One decision-log line as serving writes it (fields of freqcap.adapters.decision_log.FIELDS)."""
     base = {
         "ts": ts.isoformat(),
         "date": ts.date().isoformat(),
@@ -97,8 +97,8 @@ def simulate_world(out: Path, seed: int, *, shifted: bool = False, users: int = 
 def write_reference(settings, events_dir: Path, users_path: Path, end: datetime) -> Path:
     """The last 24h of a world in training-set shape (the exposure and context columns the training set computes
     with the same code), where the monitoring job looks for the newest training set."""
-    from freqcap.monitoring.current import current_rows
-    from freqcap.training.config import load_model_config
+    from freqcap.adapters.duckdb.current_rows import current_rows
+    from freqcap.domain.training.config import load_model_config
 
     config = load_model_config(settings.training.model_config_path)
     rows, _ = current_rows(events_dir, users_path, end - timedelta(days=1), end, settings, config)

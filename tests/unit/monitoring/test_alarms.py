@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 import yaml
 
-from freqcap.monitoring.alarms import IncidentStore, observe, step
-from freqcap.monitoring.metrics import MetricRow
-from freqcap.monitoring.rules import AlertsConfig, MonitoringConfigError, load_alerts, load_dashboard
+from freqcap.adapters.incident_store import IncidentStore
+from freqcap.domain.monitoring.alarms import observe, step
+from freqcap.domain.monitoring.metrics import MetricRow
+from freqcap.domain.monitoring.rules import AlertsConfig, MonitoringConfigError, load_alerts, load_dashboard
 from tests.unit.monitoring.helpers import T0
 
 RULES = AlertsConfig.model_validate(

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from freqcap.events.io import write_events
-from freqcap.monitoring.frequency import cap_windows, impression_counts, realized_frequency
-from freqcap.policy import parse_policy
+from freqcap.adapters.duckdb.impressions import impression_counts
+from freqcap.adapters.events_files import write_events
+from freqcap.domain.monitoring.frequency import cap_windows, realized_frequency
+from freqcap.domain.policy import parse_policy
 from tests.unit.monitoring.helpers import T0
 
 H, D = 3600, 86400

@@ -10,14 +10,14 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pytest
 
-from freqcap.monitoring.metrics import (
+from freqcap.adapters.decision_log import read_log_window
+from freqcap.domain.monitoring.metrics import (
     cap_hit_rate_changes,
     cap_hit_rates,
     degraded_streak,
     fail_open_rates,
     in_window,
     prepare_log,
-    read_log_window,
 )
 from tests.unit.monitoring.helpers import T0, log_row, write_log
 
@@ -32,7 +32,7 @@ def _in(row: dict, start: datetime, end: datetime) -> bool:
 
 
 def _brute_hit_rates(rows: list[dict]) -> dict[str, tuple[float, int]]:
-    """segment -> (rate, decisions), counted loop by loop (see freqcap.monitoring.metrics for the definitions)."""
+    """segment -> (rate, decisions), counted loop by loop (see freqcap.domain.monitoring.metrics for the definitions)."""
     decided = [r for r in rows if not r["fail_open"]]
     hits, total = defaultdict(int), defaultdict(int)
     for r in decided:

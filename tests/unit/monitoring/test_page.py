@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from freqcap.monitoring.page import render_page
+from freqcap.domain.monitoring.page import render_page
 
 
 class _Collect(HTMLParser):

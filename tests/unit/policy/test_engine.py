@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from freqcap.policy import parse_policy
-from freqcap.policy.engine import Candidate, EntityState, decide, penalty_for_distance
-from freqcap.policy.schema import PenaltyConfig
+from freqcap.domain.policy import parse_policy
+from freqcap.domain.policy.engine import Candidate, EntityState, decide, penalty_for_distance
+from freqcap.domain.policy.schema import PenaltyConfig
 
 NOW = datetime(2026, 10, 15, 12, tzinfo=UTC)
 H, D, W = 3600, 86400, 7 * 86400

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from freqcap.policy import PolicyValidationError, dump_policy, load_policy, parse_policy
+from freqcap.domain.policy import PolicyValidationError, dump_policy, load_policy, parse_policy
 
 BASE = {
     "version": "v1",

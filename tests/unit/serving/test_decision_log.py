@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from freqcap.policy.engine import Binding, Candidate, Decision
-from freqcap.serving.decision_log import FIELDS, DecisionLog, decision_rows, is_hit, read_decision_log
+from freqcap.adapters.decision_log import FIELDS, DecisionLog, decision_rows, is_hit, read_decision_log
+from freqcap.domain.policy.engine import Binding, Candidate, Decision
 
 CANDS = [Candidate("a1", "c1", "v1"), Candidate("a2", "c1", "v1"), Candidate("a3", "c2", "v1")]
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from freqcap.adapters.simulation_files import SimulationSummary, simulate_to_dir
 from freqcap.config import SimulationConfig
-from freqcap.simulate import ModelParams, SimulationSummary, simulate_to_dir
+from freqcap.domain.simulate import ModelParams
 
 
 def boosted_params(factor: float = 3.0) -> ModelParams:

@@ -1,4 +1,4 @@
-"""Independent re-computations for the simulator tests: plain Python/pandas, no freqcap.simulate internals."""
+"""Independent re-computations for the simulator tests: plain Python/pandas, no freqcap.domain.simulate internals."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from freqcap.events.schema import (
+from freqcap.adapters.simulation_files import SimulationSummary
+from freqcap.domain.events import (
     ADS_SCHEMA,
     AUDIENCES,
     EVENT_SCHEMA,
@@ -15,7 +16,6 @@ from freqcap.events.schema import (
     KNOWN_FORMATS,
     USERS_SCHEMA,
 )
-from freqcap.simulate import SimulationSummary
 from tests.unit.simulate.helpers import read_events, read_truth
 
 

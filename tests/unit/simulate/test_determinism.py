@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from freqcap.adapters.simulation_files import simulate_to_dir
 from freqcap.config import SimulationConfig
-from freqcap.simulate import simulate_to_dir
 
 
 def _files(root: Path) -> dict[str, bytes]:

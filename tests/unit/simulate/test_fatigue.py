@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from freqcap.simulate.fatigue import exposure_counts, group_order
-from freqcap.simulate.params import response_multiplier
+from freqcap.domain.simulate.fatigue import exposure_counts, group_order
+from freqcap.domain.simulate.params import response_multiplier
 
 
 def _random_groups(seed: int, n: int = 3000, days: float = 30.0):

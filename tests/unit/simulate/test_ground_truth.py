@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from freqcap.simulate import SimulationSummary, cap_from_curve, load_ground_truth, true_cap
+from freqcap.adapters.simulation_files import SimulationSummary, load_ground_truth
+from freqcap.domain.simulate import cap_from_curve, true_cap
 from tests.unit.simulate.helpers import LEVELS, g_of
 
 # Fixed cohorts: (user, entity) pairs with at least K exposures of the entity, followed through n = 1..K.

@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from freqcap.simulate import SimulationSummary
+from freqcap.adapters.simulation_files import SimulationSummary
 from tests.unit.simulate.helpers import read_events, read_truth
 
 

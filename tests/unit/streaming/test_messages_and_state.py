@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from freqcap.streaming.messages import StreamEvent, event_fields, parse_message, parse_ts
-from freqcap.streaming.state import DUPLICATE, LATE, OK, MemoryState
+from freqcap.adapters.stream.state import DUPLICATE, LATE, OK, MemoryState
+from freqcap.domain.stream.messages import StreamEvent, event_fields, parse_message, parse_ts
 
 GOOD = {
     "event_id": "e1",

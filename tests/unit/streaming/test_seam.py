@@ -1,4 +1,4 @@
-"""The seam's rules (freqcap.streaming.seam) against a brute-force count over random events.
+"""The seam's rules (freqcap.domain.stream.seam) against a brute-force count over random events.
 
 The brute force knows only the documented rule — for window W at time t the events in (lo, t] with lo = t - W when
 W is a stream window fully covered (coverage <= t - W), else lo = T - W (T the batch cut-off) — and computes it
@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from freqcap.streaming.buckets import Buckets, PairCounts, bucket_end
-from freqcap.streaming.seam import BatchRow, Seam, StreamRow
+from freqcap.domain.stream.buckets import Buckets, PairCounts, bucket_end
+from freqcap.domain.stream.seam import BatchRow, Seam, StreamRow
 
 B = 60
 H = 3600

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from freqcap.streaming.status import status_from_hash
+from freqcap.adapters.stream.status import status_from_hash
 
 
 def test_fresh_stream_reports_its_lag():

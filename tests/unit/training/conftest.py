@@ -1,5 +1,5 @@
 """XGBoost's OpenMP threads spin while waiting unless told otherwise, which is ~20x slower on a busy 2-core box
-(see freqcap.training.model.passive_openmp); the policy must be set before the runtime loads."""
+(see freqcap.domain.training.model.passive_openmp); the policy must be set before the runtime loads."""
 
 import os
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from freqcap.training.config import ConversionModelConfig
-from freqcap.training.dataset import feast_column, numeric_feature_refs
+from freqcap.adapters.duckdb.training_set import feast_column, numeric_feature_refs
+from freqcap.domain.training.config import ConversionModelConfig
 
 T0 = pd.Timestamp("2026-10-02T00:00:00Z")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from freqcap.training.config import (
+from freqcap.domain.training.config import (
     ConversionModelConfig,
     ModelConfigError,
     default_model_config_path,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from freqcap.training.encoding import UNKNOWN_CODE, FeatureEncoding, default_encoding
+from freqcap.domain.training.encoding import UNKNOWN_CODE, FeatureEncoding, default_encoding
 
 
 def _rows():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from freqcap.tracking.mlflow_io import _compare
-from freqcap.training.config import GateConfig, GateMetric
+from freqcap.adapters.mlflow.tracking import _compare
+from freqcap.domain.training.config import GateConfig, GateMetric
 
 GATE = GateConfig(metrics=(GateMetric(name="roc_auc", tolerance=0.01), GateMetric(name="log_loss", tolerance=0.001)))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-from freqcap.training import metrics as m
+from freqcap.domain.training import metrics as m
 
 
 def _data(seed: int, n: int, ties: bool):

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from freqcap.training.config import ConversionModelConfig, CurveConfig, XGBoostConfig
-from freqcap.training.curve import CURVE_COLUMNS, model_curve
-from freqcap.training.encoding import default_encoding
-from freqcap.training.metrics import roc_auc
-from freqcap.training.model import HEADLINE_METRICS, train_model
+from freqcap.domain.training.config import ConversionModelConfig, CurveConfig, XGBoostConfig
+from freqcap.domain.training.curve import CURVE_COLUMNS, model_curve
+from freqcap.domain.training.encoding import default_encoding
+from freqcap.domain.training.metrics import roc_auc
+from freqcap.domain.training.model import HEADLINE_METRICS, train_model
 from tests.unit.training.helpers import feature_columns, synthetic_training_frame
 
 CONFIG = ConversionModelConfig(

@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from freqcap.adapters.duckdb.training_set import TrainingDataError, build_training_set
+from freqcap.adapters.events_files import write_events
 from freqcap.config import load_settings, parse_duration
-from freqcap.events.io import write_events
-from freqcap.training.backfill import publish_daily_snapshots
-from freqcap.training.config import ConversionModelConfig, DataConfig, LabelConfig
-from freqcap.training.dataset import TrainingDataError, build_training_set
+from freqcap.domain.training.config import ConversionModelConfig, DataConfig, LabelConfig
+from freqcap.jobs.backfill import publish_daily_snapshots
 from tests.unit.training.bruteforce import (
     expected_exact,
     expected_features,
@@ -83,7 +83,7 @@ def _events() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from freqcap.feast_io.store import open_store
+    from freqcap.adapters.feast.store import open_store
 
     tmp = tmp_path_factory.mktemp("pit")
     events = _events()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from freqcap.training.split import time_split
+from freqcap.domain.training.split import time_split
 
 HOUR = 3_600_000_000
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from freqcap.adapters.mlflow.uris import TrackingConfig, resolve_tracking
 from freqcap.config import load_settings
-from freqcap.tracking.config import TrackingConfig, resolve_tracking
 
 
 def test_embedded_defaults_are_absolute_uris_under_the_data_dir(tmp_path):

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from freqcap.training.config import ConversionModelConfig
-from freqcap.training.validate import TrainingValidationError, load_training_suite, validate_training_set
+from freqcap.adapters.gx.training_suite import TrainingValidationError, load_training_suite, validate_training_set
+from freqcap.domain.training.config import ConversionModelConfig
 from tests.unit.training.helpers import synthetic_training_frame
 
 FORMATS = ("feed", "stories", "reels", "search", "video")

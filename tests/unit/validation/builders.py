@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from freqcap.config import ValidationConfig
-from freqcap.events.schema import EVENT_COLUMNS, EVENT_SCHEMA
+from freqcap.domain.events import EVENT_COLUMNS, EVENT_SCHEMA
 
 AS_OF = datetime(2026, 10, 15, 12, 0, tzinfo=UTC)
 TOLERANCE = timedelta(minutes=5)  # ValidationConfig().future_tolerance

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from freqcap.validation import validate_events
+from freqcap.adapters.gx import validate_events
 from tests.unit.validation.builders import AS_OF, config, ev, key, read_rows, valid_batch, write_rows
 
 

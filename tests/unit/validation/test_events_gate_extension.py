@@ -13,12 +13,12 @@ from datetime import timedelta
 import duckdb
 import pytest
 
+from freqcap.adapters.gx import EventValidationError, validate_events
+from freqcap.adapters.gx.docs import runs_page_path
+from freqcap.adapters.gx.errors import DataValidationError
+from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.config import SimulationConfig
-from freqcap.jobs.features import parse_as_of
-from freqcap.simulate import load_ground_truth, simulate_to_dir
-from freqcap.validation import EventValidationError, validate_events
-from freqcap.validation.docs import runs_page_path
-from freqcap.validation.errors import DataValidationError
+from freqcap.layout import parse_as_of
 from tests.unit.validation.worlds import settings_for
 
 

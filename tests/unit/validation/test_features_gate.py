@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from freqcap.adapters.duckdb.features import build_features
+from freqcap.adapters.gx.docs import runs_page_path
+from freqcap.adapters.gx.errors import DataValidationError
+from freqcap.adapters.gx.features import FeatureGateError, row_count_bounds, validate_feature_tables
 from freqcap.config import FeaturesConfig, TierConfig
 from freqcap.errors import FeatureValidationError
-from freqcap.features.build import build_features
-from freqcap.validation.docs import runs_page_path
-from freqcap.validation.errors import DataValidationError
-from freqcap.validation.features import FeatureGateError, row_count_bounds, validate_feature_tables
 from tests.unit.validation.worlds import make_world
 
 PREFIXES = ("imp", "clk", "conv")

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from freqcap.events.schema import EVENT_SCHEMA, TIMESTAMP_TYPE
-from freqcap.validation.files import check_file, discover_files, type_conforms
+from freqcap.adapters.gx.files import check_file, discover_files, type_conforms
+from freqcap.domain.events import EVENT_SCHEMA, TIMESTAMP_TYPE
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from freqcap.adapters.gx import EventValidationError, validate_events
 from freqcap.errors import FreqcapError
-from freqcap.validation import EventValidationError, validate_events
 from tests.unit.validation.builders import AS_OF, config, ev, read_rows, write_rows
 
 
@@ -111,7 +111,7 @@ def test_progress_is_logged_and_great_expectations_is_quiet(tmp_path: Path, capl
     write_rows(tmp_path / "ev" / "e.parquet", _batch(10, 1))
     with caplog.at_level(logging.DEBUG):
         validate_events(tmp_path / "ev", as_of=AS_OF, config=config(max_bad_share=0.5), out_dir=tmp_path / "out")
-    ours = [r for r in caplog.records if r.name.startswith("freqcap.validation")]
+    ours = [r for r in caplog.records if r.name.startswith("freqcap.adapters.gx")]
     assert any("validated 10 rows" in r.getMessage() for r in ours)
     noisy = [r for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING]
     assert noisy == []

@@ -13,26 +13,26 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from freqcap.config import TierConfig
-from freqcap.errors import FeatureValidationError
-from freqcap.features.spec import tier_table
-from freqcap.serving.decision_log import FIELDS
-from freqcap.training.config import ConversionModelConfig, LabelConfig
-from freqcap.validation import docs
-from freqcap.validation.decision_log import DERIVED_COLUMNS
-from freqcap.validation.errors import ValidationSuiteError
-from freqcap.validation.features import (
+from freqcap.adapters.decision_log import FIELDS
+from freqcap.adapters.gx import docs
+from freqcap.adapters.gx.decision_log import DERIVED_COLUMNS
+from freqcap.adapters.gx.errors import ValidationSuiteError
+from freqcap.adapters.gx.features import (
     expand_for_tier,
     load_feature_suite,
     previous_row_counts,
     read_row_counts,
     record_row_counts,
 )
-from freqcap.validation.gate import GateReport, RuleOutcome, expectation_columns, read_suite_document
-from freqcap.validation.training import AS_OF_COLUMN, LABELS_COMPLETE_COLUMN, with_leakage_columns
+from freqcap.adapters.gx.gate import GateReport, RuleOutcome, expectation_columns, read_suite_document
+from freqcap.adapters.gx.training import AS_OF_COLUMN, LABELS_COMPLETE_COLUMN, with_leakage_columns
+from freqcap.config import TierConfig
+from freqcap.domain.features import tier_table
+from freqcap.domain.training.config import ConversionModelConfig, LabelConfig
+from freqcap.errors import FeatureValidationError
 from tests.conftest import REPO_ROOT
 
-GX_DIR = REPO_ROOT / "monitoring" / "gx"
+GX_DIR = REPO_ROOT / "src" / "freqcap" / "resources" / "gx"
 T = datetime(2026, 10, 5, tzinfo=UTC)
 
 

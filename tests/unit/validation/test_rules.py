@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from freqcap.events.schema import EVENT_SCHEMA
-from freqcap.validation import QUARANTINE_SCHEMA, EventValidationReport, validate_events
+from freqcap.adapters.gx import QUARANTINE_SCHEMA, EventValidationReport, validate_events
+from freqcap.domain.events import EVENT_SCHEMA
 from tests.unit.validation.builders import (
     AS_OF,
     HIERARCHY,

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from freqcap.events.schema import EVENT_COLUMNS, EVENT_TYPES
-from freqcap.validation import EventValidationError, ValidationSuiteError, load_suite, validate_events
-from freqcap.validation.suite import default_suite_path
+from freqcap.adapters.gx import EventValidationError, ValidationSuiteError, load_suite, validate_events
+from freqcap.adapters.gx.suite import default_suite_path
+from freqcap.domain.events import EVENT_COLUMNS, EVENT_TYPES
 from tests.conftest import REPO_ROOT
 from tests.unit.validation.builders import AS_OF, config, ev, read_rows, valid_batch, write_rows
 
-SUITE = REPO_ROOT / "monitoring" / "gx" / "events.json"
+SUITE = REPO_ROOT / "src" / "freqcap" / "resources" / "gx" / "events.json"
 NOT_NULL_KEYS = {"event_id", "event_type", "event_ts", "user_id", "advertiser_id", "campaign_id", "ad_id", "format"}
 
 

@@ -11,9 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.config import Settings, SimulationConfig, load_settings
-from freqcap.jobs.features import build_features_job, parse_as_of, validate_events_job
-from freqcap.simulate import load_ground_truth, simulate_to_dir
+from freqcap.jobs.features import build_features_job, validate_events_job
+from freqcap.layout import parse_as_of
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""DuckDB, the embedded engine: aggregation and point-in-time logic as SQL over Parquet (Spark fits beside it)."""

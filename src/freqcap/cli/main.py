@@ -1,0 +1,383 @@
+"""`freqcap` command line: one entry point for every job. Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from freqcap.errors import FreqcapError
+from freqcap.layout import DataLayout, parse_as_of
+
+
+def _settings(args: argparse.Namespace):
+    from freqcap.config import load_settings
+
+    return load_settings(args.config)
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from freqcap.adapters.simulation_files import simulate_to_dir
+
+    base = _settings(args).simulation
+    overrides = {k: v for k, v in {"users": args.users, "days": args.days, "seed": args.seed}.items() if v is not None}
+    summary = simulate_to_dir(Path(args.out), base.model_copy(update=overrides))
+    _print(summary.to_dict())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from freqcap.adapters.gx import validate_events
+
+    report = validate_events(
+        Path(args.events),
+        as_of=parse_as_of(args.as_of),
+        config=_settings(args).validation,
+        out_dir=Path(args.out),
+        ads_catalog=Path(args.ads) if args.ads else None,
+    )
+    _print(report.to_dict())
+    return 0
+
+
+def cmd_features_build(args: argparse.Namespace) -> int:
+    from freqcap.adapters.duckdb.features import build_features
+
+    build = build_features(
+        args.events,
+        parse_as_of(args.as_of),
+        args.out,
+        _settings(args).features,
+        users=args.users,
+        deduplicate=not args.no_dedup,
+    )
+    _print(
+        {
+            "paths": build.paths,
+            "rows": build.rows,
+            "events_in_window": build.events_scanned,
+            "seconds": round(build.seconds, 3),
+            "notes": build.notes,
+        }
+    )
+    return 0
+
+
+def cmd_features_online(args: argparse.Namespace) -> int:
+    from freqcap.adapters.feast.online import read_user_features
+
+    settings = _settings(args)
+    _print(read_user_features(settings, DataLayout.of(settings).feast_repo, args.user, limit=args.limit))
+    return 0
+
+
+def cmd_curves_fit(args: argparse.Namespace) -> int:
+    from freqcap.jobs.curves import fit_curves_to_dir
+
+    summary = fit_curves_to_dir(
+        Path(args.events),
+        Path(args.out),
+        floor=args.floor,
+        floor_kind=args.floor_kind,
+        users=Path(args.users) if args.users else None,
+        cost_per_impression=args.cost_per_impression,
+        value_per_conversion=args.value_per_conversion,
+        attribution_window=args.attribution_window,
+        features=_settings(args).features,
+    )
+    _print(summary.to_dict())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from freqcap.domain.evaluation import AuctionConfig, EvaluationConfig
+    from freqcap.domain.policy import load_policy
+    from freqcap.jobs.evaluate import evaluate_to_dir
+
+    settings = _settings(args)
+    sim = settings.simulation
+    config = EvaluationConfig(
+        users=args.users or sim.users,
+        days=args.days or sim.days,
+        seeds=args.seeds,
+        base_seed=sim.seed if args.base_seed is None else args.base_seed,
+        start=sim.start,
+        auction=replace(AuctionConfig(), candidates=args.candidates),
+        floor=args.floor,
+        holdout_share=args.holdout_share,
+        **({"global_caps": tuple(int(c) for c in args.global_caps.split(","))} if args.global_caps else {}),
+        **(
+            {"given_policy": load_policy(args.policy), "given_policy_name": Path(args.policy).name}
+            if args.policy
+            else {}
+        ),
+    )
+    report, paths, run = evaluate_to_dir(
+        Path(args.out), config, settings, workers=args.workers, mlflow=args.mlflow, experiment=args.experiment
+    )
+    _print(
+        {
+            "headline": report.headline(),
+            "holdout": {k: v for k, v in report.holdout_pooled().items() if k != "estimate_cuped"},
+            "oracle_beats_all": report.oracle_check()["beats_all"],
+            "global_caps": [s.global_cap for s in report.seeds],
+            "seconds": round(report.seconds, 1),
+            "paths": {k: str(v) for k, v in paths.items()},
+            "mlflow_run": run,
+        }
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from freqcap.adapters.decision_log import decision_log_from_settings
+    from freqcap.api.app import create_app
+
+    settings = _settings(args)
+    serving = settings.serving
+    policy = args.policy or serving.policy_path
+    if not policy:
+        raise FreqcapError("no policy to serve: pass --policy PATH or set serving.policy_path")
+    try:
+        app = create_app(
+            settings,
+            policy_path=Path(policy),
+            admin_token=serving.admin_token or None,
+            dev=args.dev,
+            budget_ms=serving.budget_ms,
+            lookup_workers=serving.lookup_workers,
+            decision_log=decision_log_from_settings(settings),
+        )
+    except ValueError as exc:  # e.g. an empty admin token outside dev mode
+        raise FreqcapError(str(exc)) from exc
+    uvicorn.run(app, host=args.host or serving.host, port=args.port or serving.port, log_level="warning")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from freqcap.jobs.monitoring import run_monitoring
+
+    as_of = args.as_of or datetime.now(UTC).replace(minute=0, second=0, microsecond=0).isoformat()
+    result = run_monitoring(_settings(args), as_of, events_dir=args.events, users=args.users)
+    alarms = result["alarms"]
+    _print(
+        {
+            "as_of": alarms["as_of"],
+            "fired": [f"{i['rule']} [{i['segment']}]" for i in alarms["fired"]],
+            "resolved": [f"{r['rule']} [{r['segment']}]" for r in alarms["resolved"]],
+            "open": [f"{i['rule']} [{i['segment']}] since {i['opened_at']}" for i in alarms["open"]],
+            "decisions": result["collected"]["decisions"],
+            "drift": (result["drift"].get("drift") or {}).get("drifted_columns"),
+            "page": result["published"]["page"],
+            "workspace": result["published"]["workspace"],
+            "notes": result["collected"]["notes"] + result["drift"]["notes"],
+        }
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from freqcap.cli.demo import run_demo
+
+    return run_demo(Path(args.dir), config_path=args.config, users=args.users, days=args.days, seed=args.seed)
+
+
+def cmd_stream_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from freqcap.adapters.feast.store import apply_definitions, open_store
+    from freqcap.jobs.stream import metrics_server, redis_worker, replay_worker
+
+    settings = _settings(args)
+    repo = DataLayout.of(settings).feast_repo
+    store = open_store(settings, repo)
+    apply_definitions(store, settings, repo)
+    if args.replay:
+        stats = replay_worker(settings, store, Path(args.replay)).run(until_caught_up=True)
+        _print({"mode": "replay", **stats.__dict__})
+        return 0
+    with redis_worker(settings, store, consumer=args.consumer) as worker:
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        signal.signal(signal.SIGINT, lambda *_: worker.stop())
+        if args.metrics_port is not None:
+            with metrics_server(worker, settings, args.metrics_port) as port:
+                logging.getLogger(__name__).warning("stream metrics on http://127.0.0.1:%d/metrics", port)
+                stats = worker.run(until_caught_up=args.until_caught_up)
+        else:
+            stats = worker.run(until_caught_up=args.until_caught_up)
+    _print({"mode": "redis", **stats.__dict__})
+    return 0
+
+
+def cmd_stream_produce(args: argparse.Namespace) -> int:
+    from freqcap.adapters.stream.produce import load_events, produce
+    from freqcap.adapters.stream.status import redis_client
+
+    cfg = _settings(args).stream
+    since = parse_as_of(args.since) if args.since else None
+    messages = load_events(Path(args.events), since=since)
+    client = redis_client(cfg.redis_url, socket_timeout=10)
+    coverage = since
+    if coverage is None and messages:  # the whole directory: nothing older exists in this world
+        from datetime import timedelta
+
+        from freqcap.domain.stream.messages import parse_ts
+
+        first = parse_ts(messages[0]["event_ts"])
+        coverage = datetime_from_us(first) - timedelta(microseconds=1)
+    report = produce(
+        client,
+        args.stream or cfg.stream_key,
+        messages,
+        rate=args.rate,
+        coverage_start=coverage,
+        duplicate_share=args.duplicate_share,
+    )
+    _print(
+        {
+            "events": report.events,
+            "duplicates": report.duplicates,
+            "seconds": round(report.seconds, 3),
+            "rate": round(report.rate, 1),
+            "coverage_start": coverage,
+        }
+    )
+    return 0
+
+
+def datetime_from_us(us: int):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="freqcap", description="Personalized ad frequency capping.")
+    parser.add_argument("--config", help="YAML settings file (default: $FREQCAP_CONFIG, then packaged defaults)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the whole loop end to end on embedded defaults")
+    p.add_argument("--dir", default="demo", help="working directory for the demo's data (default: ./demo)")
+    p.add_argument("--users", type=int, default=None)
+    p.add_argument("--days", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="simulated events, users, ads and the ground truth")
+    p.add_argument("--out", required=True)
+    p.add_argument("--users", type=int)
+    p.add_argument("--days", type=int)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("validate", help="validate events with Great Expectations; quarantine bad rows")
+    p.add_argument("--events", required=True)
+    p.add_argument("--as-of", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--ads", help="ad catalog (ads.parquet); default: none")
+    p.set_defaults(func=cmd_validate)
+
+    features = sub.add_parser("features", help="batch frequency features").add_subparsers(dest="action", required=True)
+    p = features.add_parser("build", help="one Parquet file per tier, as of a time")
+    p.add_argument("--events", required=True)
+    p.add_argument("--as-of", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--users", help="users.parquet (default: beside the events directory)")
+    p.add_argument("--no-dedup", action="store_true", help="events are already deduplicated by event_id")
+    p.set_defaults(func=cmd_features_build)
+    p = features.add_parser("online", help="read a user's online features back through Feast")
+    p.add_argument("--user", required=True)
+    p.add_argument("--limit", type=int, default=5, help="at most this many pairs per tier")
+    p.set_defaults(func=cmd_features_online)
+    p = sub.add_parser("serve", help="the decision API (POST /v1/decide), failing open within its time budget")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--policy", help="policy YAML to serve (default: serving.policy_path)")
+    p.add_argument("--dev", action="store_true", help="allow an empty admin token (local development only)")
+    p.set_defaults(func=cmd_serve)
+
+    stream = sub.add_parser("stream", help="the streaming path: rolling counters from Redis Streams -> Feast")
+    stream_sub = stream.add_subparsers(dest="action")
+    stream.add_argument("--consumer", help="consumer name in the group (default: <hostname>-worker)")
+    stream.add_argument("--replay", help="embedded mode: replay this event directory instead of reading Redis")
+    stream.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    stream.add_argument("--until-caught-up", action="store_true", help="stop once the stream is drained")
+    stream.set_defaults(func=cmd_stream_run)
+    p = stream_sub.add_parser("produce", help="replay simulator events into the Redis stream at a rate")
+    p.add_argument("--events", required=True)
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+    p.add_argument("--since", help="only events after this time (e.g. the batch cut-off); declared as coverage")
+    p.add_argument("--stream", help="stream key (default: stream.stream_key)")
+    p.add_argument("--duplicate-share", type=float, default=0.0, help="re-send this share of events (dedup demo)")
+    p.set_defaults(func=cmd_stream_produce)
+
+    curves = sub.add_parser("curves", help="exposure-response curves and caps").add_subparsers(
+        dest="action", required=True
+    )
+    p = curves.add_parser("fit", help="curves.parquet, caps, plots and a proposed policy.yaml from events alone")
+    p.add_argument("--events", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--floor", type=float, default=0.5, help="R for relative floors (default 0.5), a rate for absolute")
+    p.add_argument("--floor-kind", choices=["relative", "absolute", "economic"], default="relative")
+    p.add_argument("--users", help="users.parquet (default: beside the events directory)")
+    p.add_argument("--cost-per-impression", type=float, help="economic floor: cost of one impression")
+    p.add_argument("--value-per-conversion", type=float, help="economic floor: value (default: mean in the data)")
+    p.add_argument("--attribution-window", default="7d")
+    p.set_defaults(func=cmd_curves_fit)
+
+    p = sub.add_parser(
+        "evaluate", help="replay simulated traffic under no cap, a global cap, personalized and oracle caps"
+    )
+    p.add_argument("--out", required=True, help="report directory (tables, plot, fitted policy)")
+    p.add_argument("--users", type=int, help="users per world (default: simulation.users)")
+    p.add_argument("--days", type=int, help="days per world (default: simulation.days)")
+    p.add_argument("--seeds", type=int, default=5, help="worlds (seeds) to average over (default 5)")
+    p.add_argument("--base-seed", type=int, help="first seed (default: simulation.seed)")
+    p.add_argument("--candidates", type=int, default=5, help="candidate ads per opportunity (default 5)")
+    p.add_argument("--floor", type=float, default=0.5, help="relative floor of fitted and true caps (default 0.5)")
+    p.add_argument("--global-caps", help="global campaign caps to sweep, e.g. 2,3,4,5,6,8,10,12,15")
+    p.add_argument("--holdout-share", type=float, default=0.1, help="share of users held out on the global cap")
+    p.add_argument("--policy", help="also evaluate this policy file (e.g. the champion's), as written")
+    p.add_argument("--workers", type=int, default=1, help="seeds evaluated in parallel processes (default 1)")
+    p.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=None,
+                   help="log an MLflow run (default: when tracking.tracking_uri is configured)")  # fmt: skip
+    p.add_argument("--experiment", help="MLflow experiment (default freqcap-evaluation)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("monitor", help="one monitoring run: cap hits, fail-open, frequency, drift, alarms, page")
+    p.add_argument("--as-of", help="end of the monitored window (ISO 8601; default: the current hour)")
+    p.add_argument("--events", help="events directory (default: <data_dir>/raw/events)")
+    p.add_argument("--users", help="users.parquet (default: beside the events directory)")
+    p.set_defaults(func=cmd_monitor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except FreqcapError as exc:
+        print(f"freqcap: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Cross-check a model-based curve (e.g. from the XGBoost conversion model) against the empirical curves.
+
+    flags = compare_model_curves(model_df, "out/curves.parquet")   # or a curves DataFrame
+    flags[flags["flagged"]]
+
+`model` has columns cohort, level, n, rate. For every cohort × level both have, the model's rate is compared
+with the empirical CI at each n the empirical curve supports. A 95 % interval misses the truth about 1 time in
+20, so a few misses are expected; the pair is flagged when the model falls outside the CI at more than
+`max_outside_share` of the points (and at least `min_outside` of them), or when the caps they imply at the
+same floor differ by more than `max_cap_gap` exposures (when a floor is given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from freqcap.domain.curves.caps import leading_above
+from freqcap.domain.curves.smooth import monotone_tail
+
+
+def compare_model_curves(
+    model: pd.DataFrame,
+    empirical: pd.DataFrame | str | Path,
+    *,
+    max_outside_share: float = 0.2,
+    min_outside: int = 2,
+    relative_floor: float | None = None,
+    max_cap_gap: int = 1,
+) -> pd.DataFrame:
+    """One row per cohort × level present in both: points, outside (model outside the CI), share_outside,
+    mean_log_ratio (model vs empirical, >0: model higher), max_abs_z, cap_empirical, cap_model, flagged,
+    reason. Pairs present only on one side are listed with flagged=True and a reason."""
+    if not isinstance(empirical, pd.DataFrame):
+        empirical = pd.read_parquet(empirical)
+    need = {"cohort", "level", "n", "rate"}
+    if missing := need - set(model.columns):
+        raise ValueError(f"model curve lacks columns {sorted(missing)}")
+    emp = empirical[["cohort", "level", "n", "rate", "ci_low", "ci_high", "support"]]
+    if "rate_smooth" in empirical.columns:
+        emp = emp.assign(rate_smooth=empirical["rate_smooth"])
+    merged = emp.merge(model[["cohort", "level", "n", "rate"]], on=["cohort", "level", "n"], suffixes=("", "_model"))
+    rows = []
+    keys_emp = set(map(tuple, emp[["cohort", "level"]].drop_duplicates().to_numpy()))
+    keys_model = set(map(tuple, model[["cohort", "level"]].drop_duplicates().to_numpy()))
+    for key, g in merged.groupby(["cohort", "level"], sort=True):
+        g = g.sort_values("n")
+        outside = (g["rate_model"] < g["ci_low"]) | (g["rate_model"] > g["ci_high"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            se = (np.log(g["ci_high"]) - np.log(g["ci_low"])) / (2 * 1.959964)
+            z = (np.log(g["rate_model"]) - np.log(g["rate"])) / se
+            log_ratio = np.log(g["rate_model"] / g["rate"])
+        z = z[np.isfinite(z)]
+        log_ratio = log_ratio[np.isfinite(log_ratio)]
+        n_out = int(outside.sum())
+        share = n_out / len(g) if len(g) else 0.0
+        reasons = []
+        if n_out >= min_outside and share > max_outside_share:
+            reasons.append(f"model outside the empirical CI at {n_out} of {len(g)} exposures")
+        cap_e = cap_m = None
+        if relative_floor is not None:
+            emp_curve = g["rate_smooth"].to_numpy() if "rate_smooth" in g else g["rate"].to_numpy()
+            model_curve = monotone_tail(g["rate_model"].to_numpy(), np.ones(len(g)))
+            cap_e = leading_above(emp_curve, relative_floor * emp_curve[0])
+            cap_m = leading_above(model_curve, relative_floor * model_curve[0])
+            if abs(cap_e - cap_m) > max_cap_gap:
+                reasons.append(f"implied caps differ: model {cap_m}, empirical {cap_e}")
+        rows.append(
+            {
+                "cohort": key[0],
+                "level": key[1],
+                "points": len(g),
+                "outside": n_out,
+                "share_outside": share,
+                "mean_log_ratio": float(log_ratio.mean()) if len(log_ratio) else np.nan,
+                "max_abs_z": float(np.abs(z).max()) if len(z) else np.nan,
+                "cap_empirical": cap_e,
+                "cap_model": cap_m,
+                "flagged": bool(reasons),
+                "reason": "; ".join(reasons),
+            }
+        )
+    for key in sorted(keys_emp ^ keys_model):
+        side = "empirical" if key in keys_emp else "model"
+        rows.append({"cohort": key[0], "level": key[1], "points": 0, "flagged": True, "reason": f"only in {side}"})
+    return pd.DataFrame(rows)

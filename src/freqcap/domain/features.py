@@ -1,0 +1,101 @@
+"""Pure description of the batch feature tables: names, keys and columns. No I/O.
+
+Semantics (DESIGN.md): for as-of time T, tier L and window W, `imp_W` counts impressions with event_ts in
+(T − W, T]; `clk_W` and `conv_W` likewise; `imp_decayed` = Σ 2^(−(T − ts)/h_L) over the tier's impressions in its
+longest window; `last_imp_ts` is the latest impression in that window. Events after T never count. Tables are
+sparse: a (user, entity) pair appears only if it has an event in the tier's longest window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from freqcap.config import FeaturesConfig, TierConfig
+
+# Event type -> column prefix.
+COUNT_PREFIXES: dict[str, str] = {"impression": "imp", "click": "clk", "conversion": "conv"}
+USER_TABLE = "user"
+
+
+@dataclass(frozen=True)
+class TierTable:
+    """One feature table keyed by (user_id, <level>_id)."""
+
+    level: str
+    name: str
+    entity_column: str
+    count_columns: tuple[str, ...]
+    decayed_column: str = "imp_decayed"
+    last_ts_column: str = "last_imp_ts"
+
+    @property
+    def feature_columns(self) -> tuple[str, ...]:
+        return (*self.count_columns, self.decayed_column, self.last_ts_column)
+
+
+def tier_table(tier: TierConfig) -> TierTable:
+    counts = tuple(f"{prefix}_{w}" for prefix in COUNT_PREFIXES.values() for w in tier.windows)
+    return TierTable(
+        level=tier.level, name=f"user_{tier.level}", entity_column=f"{tier.level}_id", count_columns=counts
+    )
+
+
+def tier_tables(config: FeaturesConfig) -> tuple[TierTable, ...]:
+    """The three tier tables in hierarchy order (advertiser, campaign, ad)."""
+    order = {"advertiser": 0, "campaign": 1, "ad": 2}
+    return tuple(tier_table(t) for t in sorted(config.tiers, key=lambda t: order[t.level]))
+
+
+USER_FEATURE_COLUMNS: tuple[str, ...] = (
+    "audience",
+    "signal_tier",
+    "imp_24h",
+    "imp_7d",
+    "clk_28d",
+    "conv_28d",
+)
+
+
+@dataclass(frozen=True)
+class FeatureBuild:
+    """What a build wrote: one Parquet file per tier plus the user table, with row counts."""
+
+    as_of: datetime
+    paths: dict[str, Path]
+    rows: dict[str, int]
+    events_scanned: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServingColumns:
+    """The columns read from one tier view, in request order: window counts, last impression, conversions."""
+
+    level: str
+    view: str
+    join_keys: tuple[str, ...]  # as the view declares them, e.g. ("user_id", "ad_id")
+    window_seconds: tuple[int, ...]
+    features: tuple[str, ...]  # imp_<w>..., last_imp_ts, conv_<longest>
+
+
+def serving_columns(features: FeaturesConfig) -> tuple[tuple[str, ...], list[ServingColumns]]:
+    """What `decide` reads online (and FeastReader asks Feast for): the user's audience and signal tier; per tier
+    the impression count of every window, the last impression time and the conversions in the longest window."""
+    tiers = []
+    for table in tier_tables(features):
+        tier = features.tier(table.level)
+        windows = tier.window_seconds
+        cols = (*[f"imp_{w}" for w in windows], table.last_ts_column, f"conv_{tier.longest_window}")
+        tiers.append(
+            ServingColumns(
+                level=table.level,
+                view=table.name,
+                join_keys=("user_id", table.entity_column),
+                window_seconds=tuple(windows.values()),
+                features=cols,
+            )
+        )
+    return ("audience", "signal_tier"), tiers

@@ -1,0 +1,199 @@
+"""Guardrails a proposed policy must pass before it replaces the live one (pure: no I/O).
+
+Checks, each reported with its numbers:
+
+- `windows_known`: every cap counts over a window the feature tables compute for its level (otherwise serving
+  would have no count for it).
+- `caps_within_bounds`: every cap's `max` lies in [min_cap, max_cap].
+- `change_vs_live`: every cap that exists in both policies (same audience, tier, level and window) changes by at most a
+  factor `max_cap_ratio` either way.
+- `projected_hit_change`: on the current feature snapshot, the share of active (user, entity) pairs at or over a cap,
+  per level, moves by at most `max_hit_rate_change` (absolute) between the live and the proposed policy.
+
+Without a live policy (first publication) the two comparisons pass and say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from freqcap.domain.policy.engine import LEVELS
+from freqcap.domain.policy.schema import Policy
+
+
+@dataclass(frozen=True)
+class GuardrailLimits:
+    min_cap: int = 1
+    max_cap: int = 200
+    max_cap_ratio: float = 4.0
+    max_hit_rate_change: float = 0.15
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GuardrailReport:
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+
+    def summary(self) -> str:
+        return "; ".join(f"{c.name}: {'ok' if c.passed else 'FAILED'} ({c.detail})" for c in self.checks)
+
+
+def _all_rules(policy: Policy):
+    yield from (("defaults", i, r) for i, r in enumerate(policy.defaults))
+    yield from (("rules", i, r) for i, r in enumerate(policy.rules))
+
+
+def window_errors(policy: Policy, windows_by_level: Mapping[str, set[int]]) -> list[tuple[str, str]]:
+    """(field path, message) for each cap over a window the features do not count for its level: serving could not
+    evaluate it (a decision with history at that level would fail open)."""
+    errors = []
+    for where, i, rule in _all_rules(policy):
+        known = windows_by_level.get(rule.level, set())
+        for j, cap in enumerate(rule.caps):
+            if cap.window_seconds not in known:
+                windows = ", ".join(f"{s}s" for s in sorted(known))
+                errors.append(
+                    (f"{where}.{i}.caps.{j}.window", f"{cap.window!r} is not a {rule.level} feature window ({windows})")
+                )
+    return errors
+
+
+def feature_windows(features: Any) -> dict[str, set[int]]:
+    """Window lengths (seconds) the feature tables count, per level, from a FeaturesConfig."""
+    return {t.level: set(t.window_seconds.values()) for t in features.tiers}
+
+
+def check_windows(policy: Policy, windows_by_level: Mapping[str, set[int]]) -> Check:
+    bad = [f"{path}: {msg}" for path, msg in window_errors(policy, windows_by_level)]
+    detail = "every cap window is a feature window" if not bad else "; ".join(bad)
+    return Check("windows_known", not bad, detail, {"unknown": bad})
+
+
+def check_bounds(policy: Policy, limits: GuardrailLimits) -> Check:
+    bad = [
+        f"{where}.{i}.caps.{j}.max={cap.max}"
+        for where, i, rule in _all_rules(policy)
+        for j, cap in enumerate(rule.caps)
+        if not limits.min_cap <= cap.max <= limits.max_cap
+    ]
+    detail = f"all caps within [{limits.min_cap}, {limits.max_cap}]" if not bad else "out of bounds: " + ", ".join(bad)
+    return Check("caps_within_bounds", not bad, detail, {"out_of_bounds": bad})
+
+
+def _cap_index(policy: Policy) -> dict[tuple[str, str, str, int], int]:
+    return {
+        (rule.match.audience, rule.match.signal_tier, rule.level, cap.window_seconds): cap.max
+        for _, _, rule in _all_rules(policy)
+        for cap in rule.caps
+    }
+
+
+def check_change(candidate: Policy, live: Policy | None, limits: GuardrailLimits) -> Check:
+    if live is None:
+        return Check("change_vs_live", True, "no live policy: first publication")
+    old, new = _cap_index(live), _cap_index(candidate)
+    shared = sorted(set(old) & set(new))
+    ratios = {k: new[k] / old[k] for k in shared}
+    bad = {k: r for k, r in ratios.items() if r > limits.max_cap_ratio or r < 1 / limits.max_cap_ratio}
+    worst = max((max(r, 1 / r) for r in ratios.values()), default=1.0)
+    values = {
+        "compared": len(shared),
+        "added": len(set(new) - set(old)),
+        "removed": len(set(old) - set(new)),
+        "largest_factor": round(worst, 3),
+        "violations": [f"{a}/{t}/{lvl}/{w}s: {old[(a, t, lvl, w)]}->{new[(a, t, lvl, w)]}" for a, t, lvl, w in bad],
+    }
+    if bad:
+        detail = f"{len(bad)} cap(s) change by more than ×{limits.max_cap_ratio}: " + ", ".join(
+            values["violations"][:5]
+        )
+    else:
+        detail = f"{len(shared)} shared caps, largest change ×{worst:.2f} (limit ×{limits.max_cap_ratio})"
+    return Check("change_vs_live", not bad, detail, values)
+
+
+def count_column(window_seconds: int) -> str:
+    """Column of `pairs` holding the impression count over a window of this length."""
+    return f"imp_{window_seconds}s"
+
+
+def projected_hit_rates(policy: Policy, pairs: pd.DataFrame) -> dict[str, float]:
+    """Per level, the share of active (user, entity) pairs whose count in some window reached the cap the policy
+    applies to them. `pairs`: one row per pair with `level`, `audience`, `signal_tier` and `imp_<seconds>s` counts."""
+    rates: dict[str, float] = {}
+    for level in LEVELS:
+        sub = pairs[pairs["level"] == level]
+        if sub.empty:
+            continue
+        hit = np.zeros(len(sub), dtype=bool)
+        for (audience, tier), idx in sub.groupby(["audience", "signal_tier"]).indices.items():
+            for rule in policy.rules_for(str(audience), str(tier), level):
+                for cap in rule.caps:
+                    column = count_column(cap.window_seconds)
+                    if column in sub.columns:
+                        hit[idx] |= sub[column].to_numpy()[idx] >= cap.max
+        rates[level] = float(hit.mean())
+    return rates
+
+
+def check_projected_hits(
+    candidate: Policy, live: Policy | None, pairs: pd.DataFrame | None, limits: GuardrailLimits
+) -> Check:
+    if live is None:
+        return Check("projected_hit_change", True, "no live policy: first publication")
+    if pairs is None or pairs.empty:
+        return Check("projected_hit_change", True, "no feature snapshot to project on: skipped", {"skipped": True})
+    before, after = projected_hit_rates(live, pairs), projected_hit_rates(candidate, pairs)
+    changes = {lvl: after.get(lvl, 0.0) - before.get(lvl, 0.0) for lvl in set(before) | set(after)}
+    bad = {lvl: d for lvl, d in changes.items() if abs(d) > limits.max_hit_rate_change}
+    values = {
+        "pairs": len(pairs),
+        "live": {k: round(v, 4) for k, v in before.items()},
+        "proposed": {k: round(v, 4) for k, v in after.items()},
+        "change": {k: round(v, 4) for k, v in changes.items()},
+    }
+    text = ", ".join(f"{lvl} {before.get(lvl, 0):.1%}→{after.get(lvl, 0):.1%}" for lvl in LEVELS if lvl in changes)
+    limit = f"limit ±{limits.max_hit_rate_change:.0%}"
+    return Check("projected_hit_change", not bad, f"projected cap-hit share {text} ({limit})", values)
+
+
+def check_guardrails(
+    candidate: Policy,
+    live: Policy | None,
+    *,
+    limits: GuardrailLimits,
+    windows_by_level: Mapping[str, set[int]],
+    pairs: pd.DataFrame | None = None,
+) -> GuardrailReport:
+    """Every guardrail on a proposed policy (schema validity is the caller's `parse_policy`)."""
+    return GuardrailReport(
+        (
+            check_windows(candidate, windows_by_level),
+            check_bounds(candidate, limits),
+            check_change(candidate, live, limits),
+            check_projected_hits(candidate, live, pairs, limits),
+        )
+    )

@@ -1,0 +1,106 @@
+"""The batch/stream seam: how serving turns a batch row and a stream row into one count per window. Pure.
+
+Inputs for one (user, entity) pair at request time `t` (epoch seconds):
+* the batch row — counts per window as of its cut-off `T` (its Feast event timestamp, raised to the view's
+  watermark when the bulk materializer kept the row unchanged), or no row;
+* the stream row — per-bucket counts of the events the worker has seen (bucket `e` holds `(e - b, e]`);
+* the stream's coverage `S`: it has seen every event with `ts > S`.
+
+Rules, per window `W` (the README states them for users):
+1. **Stream alone** when `W` is one of the stream's windows (1 h, 24 h) and `S <= t - W`: the events with
+   `ts` in `(t - W, t]`, resolved at bucket granularity (a bucket counts while its end is after `t - W`, so an
+   event stays counted at most one bucket width longer; never shorter).
+2. **Batch + stream since the cut-off** otherwise, when there is a batch row and `S <= T`: the batch count over
+   `(T - W, T]` plus the stream's buckets that *start* at or after `T` (events in `(T, t]` when `T` is a multiple
+   of the bucket width, which the features job's hourly as-of times are). Together: the events in `(T - W, t]` — a
+   window that starts earlier than `t - W`, so it can over-count the events that aged out since the batch ran,
+   never under-count, and never counts an event twice (batch has `ts <= T`, stream `ts > T`).
+3. **No batch row**: the batch saw no event of the pair in its longest window, so the stream's buckets in the
+   window are the count.
+4. **Stream unusable** (stale, down, or `S > T`: a gap between batch and stream): the batch count alone; the caller
+   marks the response `degraded` with reason `stream_stale`.
+
+Conversions (the policy's `stop_after_conversion`) follow rule 2 over the longest window; the last impression time is
+the later of the two sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from freqcap.domain.policy.engine import EntityState
+from freqcap.domain.stream.buckets import Buckets
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """A batch row of one pair: impression counts by window seconds, conversions in the longest window."""
+
+    counts: Mapping[int, int]
+    conversions: int
+    last_imp_ts: datetime | None
+    cutoff: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    """A stream row of one pair: impression and conversion buckets, exact last impression (epoch seconds)."""
+
+    impressions: Buckets
+    conversions: Buckets
+    last_imp: float | None
+
+
+@dataclass(frozen=True)
+class Seam:
+    """The stream's geometry: bucket width, the windows it serves alone, and its coverage start."""
+
+    bucket_s: int
+    alone_windows: frozenset[int]
+    coverage_start: float  # epoch seconds; the stream has every event with ts > coverage_start
+
+    def usable_for(self, batch: BatchRow | None) -> bool:
+        """False when the stream has a gap after this batch row (rule 4)."""
+        return batch is None or self.coverage_start <= batch.cutoff + _EPS
+
+    def resolve(
+        self, windows: Sequence[int], batch: BatchRow | None, stream: StreamRow | None, t: float
+    ) -> EntityState:
+        """Counts per window (seconds), conversions and last impression for one pair at `t` (rules 1-3).
+
+        The caller checks `usable_for` first; with an unusable stream it uses the batch row alone."""
+        b = self.bucket_s
+        imp = stream.impressions if stream else Buckets()
+        conv = stream.conversions if stream else Buckets()
+        counts: dict[int, int] = {}
+        for w in windows:
+            if w in self.alone_windows and self.coverage_start <= t - w + _EPS:
+                counts[w] = imp.total_between(t - w, t, b)
+            elif batch is not None:
+                counts[w] = int(batch.counts.get(w, 0)) + imp.total_between(batch.cutoff + b - _EPS, t, b)
+            else:
+                counts[w] = imp.total_between(t - w, t, b)
+        longest = max(windows)
+        if batch is not None:
+            conversions = int(batch.conversions) + conv.total_between(batch.cutoff + b - _EPS, t, b)
+        else:
+            conversions = conv.total_between(t - longest, t, b)
+        last = batch.last_imp_ts if batch is not None else None
+        stream_last = _stream_last(stream, t, b)
+        if stream_last is not None and (last is None or stream_last > last):
+            last = stream_last
+        return EntityState(counts=counts, last_imp_ts=last, conversions=conversions)
+
+
+def _stream_last(stream: StreamRow | None, t: float, b: int) -> datetime | None:
+    if stream is None:
+        return None
+    if stream.last_imp is not None and stream.last_imp <= t:
+        return datetime.fromtimestamp(stream.last_imp, UTC)
+    # The newest impression is after t (a replay asking about the past): the end of the newest bucket before t.
+    end = stream.impressions.latest_end_before(t, b)
+    return datetime.fromtimestamp(min(end, t), UTC) if end is not None else None

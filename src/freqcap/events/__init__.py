@@ -1,1 +1,0 @@
-"""The raw event contract (DESIGN.md) and readers for event directories."""

@@ -1,1 +1,0 @@
-"""Adapters around Feast: building the store from settings, publishing snapshots, materializing, reading."""

@@ -1,1 +1,0 @@
-"""Batch frequency features: per-tier windowed counts, decayed impressions and user signal tiers."""

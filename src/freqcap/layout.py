@@ -1,0 +1,269 @@
+"""Where everything lives under the data directory, and how an as-of time is read and written.
+
+This module owns the data layout: every other module asks it for a path under `data_dir` instead of joining one,
+so the layout can change in one place and a newcomer finds every store by reading one file. A store that is given
+a directory of its own (the Feast repo, the GX context, the Evidently workspace, the incident store, the decision
+log) owns the files inside it. No I/O happens here.
+
+    <data_dir>/
+      raw/events/                    default input of the features and training DAGs (`freqcap simulate --out raw`)
+      raw/users.parquet, ads.parquet optional side tables found next to an events directory
+      runs/<stamp>/                  one features run: validation/, features/, features_validation.json,
+                                     materialize.json
+      feast/                         the Feast runtime repo: feature_store.yaml, registry, online store,
+                                     offline/<table>/snapshot_<stamp>.parquet, offline/row_counts.json
+      curves/<stamp>/                curves, caps, plots and the proposed policy of a training run
+      training/<model>/<stamp>/      point-in-time training sets
+      mlflow/                        embedded MLflow tracking DB (mlflow.db) and artifacts/
+      publish/                       published.jsonl, candidates/v<N>/, one directory per publication attempt
+      decision_log/                  serving's sampled decision log (unless `serving.decision_log_dir`)
+      monitoring/                    incidents, alarm history, on-call page, workspace/, runs/<stamp>/
+      stream/                        the replay transport's dead letters
+      gx/                            the Great Expectations Data Docs site
+
+`<stamp>` is the as-of time in UTC as `YYYYMMDDTHHMMSSZ` (`stamp`); `parse_as_of` is the one reader of as-of
+times given as text (DAG params, CLI options, XCom values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+GUARDRAILS_REPORT = "guardrails.json"
+
+
+def parse_as_of(value: str | datetime) -> datetime:
+    """An ISO-8601 time (a trailing Z allowed) as an aware UTC datetime; naive values are taken as UTC."""
+    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def stamp(as_of: datetime | str) -> str:
+    """The as-of time as a directory name: `20261001T000000Z` (UTC)."""
+    return parse_as_of(as_of).strftime(STAMP_FORMAT)
+
+
+def parse_stamp(text: str) -> datetime:
+    """The inverse of `stamp`."""
+    return datetime.strptime(text, STAMP_FORMAT).replace(tzinfo=UTC)
+
+
+def users_path_for(events_dir: str | Path, users: str | Path | None = None) -> Path | None:
+    """`users.parquet` next to the events directory (same parent folder) unless `users` names one."""
+    if users is not None:
+        return Path(users)
+    candidate = Path(events_dir).resolve().parent / "users.parquet"
+    return candidate if candidate.exists() else None
+
+
+def ads_path_for(events_dir: str | Path) -> Path | None:
+    """The optional ad catalog `ads.parquet` next to the events directory."""
+    candidate = Path(events_dir).resolve().parent / "ads.parquet"
+    return candidate if candidate.exists() else None
+
+
+@dataclass(frozen=True)
+class FeaturesRun:
+    """The files of one features run (`<data_dir>/runs/<stamp>/`)."""
+
+    root: Path
+
+    @property
+    def validation_dir(self) -> Path:
+        return self.root / "validation"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def features_report(self) -> Path:
+        return self.root / "features_validation.json"
+
+    @property
+    def materialize_report(self) -> Path:
+        return self.root / "materialize.json"
+
+
+@dataclass(frozen=True)
+class MonitoringRun:
+    """The files of one monitoring run (`<data_dir>/monitoring/runs/<stamp>/`); its tasks pass `root` along."""
+
+    root: Path
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def current_sample(self) -> Path:
+        """The current window's rows for drift."""
+        return self.root / "current.parquet"
+
+    @property
+    def reference_sample(self) -> Path:
+        return self.root / "reference.parquet"
+
+    @property
+    def drift(self) -> Path:
+        return self.root / "drift.json"
+
+    @property
+    def alarms(self) -> Path:
+        return self.root / "alarms.json"
+
+    @property
+    def page_context(self) -> Path:
+        return self.root / "page_context.json"
+
+    @property
+    def page(self) -> Path:
+        """This run's copy of the on-call page."""
+        return self.root / "oncall.html"
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Every path under one data directory. Build it with `DataLayout.of(settings)`."""
+
+    root: Path
+    # Settings that move a directory out of the data directory (None: the default place under it).
+    decision_log_override: Path | None = None
+    workspace_override: Path | None = None
+
+    @classmethod
+    def of(cls, settings: Any) -> DataLayout:
+        """The layout of `settings.data_dir` (resolved to an absolute path), honouring the directory settings."""
+        serving = getattr(settings, "serving", None)
+        monitoring = getattr(settings, "monitoring", None)
+        log_dir = getattr(serving, "decision_log_dir", None)
+        workspace = getattr(monitoring, "workspace_dir", None)
+        return cls(
+            Path(settings.data_dir).resolve(),
+            Path(log_dir) if log_dir else None,
+            Path(workspace).resolve() if workspace else None,
+        )
+
+    # -- inputs ----------------------------------------------------------------------------------------------
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def events_dir(self) -> Path:
+        """Default raw events directory of the DAGs."""
+        return self.raw_dir / "events"
+
+    # -- features runs and the Feast repo --------------------------------------------------------------------
+    def features_run(self, as_of: datetime | str) -> FeaturesRun:
+        return FeaturesRun(self.root / "runs" / stamp(as_of))
+
+    @property
+    def feast_repo(self) -> Path:
+        return self.root / "feast"
+
+    @property
+    def offline_root(self) -> Path:
+        return offline_root(self.feast_repo)
+
+    @property
+    def row_counts(self) -> Path:
+        """The published runs' row counts per table, next to the snapshots (the feature gate's baseline)."""
+        return self.offline_root / "row_counts.json"
+
+    # -- training --------------------------------------------------------------------------------------------
+    def curves_dir(self, as_of: datetime | str) -> Path:
+        return self.root / "curves" / stamp(as_of)
+
+    def training_root(self, model: str) -> Path:
+        return self.root / "training" / model
+
+    def training_dir(self, model: str, as_of: datetime | str) -> Path:
+        return self.training_root(model) / stamp(as_of)
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.mlflow_dir / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    # -- publishing and serving ------------------------------------------------------------------------------
+    @property
+    def publish_dir(self) -> Path:
+        return self.root / "publish"
+
+    @property
+    def published_log(self) -> Path:
+        """One JSON line per successful publication."""
+        return self.publish_dir / "published.jsonl"
+
+    def publish_candidate_dir(self, version: str | int) -> Path:
+        """Where the champion's policy of model version `version` is downloaded."""
+        return self.publish_dir / "candidates" / f"v{version}"
+
+    @staticmethod
+    def guardrails_report(candidate_policy: Path) -> Path:
+        """The guardrail report written beside a downloaded candidate policy."""
+        return Path(candidate_policy).with_name(GUARDRAILS_REPORT)
+
+    @property
+    def decision_log_dir(self) -> Path:
+        return self.decision_log_override or self.root / "decision_log"
+
+    # -- monitoring ------------------------------------------------------------------------------------------
+    @property
+    def monitoring_dir(self) -> Path:
+        return self.root / "monitoring"
+
+    def monitoring_run(self, as_of: datetime | str) -> MonitoringRun:
+        return MonitoringRun(self.monitoring_dir / "runs" / stamp(as_of))
+
+    @property
+    def oncall_page(self) -> Path:
+        """The latest on-call page."""
+        return self.monitoring_dir / "oncall.html"
+
+    @property
+    def drift_report(self) -> Path:
+        """The latest Evidently drift report (HTML)."""
+        return self.monitoring_dir / "drift_report.html"
+
+    @property
+    def incidents_dir(self) -> Path:
+        """The incident store's directory (open incidents and the alarm history)."""
+        return self.monitoring_dir
+
+    @property
+    def workspace_dir(self) -> Path:
+        """The Evidently workspace (`make ui` serves it)."""
+        return self.workspace_override or self.monitoring_dir / "workspace"
+
+    # -- streaming and data docs -----------------------------------------------------------------------------
+    @property
+    def stream_dead_letters(self) -> Path:
+        return self.root / "stream" / "dead_letter.jsonl"
+
+    @property
+    def gx_dir(self) -> Path:
+        """The Great Expectations file context of the Data Docs site."""
+        return gx_dir(self.root)
+
+
+def offline_root(feast_repo: Path) -> Path:
+    """The offline snapshots of a Feast runtime repo (`<repo>/offline/<table>/snapshot_<stamp>.parquet`)."""
+    return Path(feast_repo) / "offline"
+
+
+def gx_dir(docs_root: Path) -> Path:
+    """The GX context of a Data Docs root (`<root>/gx`): the data directory, or a test's own folder."""
+    return Path(docs_root) / "gx"
