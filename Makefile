@@ -18,7 +18,7 @@ export FEAST_USAGE := False
 export OMP_WAIT_POLICY := PASSIVE
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast lint format bench mlflow-ui docs ui chromium up clean
+.PHONY: help setup demo test test-fast lint lint-imports format bench mlflow-ui docs docs-serve data-docs ui chromium up clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -33,15 +33,18 @@ setup: $(BIN)/.installed  ## create .venv with every pinned dependency (uv)
 demo: setup  ## simulate a small world, run the features, training and publish DAGs through Airflow, serve decisions
 	$(BIN)/freqcap demo
 
-test: setup chromium  ## the whole test suite (needs Redis on 127.0.0.1:6379 under CI)
+test: setup chromium lint-imports docs  ## import contracts, the docs site (strict) and the whole test suite (needs Redis on 127.0.0.1:6379 under CI)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests only
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-lint: setup  ## ruff lint and format check
+lint: setup lint-imports  ## ruff lint and format check, and the import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+lint-imports: setup  ## the layer contracts (pyproject.toml [tool.importlinter]): no upward imports, pure domain, no cycles
+	$(BIN)/lint-imports
 
 format: setup  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -72,14 +75,20 @@ ui: setup  ## Evidently UI on 127.0.0.1:8001 over the monitoring workspace (dash
 chromium:  ## Debian's chromium for the on-call page's screenshot test (installed when missing; apt-get as root)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
 
+docs: setup  ## build the documentation site (mkdocs, strict: a broken link fails) into site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+docs-serve: setup  ## the documentation site live on http://127.0.0.1:8002
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8002
+
 # Data Docs of the demo's gate runs unless FREQCAP__DATA_DIR names another data directory.
 DOCS_DATA_DIR ?= $(if $(FREQCAP__DATA_DIR),$(FREQCAP__DATA_DIR),$(CURDIR)/demo/data)
 
-docs: setup  ## build the Great Expectations Data Docs site of the gate runs, print its path, open it if there is a display
+data-docs: setup  ## build the Great Expectations Data Docs site of the gate runs, print its path, open it if there is a display
 	$(BIN)/python -m freqcap.adapters.gx.docs --data-dir "$(DOCS_DATA_DIR)"
 
 up:  ## start the local Redis and PostgreSQL services if they are not running
 	bash infra/up.sh
 
 clean:  ## remove generated data (not the venv)
-	rm -rf data demo .pycache .pytest_cache
+	rm -rf data demo site dist .pycache .pytest_cache

@@ -12,7 +12,7 @@ previous published run; a failure stops the run naming each `table.rule`, report
 → **materialize** (offline snapshot + online store; records the run's row counts; emits the
 `freqcap_online_features` Asset that the training DAG schedules on).
 
-Every gate run is published to the Data Docs site under `<data_dir>/gx` (`make docs` opens it).
+Every gate run is published to the Data Docs site under `<data_dir>/gx` (`make data-docs` opens it).
 
 Params: `as_of` (ISO time; defaults to the run's data interval end — set it for backfills), `events_dir`
 (defaults to `<data_dir>/raw/events`), `users` (defaults to `users.parquet` beside the events directory).

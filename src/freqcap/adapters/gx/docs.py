@@ -1,4 +1,4 @@
-"""The local Great Expectations Data Docs site: every gate run is published to it; `make docs` opens it.
+"""The local Great Expectations Data Docs site: every gate run is published to it; `make data-docs` opens it.
 
 The site lives in a GX file-mode context under `<data_dir>/gx/`. Gates validate in ephemeral contexts (fast, no
 shared state); afterwards each run's suite and result are stored in the file context and only their pages and the
