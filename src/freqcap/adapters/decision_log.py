@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from freqcap.domain.monitoring.metrics import prepare_log
 from freqcap.layout import DataLayout
 
 log = logging.getLogger(__name__)
@@ -256,7 +257,7 @@ def partition_files(directory: str | Path, start: datetime | None = None, end: d
 def read_log_rows(directory: str | Path, start: datetime | None = None, end: datetime | None = None):
     """Every field of every line (of the partitions that can hold [start, end], when given), not filtered by
     time: the decision-log gate must see exactly what was written, an undocumented field (a user id) included."""
-    import pandas as pd
+    import pandas as pd  # serving imports this module for its writer; only the readers need pandas
 
     rows = [
         json.loads(line)
@@ -275,8 +276,6 @@ def read_decision_log(directory: str | Path):
 def read_log_window(directory: str | Path, start: datetime, end: datetime):
     """Decision-log rows (the documented fields, typed for the metrics) with start < ts ≤ end."""
     import pandas as pd
-
-    from freqcap.domain.monitoring.metrics import prepare_log
 
     frame = prepare_log(read_log_rows(directory, start, end).reindex(columns=list(FIELDS)))
     return frame[(frame["ts"] > pd.Timestamp(start)) & (frame["ts"] <= pd.Timestamp(end))].reset_index(drop=True)

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import time
 import warnings
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
+import pandas as pd
+
+from freqcap.adapters.airflow.local import airflow_environment, init_metadata_db, run_dag, task_states
+from freqcap.adapters.decision_log import DecisionLog, decision_log_from_settings, read_decision_log
 from freqcap.adapters.duckdb.features import table_path
+from freqcap.adapters.duckdb.truth_raw import raw_count_truth
+from freqcap.adapters.feast.online import read_user_features
 from freqcap.adapters.gx.events import REPORT_FILE
+from freqcap.adapters.mlflow.tracking import client
+from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
+from freqcap.api.live import serve_in_thread
+from freqcap.config import load_settings
 from freqcap.domain.features import USER_TABLE
+from freqcap.domain.simulate import true_cap
+from freqcap.domain.simulate.truth import cap_from_curve
+from freqcap.jobs.monitoring import run_monitoring
 from freqcap.layout import GUARDRAILS_REPORT, DataLayout, ads_path_for, parse_as_of
 
 
@@ -43,12 +58,8 @@ def run_demo(
     os.environ["FREQCAP__DATA_DIR"] = str(data_dir)
     if config_path:
         os.environ["FREQCAP_CONFIG"] = str(Path(config_path).resolve())
-    from freqcap.adapters.airflow.local import airflow_environment
 
     airflow_environment(work_dir / "airflow")
-
-    from freqcap.adapters.simulation_files import simulate_to_dir
-    from freqcap.config import load_settings
 
     settings = load_settings()
     size = {"users": settings.demo.users, "days": settings.demo.days, "seed": settings.demo.seed}
@@ -71,7 +82,6 @@ def run_demo(
         2,
         f"running the Airflow DAG freqcap_features as of {as_of.isoformat()} (dag.test, SQLite metadata DB)",
     )
-    from freqcap.adapters.airflow.local import init_metadata_db, run_dag, task_states
 
     init_metadata_db()
     dag_run = run_dag(
@@ -90,9 +100,6 @@ def run_demo(
     report = json.loads((run.validation_dir / REPORT_FILE).read_text())
     materialized = json.loads(run.materialize_report.read_text())
     t = _step(3, "reading one user's features back from the online store through Feast")
-    import duckdb
-
-    from freqcap.adapters.feast.online import read_user_features
 
     user_table = table_path(run.features_dir, USER_TABLE)
     (user_id,) = duckdb.sql(
@@ -150,10 +157,6 @@ def run_demo(
 
 def _monitor(settings, as_of) -> None:
     """One run of the monitoring job over the demo's decision log: alarms, drift, the on-call page."""
-    from datetime import timedelta
-
-    from freqcap.jobs.monitoring import run_monitoring
-
     t = _step(6, "one hourly monitoring run (what dags/freqcap_monitoring.py does): decision log -> alarms, page")
     # Half an hour after the demo's requests (stamped at as_of): the run's last hour holds them.
     result = run_monitoring(settings, as_of + timedelta(minutes=30))
@@ -178,15 +181,9 @@ def _monitor(settings, as_of) -> None:
 def _serve_and_publish(settings, layout: DataLayout, as_of) -> int:
     """Start the decision API (no policy yet: fail-open), publish the champion's policy through the publish DAG,
     then show decisions for a heavy and a light user."""
-    import secrets
-
-    import duckdb
     import httpx
 
-    from freqcap.adapters.airflow.local import run_dag, task_states
-    from freqcap.adapters.decision_log import DecisionLog, decision_log_from_settings, read_decision_log
     from freqcap.api.app import create_app
-    from freqcap.api.live import serve_in_thread
 
     t = _step(5, "starting the decision API (uvicorn on loopback) and publishing the champion's policy")
     token = secrets.token_urlsafe(16)  # this demo's admin token; production reads it from the environment
@@ -277,14 +274,6 @@ def _serve_and_publish(settings, layout: DataLayout, as_of) -> int:
 
 def _print_training(settings, layout: DataLayout, as_of) -> None:
     """The MLflow outcome and the proposed caps beside the simulator's true caps."""
-    import pandas as pd
-
-    from freqcap.adapters.duckdb.truth_raw import raw_count_truth
-    from freqcap.adapters.mlflow.tracking import client
-    from freqcap.adapters.simulation_files import load_ground_truth
-    from freqcap.domain.simulate import true_cap
-    from freqcap.domain.simulate.truth import cap_from_curve
-
     out = layout.curves_dir(as_of)
     caps = pd.read_parquet(out / "caps.parquet")
     policy = (out / "policy.yaml").read_text().splitlines()

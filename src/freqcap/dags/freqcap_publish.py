@@ -26,6 +26,8 @@ from airflow.sdk import Param, dag, get_current_context, task
 from freqcap.adapters.airflow.assets import PROPOSED_POLICY
 from freqcap.config import load_settings
 
+# Parse-time work is only this: the scheduler re-parses the file every few seconds, so each task imports its job
+# (and with it pandas, DuckDB, Feast, MLflow or Great Expectations) inside its own function, when it runs.
 _settings = load_settings()
 
 

@@ -27,6 +27,8 @@ from airflow.sdk import Param, dag, get_current_context, task
 from freqcap.adapters.airflow.assets import DRIFT_ALARM, ONLINE_FEATURES, PROPOSED_POLICY
 from freqcap.config import load_settings
 
+# Parse-time work is only this: the scheduler re-parses the file every few seconds, so each task imports its job
+# (and with it pandas, DuckDB, Feast, MLflow or Great Expectations) inside its own function, when it runs.
 _settings = load_settings()
 
 
@@ -49,7 +51,7 @@ _settings = load_settings()
 def freqcap_training():
     @task
     def resolve() -> dict:
-        from freqcap.jobs.training_params import resolve_inputs
+        from freqcap.jobs.training import resolve_inputs
 
         return resolve_inputs(get_current_context(), load_settings())
 
@@ -105,7 +107,7 @@ def freqcap_training():
 
     @task
     def fit_curves(inputs: dict) -> dict:
-        from freqcap.jobs.training_curves import fit_curves_job
+        from freqcap.jobs.training import fit_curves_job
 
         settings = load_settings()
         return fit_curves_job(
@@ -118,7 +120,7 @@ def freqcap_training():
 
     @task(outlets=[PROPOSED_POLICY])
     def attach_curves(trained: dict, gated: dict, curves: dict) -> dict:
-        from freqcap.jobs.training_curves import attach_curves_job
+        from freqcap.jobs.training import attach_curves_job
 
         return attach_curves_job(trained, gated, curves, load_settings())
 

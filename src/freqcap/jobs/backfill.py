@@ -18,8 +18,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from freqcap.adapters.duckdb.features import build_features
+from freqcap.adapters.feast.snapshots import list_snapshots, publish_snapshot
+from freqcap.adapters.feast.store import apply_definitions, open_store
 from freqcap.config import Settings
-from freqcap.layout import DataLayout
+from freqcap.domain.features import USER_TABLE, tier_tables
+from freqcap.layout import DataLayout, offline_root
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +80,6 @@ def publish_daily_snapshots(
     Snapshots must be published in time order; publishing an older as-of after a newer one leaves the newer
     one's tombstones computed against the wrong predecessor, so re-run the later days too in that case.
     """
-    from freqcap.adapters.duckdb.features import build_features
-    from freqcap.adapters.feast.snapshots import list_snapshots, publish_snapshot
-    from freqcap.adapters.feast.store import apply_definitions, open_store
-    from freqcap.domain.features import USER_TABLE, tier_tables
-    from freqcap.layout import offline_root
-
     started = time.perf_counter()
     repo = (repo_dir or DataLayout.of(settings).feast_repo).resolve()
     root = offline_root(repo)

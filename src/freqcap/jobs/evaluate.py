@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from freqcap.adapters.mlflow.evaluation import DEFAULT_EXPERIMENT, log_evaluation
 from freqcap.adapters.reports.evaluation import write_report
 from freqcap.domain.evaluation.core import EvaluationConfig, EvaluationReport, SeedEvaluation, run_evaluation
 
@@ -40,8 +41,6 @@ def evaluate_to_dir(
     paths = write_report(report, out_dir)
     run = None
     if tracking_configured(settings) if mlflow is None else mlflow:
-        from freqcap.adapters.mlflow.evaluation import DEFAULT_EXPERIMENT, log_evaluation
-
         run = log_evaluation(settings, report, out_dir, experiment=experiment or DEFAULT_EXPERIMENT)
         log.info("logged evaluation run %s to %s", run["run_id"], run["tracking_uri"])
     return report, paths, run

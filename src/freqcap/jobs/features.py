@@ -13,7 +13,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from freqcap.adapters.duckdb.features import build_features
+from freqcap.adapters.feast.bulk import bulk_materialize
+from freqcap.adapters.feast.snapshots import list_snapshots, publish_snapshot
+from freqcap.adapters.feast.store import apply_definitions, materialize, open_store
+from freqcap.adapters.gx import validate_events
+from freqcap.adapters.gx.features import (
+    FeatureGateError,
+    previous_row_counts,
+    record_row_counts,
+    validate_feature_tables,
+)
 from freqcap.config import Settings
+from freqcap.domain.features import FeatureBuild
 from freqcap.layout import DataLayout, ads_path_for, parse_as_of
 from freqcap.resources import suite_path
 
@@ -34,8 +46,6 @@ def validate_events_job(
     events_dir: str, as_of: str, settings: Settings, ads_catalog: str | None = None
 ) -> dict[str, Any]:
     """Validate raw events with Great Expectations; quarantine bad rows; fail the run above the bad-share gate."""
-    from freqcap.adapters.gx import validate_events
-
     ts = parse_as_of(as_of)
     catalog = Path(ads_catalog) if ads_catalog else ads_path_for(events_dir)
     report = validate_events(
@@ -51,8 +61,6 @@ def validate_events_job(
 
 def build_features_job(clean_events: str, as_of: str, settings: Settings, users: str | None = None) -> dict[str, Any]:
     """Aggregate validated events into the three tier tables and the user table."""
-    from freqcap.adapters.duckdb.features import build_features
-
     ts = parse_as_of(as_of)
     build = build_features(
         clean_events,
@@ -78,8 +86,6 @@ def check_features_job(build: dict[str, Any], settings: Settings) -> dict[str, A
 
     The report is written to the run's `features_validation.json` either way; the row-count baseline is the newest
     published run before this one (`DataLayout.row_counts`)."""
-    from freqcap.adapters.gx.features import FeatureGateError, previous_row_counts, validate_feature_tables
-
     ts = parse_as_of(build["as_of"])
     layout = DataLayout.of(settings)
     report_path = layout.features_run(ts).features_report
@@ -113,11 +119,6 @@ def materialize_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]
     A backfill older than the newest published snapshot is written offline only: the online store keeps the
     newer values (SQLite would otherwise let the older write win).
     """
-    from freqcap.adapters.feast.snapshots import list_snapshots, publish_snapshot
-    from freqcap.adapters.feast.store import apply_definitions, materialize, open_store
-    from freqcap.adapters.gx.features import record_row_counts
-    from freqcap.domain.features import FeatureBuild
-
     ts = parse_as_of(build["as_of"])
     layout = DataLayout.of(settings)
     repo = layout.feast_repo
@@ -133,8 +134,6 @@ def materialize_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]
     bulk = None
     if ts >= newest:
         if settings.feast.materialization == "bulk":
-            from freqcap.adapters.feast.bulk import bulk_materialize
-
             bulk = bulk_materialize(store, settings, published, ts).to_dict()
         else:
             materialize(store, ts - timedelta(seconds=1), ts + timedelta(seconds=1))

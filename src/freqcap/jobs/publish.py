@@ -16,10 +16,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import pandas as pd
+
+from freqcap.adapters.feast.snapshots import list_snapshots
+from freqcap.adapters.mlflow.tracking import CHAMPION, alias_version, client, configure
 from freqcap.adapters.serving_client import PolicyRejected, ServingClient, ServingUnreachable
 from freqcap.config import Settings
+from freqcap.domain.features import USER_TABLE, tier_tables
+from freqcap.domain.policy import load_policy, parse_policy
+from freqcap.domain.policy.guardrails import GuardrailLimits, check_guardrails, count_column, feature_windows
 from freqcap.errors import FreqcapError
-from freqcap.layout import DataLayout
+from freqcap.layout import DataLayout, offline_root
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +67,6 @@ def _client(settings: Settings) -> ServingClient:
 def fetch_champion_policy_job(settings: Settings, registered_model: str) -> dict[str, Any]:
     """The policy proposed with the champion model: its run's `curves/policy.yaml`, checked against the version
     tag `policy_version` the training DAG put on the model version."""
-    from freqcap.adapters.mlflow.tracking import CHAMPION, alias_version, client, configure
-    from freqcap.domain.policy import load_policy
-
     configure(settings)
     version = alias_version(settings, registered_model, CHAMPION)
     if version is None:
@@ -89,14 +94,6 @@ def fetch_champion_policy_job(settings: Settings, registered_model: str) -> dict
 def load_pair_states(repo_dir: Path, settings: Settings):
     """Active (user, entity) pairs of the newest feature snapshot with the user's cohort and impression counts per
     window (`imp_<seconds>s`), for projecting cap hits; None when there is no snapshot yet."""
-    import duckdb
-    import pandas as pd
-
-    from freqcap.adapters.feast.snapshots import list_snapshots
-    from freqcap.domain.features import USER_TABLE, tier_tables
-    from freqcap.domain.policy.guardrails import count_column
-    from freqcap.layout import offline_root
-
     root = offline_root(repo_dir)
     users = list_snapshots(root, USER_TABLE)
     if not users:
@@ -130,15 +127,11 @@ def check_guardrails_job(candidate: dict[str, Any], settings: Settings) -> dict[
     """Compare the proposed policy with the live one (fetched from serving) on every guardrail.
 
     Raises GuardrailViolation (with the report written beside the candidate) when any fails."""
-    from freqcap.domain.policy import load_policy, parse_policy
-    from freqcap.domain.policy.guardrails import GuardrailLimits, check_guardrails, feature_windows
-    from freqcap.jobs.features import feast_repo_dir
-
     proposed = load_policy(candidate["policy_path"])
     current = _client(settings).current_policy()  # unreachable serving raises: retry later
     live = parse_policy(current["policy"]) if current else None
     windows = feature_windows(settings.features)
-    pairs = load_pair_states(feast_repo_dir(settings), settings)
+    pairs = load_pair_states(DataLayout.of(settings).feast_repo, settings)
     limits = GuardrailLimits(**settings.publish.guardrails.model_dump())
     report = check_guardrails(proposed, live, limits=limits, windows_by_level=windows, pairs=pairs)
     result = {
@@ -195,8 +188,6 @@ def verify_policy_job(pushed: dict[str, Any], settings: Settings) -> dict[str, A
 
 
 def _tag_published(settings: Settings, pushed: dict[str, Any], published_at: str) -> None:
-    from freqcap.adapters.mlflow.tracking import client, configure
-
     configure(settings)
     mc = client(settings)
     mc.set_model_version_tag(pushed["registered_model"], pushed["model_version"], "published_at", published_at)

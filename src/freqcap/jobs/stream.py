@@ -11,10 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from freqcap.adapters.feast.stream_push import FeastPusher, RedisDirectPusher, RedisLuaPusher
 from freqcap.adapters.stream.state import MemoryState, RedisState
 from freqcap.adapters.stream.status import redis_client, status_from_hash
 from freqcap.adapters.stream.transport import DirectoryReplayTransport, RedisStreamTransport, default_consumer_name
-from freqcap.config import Settings
+from freqcap.config import Settings, parse_duration
 from freqcap.jobs.stream_worker import StreamWorker
 from freqcap.layout import DataLayout
 
@@ -30,9 +31,6 @@ def _same_redis(a: str, b: str) -> bool:
 
 
 def _pusher(settings: Settings, store: Any, client: Any | None):
-    from freqcap.adapters.feast.stream_push import FeastPusher, RedisDirectPusher, RedisLuaPusher
-    from freqcap.config import parse_duration
-
     cfg = settings.stream
     online = settings.feast.online
     if cfg.push_mode in ("lua", "direct") and online.kind == "redis":
@@ -87,7 +85,6 @@ def replay_worker(settings: Settings, store: Any, events_dir: Path) -> StreamWor
     cfg = settings.stream
     transport = DirectoryReplayTransport(Path(events_dir), DataLayout.of(settings).stream_dead_letters)
     state = MemoryState(bucket_s=int(cfg.seconds("bucket")), lateness_s=cfg.seconds("allowed_lateness"))
-    from freqcap.adapters.feast.stream_push import FeastPusher
 
     return StreamWorker(
         cfg.model_copy(update={"block_ms": 0}),

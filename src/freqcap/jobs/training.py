@@ -5,20 +5,39 @@
     validate_training_set_job Great Expectations gate (raises TrainingValidationError naming the failed rules)
     train_job                XGBoost + metrics + model-based curve -> one MLflow run with the model (unregistered)
     register_and_gate_job    register the run's model, alias `challenger`; champion gate -> alias `champion` or not
+    fit_curves_job           survivorship-robust exposure curves, caps and the proposed policy (freqcap.jobs.curves)
+    attach_curves_job        curves, plots, the model-vs-empirical cross-check and the policy onto the model's run
+    resolve_inputs           the DAG run's params (as_of, events, users, floor, first snapshot day) as plain values
 
 Paths travel as strings; DataFrames never go through XCom. `model_config` is a path to a model YAML (default
-`models/conversion.yaml`) or, from Python, a `ConversionModelConfig`.
+`models/conversion.yaml` of the packaged resources) or, from Python, a `ConversionModelConfig`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+
+from freqcap.adapters.airflow.context import run_as_of
+from freqcap.adapters.duckdb.training_set import TRAINING_FILE, build_training_set
+from freqcap.adapters.events_files import parquet_glob
+from freqcap.adapters.gx.training import TrainingGateError, validate_training_table
+from freqcap.adapters.mlflow.tracking import champion_gate, client, configure, log_training_run, register_challenger
 from freqcap.config import Settings, parse_duration
+from freqcap.domain.policy import load_policy
+from freqcap.domain.training.columns import TrainingSet
 from freqcap.domain.training.config import ConversionModelConfig, resolve_model_config
-from freqcap.layout import DataLayout, parse_as_of
+from freqcap.domain.training.model import train_model
+from freqcap.jobs.backfill import publish_daily_snapshots
+from freqcap.jobs.features import docs_root_for, events_dir_for
+from freqcap.layout import DataLayout, parse_as_of, users_path_for
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +62,6 @@ def backfill_snapshots_job(
     every: str = "1d",
 ) -> dict[str, Any]:
     """Publish feature snapshots every `every` from `start` to `end` (inclusive, ISO times) into the offline store."""
-    from freqcap.jobs.backfill import publish_daily_snapshots
-
     result = publish_daily_snapshots(
         events_dir, _parse_ts(start), _parse_ts(end), settings, users=users, every=parse_duration(every)
     )
@@ -66,8 +83,6 @@ def build_training_set_job(
     before the first event + data.history_warmup). Needs feature snapshots covering the window (see
     `backfill_snapshots_job`). Returns the `TrainingSet` summary (path, rows, window, label rate, sha256).
     """
-    from freqcap.adapters.duckdb.training_set import TRAINING_FILE, build_training_set
-
     config = resolve_model_config(model_config)
     ts = _parse_ts(as_of)
     out = training_dir(settings, config, ts.isoformat()) / TRAINING_FILE
@@ -92,9 +107,6 @@ def validate_training_set_job(
     each failed rule with what was observed.
 
     The report is also written beside the training set (`validation.json`), pass or fail."""
-    from freqcap.adapters.gx.training import TrainingGateError, validate_training_table
-    from freqcap.jobs.features import docs_root_for
-
     config = resolve_model_config(model_config)
     path = Path(training_set["path"])
     report_path = path.with_name("validation.json")
@@ -126,12 +138,6 @@ def train_job(
     Validates the training set first unless `validation` (the output of `validate_training_set_job` for this
     very file, same sha256) says it passed.
     """
-    import pyarrow.parquet as pq
-
-    from freqcap.adapters.mlflow.tracking import log_training_run
-    from freqcap.domain.training.columns import TrainingSet
-    from freqcap.domain.training.model import train_model
-
     config = resolve_model_config(model_config)
     ts = TrainingSet.from_dict(training_set)
     if not (validation and validation.get("success") and validation.get("sha256") == ts.sha256):
@@ -162,11 +168,6 @@ def register_and_gate_job(
 ) -> dict[str, Any]:
     """Register the trained run's model (alias `challenger`), then run the champion gate on the challenger's
     validation rows; the winner holds alias `champion`. Returns the version and the gate's decision."""
-    import pandas as pd
-    import pyarrow.parquet as pq
-
-    from freqcap.adapters.mlflow.tracking import champion_gate, register_challenger
-
     config = resolve_model_config(model_config)
     name = trained.get("registered_model") or config.registered_model
     version = register_challenger(settings, name, trained["model_uri"], trained["run_id"])
@@ -198,3 +199,94 @@ __all__ = [
     "training_dir",
     "validate_training_set_job",
 ]
+
+
+# -------------------------------------------------------------------------------------- curves and the policy
+
+
+def curves_dir(settings: Settings, as_of: str) -> Path:
+    return DataLayout.of(settings).curves_dir(as_of)
+
+
+def fit_curves_job(
+    events_dir: str, as_of: str, settings: Settings, users: str | None = None, floor: float | None = None
+) -> dict[str, Any]:
+    """Fit survivorship-robust exposure–response curves and propose caps and a policy (freqcap.domain.curves)."""
+    from freqcap.jobs.curves import fit_curves_to_dir
+
+    kwargs: dict[str, Any] = {"users": Path(users) if users else None}
+    if floor is not None:
+        kwargs["floor"] = floor
+    summary = fit_curves_to_dir(Path(events_dir), curves_dir(settings, as_of), **kwargs)
+    return json.loads(json.dumps(summary.to_dict(), default=str))
+
+
+def attach_curves_job(
+    trained: dict[str, Any], gated: dict[str, Any], curves: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """Log curves, caps, plots, the model-vs-empirical cross-check and the proposed policy to the model's run;
+    tag the registered version with the policy it proposes."""
+    import mlflow
+
+    configure(settings)
+    out_dir = Path(curves["out_dir"])
+    policy = load_policy(out_dir / "policy.yaml")
+    mc = client(settings)
+    run_id = trained["run_id"]
+    for path in sorted(out_dir.iterdir()):
+        if path.is_file():
+            mc.log_artifact(run_id, str(path), artifact_path="curves" if path.suffix != ".png" else "curves/plots")
+    comparison = _cross_check(trained, out_dir)
+    flagged = int(comparison["flagged"].sum())
+    mc.log_metric(run_id, "curve_disagreements", flagged)
+    mc.log_text(run_id, comparison.to_csv(index=False), "curves/model_vs_empirical.csv")
+    if flagged:
+        log.warning(
+            "model and empirical curves disagree for %d cohort x level(s): see curves/model_vs_empirical.csv", flagged
+        )
+    mc.set_tag(run_id, "freqcap.policy_version", policy.version)
+    mc.set_model_version_tag(gated["registered_model"], gated["version"], "policy_version", policy.version)
+    mlflow.end_run()
+    return {
+        "run_id": run_id,
+        "policy_version": policy.version,
+        "policy_path": str(out_dir / "policy.yaml"),
+        "model_version": gated["version"],
+        "promoted": gated["promoted"],
+        "curve_disagreements": flagged,
+        "curve_pairs_compared": len(comparison),
+    }
+
+
+def _cross_check(trained: dict[str, Any], out_dir: Path):
+    """Per cohort × level: does the model-based curve (logged by training) leave the empirical CI?"""
+    import mlflow
+
+    from freqcap.domain.curves import compare_model_curves
+
+    local = mlflow.artifacts.download_artifacts(run_id=trained["run_id"], artifact_path="curves/model_curve.parquet")
+    return compare_model_curves(pd.read_parquet(local), out_dir / "curves.parquet")
+
+
+# ------------------------------------------------------------------------------------------- the DAG's params
+
+
+def resolve_inputs(context: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """as_of, events_dir, users, floor, and the first event day (where snapshot backfills start)."""
+    params = context.get("params") or {}
+    events_dir = events_dir_for(settings, params.get("events_dir"))
+    users = users_path_for(events_dir, params.get("users"))
+    as_of = run_as_of(context)
+    first = parse_as_of(
+        duckdb.sql(f"SELECT min(event_ts) FROM read_parquet('{parquet_glob(events_dir)}')").fetchall()[0][0]
+    )
+    # Snapshots sit at midnights, like the daily features DAG's: the first one on or after the first event.
+    midnight = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    start = min(midnight if midnight == first else midnight + timedelta(days=1), as_of)
+    return {
+        "as_of": as_of.isoformat(),
+        "events_dir": events_dir,
+        "users": str(users) if users else None,
+        "floor": params.get("floor"),
+        "start": start.isoformat(),
+    }

@@ -20,9 +20,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
+from freqcap.adapters.duckdb.training_set import (
+    EXACT_COLUMNS,
+    STRING_FEATURES,
+    asof_join,
+    create_impressions,
+    feast_column,
+    numeric_feature_refs,
+    snapshot_coverage,
+)
+from freqcap.adapters.events_files import parquet_glob
 from freqcap.config import Settings, parse_duration
 from freqcap.layout import DataLayout
 
@@ -43,19 +55,6 @@ def current_rows(
     repo_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Impressions in [start, end) in training-set shape (see the module docstring) and notes."""
-    import duckdb
-
-    from freqcap.adapters.duckdb.training_set import (
-        EXACT_COLUMNS,
-        STRING_FEATURES,
-        asof_join,
-        create_impressions,
-        feast_column,
-        numeric_feature_refs,
-        snapshot_coverage,
-    )
-    from freqcap.adapters.events_files import parquet_glob
-
     started = time.perf_counter()
     notes: list[str] = []
     repo = (repo_dir or DataLayout.of(settings).feast_repo).resolve()
@@ -124,7 +123,5 @@ def sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
 
 def read_reference(path: Path, columns: list[str], max_rows: int, seed: int) -> pd.DataFrame:
     """The reference's `columns` (those it has), sampled like the current rows."""
-    import pyarrow.parquet as pq
-
     have = set(pq.read_schema(path).names)
     return sample(pq.read_table(path, columns=[c for c in columns if c in have]).to_pandas(), max_rows, seed)

@@ -42,6 +42,8 @@ import duckdb
 import numpy as np
 
 from freqcap.adapters.events_files import parquet_glob
+from freqcap.adapters.feast.snapshots import list_snapshots
+from freqcap.adapters.feast.store import open_store
 from freqcap.config import Settings, parse_duration
 from freqcap.domain.training.columns import (
     EXACT_COLUMNS,
@@ -54,7 +56,7 @@ from freqcap.domain.training.columns import (
 )
 from freqcap.domain.training.config import ConversionModelConfig
 from freqcap.errors import FreqcapError
-from freqcap.layout import DataLayout, users_path_for
+from freqcap.layout import DataLayout, offline_root, users_path_for
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +248,6 @@ def snapshot_coverage(
     con: duckdb.DuckDBPyConnection, repo_dir: Path, refs: tuple[str, ...], ttl: timedelta, table: str = "imps"
 ) -> dict[str, dict[str, Any]]:
     """Per view: how many impressions have no snapshot within `ttl` before them, and on which days."""
-    from freqcap.adapters.feast.snapshots import list_snapshots
-    from freqcap.layout import offline_root
-
     ts = np.asarray(con.sql(f"SELECT ts_us - 1 AS f FROM {table}").fetchnumpy()["f"], dtype=np.int64)
     ttl_us = int(ttl.total_seconds() * _US)
     day_us = 86400 * _US
@@ -323,8 +322,6 @@ def asof_join(
     For each view: the latest snapshot row of the entity key with event_timestamp ≤ t − 1 µs, dropped when
     older than `ttl` (Feast's rule). `snapshot_ts` adds `<view>__snapshot_ts`, the joined row's event_timestamp.
     """
-    from freqcap.layout import offline_root
-
     ttl_us = int(ttl.total_seconds() * _US)
     selects, joins = ["i.event_id"], []
     for k, view in enumerate(_views(refs)):
@@ -452,8 +449,6 @@ def build_training_set(
             if snapshot_ts:
                 raise ValueError("snapshot_ts is only available with engine='duckdb'")
             if store is None:
-                from freqcap.adapters.feast.store import open_store
-
                 store = open_store(settings, repo)
                 timings["open_store"] = time.perf_counter() - t
                 t = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from freqcap.adapters.decision_log import read_log_rows
+from freqcap.adapters.decision_log import FIELDS, read_log_rows
 from freqcap.adapters.gx.docs import docs_root
 from freqcap.adapters.gx.errors import DataValidationError
 from freqcap.adapters.gx.gate import GateReport, finish, read_suite_document, run_table
@@ -83,8 +83,6 @@ def validate_decision_log(
     skipped). Raises `DecisionLogGateError` naming each failed rule with the number of offending rows and a
     sample of their values.
     """
-    from freqcap.adapters.decision_log import FIELDS
-
     started = time.perf_counter()
     for name, value in (("start", start), ("end", end), ("now", now)):
         if value is not None and value.tzinfo is None:

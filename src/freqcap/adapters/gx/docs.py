@@ -25,13 +25,16 @@ import json
 import logging
 import os
 import sys
+import webbrowser
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 from typing import Any, Protocol
 
 from freqcap.adapters.gx.runtime import import_gx
+from freqcap.config import load_settings
 from freqcap.layout import gx_dir
 
 
@@ -240,8 +243,6 @@ def _run_rows(root: Path) -> list[dict[str, Any]]:
 
 def write_runs_page(root: str | Path) -> Path:
     """(Re)write the offline runs page from the stored results; returns its path."""
-    from html import escape
-
     root = Path(root).resolve()
     out = runs_page_path(root)
     rows = _run_rows(root)
@@ -288,7 +289,6 @@ def open_in_browser(path: Path) -> bool:
     """Open `path` in a browser when there is a display; never fails (headless machines just print the path)."""
     if sys.platform != "darwin" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return False  # headless: a text-mode browser would take over the terminal
-    import webbrowser
 
     try:
         return bool(webbrowser.open(path.as_uri()))
@@ -302,12 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="the data directory (default: settings.data_dir)")
     parser.add_argument("--no-open", action="store_true", help="only build and print the path")
     args = parser.parse_args(argv)
-    if args.data_dir:
-        data_dir = Path(args.data_dir)
-    else:
-        from freqcap.config import load_settings
-
-        data_dir = load_settings().data_dir
+    data_dir = Path(args.data_dir) if args.data_dir else load_settings().data_dir
     root = docs_root(data_dir)
     path = build_site(root)
     print(f"Data Docs (runs overview): {path}")

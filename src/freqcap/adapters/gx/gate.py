@@ -26,9 +26,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from freqcap.adapters.gx.docs import publish_runs
 from freqcap.adapters.gx.errors import ValidationSuiteError
 from freqcap.adapters.gx.runtime import ephemeral_context, import_gx
+from freqcap.adapters.gx.suite import read_document
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,6 @@ RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
 
 def read_suite_document(path: str | Path) -> dict[str, Any]:
     """A suite document (JSON, or YAML by suffix) with a name and expectations that each carry a unique meta.rule."""
-    from freqcap.adapters.gx.suite import read_document
-
     path = Path(path)
     doc = read_document(path)
     if not doc["expectations"]:
@@ -233,8 +234,6 @@ class TableRun:
 
 def to_gx_frame(table: Any) -> Any:
     """A pyarrow table as pandas with strings as categoricals (GX runs several times faster on integer codes)."""
-    import pyarrow as pa
-
     columns = {
         name: (
             table.column(name).dictionary_encode()

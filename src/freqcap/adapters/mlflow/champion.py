@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from freqcap.adapters.mlflow.tracking import CHAMPION, ENCODING_KEY, alias_version, client, configure
+from freqcap.domain.training.encoding import FeatureEncoding
 from freqcap.layout import DataLayout
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,6 @@ def tracking_available(settings: Any) -> bool:
 def _champion(settings: Any, registered_model: str) -> Any | None:
     if not tracking_available(settings):
         return None
-    from freqcap.adapters.mlflow.tracking import CHAMPION, alias_version
 
     return alias_version(settings, registered_model, CHAMPION)
 
@@ -52,7 +53,6 @@ def champion_training_set(settings: Any, registered_model: str) -> Path | None:
     version = _champion(settings, registered_model)
     if version is None:
         return None
-    from freqcap.adapters.mlflow.tracking import client
 
     tag = client(settings).get_run(version.run_id).data.tags.get("freqcap.training_set")
     return Path(tag) if tag else None
@@ -64,9 +64,6 @@ def champion_scorer(settings: Any, registered_model: str) -> Scorer | None:
     if version is None:
         return None
     import mlflow.pyfunc
-
-    from freqcap.adapters.mlflow.tracking import ENCODING_KEY, configure
-    from freqcap.domain.training.encoding import FeatureEncoding
 
     configure(settings)
     uri = f"models:/{registered_model}/{version.version}"

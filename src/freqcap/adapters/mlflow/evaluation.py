@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from freqcap.adapters.mlflow.tracking import code_version, configure, ensure_experiment, git_version
 from freqcap.domain.evaluation.core import EvaluationReport
 
 KIND = "policy_evaluation"
@@ -61,8 +62,6 @@ def log_evaluation(
 ) -> dict[str, str]:
     """Log `report` (and every file under `out_dir`) as one MLflow run; returns run id, name and tracking URI."""
     import mlflow
-
-    from freqcap.adapters.mlflow.tracking import code_version, configure, ensure_experiment, git_version
 
     resolved = configure(settings)
     experiment_id = ensure_experiment(settings, experiment)

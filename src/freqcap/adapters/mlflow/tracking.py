@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 
 from freqcap.adapters.mlflow.uris import ResolvedTracking, resolve_tracking
+from freqcap.domain.training.encoding import FeatureEncoding
+from freqcap.domain.training.metrics import binary_metrics
 
 if TYPE_CHECKING:
     from freqcap.domain.training.columns import TrainingSet
@@ -319,9 +321,6 @@ def _head_to_head(
 ) -> dict[str, dict[str, float]]:
     """Score each version (pyfunc, through `models:/name/version`) on `rows`; metrics per version key."""
     import mlflow.pyfunc
-
-    from freqcap.domain.training.encoding import FeatureEncoding
-    from freqcap.domain.training.metrics import binary_metrics
 
     configure(settings)
     y = rows[label].to_numpy(dtype=np.float64)

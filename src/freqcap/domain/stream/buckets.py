@@ -12,6 +12,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from freqcap.config import parse_duration
+
 # Event type -> one-letter kind used in state field names, and the feature prefix of the stream views.
 KINDS: dict[str, str] = {"impression": "i", "click": "c", "conversion": "v"}
 KIND_PREFIX: dict[str, str] = {"i": "imp", "c": "clk", "v": "conv"}
@@ -92,6 +94,4 @@ def parse_fields(fields: Iterable[tuple[bytes | str, bytes | str]]) -> tuple[dic
 
 
 def window_seconds(labels: Sequence[str]) -> tuple[int, ...]:
-    from freqcap.config import parse_duration
-
     return tuple(int(parse_duration(w).total_seconds()) for w in labels)
