@@ -737,7 +737,7 @@ def main() -> None:
         "yet is written as one `RESTORE key ttl payload` of the hash Feast's HSET would build, byte-checked against "
         "HSET on the live server; an existing key gets HSET + EXPIRE, as in Feast). 1-minute load average before/after: "
         f"{load_before:.2f}/{load_after:.2f} on 2 cores shared with other work — absolute rates move with it; "
-        "the ratios are measured in the same run. Targets (issue 8): >= 100k rows/s Redis, >= 30k rows/s SQLite.\n\n"
+        "the ratios are measured in the same run. Targets: >= 100k rows/s Redis, >= 30k rows/s SQLite.\n\n"
         "Every bulk run is read back through `get_online_features` (200 rows compared with the snapshot). The "
         "bulk line's peak RSS is that of the full write; the peak is reset before the incremental run, which "
         "reports its own.\n\n"

@@ -1,4 +1,4 @@
-"""Redis memory per (user, entity) key for the default simulated world (issue 8, item 3).
+"""Redis memory per (user, entity) key for the default simulated world .
 
 The real pipeline on a private `redis-server` (nothing else in it): simulated world (20 k users x 14 d) ->
 `build_features` as of its last day -> `bulk_materialize` into Feast's Redis layout; then the stream worker replays

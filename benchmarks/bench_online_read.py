@@ -2,7 +2,7 @@
 
 For 1, 10, 100 and 300 candidates (per 100 candidates: 100 ads, 20 campaigns, 5 advertisers), p50/p99 of
 * floor: a raw pipelined redis-py HMGET (`pipeline(transaction=False)`) of exactly the keys and hash fields the
-  fast reader asks for (keys built beforehand, replies not decoded): the floor as LIBRARY-NOTES and issue 8 define it;
+  fast reader asks for (keys built beforehand, replies not decoded): the floor (what any client must do);
 * strict floor: the same HMGETs pre-packed as RESP bytes, one write, one `read_response` per reply (what the fast
   reader's transport does, minus building keys and decoding values): redis-py's per-command bookkeeping removed;
 * fast: `RedisFeatureReader.read` (keys built, one pipelined round trip, values decoded into a `UserState`);
@@ -286,7 +286,7 @@ def main() -> None:
     body += (
         f"\n\nLoad average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after the run on this shared "
         f"{os.cpu_count()}-core box: absolute times scale with it, the ratios (same run, interleaved) much less."
-        "\n\nTargets (issue 8): feature fetch for 100 candidates p99 <= 2x the floor; whole in-process decision "
+        "\n\nTargets: feature fetch for 100 candidates p99 <= 2x the floor; whole in-process decision "
         "p99 <= 5 ms.\n\nCommand: `.venv/bin/python benchmarks/bench_online_read.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "redis")
         + "`"

@@ -1,4 +1,4 @@
-"""Independent, loop-by-loop computations of freqcap's feature semantics (DESIGN.md), for tests only."""
+"""Independent, loop-by-loop computations of freqcap's feature semantics (docs: Concepts > Features), for tests only."""
 
 from __future__ import annotations
 

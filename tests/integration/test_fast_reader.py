@@ -148,7 +148,7 @@ def _roundtrip(tmp_path, settings, reader_type):
         for seen in (seen1, seen2):
             assert seen["nonzero"] > 50 and seen["zero"] > 50, seen
             assert seen["converter"] and seen["engaged"] and seen["impression_only"] and seen["audience"], seen
-        # A view's ttl is not enforced online by Feast (LIBRARY-NOTES): these snapshots are far older than it.
+        # A view's ttl is not enforced online by Feast 0.67: these snapshots are far older than it.
         ttl = store.get_feature_view("user_ad").ttl
         assert datetime.now(UTC) - T2 > ttl
         return store, fast, feast, events

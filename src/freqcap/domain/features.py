@@ -1,6 +1,6 @@
 """Pure description of the batch feature tables: names, keys and columns. No I/O.
 
-Semantics (DESIGN.md): for as-of time T, tier L and window W, `imp_W` counts impressions with event_ts in
+Semantics: for as-of time T, tier L and window W, `imp_W` counts impressions with event_ts in
 (T − W, T]; `clk_W` and `conv_W` likewise; `imp_decayed` = Σ 2^(−(T − ts)/h_L) over the tier's impressions in its
 longest window; `last_imp_ts` is the latest impression in that window. Events after T never count. Tables are
 sparse: a (user, entity) pair appears only if it has an event in the tier's longest window.

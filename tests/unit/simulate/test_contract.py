@@ -1,4 +1,4 @@
-"""The simulator's output honours the event contract (DESIGN.md) and its own catalog."""
+"""The simulator's output honours the event contract and its own catalog."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The feature-table gate (`monitoring/gx/features.json`) on real feature tables of a small simulated world.
 
 Clean tables pass; copies mutated on purpose stop the gate naming exactly the rules they break. What each copy
-breaks is decided here by an independent pandas check of the feature semantics (DESIGN.md), not by the gate.
+breaks is decided here by an independent pandas check of the feature semantics, not by the gate.
 """
 
 from __future__ import annotations

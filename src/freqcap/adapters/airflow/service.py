@@ -103,7 +103,7 @@ def _component_env(home: Path, port: int, dags_folder: Path, extra: dict[str, st
     bin_dir = str(Path(sys.executable).parent)
     env.update(
         {
-            # `airflow` subprocesses must find the venv's executables (LIBRARY-NOTES: else it hangs).
+            # `airflow` subprocesses must find the venv's executables (without them on PATH Airflow 3.3 hangs).
             "PATH": f"{bin_dir}:{env.get('PATH', '')}",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "2",

@@ -1,6 +1,6 @@
 """Stream messages -> events, or the reason a message goes to the dead-letter stream. Pure.
 
-A message carries the event contract's columns as string fields (DESIGN.md): `event_id`, `event_type`,
+A message carries the event contract's columns as string fields: `event_id`, `event_type`,
 `event_ts` (ISO-8601 with a UTC offset, or epoch seconds), `user_id`, `advertiser_id`, `campaign_id`, `ad_id`,
 `format`, optional `conversion_value`. Every event type needs the three hierarchy ids (clicks and conversions
 carry the attributed ad). Nothing here raises on bad input: a bad message yields a reason, never an exception.
@@ -108,7 +108,7 @@ def parse_message(
 
 
 def event_fields(row: Mapping[str, object]) -> dict[str, str]:
-    """An events-table row (DESIGN.md columns) -> stream message fields (what `produce` writes)."""
+    """An events-table row (the event contract's columns) -> stream message fields (what `produce` writes)."""
     ts = row["event_ts"]
     ts_text = ts.isoformat() if hasattr(ts, "isoformat") else str(ts)
     out = {

@@ -34,7 +34,7 @@ CURVE_COLUMNS: tuple[str, ...] = (
 
 
 def cohort_label(audience: str, signal_tier: str) -> str:
-    """The readable cohort name of DESIGN.md (`returning/engaged`)."""
+    """The readable cohort name of the curves contract (`returning/engaged`)."""
     return f"{audience}/{signal_tier}"
 
 

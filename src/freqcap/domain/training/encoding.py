@@ -2,7 +2,7 @@
 
 Categoricals are encoded here, upstream of XGBoost, with fixed vocabularies (code = position; an unseen value
 is -1), because the MLflow xgboost flavor's pyfunc path builds a plain DMatrix and breaks on pandas
-categoricals (LIBRARY-NOTES). The model input is a frame of int64/float64 columns in a fixed order, so a model
+categoricals (MLflow 3.17's xgboost flavor). The model input is a frame of int64/float64 columns in a fixed order, so a model
 loaded with `mlflow.pyfunc.load_model(...)` predicts from `encoding.transform(rows)`.
 """
 

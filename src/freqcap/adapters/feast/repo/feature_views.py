@@ -1,7 +1,7 @@
 """Feast feature views: one per aggregation tier plus user attributes, built from the features config.
 
 Aggregation happens in DuckDB (`freqcap.adapters.duckdb.features`); these are plain views over its snapshots
-(LIBRARY-NOTES: Feast-side windowed aggregation does not work on this version).
+(Feast 0.67's own windowed aggregation does not work: BatchFeatureView aggregations are lost on apply).
 """
 
 from __future__ import annotations
