@@ -18,7 +18,7 @@ export FEAST_USAGE := False
 export OMP_WAIT_POLICY := PASSIVE
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast lint lint-imports format bench mlflow-ui docs docs-serve data-docs ui chromium up clean
+.PHONY: help setup demo test test-fast lint lint-imports deps format bench mlflow-ui docs docs-serve data-docs ui chromium up clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -45,6 +45,9 @@ lint: setup lint-imports  ## ruff lint and format check, and the import contract
 
 lint-imports: setup  ## the layer contracts (pyproject.toml [tool.importlinter]): no upward imports, pure domain, no cycles
 	$(BIN)/lint-imports
+
+deps: setup  ## the package dependency graph from the code's imports: who imports whom, cycles, upward imports
+	$(BIN)/python scripts/package_graph.py
 
 format: setup  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
