@@ -23,10 +23,9 @@ class ResourceNotFound(FreqcapError):
 
 def resource_path(relative: str) -> Path:
     """The packaged file `relative` (e.g. `gx/events.json`) as a filesystem path."""
-    ref = resources.files(__name__).joinpath(relative)
-    path = Path(str(ref))
-    if not isinstance(ref, Path) and not path.exists():
-        raise ResourceNotFound(f"freqcap resource {relative} is not a plain file ({ref}): install the package unzipped")
+    # Installed packages are plain directories (pip and uv unpack wheels), so the resource is a real file that
+    # GX, YAML readers and Airflow's dags folder can open by path.
+    path = Path(str(resources.files(__name__).joinpath(relative)))
     if not path.is_file():
         raise ResourceNotFound(f"freqcap resource {relative} not found at {path}")
     return path
