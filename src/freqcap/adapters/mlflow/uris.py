@@ -7,7 +7,6 @@ Production: an MLflow server (`http://...`) or a PostgreSQL URL, and an object-s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from freqcap.config import TrackingConfig
@@ -41,7 +40,7 @@ def tracking_config(settings: Any) -> TrackingConfig:
 def resolve_tracking(settings: Any) -> ResolvedTracking:
     """Absolute URIs for these settings (SQLite needs `sqlite:////abs/path`, artifacts `file:///abs/path`)."""
     config = tracking_config(settings)
-    layout = DataLayout(Path(settings.data_dir).resolve())
+    layout = DataLayout.of(settings)
     tracking_uri = config.tracking_uri or f"sqlite:///{layout.mlflow_db}"
     is_local_db = tracking_uri.startswith("sqlite:")
     artifact_location = config.artifact_location
