@@ -285,7 +285,7 @@ def main() -> None:
     body = (
         "Each step runs in a fresh interpreter (peak RSS is that process's VmHWM, imports included); "
         "OMP_WAIT_POLICY=PASSIVE; DuckDB threads=2; XGBoost nthread=2; default model config "
-        "(models/conversion.yaml: 7-day attribution window, 28-day exposure lookback, 23 Feast features).\n"
+        "(resources/models/conversion.yaml: 7-day attribution window, 28-day exposure lookback, 23 Feast features).\n"
     )
     raw = {}
     for i, spec in enumerate(args.worlds.split(",")):

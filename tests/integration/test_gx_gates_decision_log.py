@@ -1,4 +1,4 @@
-"""The decision-log gate (`monitoring/gx/decision_log.json`) on a decision log written by the real serving app.
+"""The decision-log gate (`resources/gx/decision_log.json`) on a decision log written by the real serving app.
 
 A small world's features are materialized into Feast (SQLite); the decision API serves every user with a policy
 that binds at all levels (caps, hard caps, min_gap, stop-after-conversion) and, from a second app with no policy

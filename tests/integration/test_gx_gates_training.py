@@ -1,4 +1,4 @@
-"""The training-set gate (`monitoring/gx/training.json` + leakage rules) on a real point-in-time training set.
+"""The training-set gate (`resources/gx/training.json` + leakage rules) on a real point-in-time training set.
 
 A small simulated world goes through the real pipeline: validated events -> daily feature snapshots -> the
 point-in-time training set (the DuckDB ASOF engine, which also returns each view's joined snapshot time). The set

@@ -6,7 +6,7 @@
 - **`FreqcapValue`**: a custom single-value metric holding one row of the run's metric table (name + segment), so
   every cap hit rate, fail-open rate, realized-frequency number, stream lag and alarm state becomes a time series
   of the workspace project. Its value is read from the report's additional dataset `freqcap_metrics`.
-- **Workspace**: one project (`monitoring.project`), its dashboard rebuilt from `monitoring/dashboard.yaml` with
+- **Workspace**: one project (`monitoring.project`), its dashboard rebuilt from `resources/monitoring/dashboard.yaml` with
   stable panel ids (rewriting it is idempotent), one snapshot added per monitoring run. `evidently ui --workspace
   <dir>` serves it (`make ui`); it reads the snapshots without importing this module.
 """

@@ -3,10 +3,10 @@
 
 Validates raw ad events, aggregates the frequency features of the three tiers and loads them into Feast.
 
-**validate** (Great Expectations `monitoring/gx/events.json`; bad rows -> quarantine, run stops above the bad-share
+**validate** (Great Expectations `resources/gx/events.json`; bad rows -> quarantine, run stops above the bad-share
 gate or on a stale / impression-less feed)
 → **aggregate** (DuckDB: user×advertiser, user×campaign, user×ad windows and decay, user signal tiers)
-→ **check_features** (Great Expectations gate `monitoring/gx/features.json`: counts non-negative, windows nested for
+→ **check_features** (Great Expectations gate `resources/gx/features.json`: counts non-negative, windows nested for
 the tier's configured windows, decayed ≤ raw, unique keys, row count within `validation.max_row_count_ratio` of the
 previous published run; a failure stops the run naming each `table.rule`, report in `<run>/features_validation.json`)
 → **materialize** (offline snapshot + online store; records the run's row counts; emits the

@@ -5,12 +5,12 @@ Hourly watch over serving and traffic: is capping working, is serving degraded, 
 the model was trained on?
 
 **resolve** (as_of = the end of the run's hour; events and users) → **validate_decision_log** (the Great
-Expectations gate `monitoring/gx/decision_log.json` on the rows this run reads; a bad log fails the run) →
+Expectations gate `resources/gx/decision_log.json` on the rows this run reads; a bad log fails the run) →
 **collect** (decision log: cap hit rate per
 cohort, format, level and hour of day and its move against the previous 24 h; fail-open rate, reasons and since
 when; realized vs configured frequency from the events and the live policy; stream lag; the last 24 h of
 impressions for drift) → **drift** (Evidently: feature drift against the champion's training set, prediction drift
-with the champion model) → **evaluate_alarms** (rules in `monitoring/alerts.yaml`; an incident fires once, stays
+with the champion model) → **evaluate_alarms** (rules in `resources/monitoring/alerts.yaml`; an incident fires once, stays
 quiet while it lasts and resolves when it clears; state kept between runs) → **publish** (one snapshot in the
 Evidently workspace project with its dashboard, and the on-call page `<data_dir>/monitoring/oncall.html`);
 **signal_drift** updates the `freqcap_drift_alarm` Asset — which schedules freqcap_training — only when a new drift

@@ -6,7 +6,7 @@ survivorship-robust exposure–response curves per cohort × level, and a propos
 
 **backfill_snapshots** (daily feature snapshots the training window needs; idempotent) → **build_training_set**
 (Feast `get_historical_features`, features as of just before each impression) → **validate_training_set** (Great
-Expectations gate `monitoring/gx/training.json`: label-rate band, no leakage past the impression or the set's as-of
+Expectations gate `resources/gx/training.json`: label-rate band, no leakage past the impression or the set's as-of
 time, exposure and feature invariants; a failure stops the run naming each rule, published to Data Docs)
 → **train** (XGBoost, metrics, model-based curve, MLflow run) → **register_and_gate** (registered as `challenger`;
 promoted to `champion` only if not worse than the champion beyond the tolerance — the reason is recorded); in

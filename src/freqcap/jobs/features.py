@@ -81,7 +81,7 @@ def build_features_job(clean_events: str, as_of: str, settings: Settings, users:
 
 
 def check_features_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Gate: the feature tables pass `monitoring/gx/features.json` (Great Expectations), or the run stops before
+    """Gate: the feature tables pass `resources/gx/features.json` (Great Expectations), or the run stops before
     Feast is touched, raising `FeatureGateError` that names each failed `table.rule`.
 
     The report is written to the run's `features_validation.json` either way; the row-count baseline is the newest

@@ -1,4 +1,4 @@
-"""models/conversion.yaml is the reference config; invalid configs fail naming the field."""
+"""resources/models/conversion.yaml is the reference config; invalid configs fail naming the field."""
 
 from __future__ import annotations
 

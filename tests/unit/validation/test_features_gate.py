@@ -1,4 +1,4 @@
-"""The feature-table gate (`monitoring/gx/features.json`) on real feature tables of a small simulated world.
+"""The feature-table gate (`resources/gx/features.json`) on real feature tables of a small simulated world.
 
 Clean tables pass; copies mutated on purpose stop the gate naming exactly the rules they break. What each copy
 breaks is decided here by an independent pandas check of the feature semantics, not by the gate.

@@ -8,6 +8,6 @@ ONLINE_FEATURES = Asset(name="freqcap_online_features", uri="freqcap://features/
 # Updated when training proposes a new policy (logged on the model's MLflow run); the publish step consumes it.
 PROPOSED_POLICY = Asset(name="freqcap_proposed_policy", uri="freqcap://policy/proposed")
 
-# Updated when the monitoring DAG opens a drift incident (a rule with `retrain: true` in monitoring/alerts.yaml);
+# Updated when the monitoring DAG opens a drift incident (a rule with `retrain: true` in resources/monitoring/alerts.yaml);
 # the training DAG schedules on it too, so drift triggers retraining once per incident.
 DRIFT_ALARM = Asset(name="freqcap_drift_alarm", uri="freqcap://monitoring/drift-alarm")

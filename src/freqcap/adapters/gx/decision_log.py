@@ -1,4 +1,4 @@
-"""The decision-log gate: `monitoring/gx/decision_log.json` on serving's decision log, before monitoring reads it.
+"""The decision-log gate: `resources/gx/decision_log.json` on serving's decision log, before monitoring reads it.
 
 Cap hit rates are computed from the `hit` flag of each logged decision, so the log must be internally consistent:
 a cap hit only where count ≥ cap, never one where count < cap, distance = cap − count, fail-open rows with no
@@ -33,7 +33,7 @@ DERIVED_COLUMNS = ("_ts", "_ts_hour", "_ts_date", "_cap_minus_count")
 
 
 class DecisionLogGateError(DataValidationError):
-    """The decision log failed `monitoring/gx/decision_log.json`; the message names each failed rule."""
+    """The decision log failed `resources/gx/decision_log.json`; the message names each failed rule."""
 
 
 def prepare_decision_log(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The feature-table gate: `monitoring/gx/features.json` on every table a features run built, before Feast sees it.
+"""The feature-table gate: `resources/gx/features.json` on every table a features run built, before Feast sees it.
 
 The suite file is declarative but not tied to one window set: expectations with `meta.applies_to: tier` run on each
 tier table, and their placeholders are filled from that tier's configuration (`FeaturesConfig`) at run time:
@@ -52,7 +52,7 @@ _APPLIES_TO = ("tier", "user")
 
 
 class FeatureGateError(DataValidationError, FeatureValidationError):
-    """The feature tables failed `monitoring/gx/features.json`; the message names each failed `table.rule`."""
+    """The feature tables failed `resources/gx/features.json`; the message names each failed `table.rule`."""
 
 
 def _fill(value: Any, values: Mapping[str, str]) -> Any:

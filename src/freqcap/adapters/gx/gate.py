@@ -1,7 +1,7 @@
 """Running a declarative Great Expectations suite as a gate on one table: the machinery the hand-off gates share.
 
 The feature-table, training-set and decision-log gates each load a GX 1.x ExpectationSuite document from
-`monitoring/gx/` (`name`, `expectations: [{type, kwargs, meta}]`, `meta`), run it in an ephemeral context on a
+`resources/gx/` (`name`, `expectations: [{type, kwargs, meta}]`, `meta`), run it in an ephemeral context on a
 pandas frame, and turn every expectation's result into a `RuleOutcome` named by its `meta.rule`. A gate fails when
 any expectation fails; `GateReport.failure_message()` names each failed rule with what GX observed (the number of
 unexpected rows and a few of their values, or the observed aggregate), so the error alone says what broke.

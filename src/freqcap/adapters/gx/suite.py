@@ -1,4 +1,4 @@
-"""The declarative event suite (`monitoring/gx/events.json`): loading, checking, and turning it into a GX suite.
+"""The declarative event suite (`resources/gx/events.json`): loading, checking, and turning it into a GX suite.
 
 The file is a Great Expectations 1.x ExpectationSuite document (`name`, `expectations: [{type, kwargs, meta}]`,
 `meta`), JSON or YAML. freqcap reads three keys of each expectation's `meta`:

@@ -1,4 +1,4 @@
-"""The training-set gate: `monitoring/gx/training.json` on the point-in-time training set, before XGBoost sees it.
+"""The training-set gate: `resources/gx/training.json` on the point-in-time training set, before XGBoost sees it.
 
 Same suite and parameters as `freqcap.adapters.gx.training_suite` (enough rows, keys, binary labels, the label-rate band
 `label_rate_sane`, exposure indices, windows nested...), plus the leakage rules that need the set's as-of time.
@@ -41,7 +41,7 @@ LABELS_COMPLETE_COLUMN = "_labels_complete_ts"
 
 
 class TrainingGateError(DataValidationError, TrainingValidationError):
-    """The training set failed `monitoring/gx/training.json`; the message names each failed rule and observation.
+    """The training set failed `resources/gx/training.json`; the message names each failed rule and observation.
 
     Also a `TrainingValidationError`, so callers of the training jobs catch it as before.
     """

@@ -1,4 +1,4 @@
-"""The training-set gate: Great Expectations runs `monitoring/gx/training.json` on the rows before training.
+"""The training-set gate: Great Expectations runs `resources/gx/training.json` on the rows before training.
 
 The suite is a plain GX 1.x ExpectationSuite document. Each expectation's `meta.rule` names it in messages;
 `meta.optional: true` skips it (reported as skipped) when one of its columns is not in the training set (a

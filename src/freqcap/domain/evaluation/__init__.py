@@ -1,15 +1,15 @@
 """Offline policy evaluation: the same simulated traffic replayed under several frequency policies.
 
-    from freqcap.domain.evaluation import EvaluationConfig, run_evaluation, write_report
+    from freqcap.domain.evaluation import EvaluationConfig, run_evaluation
     report = run_evaluation(EvaluationConfig(users=20_000, days=14, seeds=5), load_settings().features)
-    write_report(report, "out/evaluation")
 
 Layout: `traffic` (opportunities, candidates, scores, common random numbers), `policies` (the engine's rule
 compiled to arrays; no cap, global cap, personalized, oracle policies), `replay` (one policy or a user split
 played step by step, the simulator's true response), `fitting` (`freqcap curves fit` on a replay's events),
 `frontier` (equal impression volume by reserve), `stats` (intervals over seeds, holdout lift), `holdout`
-(hash assignment), `core` (the evaluation per seed and across seeds), `report` (tables and plot), `tracking`
-(MLflow), `run` (the adapter `freqcap evaluate` calls).
+(hash assignment), `core` (the evaluation per seed and across seeds). The report's tables and plot are
+`freqcap.adapters.reports.evaluation`, its MLflow run `freqcap.adapters.mlflow.evaluation`, and what
+`freqcap evaluate` runs `freqcap.jobs.evaluate`.
 """
 
 from freqcap.domain.evaluation.core import (

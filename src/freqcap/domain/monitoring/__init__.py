@@ -9,10 +9,13 @@ Pure computations (no I/O beyond what their docstrings say):
     alarms      alarm rules over the metric table and the incident state machine (fire, stay quiet, resolve)
     page        the on-call page: one self-contained HTML file
 
-Adapters: `current` (current-window rows from events, the training reference), `evidently_io` (drift reports,
-the workspace project and its dashboard), `prediction` (the champion model from MLflow), `stream` (the streaming
-worker's status), `rules` (alerts.yaml / dashboard.yaml loaded into frozen models) and `jobs` (the DAG's task
-functions and `freqcap monitor`).
+    rules       alerts.yaml / dashboard.yaml loaded into frozen models (the packaged ones by default)
+
+Elsewhere: the decision log's reader (`freqcap.adapters.decision_log`), current-window rows and the training
+reference (`freqcap.adapters.duckdb.current_rows`), realized counts from events (`adapters.duckdb.impressions`),
+drift reports and the workspace (`freqcap.adapters.evidently`), the champion model (`adapters.mlflow.champion`),
+the stream's status (`adapters.stream.monitoring`), the incident store (`adapters.incident_store`), and the DAG's
+task functions and `freqcap monitor` (`freqcap.jobs.monitoring`).
 
 Every number lands in one long table of `{name, segment, value, support}` rows (`metrics.MetricRow`): alarm rules
 select rows from it, the Evidently snapshot records each row as a `FreqcapValue` metric, the page reads it.

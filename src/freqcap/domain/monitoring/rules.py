@@ -1,5 +1,5 @@
-"""Declarative monitoring config: alarm rules (`monitoring/alerts.yaml`) and dashboard panels
-(`monitoring/dashboard.yaml`), validated into frozen models. Invalid files raise `MonitoringConfigError` naming the
+"""Declarative monitoring config: alarm rules (`resources/monitoring/alerts.yaml`) and dashboard panels
+(`resources/monitoring/dashboard.yaml`), validated into frozen models. Invalid files raise `MonitoringConfigError` naming the
 file and each offending field.
 """
 
@@ -147,10 +147,10 @@ def _load(path: Path, model: type[BaseModel]) -> Any:
 
 
 def load_alerts(path: str | Path | None = None) -> AlertsConfig:
-    """Alarm rules from `path` (default: the packaged `monitoring/alerts.yaml`)."""
+    """Alarm rules from `path` (default: the packaged `resources/monitoring/alerts.yaml`)."""
     return _load(Path(path) if path else alerts_path(), AlertsConfig)
 
 
 def load_dashboard(path: str | Path | None = None) -> DashboardConfig:
-    """Dashboard tabs and panels from `path` (default: the packaged `monitoring/dashboard.yaml`)."""
+    """Dashboard tabs and panels from `path` (default: the packaged `resources/monitoring/dashboard.yaml`)."""
     return _load(Path(path) if path else dashboard_path(), DashboardConfig)

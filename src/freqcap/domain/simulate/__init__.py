@@ -3,9 +3,11 @@
 The generative story is documented in `freqcap.domain.simulate.model`; parameters in `freqcap.domain.simulate.params`; the
 ground-truth file layout in `freqcap.domain.simulate.truth`.
 
-    from freqcap.domain.simulate import simulate_to_dir, load_ground_truth, true_cap
-    summary = simulate_to_dir(Path("out"), SimulationConfig(users=20_000, days=14, seed=7))
-    cap = true_cap(load_ground_truth("out"), "cold", "ad", floor=0.5)
+    from freqcap.domain.simulate import simulate_world, build_tables, true_cap
+    world = simulate_world(SimulationConfig(users=20_000, days=14, seed=7), ModelParams())
+
+Writing a world to Parquet and its `ground_truth.json` is `freqcap.adapters.simulation_files` (`simulate_to_dir`,
+`load_ground_truth`); the truth by raw exposure count is `freqcap.adapters.duckdb.truth_raw`.
 """
 
 from freqcap.domain.simulate.model import World, simulate_world

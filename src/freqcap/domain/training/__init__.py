@@ -1,44 +1,19 @@
-"""The conversion model: point-in-time training set (Feast), Great Expectations gate, XGBoost, model-based curve.
+"""The conversion model's maths: configuration, columns, split, encoding, XGBoost training, metrics, model curve.
 
-    backfill.publish_daily_snapshots   daily feature snapshots over a date range (what the features DAG would have)
-    dataset.build_training_set         one row per impression: features as of 1 µs before it, exact exposure
-                                       indices, context, conversion/click labels within their windows
-    validate.validate_training_set     monitoring/gx/training.json; raises TrainingValidationError naming rules
-    model.train_model                  time split, integer-encoded inputs, QuantileDMatrix + xgb.train (hist),
-                                       ROC-AUC / PR-AUC / log loss / ECE overall and per audience
-    curve.model_curve                  predicted rate as n varies at one level, per cohort × level
-    jobs                               the same steps as JSON-in/JSON-out functions for the training DAG
+    config    the model config (`resources/resources/models/conversion.yaml` of the packaged resources), validated, frozen
+    columns   the training set's contract: keys, labels, context, exact exposure columns; `TrainingSet`
+    split     time-based split: train on the past, stop early on the recent past, validate on the newest rows
+    encoding  categoricals as integer codes with fixed vocabularies, numbers as they are
+    model     `train_model`: time split, integer-encoded inputs, QuantileDMatrix + xgb.train (hist),
+              ROC-AUC / PR-AUC / log loss / ECE overall and per audience
+    metrics   binary classification metrics in plain numpy
+    curve     `model_curve`: predicted rate as n varies at one level, per cohort × level
 
-MLflow tracking, registration and the champion gate live in `freqcap.adapters.mlflow`. Heavy libraries (Feast, XGBoost,
-MLflow, Great Expectations) are imported inside the functions that need them.
+Building the point-in-time training set is `freqcap.adapters.duckdb.training_set`, its gate
+`freqcap.adapters.gx.training`, tracking and the champion gate `freqcap.adapters.mlflow`, and the DAG's steps
+`freqcap.jobs.training`. XGBoost is imported inside `model` (seconds of import time).
 """
-
-from typing import Any
 
 from freqcap.domain.training.config import ConversionModelConfig, ModelConfigError, load_model_config
 
-_LAZY = {
-    "TrainingDataError": "freqcap.adapters.duckdb.training_set",
-    "TrainingSet": "freqcap.adapters.duckdb.training_set",
-    "build_training_set": "freqcap.adapters.duckdb.training_set",
-    "TrainingValidationError": "freqcap.adapters.gx.training_suite",
-}
-
-
-def __getattr__(name: str) -> Any:  # pandas/pyarrow load only when these are used (DAG files stay light)
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'freqcap.domain.training' has no attribute {name!r}")
-
-
-__all__ = [
-    "ConversionModelConfig",
-    "ModelConfigError",
-    "TrainingDataError",
-    "TrainingSet",
-    "TrainingValidationError",
-    "build_training_set",
-    "load_model_config",
-]
+__all__ = ["ConversionModelConfig", "ModelConfigError", "load_model_config"]
