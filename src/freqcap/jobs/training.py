@@ -10,7 +10,7 @@
     resolve_inputs           the DAG run's params (as_of, events, users, floor, first snapshot day) as plain values
 
 Paths travel as strings; DataFrames never go through XCom. `model_config` is a path to a model YAML (default
-`resources/resources/models/conversion.yaml` of the packaged resources) or, from Python, a `ConversionModelConfig`.
+`resources/models/conversion.yaml` of the packaged resources) or, from Python, a `ConversionModelConfig`.
 """
 
 from __future__ import annotations

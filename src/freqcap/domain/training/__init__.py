@@ -1,6 +1,6 @@
 """The conversion model's maths: configuration, columns, split, encoding, XGBoost training, metrics, model curve.
 
-    config    the model config (`resources/resources/models/conversion.yaml` of the packaged resources), validated, frozen
+    config    the model config (`resources/models/conversion.yaml` of the packaged resources), validated, frozen
     columns   the training set's contract: keys, labels, context, exact exposure columns; `TrainingSet`
     split     time-based split: train on the past, stop early on the recent past, validate on the newest rows
     encoding  categoricals as integer codes with fixed vocabularies, numbers as they are

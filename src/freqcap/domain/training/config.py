@@ -1,4 +1,5 @@
-"""The conversion model's configuration (`resources/resources/models/conversion.yaml`), validated into frozen pydantic models.
+"""The conversion model's configuration (`resources/models/conversion.yaml`), validated into frozen
+pydantic models.
 
 Every section has defaults equal to the shipped YAML, so `ConversionModelConfig()` is the reference model.
 Unknown keys are rejected (a typo in the YAML fails loudly, naming the field).
@@ -283,7 +284,7 @@ def default_model_config_path() -> Path:
 
 
 def load_model_config(path: str | Path | None = None) -> ConversionModelConfig:
-    """Read and validate a model YAML (default: the packaged `resources/resources/models/conversion.yaml`)."""
+    """Read and validate a model YAML (default: the packaged `resources/models/conversion.yaml`)."""
     path = Path(path) if path is not None else default_model_config_path()
     try:
         raw = yaml.safe_load(path.read_text()) or {}
