@@ -157,7 +157,7 @@ def run_demo(
 
 def _monitor(settings, as_of) -> None:
     """One run of the monitoring job over the demo's decision log: alarms, drift, the on-call page."""
-    t = _step(6, "one hourly monitoring run (what dags/freqcap_monitoring.py does): decision log -> alarms, page")
+    t = _step(6, "one hourly monitoring run (what the freqcap_monitoring DAG does): decision log -> alarms, page")
     # Half an hour after the demo's requests (stamped at as_of): the run's last hour holds them.
     result = run_monitoring(settings, as_of + timedelta(minutes=30))
     alarms = result["alarms"]

@@ -15,7 +15,7 @@ parallel **fit_curves** (empirical curves with confidence intervals, caps, plots
 
 Scheduled on the `freqcap_online_features` Asset (fresh batch features) or the `freqcap_drift_alarm` Asset (the
 monitoring DAG saw a new drift incident), and runnable by hand.
-Params: `as_of`, `events_dir`, `users`, `floor` (relative floor R; default from the curves config).
+Params: `as_of`, `events_dir`, `users`, `floor` (relative floor R of the caps; default `training.floor`).
 """
 
 from __future__ import annotations

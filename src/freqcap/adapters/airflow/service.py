@@ -1,6 +1,6 @@
 """A real, scheduler-driven local Airflow: api-server + scheduler + dag-processor with the LocalExecutor.
 
-Used by the scheduler-driven integration test and by `freqcap airflow-run`: DAG runs are triggered over the REST
+Used by the scheduler-driven integration test: DAG runs are triggered over the REST
 API and executed by the scheduler, exactly as in production (only the metadata DB is SQLite and it all binds to
 loopback). Secrets are generated per run; nothing is written outside `home`.
 """

@@ -5,7 +5,7 @@ Run name `evaluate-<users>u-<days>d-<seeds>s`, experiment `freqcap-evaluation` b
 Metrics: `<policy>.<metric>` for every policy row (conversions, impressions, conversions_per_mille,
 past_optimal_share, relative_vs_no_cap, relative_vs_global, each with `_low` / `_high`),
 `headline.relative[_low|_high]`, `holdout.lift[_low|_high]`, `holdout.replay_lift`, `oracle.beats_all`,
-`seconds`. The training DAG's champion gate can read `personalized_soft.relative_vs_global_low` from it.
+`seconds` (e.g. `personalized_soft.relative_vs_global_low` for comparing runs in the MLflow UI).
 """
 
 from __future__ import annotations
