@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from freqcap.config import load_settings
-from tests.unit.monitoring.helpers import simulate_world, write_reference
+from tests.unit.domain.monitoring.helpers import simulate_world, write_reference
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from freqcap.domain.training.config import ConversionModelConfig, LabelConfig
 from freqcap.jobs.features import validate_events_job
 from freqcap.jobs.training import validate_training_set_job
 from freqcap.layout import offline_root, parse_as_of
-from tests.unit.validation.worlds import settings_for
+from tests.unit.adapters.gx.worlds import settings_for
 
 pytestmark = pytest.mark.slow
 VIEWS = ("user_advertiser", "user_campaign", "user_ad", "user")

@@ -21,7 +21,7 @@ import pytest
 from freqcap.adapters.mlflow.champion import Scorer
 from freqcap.config import load_settings
 from freqcap.jobs.monitoring import alarms_job, collect_job, drift_job, drift_signal, publish_job
-from tests.unit.monitoring.helpers import simulate_world, write_reference
+from tests.unit.domain.monitoring.helpers import simulate_world, write_reference
 
 pytestmark = pytest.mark.slow
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

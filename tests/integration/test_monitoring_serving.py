@@ -33,7 +33,7 @@ from freqcap.jobs.monitoring import run_monitoring
 from freqcap.layout import DataLayout, MonitoringRun
 from tests.conftest import _service_missing
 from tests.integration.test_feast_online import _settings
-from tests.unit.monitoring.helpers import simulate_world
+from tests.unit.domain.monitoring.helpers import simulate_world
 
 pytestmark = pytest.mark.slow
 TOKEN = "monitoring-test"

@@ -1,8 +1,8 @@
 """Files freqcap ships inside the package, found with `importlib.resources` so an installed wheel needs no checkout.
 
     gx/events.json, features.json, training.json, decision_log.json   Great Expectations suites (the gates)
-    resources/monitoring/alerts.yaml, dashboard.yaml                              alarm rules and the Evidently dashboard
-    resources/models/conversion.yaml                                              the reference conversion-model config
+    monitoring/alerts.yaml, dashboard.yaml                              alarm rules and the Evidently dashboard
+    models/conversion.yaml                                              the reference conversion-model config
     (the DAG files live in `freqcap.dags`; `dags_folder()` is Airflow's dags folder)
 
 Operators use their own copies through settings, never by editing the installed package:
@@ -42,15 +42,15 @@ def suite_path(name: str, suites_dir: str | Path | None = None) -> Path:
 
 
 def alerts_path() -> Path:
-    return resource_path("resources/monitoring/alerts.yaml")
+    return resource_path("monitoring/alerts.yaml")
 
 
 def dashboard_path() -> Path:
-    return resource_path("resources/monitoring/dashboard.yaml")
+    return resource_path("monitoring/dashboard.yaml")
 
 
 def model_config_path() -> Path:
-    return resource_path("resources/models/conversion.yaml")
+    return resource_path("models/conversion.yaml")
 
 
 def dags_folder() -> Path:

@@ -2,7 +2,7 @@
 
 `compile_policy` turns a `freqcap.domain.policy.Policy` into per-level constraint tables indexed by cohort
 (audience × signal tier), and `penalties` evaluates them for many users × candidates at once. It reproduces
-`freqcap.domain.policy.engine.decide` exactly for cap rules (tests/unit/evaluation compare the two on random states):
+`freqcap.domain.policy.engine.decide` exactly for cap rules (tests/unit/domain/evaluation compare the two on random states):
 for a cap of `max` per window with `count` impressions in it, d = max − count; a hard rule makes the candidate
 ineligible (penalty 0) once d ≤ 0, a soft rule contributes `penalty_for_distance(d)`; the strictest (lowest)
 multiplier wins across all rules and levels, rounded to 6 decimals. `min_gap` and `stop_after_conversion` are not

@@ -19,7 +19,7 @@ from freqcap.domain.monitoring.metrics import (
     in_window,
     prepare_log,
 )
-from tests.unit.monitoring.helpers import T0, log_row, write_log
+from tests.unit.domain.monitoring.helpers import T0, log_row, write_log
 
 
 def _raw(directory) -> list[dict]:

@@ -23,7 +23,7 @@ from freqcap.adapters.gx.errors import DataValidationError
 from freqcap.adapters.gx.features import FeatureGateError, row_count_bounds, validate_feature_tables
 from freqcap.config import FeaturesConfig, TierConfig
 from freqcap.errors import FeatureValidationError
-from tests.unit.validation.worlds import make_world
+from tests.unit.adapters.gx.worlds import make_world
 
 PREFIXES = ("imp", "clk", "conv")
 

@@ -19,7 +19,7 @@ import pytest
 
 from freqcap.adapters.gx import QUARANTINE_SCHEMA, EventValidationReport, validate_events
 from freqcap.domain.events import EVENT_SCHEMA
-from tests.unit.validation.builders import (
+from tests.unit.adapters.gx.builders import (
     AS_OF,
     HIERARCHY,
     TOLERANCE,

@@ -9,7 +9,7 @@ import pytest
 
 from freqcap.adapters.gx.training_suite import TrainingValidationError, load_training_suite, validate_training_set
 from freqcap.domain.training.config import ConversionModelConfig
-from tests.unit.training.helpers import synthetic_training_frame
+from tests.unit.domain.training.helpers import synthetic_training_frame
 
 FORMATS = ("feed", "stories", "reels", "search", "video")
 CONFIG = ConversionModelConfig()

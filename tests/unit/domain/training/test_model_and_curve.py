@@ -11,7 +11,7 @@ from freqcap.domain.training.curve import CURVE_COLUMNS, model_curve
 from freqcap.domain.training.encoding import default_encoding
 from freqcap.domain.training.metrics import roc_auc
 from freqcap.domain.training.model import HEADLINE_METRICS, train_model
-from tests.unit.training.helpers import feature_columns, synthetic_training_frame
+from tests.unit.domain.training.helpers import feature_columns, synthetic_training_frame
 
 CONFIG = ConversionModelConfig(
     xgboost=XGBoostConfig(num_boost_round=60, early_stopping_rounds=10),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from freqcap.adapters.gx import validate_events
-from tests.unit.validation.builders import AS_OF, config, ev, key, read_rows, valid_batch, write_rows
+from tests.unit.adapters.gx.builders import AS_OF, config, ev, key, read_rows, valid_batch, write_rows
 
 
 def _run(events: Path, out: Path, **kwargs):

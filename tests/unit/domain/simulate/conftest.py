@@ -36,7 +36,7 @@ def boosted_world(tmp_path_factory: pytest.TempPathFactory) -> SimulationSummary
 @pytest.fixture(scope="session")
 def boosted_frame(boosted_world: SimulationSummary):
     """Impressions of the boosted world joined with truth, brute-force exposure counts and predictions."""
-    from tests.unit.simulate.helpers import (
+    from tests.unit.domain.simulate.helpers import (
         LEVELS,
         brute_force_exposures,
         predicted_p_conv,

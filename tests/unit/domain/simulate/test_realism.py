@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from freqcap.adapters.simulation_files import SimulationSummary
-from tests.unit.simulate.helpers import read_events, read_truth
+from tests.unit.domain.simulate.helpers import read_events, read_truth
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from freqcap.adapters.gx.errors import DataValidationError
 from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.config import SimulationConfig
 from freqcap.layout import parse_as_of
-from tests.unit.validation.worlds import settings_for
+from tests.unit.adapters.gx.worlds import settings_for
 
 
 @pytest.fixture(scope="module")

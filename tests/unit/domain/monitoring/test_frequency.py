@@ -15,7 +15,7 @@ from freqcap.adapters.duckdb.impressions import impression_counts
 from freqcap.adapters.events_files import write_events
 from freqcap.domain.monitoring.frequency import cap_windows, realized_frequency
 from freqcap.domain.policy import parse_policy
-from tests.unit.monitoring.helpers import T0
+from tests.unit.domain.monitoring.helpers import T0
 
 H, D = 3600, 86400
 ADS = {f"a{i}": (f"c{i // 2}", f"v{i // 4}") for i in range(6)}  # ad -> (campaign, advertiser)

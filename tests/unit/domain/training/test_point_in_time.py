@@ -24,7 +24,7 @@ from freqcap.adapters.events_files import write_events
 from freqcap.config import load_settings, parse_duration
 from freqcap.domain.training.config import ConversionModelConfig, DataConfig, LabelConfig
 from freqcap.jobs.backfill import publish_daily_snapshots
-from tests.unit.training.bruteforce import (
+from tests.unit.domain.training.bruteforce import (
     expected_exact,
     expected_features,
     expected_labels,

@@ -13,7 +13,7 @@ from freqcap.config import SimulationConfig
 from freqcap.domain.curves import CAP_COLUMNS, CURVE_COLUMNS
 from freqcap.domain.policy import load_policy
 from freqcap.jobs.curves import fit_curves_to_dir
-from tests.unit.curves.conftest import boosted_params, fit_world
+from tests.unit.domain.curves.conftest import boosted_params, fit_world
 
 
 def test_fit_curves_to_dir_writes_the_contract(tmp_path) -> None:

@@ -11,7 +11,7 @@ from freqcap.adapters.incident_store import IncidentStore
 from freqcap.domain.monitoring.alarms import observe, step
 from freqcap.domain.monitoring.metrics import MetricRow
 from freqcap.domain.monitoring.rules import AlertsConfig, MonitoringConfigError, load_alerts, load_dashboard
-from tests.unit.monitoring.helpers import T0
+from tests.unit.domain.monitoring.helpers import T0
 
 RULES = AlertsConfig.model_validate(
     {

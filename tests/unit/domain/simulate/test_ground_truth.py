@@ -10,7 +10,7 @@ import pytest
 
 from freqcap.adapters.simulation_files import SimulationSummary, load_ground_truth
 from freqcap.domain.simulate import cap_from_curve, true_cap
-from tests.unit.simulate.helpers import LEVELS, g_of
+from tests.unit.domain.simulate.helpers import LEVELS, g_of
 
 # Fixed cohorts: (user, entity) pairs with at least K exposures of the entity, followed through n = 1..K.
 COHORT_K = {"advertiser": 10, "campaign": 8, "ad": 6}

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.unit.simulate.helpers import LEVELS
+from tests.unit.domain.simulate.helpers import LEVELS
 
 COHORT_K = {"advertiser": 10, "campaign": 8, "ad": 6}
 N_BOOT = 300

@@ -13,7 +13,7 @@ from freqcap.adapters.gx import EventValidationError, ValidationSuiteError, load
 from freqcap.adapters.gx.suite import default_suite_path
 from freqcap.domain.events import EVENT_COLUMNS, EVENT_TYPES
 from tests.conftest import REPO_ROOT
-from tests.unit.validation.builders import AS_OF, config, ev, read_rows, valid_batch, write_rows
+from tests.unit.adapters.gx.builders import AS_OF, config, ev, read_rows, valid_batch, write_rows
 
 SUITE = REPO_ROOT / "src" / "freqcap" / "resources" / "gx" / "events.json"
 NOT_NULL_KEYS = {"event_id", "event_type", "event_ts", "user_id", "advertiser_id", "campaign_id", "ad_id", "format"}

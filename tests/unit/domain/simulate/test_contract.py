@@ -16,7 +16,7 @@ from freqcap.domain.events import (
     KNOWN_FORMATS,
     USERS_SCHEMA,
 )
-from tests.unit.simulate.helpers import read_events, read_truth
+from tests.unit.domain.simulate.helpers import read_events, read_truth
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from freqcap.adapters.gx import EventValidationError, validate_events
 from freqcap.errors import FreqcapError
-from tests.unit.validation.builders import AS_OF, config, ev, read_rows, write_rows
+from tests.unit.adapters.gx.builders import AS_OF, config, ev, read_rows, write_rows
 
 
 def _batch(n_total: int, n_bad: int) -> list[dict]:
