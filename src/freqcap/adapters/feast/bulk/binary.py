@@ -41,11 +41,3 @@ def binary_from_rows(mat: np.ndarray, lengths: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(
         pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data.tobytes())]
     )
-
-
-def u32le(lengths: np.ndarray) -> pa.Array:
-    """Each length as 4 little-endian bytes (struct '<I'), as a binary array."""
-    n = len(lengths)
-    offsets = np.arange(0, 4 * n + 1, 4, dtype=np.int32)
-    data = np.ascontiguousarray(lengths, dtype="<u4").tobytes()
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from feast.utils import _convert_arrow_to_proto
 
+from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast.bulk.plan import ViewPlan, source_name
 from freqcap.adapters.feast.bulk.target import Target
 
@@ -74,7 +74,7 @@ def previous_snapshot_matches_online(
     ).to_arrow_table()
     if sample.num_rows == 0:
         return True, "recorded snapshot is empty"
-    expected = _convert_arrow_to_proto(sample.combine_chunks().to_batches()[0], plan.view, plan.join_keys)
+    expected = fmt.feast_rows(sample.combine_chunks().to_batches()[0], plan.view, plan.join_keys)
     provider = target.store._get_provider()
     got = provider.online_read(
         target.config, plan.view, [e[0] for e in expected], requested_features=plan.feature_names

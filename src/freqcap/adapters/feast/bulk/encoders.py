@@ -2,9 +2,10 @@
 
 Feast's own materialize builds one protobuf object per value in Python. Here each feature column is encoded once
 per batch with Arrow/NumPy: low-cardinality columns by serializing each distinct value with Feast itself
-(`python_values_to_proto_values`) and pointing rows at it; ints, floats and timestamps by writing the protobuf
-bytes directly (tag from Feast's `ValueProto` descriptor + varint or fixed-width value); nulls as Feast encodes
-them (computed by Feast). What comes out is checked against Feast's own conversion batch by batch (`verify`).
+(`online_format.feast_value_bytes`) and pointing rows at it; ints, floats and timestamps by writing the protobuf
+bytes directly (the tag from `online_format.TAGS` + varint or fixed-width value, a column at a time); nulls as
+Feast encodes them (computed by Feast); entity keys by `online_format.entity_key_column`. What comes out is checked
+against Feast's own conversion batch by batch (`verify`).
 
 A `Batch` keeps the rows encoded once for whichever target writes them: serialized entity keys, one `Column` per
 feature (which also knows its RESP and listpack forms for Redis and its `value_text` for SQLite), and the event
@@ -13,7 +14,6 @@ and created timestamps as Feast's materialize derives them.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,37 +24,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from feast.infra.online_stores.helpers import extract_text_and_num
 from feast.protos.feast.types.Value_pb2 import Value
-from feast.protos.feast.types.Value_pb2 import ValueType as ProtoValueType
-from feast.type_map import python_values_to_proto_values
 from feast.utils import _coerce_datetime
 from feast.value_type import ValueType
 
+from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast import redis_dump
-from freqcap.adapters.feast.bulk.binary import ascii_lengths, binary_from_rows, join, u32le
+from freqcap.adapters.feast.bulk.binary import ascii_lengths, binary_from_rows, join
 from freqcap.adapters.feast.bulk.errors import BulkMaterializeError
 from freqcap.adapters.feast.bulk.plan import ViewPlan
 from freqcap.adapters.feast.bulk.resp import CRLF
 
 # Columns with more distinct values than this share of the batch skip the per-distinct-value path.
 DICT_MAX_SHARE = 0.25
-
-
-def _field_tag(proto_field: str, wire_type: int) -> bytes:
-    number = Value.DESCRIPTOR.fields_by_name[proto_field].number
-    return _varint_bytes((number << 3) | wire_type)
-
-
-def _varint_bytes(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _varint_rows(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,13 +57,9 @@ def _varint_rows(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mat, counts
 
 
-def _feast_values(arr: pa.Array, vtype: Any) -> list[Any]:
-    """Feast's own conversion of a column, exactly as `_columns_to_proto_values` does it during materialize."""
-    return python_values_to_proto_values(arr.to_numpy(zero_copy_only=False), vtype)
-
-
 def _feast_bytes(arr: pa.Array, vtype: Any) -> list[bytes]:
-    return [v.SerializeToString() for v in _feast_values(arr, vtype)]
+    """Feast's own conversion of a column, exactly as `_columns_to_proto_values` does it during materialize."""
+    return fmt.feast_value_bytes(arr.to_numpy(zero_copy_only=False), vtype)
 
 
 @dataclass
@@ -180,18 +157,11 @@ def is_null(arr: pa.Array) -> np.ndarray:
 
 
 class Encoders:
-    """Per-type column encoders for one run; tags and null encodings derived from Feast once."""
+    """Per-type column encoders for one run (tags from `online_format`; null encodings derived from Feast)."""
 
     def __init__(self) -> None:
         self.VT = ValueType
-        self.varint_fields = {
-            ValueType.INT64: "int64_val",
-            ValueType.INT32: "int32_val",
-            ValueType.UNIX_TIMESTAMP: "unix_timestamp_val",
-        }
-        self.tags = {vt: _field_tag(f, 0) for vt, f in self.varint_fields.items()}
-        self.tags[ValueType.DOUBLE] = _field_tag("double_val", 1)
-        self.tags[ValueType.FLOAT] = _field_tag("float_val", 5)
+        self.tags = fmt.TAGS
 
     def encode(self, arr: pa.Array, vtype: Any) -> Column:
         n = len(arr)
@@ -275,21 +245,13 @@ class Encoders:
 
 
 def entity_keys(batch: pa.RecordBatch, plan: ViewPlan) -> pa.Array:
-    """Feast's `serialize_entity_key` (v3, string join keys, sorted by name) for every row."""
-    names = sorted(plan.join_keys)
-    string_type = struct.pack("<I", ProtoValueType.STRING)
-    prefix = [struct.pack("<I", len(names))]
-    for name in names:
-        encoded = name.encode("utf8")
-        prefix += [string_type, struct.pack("<I", len(encoded)), encoded]
-    parts: list[Any] = [b"".join(prefix)]
-    for name in names:
-        col = batch.column(name)
-        if col.null_count:
+    """Feast's `serialize_entity_key` (string join keys) for every row."""
+    columns = {}
+    for name in sorted(plan.join_keys):
+        columns[name] = batch.column(name)
+        if columns[name].null_count:
             raise BulkMaterializeError(f"{plan.name}: null values in join key {name}")
-        data = col.cast(pa.binary())
-        parts += [string_type, u32le(pc.binary_length(data).to_numpy(zero_copy_only=False)), data]
-    return join(*parts)
+    return fmt.entity_key_column(columns, plan.key_version)
 
 
 @dataclass

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from freqcap.adapters.feast.online_format import FormatMismatch
+
 
 class BulkMaterializeError(RuntimeError):
     """The online store rejected a write, or the input cannot be written by this path."""
 
 
-class LayoutMismatchError(BulkMaterializeError):
+class LayoutMismatchError(BulkMaterializeError, FormatMismatch):
     """Bytes encoded here differ from what Feast's own write path would store: nothing of that batch was written."""
 
 

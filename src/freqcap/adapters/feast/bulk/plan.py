@@ -34,6 +34,7 @@ class ViewPlan:
     ts_field: str
     created_field: str | None
     field_mapping: dict[str, str]
+    key_version: int  # Feast's entity_key_serialization_version
     fingerprint: str = ""
 
     @property
@@ -71,6 +72,7 @@ def view_plan(store: Any, target: Any, name: str, only: set[str] | None = None) 
         ts_field=source.timestamp_field,
         created_field=source.created_timestamp_column or None,
         field_mapping=dict(source.field_mapping or {}),
+        key_version=store.config.entity_key_serialization_version,
     )
     spec = {
         "layout": LAYOUT_VERSION,
@@ -80,7 +82,7 @@ def view_plan(store: Any, target: Any, name: str, only: set[str] | None = None) 
         "view": plan.store_name,
         "features": [(f, t.name) for f, t in plan.features],
         "join_keys": sorted(plan.join_keys),
-        "entity_key_serialization_version": store.config.entity_key_serialization_version,
+        "entity_key_serialization_version": plan.key_version,
     }
     plan.fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
     return plan

@@ -1,9 +1,9 @@
 """Writing into Feast's Redis online store (`RedisOnlineStore` layout), pipelined over one dedicated connection.
 
-One hash per entity key (serialized key + project), shared by every view on that key; field
-`_mmh3("<view>:<feature>")` holds the serialized `ValueProto`, field `_ts:<view>` the serialized protobuf
-`Timestamp`; `EXPIRE key_ttl_seconds` after every write, as Feast does. Commands are encoded as RESP for a whole
-batch at once (`commands`) and sent by `resp`; every reply is checked.
+The layout is Feast's as `freqcap.adapters.feast.online_format` writes it down (one hash per entity key, shared
+by every view on that key; a field per feature and `_ts:<view>`); `EXPIRE key_ttl_seconds` after every write, as
+Feast does. Commands are encoded as RESP for a whole batch at once (`commands`) and sent by `resp`; every reply is
+checked.
 
 A key that does not exist yet is written as one `RESTORE key ttl_ms payload` of exactly the hash that HSET would
 build (`freqcap.adapters.feast.redis_dump`: about half the Redis CPU per row). `RESTORE` never overwrites, so an
@@ -28,11 +28,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import redis
-from feast import utils
-from feast.infra.online_stores.helpers import _mmh3, _redis_key
-from feast.infra.online_stores.redis import RedisOnlineStore, RedisType, _versioned_fv_name
-from google.protobuf.timestamp_pb2 import Timestamp
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
 
+from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast import redis_dump
 from freqcap.adapters.feast.bulk.binary import ascii_lengths, join
 from freqcap.adapters.feast.bulk.encoders import Batch, entity_keys
@@ -68,28 +66,19 @@ class RedisTarget(Target):
             raise UnsupportedOnlineStoreError(f"unexpected online store {type(provider_store).__name__}")
         self.client = provider_store._get_client(online)
         self.ttl = online.key_ttl_seconds
-        self.project = self.config.project.encode("utf8")
+        self.project = fmt.redis_key_suffix(self.config)
         self._writer_conn = None
         self._probe_conn = None
         self._worker: Worker | None = None
         self.plan: ViewPlan | None = None
+        self.fields: fmt.RedisFields | None = None  # the plan's hash fields
         self.use_restore = True  # tests and benchmarks turn it off to measure the HSET path alone
         self.restore_reason = ""
         self.rows_restored = 0
 
     # -- layout ------------------------------------------------------------------------------------------------
     def store_name(self, view: Any) -> str:
-        return _versioned_fv_name(view, self.config)
-
-    def _fields(self, plan: ViewPlan) -> tuple[bytes, list[bytes]]:
-        ts_field = f"_ts:{plan.store_name}".encode()
-        return ts_field, [_mmh3(f"{plan.store_name}:{name}") for name in plan.feature_names]
-
-    @staticmethod
-    def _ts_bytes(dt: datetime) -> bytes:
-        ts = Timestamp()
-        ts.FromDatetime(utils.make_tzaware(dt))
-        return ts.SerializeToString()
+        return fmt.redis_view_name(view, self.config)
 
     # -- state -------------------------------------------------------------------------------------------------
     def _state_key(self, view: str) -> bytes:
@@ -113,8 +102,12 @@ class RedisTarget(Target):
 
     def begin(self, plan: ViewPlan, as_of: datetime) -> None:
         self.plan = plan
-        ts_field, fields = self._fields(plan)
-        self._ts_field_bulk = bulk_string(ts_field)
+        try:  # the fields Feast's own online_read asks for, or nothing is written
+            self.fields = fmt.redis_fields(plan.view, plan.feature_names, self.config)
+        except fmt.FormatMismatch as exc:
+            raise LayoutMismatchError(f"{plan.name}: {exc}") from exc
+        fields = self.fields.features
+        self._ts_field_bulk = bulk_string(self.fields.ts)
         self._field_bulks = [bulk_string(f) for f in fields]
         self._header = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(fields) + 1))
         self._expire = b"*3\r\n$6\r\nEXPIRE\r\n"
@@ -136,7 +129,7 @@ class RedisTarget(Target):
         """RESP for HSET key _ts:<view> ts <field> <value> ... [+ EXPIRE key ttl] per row, and the reply count."""
         key_bulks = self._key_bulks(batch.keys)
         ts_pieces = pa.array(
-            [self._ts_field_bulk + bulk_string(self._ts_bytes(t)) for t in batch.ts_uniques], pa.binary()
+            [self._ts_field_bulk + bulk_string(fmt.event_timestamp(t)) for t in batch.ts_uniques], pa.binary()
         ).take(pa.array(batch.ts_indices))
         parts: list[Any] = [self._header, key_bulks, ts_pieces]
         parts += [col.resp_piece(fb) for col, fb in zip(batch.columns, self._field_bulks, strict=True)]
@@ -148,13 +141,12 @@ class RedisTarget(Target):
     def _listpack_entries(self, batch: Batch) -> tuple[list[Any], np.ndarray]:
         """Each row's listpack entries (field, value, ... in `commands`' HSET order), and a mask of rows that
         cannot be a short-string listpack (those are written with HSET)."""
-        ts_field, fields = self._fields(self.plan)
-        ts_entries = pa.array([redis_dump.entry(self._ts_bytes(t)) for t in batch.ts_uniques], pa.binary()).take(
+        ts_entries = pa.array([redis_dump.entry(fmt.event_timestamp(t)) for t in batch.ts_uniques], pa.binary()).take(
             pa.array(batch.ts_indices)
         )
-        parts: list[Any] = [redis_dump.entry(ts_field), ts_entries]
+        parts: list[Any] = [redis_dump.entry(self.fields.ts), ts_entries]
         bad = np.zeros(batch.n, dtype=bool)
-        for col, field in zip(batch.columns, fields, strict=True):
+        for col, field in zip(batch.columns, self.fields.features, strict=True):
             values, col_bad = col.lp_entries()
             parts += [redis_dump.entry(field), values]
             bad |= col_bad
@@ -206,9 +198,8 @@ class RedisTarget(Target):
         nfields = len(self.plan.features) + 1
         if max_entries < nfields or max_value < redis_dump.MAX_SHORT:
             return f"hash-max-listpack-entries {max_entries} / -value {max_value} below {nfields} / 63"
-        ts_field, fields = self._fields(self.plan)
         try:
-            for name in (ts_field, *fields):
+            for name in (self.fields.ts, *self.fields.features):
                 redis_dump.entry(name)
         except ValueError:
             return "a hash field name would be stored as an integer"
@@ -312,21 +303,10 @@ class RedisTarget(Target):
                     conn.disconnect()
             self._writer_conn = self._probe_conn = None
 
-    def verify_row(self, batch, plan, row, entity_key, values, event_ts, created_ts, where) -> None:
-        ts_field, fields = self._fields(plan)
-        expected_key = _redis_key(
-            self.config.project,
-            entity_key,
-            entity_key_serialization_version=self.config.entity_key_serialization_version,
-        )
-        if batch.keys[row].as_py() + self.project != expected_key:
-            raise LayoutMismatchError(f"{where}: Redis key differs from _redis_key")
-        names = set(plan.feature_names)
-        feast_fields = [_mmh3(f"{plan.store_name}:{n}") for n in values if n in names]
-        if ts_field != f"_ts:{plan.store_name}".encode() or fields != feast_fields:
-            raise LayoutMismatchError(f"{where}: hash fields differ from Feast's")
-        if self._ts_bytes(batch.ts_uniques[batch.ts_indices[row]]) != self._ts_bytes(event_ts):
-            raise LayoutMismatchError(f"{where}: _ts value differs from Feast's")
+    def verify_row(self, batch, plan, row, entity_key, values, event_ts, created_ts) -> None:
+        # The hash fields were checked against Feast's in `begin`; here the key and the `_ts` value of the row.
+        fmt.check_redis_key(batch.keys[row].as_py() + self.project, entity_key, self.config)
+        fmt.check_event_timestamp(batch.ts_uniques[batch.ts_indices[row]], event_ts)
 
     def close(self) -> None:
         self.finish()

@@ -1,6 +1,6 @@
 """Writing into Feast's SQLite online store (`SqliteOnlineStore` layout), one transaction per batch or per view.
 
-Table `<project>_<view>`, one row per (entity_key, feature_name) with value, value_text, event_ts and created_ts;
+Table `online_format.sqlite_table_name` (`<project>_<view>`), one row per (entity_key, feature_name) with value, value_text, event_ts and created_ts;
 rows are written in serialized-key order. Two strategies (`sqlite_strategy`):
 
 * *upsert* (what "auto" does) — Feast's own `ON CONFLICT` statement shape, many entities per statement, one
@@ -38,9 +38,10 @@ from feast.infra.key_encoding_utils import deserialize_entity_key
 from feast.infra.online_stores.helpers import extract_text_and_num
 from feast.utils import to_naive_utc
 
+from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast.bulk.diff import sql_str
 from freqcap.adapters.feast.bulk.encoders import Batch, object_array
-from freqcap.adapters.feast.bulk.errors import BulkMaterializeError, LayoutMismatchError, UnsupportedOnlineStoreError
+from freqcap.adapters.feast.bulk.errors import BulkMaterializeError, UnsupportedOnlineStoreError
 from freqcap.adapters.feast.bulk.plan import ViewPlan, source_name
 from freqcap.adapters.feast.bulk.reports import BulkState
 from freqcap.adapters.feast.bulk.sqlite_wal import Checkpointer
@@ -53,7 +54,7 @@ STATE_TABLE = "freqcap_bulk_state"
 
 
 def _feast_sqlite() -> Any:
-    """Feast's SQLite online store module (its table names, quoting, database path and sqlite3 adapters)."""
+    """Feast's SQLite online store module (its quoting, database path and sqlite3 adapters)."""
     # why here: importing it registers process-wide sqlite3 datetime adapters; only SQLite runs should get them.
     import feast.infra.online_stores.sqlite as feast_sqlite
 
@@ -96,9 +97,7 @@ class SqliteTarget(Target):
 
     # -- layout ------------------------------------------------------------------------------------------------
     def store_name(self, view: Any) -> str:
-        return _feast_sqlite()._table_id(
-            self.config.project, view, self.config.registry.enable_online_feature_view_versioning
-        )
+        return fmt.sqlite_table_name(self.config, view)
 
     # -- state -------------------------------------------------------------------------------------------------
     def read_state(self, view: str) -> BulkState | None:
@@ -370,17 +369,17 @@ class SqliteTarget(Target):
         finally:
             self.conn.execute(f"PRAGMA wal_autocheckpoint={self._autocheckpoint}")
 
-    def verify_row(self, batch, plan, row, entity_key, values, event_ts, created_ts, where) -> None:
+    def verify_row(self, batch, plan, row, entity_key, values, event_ts, created_ts) -> None:
         for (name, _), col in zip(plan.features, batch.columns, strict=True):
             if col.texts()[row] != extract_text_and_num(values[name], False)[0]:
-                raise LayoutMismatchError(f"{where}: value_text of {name} differs from Feast's")
+                raise fmt.FormatMismatch(f"value_text of {name} differs from Feast's")
         if self._event_ts(batch.ts_uniques[batch.ts_indices[row]]) != self._event_ts(event_ts):
-            raise LayoutMismatchError(f"{where}: event_ts differs from Feast's")
+            raise fmt.FormatMismatch("event_ts differs from Feast's")
         mine = None if batch.created is None else batch.created[row]
         if (None if mine is None else self._event_ts(mine)) != (
             None if created_ts is None else self._event_ts(created_ts)
         ):
-            raise LayoutMismatchError(f"{where}: created_ts differs from Feast's")
+            raise fmt.FormatMismatch("created_ts differs from Feast's")
 
     def cleanup(self, plan: ViewPlan, snapshot: Path, as_of: datetime, con: duckdb.DuckDBPyConnection) -> int:
         """Delete entities last written before as_of - TTL that the current snapshot no longer has."""

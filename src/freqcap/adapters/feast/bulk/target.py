@@ -100,7 +100,8 @@ class Target:
         """After an error: stop writing; what can be undone is undone (batches already committed stay)."""
         self.finish()
 
-    def verify_row(self, batch, plan, row, entity_key, values, event_ts, created_ts, where) -> None:
+    def verify_row(self, batch, plan, row, entity_key, values, event_ts, created_ts) -> None:
+        """Raise `online_format.FormatMismatch` if what this store adds to row `row` differs from Feast's."""
         raise NotImplementedError
 
     def cleanup(self, plan: ViewPlan, snapshot: Path, as_of: datetime, con: duckdb.DuckDBPyConnection) -> int:

@@ -1,11 +1,11 @@
 """The runtime layout guard: every batch is held to Feast's own write path before any of it is written.
 
 A sample of the batch's rows (the first and last row, random rows, and a null and a non-null row of every column
-that has nulls) is converted with Feast's own materialization code and keyed with Feast's own functions; the
-entity keys and values encoded here must be byte-identical, and so must what the target adds (Redis keys, hash
-fields and `_ts`; SQLite value_text and timestamps: `Target.verify_row`). Any difference raises
-`LayoutMismatchError`, so a Feast upgrade that changes the layout fails the job and the tests, never silently
-production.
+that has nulls) is converted with Feast's own materialization code and keyed with Feast's own functions
+(`online_format.feast_rows` and its `check_*` guards); the entity keys and values encoded here must be
+byte-identical, and so must what the target adds (Redis keys and `_ts`; SQLite value_text and timestamps:
+`Target.verify_row`). Any difference raises `LayoutMismatchError`, so a Feast upgrade that changes the layout
+fails the job and the tests, never silently production.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.utils import _convert_arrow_to_proto
 
+from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast.bulk.encoders import Batch, is_null
 from freqcap.adapters.feast.bulk.errors import LayoutMismatchError
 from freqcap.adapters.feast.bulk.plan import ViewPlan
@@ -45,16 +44,13 @@ def verify(batch: Batch, plan: ViewPlan, target: Any, k: int, rng: np.random.Gen
         view = copy.copy(view)
         kept = set(plan.feature_names)
         view.features = [f for f in plan.view.features if f.name in kept]
-    expected = _convert_arrow_to_proto(sample, view, plan.join_keys)
+    expected = fmt.feast_rows(sample, view, plan.join_keys)
     version = target.config.entity_key_serialization_version
     for row, (entity_key, values, event_ts, created_ts) in zip(idx.tolist(), expected, strict=True):
-        where = f"{plan.name} row {row}"
-        key = batch.keys[row].as_py()
-        if key != serialize_entity_key(entity_key, entity_key_serialization_version=version):
-            raise LayoutMismatchError(f"{where}: entity key bytes differ from serialize_entity_key")
-        for (name, _), col in zip(plan.features, batch.columns, strict=True):
-            if col.value_at(row) != values[name].SerializeToString():
-                raise LayoutMismatchError(
-                    f"{where}: {name} encodes as {col.value_at(row)!r}, Feast: {values[name].SerializeToString()!r}"
-                )
-        target.verify_row(batch, plan, row, entity_key, values, event_ts, created_ts, where)
+        try:
+            fmt.check_entity_key(batch.keys[row].as_py(), entity_key, version)
+            for (name, _), col in zip(plan.features, batch.columns, strict=True):
+                fmt.check_value(name, col.value_at(row), values[name])
+            target.verify_row(batch, plan, row, entity_key, values, event_ts, created_ts)
+        except fmt.FormatMismatch as exc:
+            raise LayoutMismatchError(f"{plan.name} row {row}: {exc}") from exc
