@@ -51,6 +51,7 @@ from freqcap.config import FeaturesConfig, Settings
 from freqcap.domain.features import USER_TABLE, ServingColumns, serving_columns
 from freqcap.domain.policy.engine import LEVELS, Candidate, EntityState
 from freqcap.domain.stream.buckets import Buckets
+from freqcap.domain.stream.seam import BatchRow, StreamRow
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +256,6 @@ class RedisFeatureReader:
         return UserState(audience, signal_tier, states)
 
     def _resolve_with_stream(self, plan, entities, replies, audience, signal_tier, at) -> UserState:
-        from freqcap.domain.stream.seam import BatchRow, StreamRow
-
         snap = self.stream.current()
         seam = snap.seam
         t = at.timestamp() if at is not None else time.time()
