@@ -29,12 +29,12 @@ from freqcap.adapters.feast.fast_reader import (
     ReaderUnavailable,
     RedisFeatureReader,
     SqliteFeatureReader,
-    _Decoder,
     _hmget_parts,
-    _string_key_builder,
     make_reader,
     pack_hmget,
 )
+from freqcap.adapters.feast.online_format import ValueDecoder as _Decoder
+from freqcap.adapters.feast.online_format import string_key_builder as _string_key_builder
 from freqcap.adapters.feast.reader import FeastReader
 from freqcap.adapters.feast.store import open_store
 from freqcap.api.app import create_app

@@ -9,13 +9,15 @@ cost several times the Redis round trip itself (LIBRARY-NOTES). These readers re
   (user, campaign) and (user, ad) key, asking only for the hash fields of the columns `FeastReader` reads. The
   commands go out as one pre-packed write on a pooled redis-py connection and the replies are read one by one
   (redis-py's `Pipeline` bookkeeping costs more than the round trip itself for ~100 keys).
-  Redis keys and hash fields come from Feast's own functions (`serialize_entity_key` / the Redis store's
-  `_generate_redis_keys_for_entities` and `_generate_hset_keys_for_features`); the per-request key builder is a
-  specialization that is checked byte for byte against Feast's at construction and replaced by Feast's own
-  function if they ever differ. The client has a socket timeout and no retries (Feast's has neither), so a
-  lookup thread blocked on a frozen Redis is released after `socket_timeout`, not after the freeze ends.
+  The client has a socket timeout and no retries (Feast's has neither), so a lookup thread blocked on a frozen
+  Redis is released after `socket_timeout`, not after the freeze ends.
 * `SqliteFeatureReader`: one SELECT (a UNION ALL over the four view tables) with `IN` on the serialized entity
   keys and the feature names, on a per-thread read-only connection.
+
+Keys, hash fields, table names and the decoding of values are Feast's online format as
+`freqcap.adapters.feast.online_format` writes it down: the per-request key builders check themselves byte for byte
+against Feast's serializer at construction (and fall back to it), the hash fields against those Feast's own
+`online_read` asks for.
 
 Staleness: Feast's standard online path does not enforce a view's `ttl` (the Redis store reads `_ts:<view>` only
 to report an event timestamp; `OUTSIDE_MAX_AGE` exists only on the precomputed-vector path), and an expired Redis
@@ -28,27 +30,28 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from freqcap.adapters.feast.reader import (
-    DEFAULT_SIGNAL_TIER,
-    UNKNOWN_AUDIENCE,
-    FeastReader,
-    FeatureReader,
-    UserState,
-    _as_datetime,
-)
+import redis
+from feast.infra.online_stores.redis import RedisClient, RedisOnlineStore, RedisOnlineStoreConfig, RedisType
+from feast.types import String
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from freqcap.adapters.feast import online_format as fmt
+from freqcap.adapters.feast.reader import DEFAULT_SIGNAL_TIER, UNKNOWN_AUDIENCE, FeastReader, FeatureReader, UserState
+from freqcap.adapters.feast.stream_seam import StreamSeamSource
 from freqcap.config import FeaturesConfig, Settings
 from freqcap.domain.features import USER_TABLE, ServingColumns, serving_columns
 from freqcap.domain.policy.engine import LEVELS, Candidate, EntityState
 from freqcap.domain.stream.buckets import Buckets
+from freqcap.domain.stream.seam import BatchRow, StreamRow
 
 log = logging.getLogger(__name__)
 
@@ -57,93 +60,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SOCKET_TIMEOUT = 0.1
 # The connections of the fast reader as Redis' CLIENT LIST shows them.
 CLIENT_NAME = "freqcap-fast-reader"
-# Bound on each per-reader cache of decoded values (raw ValueProto bytes -> int or datetime).
-_CACHE_MAX = 32_768
-# Probe values for the key-builder self-check: ASCII, empty, non-ASCII, long (multi-byte length field).
-_PROBES = ("u1", "", "ünï-ĉødé", "x" * 300)
 
 
 class ReaderUnavailable(RuntimeError):
     """The feature views the policy needs are not (yet) registered, or do not have the expected layout."""
-
-
-# --------------------------------------------------------------------------------------------------- decoding
-
-
-class _Decoder:
-    """ValueProto bytes -> Python, as Feast's `OnlineResponse.to_dict` and then FeastReader convert them.
-
-    `decode` mirrors `feast_value_type_to_python_type` (its own code for anything but plain scalars); `count` and
-    `timestamp` add what FeastReader does on top (`int(v)` or 0; `_as_datetime`). Both memoize by the raw bytes
-    (small counts repeat everywhere; a last-impression time is shared by the levels above the ad), in bounded
-    dicts emptied when full. Values are immutable, so sharing them is safe."""
-
-    def __init__(self) -> None:
-        from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-        from feast.type_map import NULL_TIMESTAMP_INT_VALUE, feast_value_type_to_python_type
-
-        self._from_string = ValueProto.FromString
-        self._feast = feast_value_type_to_python_type
-        self._plain = frozenset({"int64_val", "int32_val", "string_val", "double_val", "float_val", "bool_val"})
-        self._null_ts = int(NULL_TIMESTAMP_INT_VALUE)
-        # Feast serializes one `Value` per feature, so its first byte is the tag of the one field that is set:
-        # with the field's tag known (taken from Feast's own proto class), the value is read without WhichOneof.
-        self._int64_tag = ValueProto(int64_val=1).SerializeToString()[0]
-        self._ts_tag = ValueProto(unix_timestamp_val=1).SerializeToString()[0]
-        self._counts: dict[bytes, int] = {}
-        self._times: dict[bytes, datetime] = {}
-
-    def clear(self) -> None:
-        self._counts.clear()
-        self._times.clear()
-
-    def decode(self, raw: bytes | None) -> Any:
-        # Feast: `ValueProto()`, parsed only if the bytes are non-empty; an unset value is None.
-        if not raw:
-            return None
-        value = self._from_string(raw)
-        kind = value.WhichOneof("val")
-        if kind is None:
-            return None
-        if kind in self._plain:
-            return getattr(value, kind)
-        if kind == "unix_timestamp_val":
-            seconds = value.unix_timestamp_val
-            return None if seconds == self._null_ts else datetime.fromtimestamp(seconds, tz=UTC)
-        return self._feast(value)  # anything unusual: exactly Feast's conversion
-
-    def count(self, raw: bytes | None) -> int:
-        if not raw:
-            return 0
-        hit = self._counts.get(raw)
-        if hit is not None:
-            return hit
-        if raw[0] == self._int64_tag:
-            n = self._from_string(raw).int64_val
-        else:
-            value = self.decode(raw)
-            n = int(value) if value is not None else 0
-        if len(self._counts) >= _CACHE_MAX:
-            self._counts.clear()
-        self._counts[raw] = n
-        return n
-
-    def timestamp(self, raw: bytes | None) -> datetime | None:
-        if not raw:
-            return None
-        hit = self._times.get(raw)
-        if hit is not None:
-            return hit
-        if raw[0] == self._ts_tag:
-            seconds = self._from_string(raw).unix_timestamp_val
-            value = None if seconds == self._null_ts else datetime.fromtimestamp(seconds, tz=UTC)
-        else:
-            value = _as_datetime(self.decode(raw))
-        if value is not None:
-            if len(self._times) >= _CACHE_MAX:
-                self._times.clear()
-            self._times[raw] = value
-        return value
 
 
 # ------------------------------------------------------------------------------------------------ the layout
@@ -151,8 +71,6 @@ class _Decoder:
 
 def _check_view(view: Any, join_keys: Sequence[str], features: Sequence[str]) -> None:
     """The registered view has the join keys (strings) and features we read, or reading it directly is wrong."""
-    from feast.types import String
-
     keys = {f.name: f.dtype for f in view.entity_columns}
     if set(keys) != set(join_keys):
         raise ReaderUnavailable(f"view {view.name}: join keys {sorted(keys)}, expected {sorted(join_keys)}")
@@ -162,51 +80,6 @@ def _check_view(view: Any, join_keys: Sequence[str], features: Sequence[str]) ->
     missing = [f for f in features if f not in have]
     if missing:
         raise ReaderUnavailable(f"view {view.name}: missing features {missing}")
-
-
-def _string_key_builder(
-    join_keys: Sequence[str], version: int, suffix: bytes, reference: Callable[[Sequence[str]], bytes]
-) -> tuple[Callable[..., bytes], bool]:
-    """A fast builder of Feast's serialized entity key (+ `suffix`) for string join-key values given in
-    `join_keys` order; self-checked against Feast's `reference` and replaced by it on any difference.
-
-    Returns (builder, is_fast)."""
-    from feast.infra.key_encoding_utils import serialize_entity_key_prefix
-    from feast.protos.feast.types.Value_pb2 import ValueType
-
-    head = serialize_entity_key_prefix(list(join_keys), entity_key_serialization_version=version)
-    tag = struct.pack("<I", ValueType.STRING)
-    # Feast writes the values in sorted join-key order (a single key is not sorted).
-    order = [list(join_keys).index(k) for k in (sorted(join_keys) if len(join_keys) > 1 else join_keys)]
-    pack_len = struct.Struct("<I").pack
-
-    if len(join_keys) == 1:
-
-        def build(a: str) -> bytes:
-            b = a.encode()
-            return b"".join((head, tag, pack_len(len(b)), b, suffix))
-
-    elif len(join_keys) == 2:
-        first, second = order
-
-        def build(*values: str) -> bytes:
-            x = values[first].encode()
-            y = values[second].encode()
-            return b"".join((head, tag, pack_len(len(x)), x, tag, pack_len(len(y)), y, suffix))
-
-    else:  # not used by freqcap's views; Feast's function is exact
-        return (lambda *values: reference(values)), False
-
-    def slow(*values: str) -> bytes:
-        return reference(values)
-
-    n = len(join_keys)
-    for i, probe in enumerate(_PROBES):
-        values = tuple(_PROBES[(i + j) % len(_PROBES)] if j else probe for j in range(n))
-        if build(*values) != reference(values):
-            log.warning("fast entity key builder differs from Feast's for %s: using Feast's serializer", join_keys)
-            return slow, False
-    return build, True
 
 
 # ------------------------------------------------------------------------------------------------------ Redis
@@ -241,11 +114,6 @@ def pack_hmget(key: bytes, parts: tuple[bytes, bytes]) -> bytes:
 def redis_client_for(online_store_config: Any, socket_timeout: float, socket_connect_timeout: float | None = None):
     """A redis-py client for Feast's connection string (`host:port,db=0,password=...`) with a socket timeout and
     no retries: a frozen server raises `redis.TimeoutError` after `socket_timeout` instead of blocking."""
-    import redis
-    from feast.infra.online_stores.redis import RedisOnlineStore
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
     nodes, params = RedisOnlineStore._parse_connection_string(online_store_config.connection_string)
     params = dict(params)
     params["decode_responses"] = False  # values are protobuf bytes
@@ -275,8 +143,6 @@ class RedisFeatureReader:
         client: Any = None,
         stream: Any = None,
     ):
-        from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
-
         config = store.config
         online = config.online_store
         if not isinstance(online, RedisOnlineStoreConfig) or online.redis_type != RedisType.redis:
@@ -286,7 +152,7 @@ class RedisFeatureReader:
         self.socket_timeout = socket_timeout
         self.client = client or redis_client_for(online, socket_timeout, socket_connect_timeout)
         self._user_cols, self._tiers = serving_columns(features)
-        self._decoder = _Decoder()
+        self._decoder = fmt.ValueDecoder()
         # A StreamSeamSource: when set, the stream views' buckets and the batch rows' cut-offs come back in the
         # same round trip and each window is resolved by freqcap.domain.stream.seam.
         self.stream = stream
@@ -322,57 +188,40 @@ class RedisFeatureReader:
         return plan
 
     def _build_plan(self) -> _RedisPlan:
-        from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-        from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-
         config = self.store.config
         if config.registry.enable_online_feature_view_versioning:
             raise ReaderUnavailable("online feature view versioning is enabled: use FeastReader")
-        feast_redis = RedisOnlineStore()
-        suffix = config.project.encode("utf-8")
 
         def spec(view_name: str, join_keys: tuple[str, ...], wanted: Sequence[str]):
             view = self.store.get_feature_view(view_name, allow_registry_cache=True)
             _check_view(view, join_keys, wanted)
-            # Exactly the hash fields Feast's online_read asks for (it appends `_ts:<view>`, which we do not need).
-            requested, fields = feast_redis._generate_hset_keys_for_features(
-                view, list(wanted), fv_name_override=_versioned_fv_name(view, config)
-            )
-            if requested[: len(wanted)] != list(wanted):
-                raise ReaderUnavailable(f"unexpected Feast hash-field layout for {view_name}")
-
-            def reference(values: Sequence[str]) -> bytes:
-                key = EntityKeyProto(
-                    join_keys=list(join_keys), entity_values=[ValueProto(string_val=v) for v in values]
-                )
-                return feast_redis._generate_redis_keys_for_entities(config, [key])[0]
-
-            # Feast's Redis store appends the project to the serialized key.
-            builder, fast = _string_key_builder(join_keys, config.entity_key_serialization_version, suffix, reference)
-            as_bytes = tuple(f if isinstance(f, bytes) else f.encode() for f in fields[: len(wanted)])
-            return builder, as_bytes, fast
+            try:  # exactly the hash fields Feast's online_read asks for (less `_ts:<view>`, not needed here)
+                fields = fmt.redis_fields(view, wanted, config)
+            except fmt.FormatMismatch as exc:
+                raise ReaderUnavailable(f"unexpected Feast hash-field layout for {view_name}") from exc
+            builder, fast = fmt.redis_key_builder(config, join_keys)
+            return builder, fields, fast
 
         user_key, user_fields, fast = spec(USER_TABLE, ("user_id",), self._user_cols)
         tiers = {}
         for cols in self._tiers:
-            key_of, fields, tier_fast = spec(cols.view, cols.join_keys, cols.features)
+            key_of, batch_fields, tier_fast = spec(cols.view, cols.join_keys, cols.features)
+            fields = batch_fields.features
             if self.stream is not None:
+                # why here: the module builds every view from the default settings at import; only a stream needs it.
                 from freqcap.adapters.feast.repo.feature_views import stream_view_name
 
                 # The batch row's event timestamp (its cut-off), then the stream view's fields: same hash.
-                batch_view = self.store.get_feature_view(cols.view, allow_registry_cache=True)
-                ts_field = f"_ts:{_versioned_fv_name(batch_view, config)}".encode()
                 _, stream_fields, _ = spec(stream_view_name(cols.level), cols.join_keys, STREAM_READ)
-                fields = (*fields, ts_field, *stream_fields)
+                fields = (*fields, batch_fields.ts, *stream_fields.features)
             tiers[cols.level] = (cols, key_of, fields)
             fast = fast and tier_fast
         return _RedisPlan(
             user_key=user_key,
-            user_fields=user_fields,
+            user_fields=user_fields.features,
             tiers=tiers,
             fast_keys=fast,
-            user_tail=_hmget_parts(user_fields),
+            user_tail=_hmget_parts(user_fields.features),
             tier_tails={level: _hmget_parts(fields) for level, (_, _, fields) in tiers.items()},
             windows={level: cols.window_seconds for level, (cols, _, _) in tiers.items()},
         )
@@ -407,8 +256,6 @@ class RedisFeatureReader:
         return UserState(audience, signal_tier, states)
 
     def _resolve_with_stream(self, plan, entities, replies, audience, signal_tier, at) -> UserState:
-        from freqcap.domain.stream.seam import BatchRow, StreamRow
-
         snap = self.stream.current()
         seam = snap.seam
         t = at.timestamp() if at is not None else time.time()
@@ -422,7 +269,7 @@ class RedisFeatureReader:
             has_batch = any(v is not None for v in values[: n + 2])
             batch = None
             if has_batch:
-                cutoff = _proto_timestamp(values[n + 2])
+                cutoff = fmt.event_timestamp_seconds(values[n + 2])
                 watermark = snap.batch_watermarks.get(level)
                 if watermark is not None and (cutoff is None or watermark > cutoff):
                     cutoff = watermark  # an unchanged row kept its older timestamp; its values hold at the watermark
@@ -441,8 +288,8 @@ class RedisFeatureReader:
                 continue
             imp_b, imp_c, conv_b, conv_c, last = values[n + 3 : n + 8]
             stream = StreamRow(
-                impressions=Buckets(_int_list(imp_b), _int_list(imp_c)),
-                conversions=Buckets(_int_list(conv_b), _int_list(conv_c)),
+                impressions=Buckets(fmt.int64_list_values(imp_b), fmt.int64_list_values(imp_c)),
+                conversions=Buckets(fmt.int64_list_values(conv_b), fmt.int64_list_values(conv_c)),
                 last_imp=_ts_seconds(timestamp(last)),
             )
             states[(level, entity)] = seam.resolve(secs, batch, stream, t)
@@ -475,24 +322,6 @@ class RedisFeatureReader:
 STREAM_READ = ("imp_buckets", "imp_counts", "conv_buckets", "conv_counts", "last_imp_ts")
 
 
-def _int_list(raw: bytes | None) -> tuple[int, ...]:
-    if not raw:
-        return ()
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    return tuple(Value.FromString(raw).int64_list_val.val)
-
-
-def _proto_timestamp(raw: bytes | None) -> float | None:
-    """A `google.protobuf.Timestamp` as Feast stores `_ts:<view>` -> epoch seconds."""
-    if not raw:
-        return None
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    ts = Timestamp.FromString(raw)
-    return ts.seconds + ts.nanos / 1e9
-
-
 def _ts_seconds(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
@@ -519,6 +348,7 @@ class SqliteFeatureReader:
     without a project suffix (the project is in the table name)."""
 
     def __init__(self, store: Any, features: FeaturesConfig, *, busy_timeout: float = DEFAULT_SOCKET_TIMEOUT):
+        # why here: Feast's SQLite module registers process-wide sqlite3 datetime adapters; only SQLite users load it.
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
         config = store.config
@@ -529,7 +359,7 @@ class SqliteFeatureReader:
         self.busy_timeout = busy_timeout
         self.path = SqliteOnlineStore._get_db_path(config)
         self._user_cols, self._tiers = serving_columns(features)
-        self._decoder = _Decoder()
+        self._decoder = fmt.ValueDecoder()
         self._local = threading.local()
         self._lock = threading.Lock()
         self._plan: dict[str, Any] | None = None
@@ -548,30 +378,18 @@ class SqliteFeatureReader:
         return plan
 
     def _build_plan(self) -> dict[str, Any]:
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.infra.online_stores.sqlite import _quote_id, _table_id
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-        from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+        # why here: Feast's SQLite module registers process-wide sqlite3 datetime adapters; only SQLite users load it.
+        from feast.infra.online_stores.sqlite import _quote_id
 
         config = self.store.config
-        versioning = config.registry.enable_online_feature_view_versioning
-        if versioning:
+        if config.registry.enable_online_feature_view_versioning:
             raise ReaderUnavailable("online feature view versioning is enabled: use FeastReader")
-        version = config.entity_key_serialization_version
 
         def spec(view_name: str, join_keys: tuple[str, ...], wanted: Sequence[str]):
             view = self.store.get_feature_view(view_name, allow_registry_cache=True)
             _check_view(view, join_keys, wanted)
-
-            def reference(values: Sequence[str]) -> bytes:
-                key = EntityKeyProto(
-                    join_keys=list(join_keys), entity_values=[ValueProto(string_val=v) for v in values]
-                )
-                return serialize_entity_key(key, entity_key_serialization_version=version)
-
-            builder, fast = _string_key_builder(join_keys, version, b"", reference)
-            table = _quote_id(_table_id(config.project, view, versioning))
-            return builder, table, fast
+            builder, fast = fmt.sqlite_key_builder(config, join_keys)
+            return builder, _quote_id(fmt.sqlite_table_name(config, view)), fast
 
         user_key, user_table, fast = spec(USER_TABLE, ("user_id",), self._user_cols)
         tiers = {}
@@ -678,13 +496,9 @@ def make_reader(
             socket_timeout = max(DEFAULT_SOCKET_TIMEOUT, 10 * settings.serving.budget_ms / 1000.0)
         try:
             if kind == "redis" and not versioned:
-                from feast.infra.online_stores.redis import RedisClient, RedisType
-
                 if online.redis_type == RedisType.redis and online.client == RedisClient.redis:
                     stream = None
                     if settings.stream.enabled:
-                        from freqcap.adapters.feast.stream_seam import StreamSeamSource
-
                         stream = StreamSeamSource(settings, store, socket_timeout=socket_timeout)
                     return RedisFeatureReader(store, settings.features, socket_timeout=socket_timeout, stream=stream)
             elif kind == "sqlite" and not versioned:

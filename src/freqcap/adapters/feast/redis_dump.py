@@ -16,8 +16,9 @@ entry shorter than 64 bytes is `0x80 | len`, the bytes, and its back-length `1 +
 
 Nothing here is trusted on faith: the writer takes the type byte and RDB version from a `DUMP` the server itself
 made, and before using `RESTORE` it writes one real row both ways and requires the two keys' `DUMP`s to be
-byte-identical (`freqcap.adapters.feast.bulk`). A server whose hash encoding differs (older Redis, other listpack limits)
-falls back to `HSET`; a Redis upgrade that changes the format fails that check (and the tests), not production.
+byte-identical (`freqcap.adapters.feast.bulk.redis_target`). A server whose hash encoding differs (older Redis,
+other listpack limits) falls back to `HSET`; a Redis upgrade that changes the format fails that check (and the
+tests), not production.
 
 Pure functions only (NumPy/Arrow); no I/O.
 """

@@ -3,8 +3,10 @@
 Two writers, same stored bytes (tests/integration/test_stream.py compares them field by field):
 * `FeastPusher` — `FeatureStore.push` on the view's push source (any online store; embedded SQLite).
 * `RedisDirectPusher` — the path `push` ends in for Feast's Redis store with `skip_dedup` (one HSET of every
-  feature + `_ts:<view>`, then EXPIRE), built with Feast's own key/field functions and value protos, without the
-  DataFrame -> Arrow -> proto round trip that caps `push` near 15-20 k rows/s (LIBRARY-NOTES).
+  feature + `_ts:<view>`, then EXPIRE), with keys, fields and values from `freqcap.adapters.feast.online_format`,
+  without the DataFrame -> Arrow -> proto round trip that caps `push` near 15-20 k rows/s (LIBRARY-NOTES).
+* `RedisLuaPusher` — the same bytes built inside Redis by a Lua script, straight from the worker's state; every
+  constant of the format it needs (tags, null timestamp, field names, keys) is passed in from `online_format`.
 
 The row's event timestamp is the push's wall-clock time, strictly increasing per worker: Feast's Redis store drops a
 write whose timestamp is not newer than the stored one, and a late event can change a pair without moving its
@@ -19,10 +21,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import pandas as pd
+from feast.value_type import ValueType
+
+from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast.repo.feature_views import STREAM_FEATURES, stream_view_name
 from freqcap.adapters.stream.resp import round_trip
-from freqcap.adapters.stream.state import PairState
-from freqcap.domain.stream.buckets import KIND_PREFIX
+from freqcap.adapters.stream.state import PairState, split_pair_key
+from freqcap.domain.stream.buckets import KIND_PREFIX, parse_fields
 
 ENTITY_COLUMN = {"advertiser": "advertiser_id", "campaign": "campaign_id", "ad": "ad_id"}
 
@@ -74,8 +80,6 @@ class FeastPusher:
         self.clock = _Clock()
 
     def push(self, pairs: Sequence[tuple[PairState, dict[str, Any]]]) -> int:
-        import pandas as pd
-
         ts = self.clock.next()
         by_level: dict[str, list[dict[str, Any]]] = {}
         for pair, row in pairs:
@@ -93,98 +97,60 @@ class RedisDirectPusher:
     """Feast's Redis layout written directly (see module docstring); `client` is a redis-py client."""
 
     def __init__(self, store: Any, client: Any, key_ttl_seconds: int | None):
-        from feast.infra.online_stores.helpers import _mmh3
-        from feast.infra.online_stores.redis import _versioned_fv_name
-
         self.store = store
         self.client = client
         self.clock = _Clock()
         self.key_ttl = key_ttl_seconds
         config = store.config
-        self._version = config.entity_key_serialization_version
-        self._project = config.project
-        self._fields: dict[str, tuple[bytes, list[bytes]]] = {}
-        for level in ENTITY_COLUMN:
+        self.fields: dict[str, fmt.RedisFields] = {}
+        self._keys: dict[str, Any] = {}
+        for level, column in ENTITY_COLUMN.items():
             view = store.get_feature_view(stream_view_name(level))
-            name = _versioned_fv_name(view, config)
             have = [f.name for f in view.features]
             if list(STREAM_FEATURES) != have:
+                name = fmt.redis_view_name(view, config)
                 raise RuntimeError(f"stream view {name} has features {have}, expected {list(STREAM_FEATURES)}")
-            self._fields[level] = (f"_ts:{name}".encode(), [_mmh3(f"{name}:{f}") for f in STREAM_FEATURES])
-        self._keys = self._key_builders()
-        self._enc = _Encoder()
+            self.fields[level] = fmt.redis_fields(view, STREAM_FEATURES, config)
+            self._keys[level], _ = fmt.redis_key_builder(config, ("user_id", column))
         self._rng = random.Random(0)
         # HSET <key> _ts:<view> <ts> <field> <value> ...: the command header and the field names, pre-packed.
         n_args = 2 + 2 * (1 + len(STREAM_FEATURES))
         self._packed = {
-            level: (b"*%d\r\n$4\r\nHSET\r\n" % n_args, [_bulk(ts_field), *[_bulk(f) for f in feats]])
-            for level, (ts_field, feats) in self._fields.items()
+            level: (b"*%d\r\n$4\r\nHSET\r\n" % n_args, [_bulk(f.ts), *[_bulk(name) for name in f.features]])
+            for level, f in self.fields.items()
         }
 
     def redis_key(self, level: str, user_id: str, entity_id: str) -> bytes:
         """Feast's Redis key of (user, entity): the fast builder, self-checked against Feast's `_redis_key`."""
         return self._keys[level](user_id, entity_id)
 
-    def _key_builders(self) -> dict[str, Any]:
-        from feast.infra.online_stores.redis import _redis_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        from freqcap.adapters.feast.fast_reader import _string_key_builder
-
-        builders = {}
-        for level, column in ENTITY_COLUMN.items():
-            join_keys = ("user_id", column)
-
-            def reference(values, join_keys=join_keys):
-                key = EntityKey(join_keys=list(join_keys), entity_values=[Value(string_val=v) for v in values])
-                return _redis_key(self._project, key, entity_key_serialization_version=self._version)
-
-            build, _ = _string_key_builder(join_keys, self._version, self._project.encode(), reference)
-            builders[level] = build
-        return builders
-
     def encode(self, rows: Sequence[dict[str, Any]]) -> list[list[bytes]]:
-        """Serialized ValueProtos per row, in STREAM_FEATURES order: hand-encoded (field numbers from Feast's
-        `Value` descriptor), then the first row and a sample checked byte for byte against Feast's own conversion
-        (`python_values_to_proto_values`, the NaT sentinel `push` writes); any difference raises."""
-        enc = self._enc
+        """Serialized ValueProtos per row, in STREAM_FEATURES order (`online_format`'s encoders), then the first
+        row and a sample checked byte for byte against Feast's own conversion; any difference raises."""
         out = []
         for row in rows:
-            values = [enc.int64_list(row[f]) for f in STREAM_FEATURES[:-1]]
-            values.append(enc.timestamp(row["last_imp_ts"]))
+            values = [fmt.int64_list(row[f]) for f in STREAM_FEATURES[:-1]]
+            values.append(fmt.unix_timestamp(row["last_imp_ts"]))
             out.append(values)
         for i in {0, len(rows) - 1, self._rng.randrange(len(rows))} if rows else ():
             if out[i] != self.reference_encode(rows[i]):
-                raise RuntimeError(f"stream push encoding differs from Feast's for {rows[i]!r}")
+                raise fmt.FormatMismatch(f"stream push encoding differs from Feast's for {rows[i]!r}")
         return out
 
     @staticmethod
     def reference_encode(row: dict[str, Any]) -> list[bytes]:
-        """Feast's own conversion of one row (what `push` stores)."""
-        from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import NULL_TIMESTAMP_INT_VALUE, python_values_to_proto_values
-        from feast.value_type import ValueType
-
-        values = [
-            python_values_to_proto_values([list(row[f])], ValueType.INT64_LIST)[0].SerializeToString()
-            for f in STREAM_FEATURES[:-1]
-        ]
+        """Feast's own conversion of one row (what `push` stores; a missing time is the NaT sentinel)."""
+        values = [fmt.feast_value_bytes([list(row[f])], ValueType.INT64_LIST)[0] for f in STREAM_FEATURES[:-1]]
         ts = row["last_imp_ts"]
-        if ts is None:
-            values.append(Value(unix_timestamp_val=int(NULL_TIMESTAMP_INT_VALUE)).SerializeToString())
-        else:
-            values.append(python_values_to_proto_values([ts], ValueType.UNIX_TIMESTAMP)[0].SerializeToString())
+        values.append(
+            fmt.NULL_UNIX_TIMESTAMP if ts is None else fmt.feast_value_bytes([ts], ValueType.UNIX_TIMESTAMP)[0]
+        )
         return values
 
     def push(self, pairs: Sequence[tuple[PairState, dict[str, Any]]]) -> int:
-        from google.protobuf.timestamp_pb2 import Timestamp
-
         if not pairs:
             return 0
-        stamp = Timestamp()
-        stamp.FromDatetime(self.clock.next())
-        ts_value = _bulk(stamp.SerializeToString())
+        ts_value = _bulk(fmt.event_timestamp(self.clock.next()))
         encoded = self.encode([row for _, row in pairs])
         expire_tail = b"$%d\r\n%d\r\n" % (len(str(self.key_ttl)), self.key_ttl) if self.key_ttl else b""
         commands = []
@@ -201,62 +167,27 @@ class RedisDirectPusher:
         return len(pairs)
 
 
-class _Encoder:
-    """Protobuf `Value` bytes for int64 lists and unix timestamps, without building messages."""
-
-    def __init__(self) -> None:
-        from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import NULL_TIMESTAMP_INT_VALUE
-
-        fields = Value.DESCRIPTOR.fields_by_name
-        self.list_tag = bytes([(fields["int64_list_val"].number << 3) | 2])
-        self.ts_tag = bytes([(fields["unix_timestamp_val"].number << 3) | 0])
-        self.empty_list = self.list_tag + b"\x00"
-        self.null_ts = Value(unix_timestamp_val=int(NULL_TIMESTAMP_INT_VALUE)).SerializeToString()
-        self.small = [bytes([i]) for i in range(128)]
-
-    def varint(self, n: int) -> bytes:
-        if 0 <= n < 128:
-            return self.small[n]
-        if n < 0:
-            n += 1 << 64  # two's complement, as protobuf encodes negative int64
-        out = bytearray()
-        while n > 0x7F:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        out.append(n)
-        return bytes(out)
-
-    def int64_list(self, values: Sequence[int]) -> bytes:
-        if not values:
-            return self.empty_list
-        body = b"".join(map(self.varint, values))
-        inner = b"\n" + self.varint(len(body)) + body  # Int64List.val = 1, packed
-        return self.list_tag + self.varint(len(inner)) + inner
-
-    def timestamp(self, value: datetime | None) -> bytes:
-        if value is None:
-            return self.null_ts
-        return self.ts_tag + self.varint(int(value.timestamp()))
-
-
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-# Encodes each dirty pair's state into Feast's stream-view bytes and writes them, inside Redis. The Python side only
-# builds Feast's keys; the first pair of every call comes back (its state and the bytes written) and is checked in
-# Python against Feast's own conversion (`RedisDirectPusher.reference_encode`).
+# Encodes each dirty pair's state into Feast's stream-view bytes and writes them, inside Redis. Lua cannot import the
+# format, so everything about it but the varint arithmetic comes in as arguments from `online_format` (see
+# `RedisLuaPusher._head`): the tags, the null timestamp, the `_ts` value, the hash fields and Feast's Redis keys. The
+# first pair of every call comes back (its state and the bytes written) and is checked in Python against Feast's own
+# conversion (`RedisDirectPusher.reference_encode`).
+# ARGV: dirty key, horizon, `_ts` bytes, null timestamp, ttl, int64-list tag, timestamp tag, packed-values tag,
+# 3 levels x 8 hash fields (`_ts:<view>` + STREAM_FEATURES), n, then per pair: state key, score, Redis key, level.
 _LUA_PUSH = r"""
 local dirty, horizon, ts_bytes, null_ts, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
-local list_tag, ts_tag = ARGV[6], ARGV[7]
+local list_tag, ts_tag, val_tag = ARGV[6], ARGV[7], ARGV[8]
 local fields = {}
 for l = 0, 2 do
   local f = {}
-  for k = 1, 8 do f[k] = ARGV[7 + l * 8 + k] end
+  for k = 1, 8 do f[k] = ARGV[8 + l * 8 + k] end
   fields[l] = f
 end
-local n = tonumber(ARGV[32])
+local n = tonumber(ARGV[33])
 local function varint(x)
   local out = {}
   while x >= 128 do
@@ -272,12 +203,12 @@ local function int64_list(vals)
   local parts = {}
   for i = 1, #vals do parts[i] = varint(vals[i]) end
   local body = table.concat(parts)
-  local inner = '\n' .. varint(#body) .. body
+  local inner = val_tag .. varint(#body) .. body
   return list_tag .. varint(#inner) .. inner
 end
 local pushed, check_state, check_values = 0, false, false
 for p = 0, n - 1 do
-  local base = 33 + p * 4
+  local base = 34 + p * 4
   local skey, score, fkey, level = ARGV[base], ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
   local flat = redis.call('HGETALL', skey)
   if #flat > 0 then
@@ -336,38 +267,33 @@ class RedisLuaPusher:
     and the online store in the same Redis; `RedisDirectPusher` otherwise."""
 
     def __init__(self, direct: RedisDirectPusher, client: Any, dirty_key: str, pair_prefix: str, chunk: int = 200):
-        from freqcap.adapters.stream.state import split_pair_key
-
         self.direct = direct
         self.client = client
         self.dirty_key = dirty_key
         self.pair_prefix = pair_prefix
         self.chunk = chunk
-        self._split = split_pair_key
         self._script = client.register_script(_LUA_PUSH)
-        enc = direct._enc
-        self._head = [enc.null_ts, str(direct.key_ttl or 0), enc.list_tag, enc.ts_tag]
-        self._fields = []
+        self._head = [
+            fmt.NULL_UNIX_TIMESTAMP,
+            str(direct.key_ttl or 0),
+            fmt.TAGS[ValueType.INT64_LIST],
+            fmt.TAGS[ValueType.UNIX_TIMESTAMP],
+            fmt.PACKED_VAL_TAG,
+        ]
+        self._fields: list[bytes] = []
         for level in ENTITY_COLUMN:
-            ts_field, feats = direct._fields[level]
-            self._fields += [ts_field, *feats]
+            fields = direct.fields[level]
+            self._fields += [fields.ts, *fields.features]
         self._levels = {level: i for i, level in enumerate(ENTITY_COLUMN)}
 
     def push_dirty(self, dirty: Sequence[tuple[bytes, float]], horizon: int) -> int:
-        from google.protobuf.timestamp_pb2 import Timestamp
-
-        from freqcap.adapters.stream.state import PairState
-        from freqcap.domain.stream.buckets import parse_fields
-
-        stamp = Timestamp()
-        stamp.FromDatetime(self.direct.clock.next())
-        ts_bytes = stamp.SerializeToString()
+        ts_bytes = fmt.event_timestamp(self.direct.clock.next())
         total = 0
         for start in range(0, len(dirty), self.chunk):
             part = dirty[start : start + self.chunk]
             args: list[Any] = [self.dirty_key, horizon, ts_bytes, *self._head, *self._fields, len(part)]
             for key, score in part:
-                level, user, entity = self._split(key.decode(), self.pair_prefix)
+                level, user, entity = split_pair_key(key.decode(), self.pair_prefix)
                 args += [key, repr(float(score)), self.direct.redis_key(level, user, entity), self._levels[level]]
             reply = self._script(args=args)
             total += int(reply[0])
@@ -376,5 +302,5 @@ class RedisLuaPusher:
                 buckets, last = parse_fields(zip(flat[0::2], flat[1::2], strict=True))
                 row, _ = pair_row(PairState("ad", "", "", buckets, last), horizon)
                 if list(written) != self.direct.reference_encode(row):
-                    raise RuntimeError(f"Lua stream push encodes {row!r} differently from Feast")
+                    raise fmt.FormatMismatch(f"Lua stream push encodes {row!r} differently from Feast")
         return total
