@@ -269,12 +269,12 @@ def _encoded_batches(store, settings, snap: Path, target):
 
     from freqcap.adapters.feast import bulk
 
-    plan = bulk._plan(store, target, VIEW)
-    enc = bulk._Encoders()
+    plan = bulk.view_plan(store, target, VIEW)
+    enc = bulk.Encoders()
     con = duckdb.connect()
-    reader = con.sql(bulk._source_query(plan, snap, None, ordered=target.kind == "sqlite")).to_arrow_reader(50_000)
-    for batch in bulk._batches(reader, 50_000):
-        yield plan, bulk._encode_batch(batch, plan, enc)
+    reader = con.sql(bulk.source_query(plan, snap, None, ordered=target.kind == "sqlite")).to_arrow_reader(50_000)
+    for batch in bulk.record_batches(reader, 50_000):
+        yield plan, bulk.encode_batch(batch, plan, enc)
     con.close()
 
 
@@ -283,7 +283,7 @@ def _redis_floor(store, settings, snap: Path, restore: bool = False) -> dict:
     one connection; only sending is timed."""
     from freqcap.adapters.feast import bulk
 
-    target = bulk._RedisTarget(store)
+    target = bulk.RedisTarget(store)
     buffers = []
     for plan, encoded in _encoded_batches(store, settings, snap, target):
         if not buffers:
@@ -302,11 +302,11 @@ def _redis_floor(store, settings, snap: Path, restore: bool = False) -> dict:
     cpu = _redis_cpu()
     started = time.perf_counter()
     for cmds, replies in buffers:
-        bulk._send_and_check(conn, bulk._buffer_view(cmds), replies)
+        bulk.send_and_check(conn, bulk.buffer_view(cmds), replies)
     seconds = time.perf_counter() - started
     cpu = _redis_cpu() - cpu
     conn.disconnect()
-    return {"seconds": seconds, "redis_cpu_s": cpu, "bytes": sum(len(bulk._buffer_view(c)) for c, _ in buffers)}
+    return {"seconds": seconds, "redis_cpu_s": cpu, "bytes": sum(len(bulk.buffer_view(c)) for c, _ in buffers)}
 
 
 def _sqlite_floor(store, settings, snap: Path, engine: bool) -> dict:
@@ -318,7 +318,7 @@ def _sqlite_floor(store, settings, snap: Path, engine: bool) -> dict:
 
     from freqcap.adapters.feast import bulk
 
-    target = bulk._SqliteTarget(store, settings)
+    target = bulk.SqliteTarget(store, settings)
     rows_by_batch = []
     table = None
     for plan, encoded in _encoded_batches(store, settings, snap, target):

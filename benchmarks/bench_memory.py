@@ -51,10 +51,9 @@ def _unread_fields(store, settings) -> dict[str, list[bytes]]:
     """Per kind, the hash fields of batch features serving never reads (freqcap.adapters.feast.fast_reader)."""
     from feast.infra.online_stores.helpers import _mmh3
 
-    from freqcap.adapters.feast.fast_reader import _wanted_columns
-    from freqcap.domain.features import USER_TABLE, tier_tables
+    from freqcap.domain.features import USER_TABLE, serving_columns, tier_tables
 
-    user_cols, tiers = _wanted_columns(settings.features)
+    user_cols, tiers = serving_columns(settings.features)
     out = {}
     view = store.get_feature_view(USER_TABLE)
     out["user"] = [_mmh3(f"{USER_TABLE}:{f.name}") for f in view.features if f.name not in user_cols]

@@ -475,7 +475,7 @@ def test_untrusted_or_missing_state_means_full_rewrite(online, monkeypatch):
 
     # A run that fails midway leaves no state behind: the next one rewrites everything.
     calls = {"n": 0}
-    target_cls = bulk._RedisTarget if online.kind == "redis" else bulk._SqliteTarget
+    target_cls = bulk.RedisTarget if online.kind == "redis" else bulk.SqliteTarget
     original = target_cls.write
 
     def failing_write(self, batch):
@@ -670,7 +670,7 @@ def test_layout_guard_stops_a_wrong_encoding_before_writing(online, monkeypatch)
     settings, store = online.settings, online.store
     rows = _synthetic_rows(50)
     snap = online.place("user_ad", _ad_table(settings, rows, T1), T1)
-    original = bulk._Encoders._timestamps
+    original = bulk.Encoders._timestamps
 
     def milliseconds(self, arr):  # a plausible bug: unix_timestamp_val in ms instead of s
         col = original(self, arr)
@@ -679,7 +679,7 @@ def test_layout_guard_stops_a_wrong_encoding_before_writing(online, monkeypatch)
         )
         return original(self, ms) if col.values is not None else col
 
-    monkeypatch.setattr(bulk._Encoders, "_timestamps", milliseconds)
+    monkeypatch.setattr(bulk.Encoders, "_timestamps", milliseconds)
     with pytest.raises(LayoutMismatchError, match="last_imp_ts"):
         bulk_materialize(store, settings, {"user_ad": snap}, T1)
     if online.kind == "redis":
@@ -866,7 +866,7 @@ def test_sqlite_rebuild_failing_midway_leaves_the_old_table(online, monkeypatch)
     rows2 = [dict(r, imp_1h=r["imp_1h"] + 1) for r in _synthetic_rows(300, seed=9)]
     s2 = online.place("user_ad", _ad_table(settings, rows2, T2), T2)
 
-    original = bulk._Encoders._timestamps
+    original = bulk.Encoders._timestamps
     calls = {"n": 0}
 
     def milliseconds_from_the_third_batch(self, arr):  # a real encoding bug, caught by the layout guard
@@ -878,9 +878,9 @@ def test_sqlite_rebuild_failing_midway_leaves_the_old_table(online, monkeypatch)
         )
         return original(self, ms)
 
-    monkeypatch.setattr(bulk._Encoders, "_timestamps", milliseconds_from_the_third_batch)
+    monkeypatch.setattr(bulk.Encoders, "_timestamps", milliseconds_from_the_third_batch)
     logged: list = []
-    monkeypatch.setattr(bulk._SqliteTarget, "_execute_rebuild", _recording(bulk._SqliteTarget._execute_rebuild, logged))
+    monkeypatch.setattr(bulk.SqliteTarget, "_execute_rebuild", _recording(bulk.SqliteTarget._execute_rebuild, logged))
     with pytest.raises(LayoutMismatchError, match="last_imp_ts"):
         bulk_materialize(store, settings, {"user_ad": s2}, T2, batch_rows=50, sqlite_strategy="rebuild")
     assert len(logged) == 2, "two batches went into the new table before the failure"

@@ -1,7 +1,7 @@
 """Bulk materialization: published snapshots -> the Feast online store, in Feast's own layout, at store speed.
 
 Feast 0.67's `materialize` builds one protobuf object per value in Python and, on SQLite, runs one statement per
-entity per feature (~10 k rows/s into Redis, ~5 k into SQLite; LIBRARY-NOTES). This package writes the *same
+entity per feature (~10 k rows/s into Redis, ~5 k into SQLite, measured). This package writes the *same
 bytes in the same places*, encoded column-wise with Arrow/NumPy and streamed in bounded Arrow batches, and
 rewrites only the rows whose values changed since the snapshot the store already holds.
 
@@ -42,18 +42,6 @@ from freqcap.adapters.feast.bulk.run import bulk_materialize, clear_online_state
 from freqcap.adapters.feast.bulk.sqlite_target import STATE_TABLE, SqliteTarget
 from freqcap.adapters.feast.bulk.write_view import REBUILD_SHARE
 
-# The internals tests and benchmarks address as `bulk.<name>` (to monkeypatch an encoder or a target, or to drive
-# the write path step by step and time the stores' floors), under the names they had when this was one module.
-_Encoders = Encoders
-_RedisTarget = RedisTarget
-_SqliteTarget = SqliteTarget
-_plan = view_plan
-_source_query = source_query
-_batches = record_batches
-_encode_batch = encode_batch
-_send_and_check = send_and_check
-_buffer_view = buffer_view
-
 __all__ = [
     "LAYOUT_VERSION",
     "REBUILD_SHARE",
@@ -62,12 +50,21 @@ __all__ = [
     "BulkMaterializeError",
     "BulkReport",
     "BulkState",
+    "Encoders",
     "LayoutMismatchError",
+    "RedisTarget",
+    "SqliteTarget",
     "StaleSnapshotError",
     "UnsupportedOnlineStoreError",
     "ViewReport",
+    "buffer_view",
     "bulk_materialize",
     "clear_online_state",
+    "encode_batch",
     "online_state",
+    "record_batches",
+    "send_and_check",
     "serving_features",
+    "source_query",
+    "view_plan",
 ]
