@@ -38,7 +38,8 @@ from schemathesis.python import asgi
 
 from freqcap.adapters.events_files import write_events
 from freqcap.adapters.feast.store import open_store
-from freqcap.api.app import DecideRequest, create_app
+from freqcap.api.app import create_app
+from freqcap.api.schemas import DecideRequest
 from freqcap.config import load_settings
 from freqcap.domain.policy import parse_policy
 from freqcap.domain.policy.schema import Policy

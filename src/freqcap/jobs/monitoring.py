@@ -18,20 +18,26 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from freqcap.adapters.decision_log import read_log_rows, read_log_window
+from freqcap.adapters.decision_log import FIELDS, read_log_rows, read_log_window
+from freqcap.adapters.duckdb.current_rows import current_rows, read_reference, sample
+from freqcap.adapters.duckdb.impressions import impression_counts
 from freqcap.adapters.duckdb.training_set import TRAINING_FILE
-from freqcap.adapters.mlflow.champion import champion_training_set
+from freqcap.adapters.mlflow.champion import champion_scorer, champion_training_set
+from freqcap.adapters.stream.monitoring import stream_rows, stream_status
 from freqcap.config import Settings
+from freqcap.domain.monitoring.frequency import cap_windows, realized_frequency
 from freqcap.domain.monitoring.metrics import (
     ALL,
     MetricRow,
+    Streak,
     cap_hit_rate_changes,
     cap_hit_rates,
     cohort_table,
@@ -43,8 +49,12 @@ from freqcap.domain.monitoring.metrics import (
     rows_to_frame,
 )
 from freqcap.domain.monitoring.rules import AlertsConfig, load_alerts, load_dashboard
+from freqcap.domain.training.config import load_model_config
 from freqcap.jobs.features import events_dir_for
 from freqcap.layout import DataLayout, MonitoringRun, parse_as_of, users_path_for
+
+if TYPE_CHECKING:
+    from freqcap.adapters.evidently import DriftResult
 
 log = logging.getLogger(__name__)
 
@@ -172,103 +182,46 @@ def validate_log_job(inputs: dict[str, Any], settings: Settings) -> dict[str, An
 def collect_job(inputs: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Measure serving and traffic for the window ending at `as_of`; writes `metrics.json` (and the current
     window's rows for drift) in the run directory."""
-    from freqcap.adapters.stream.monitoring import stream_rows, stream_status
-
     started = time.perf_counter()
-    cfg = settings.monitoring
     as_of = parse_as_of(inputs["as_of"])
     run = DataLayout.of(settings).monitoring_run(as_of)
-    out = run.root
-    out.mkdir(parents=True, exist_ok=True)
+    run.root.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    alerts = load_alerts(cfg.alerts_path)
+    alerts = load_alerts(settings.monitoring.alerts_path)
     start, base_start = _windows(settings, as_of)
 
-    log_dir = DataLayout.of(settings).decision_log_dir
-    if log_dir.is_dir():
-        frame = read_log_window(log_dir, base_start, as_of)
-    else:
-        from freqcap.adapters.decision_log import FIELDS
-
-        frame = prepare_log(pd.DataFrame(columns=list(FIELDS)))
-        notes.append(f"no decision log at {log_dir}: cap hit and fail-open rates not computed")
-    current, baseline = in_window(frame, start, as_of), in_window(frame, base_start, start)
-    rows: list[MetricRow] = [MetricRow("decisions_logged", ALL, float(len(current)), float(len(current)))]
-    rows += cap_hit_rates(current)
-    rows += cap_hit_rate_changes(current, baseline)
-    rows += fail_open_rates(current)
-    streak = degraded_streak(frame, as_of, timedelta(seconds=cfg.seconds("since_bucket")), _fail_open_threshold(alerts))
-    log.info(
-        "decision log: %d decisions in (%s, %s], %d in the baseline; fail-open %d",
-        len(current), start.isoformat(), as_of.isoformat(), len(baseline), int(current["fail_open"].sum()),
-    )  # fmt: skip
-
+    served = _served_decisions(settings, alerts, as_of, start, base_start, notes)
+    rows = list(served.rows)
     stream = stream_status(settings)
     rows += stream_rows(stream)
     if stream is None and settings.stream.enabled:
         notes.append("stream enabled in settings but no status was read (worker down or its Redis unreachable)")
-
-    frequency_table: dict[str, Any] = {}
-    policy_version, frequency_note = None, None
-    current_path, current_count = None, 0
     events_dir, users = inputs.get("events_dir"), inputs.get("users")
     if events_dir:
-        from freqcap.adapters.duckdb.current_rows import current_rows, sample
-        from freqcap.adapters.duckdb.impressions import impression_counts
-        from freqcap.domain.monitoring.frequency import cap_windows, realized_frequency
-        from freqcap.domain.training.config import load_model_config
-
-        policy, source = live_policy(settings)
-        if policy is not None:
-            imps = impression_counts(
-                events_dir,
-                users,
-                start,
-                as_of,
-                cap_windows(policy),
-                _signal_lookback_seconds(settings),
-                threads=settings.features.threads,
-                memory_limit=settings.features.memory_limit,
-            )
-            f_rows, frequency_table = realized_frequency(imps, policy)
-            rows += f_rows
-            policy_version = policy.version
-            if not frequency_table:
-                frequency_note = f"no capped impressions in ({start.isoformat()}, {as_of.isoformat()}]"
-            notes.append(f"policy for realized frequency: {policy.version} ({source})")
-        else:
-            frequency_note = source
-            notes.append(f"realized frequency not computed: {source}")
-        model_config = load_model_config(settings.training.model_config_path)
-        drift_start = as_of - timedelta(seconds=cfg.seconds("drift_window"))
-        cur, cur_notes = current_rows(events_dir, users, drift_start, as_of, settings, model_config)
-        notes += cur_notes
-        current_count = len(cur)
-        cur = sample(cur, cfg.drift.max_rows, cfg.drift.seed)
-        current_path = run.current_sample
-        cur.to_parquet(current_path, index=False)
+        frequency = _realized_frequency(events_dir, users, settings, start, as_of, notes)
+        rows += frequency.rows
+        current_path, current_count = _current_sample(events_dir, users, settings, as_of, run, notes)
     else:
-        frequency_note = "no events directory"
+        frequency = _Frequency(rows=[], table={}, policy_version=None, note="no events directory")
+        current_path, current_count = None, 0
         notes.append("no events directory: realized frequency and drift not computed")
 
-    fo = {r.segment: r for r in rows if r.name == "fail_open_rate"}
     metrics = {
         "as_of": as_of.isoformat(),
-        "windows": {"window": cfg.window, "baseline_window": cfg.baseline_window, "drift_window": cfg.drift_window},
-        "rows": [r.to_dict() for r in rows],
-        "decisions": len(current),
-        "baseline_decisions": len(baseline),
-        "fail_open": {
-            "rate": fo[ALL].value if ALL in fo else None,
-            "decisions": len(current),
-            "reasons": reason_counts(current),
-            **(streak.to_dict() if streak is not None else {"since": None, "last_failure": None, "ongoing": False}),
+        "windows": {
+            "window": settings.monitoring.window,
+            "baseline_window": settings.monitoring.baseline_window,
+            "drift_window": settings.monitoring.drift_window,
         },
-        "cohorts": cohort_table(current, baseline),
+        "rows": [r.to_dict() for r in rows],
+        "decisions": len(served.current),
+        "baseline_decisions": len(served.baseline),
+        "fail_open": _fail_open_summary(rows, served),
+        "cohorts": cohort_table(served.current, served.baseline),
         "stream": stream,
-        "frequency": frequency_table,
-        "frequency_note": frequency_note,
-        "policy_version": policy_version,
+        "frequency": frequency.table,
+        "frequency_note": frequency.note,
+        "policy_version": frequency.policy_version,
         "events_dir": events_dir,
         "users": users,
         "current_rows": current_count,
@@ -278,13 +231,110 @@ def collect_job(inputs: dict[str, Any], settings: Settings) -> dict[str, Any]:
     log.info("collect: %d metric rows, %.1fs", len(rows), time.perf_counter() - started)
     return {
         "as_of": as_of.isoformat(),
-        "run_dir": str(out),
+        "run_dir": str(run.root),
         "metrics_path": str(metrics_path),
         "current_path": str(current_path) if current_path else None,
         "current_rows": current_count,
-        "decisions": len(current),
+        "decisions": len(served.current),
         "notes": notes,
     }
+
+
+@dataclass(frozen=True)
+class _ServedDecisions:
+    """The decision log around a run: the current window, the baseline before it, their metric rows, and the
+    ongoing (or last) fail-open streak."""
+
+    current: pd.DataFrame
+    baseline: pd.DataFrame
+    rows: list[MetricRow]
+    streak: Streak | None
+
+
+def _served_decisions(
+    settings: Settings, alerts: AlertsConfig, as_of: datetime, start: datetime, base_start: datetime, notes: list[str]
+) -> _ServedDecisions:
+    """Read the decision log of (base_start, as_of]: decisions logged, cap hit rates and their moves, fail-open."""
+    cfg = settings.monitoring
+    log_dir = DataLayout.of(settings).decision_log_dir
+    if log_dir.is_dir():
+        frame = read_log_window(log_dir, base_start, as_of)
+    else:
+        frame = prepare_log(pd.DataFrame(columns=list(FIELDS)))
+        notes.append(f"no decision log at {log_dir}: cap hit and fail-open rates not computed")
+    current, baseline = in_window(frame, start, as_of), in_window(frame, base_start, start)
+    rows: list[MetricRow] = [MetricRow("decisions_logged", ALL, float(len(current)), float(len(current)))]
+    rows += cap_hit_rates(current)
+    rows += cap_hit_rate_changes(current, baseline)
+    rows += fail_open_rates(current)
+    threshold = _fail_open_threshold(alerts)
+    streak = degraded_streak(frame, as_of, timedelta(seconds=cfg.seconds("since_bucket")), threshold)
+    log.info(
+        "decision log: %d decisions in (%s, %s], %d in the baseline; fail-open %d",
+        len(current), start.isoformat(), as_of.isoformat(), len(baseline), int(current["fail_open"].sum()),
+    )  # fmt: skip
+    return _ServedDecisions(current, baseline, rows, streak)
+
+
+def _fail_open_summary(rows: list[MetricRow], served: _ServedDecisions) -> dict[str, Any]:
+    """The fail-open rate of the window, its reasons, and the streak (since when, last failure, ongoing)."""
+    fo = {r.segment: r for r in rows if r.name == "fail_open_rate"}
+    streak = served.streak
+    return {
+        "rate": fo[ALL].value if ALL in fo else None,
+        "decisions": len(served.current),
+        "reasons": reason_counts(served.current),
+        **(streak.to_dict() if streak is not None else {"since": None, "last_failure": None, "ongoing": False}),
+    }
+
+
+@dataclass(frozen=True)
+class _Frequency:
+    """Realized frequency under the live policy: metric rows, the table for the page, and why it is empty."""
+
+    rows: list[MetricRow]
+    table: dict[str, Any]
+    policy_version: str | None
+    note: str | None
+
+
+def _realized_frequency(
+    events_dir: str, users: str | None, settings: Settings, start: datetime, as_of: datetime, notes: list[str]
+) -> _Frequency:
+    """Impressions per user over each cap window of the live policy, from the events of (start, as_of]."""
+    policy, source = live_policy(settings)
+    if policy is None:
+        notes.append(f"realized frequency not computed: {source}")
+        return _Frequency(rows=[], table={}, policy_version=None, note=source)
+    imps = impression_counts(
+        events_dir,
+        users,
+        start,
+        as_of,
+        cap_windows(policy),
+        _signal_lookback_seconds(settings),
+        threads=settings.features.threads,
+        memory_limit=settings.features.memory_limit,
+    )
+    rows, table = realized_frequency(imps, policy)
+    note = None if table else f"no capped impressions in ({start.isoformat()}, {as_of.isoformat()}]"
+    notes.append(f"policy for realized frequency: {policy.version} ({source})")
+    return _Frequency(rows=rows, table=table, policy_version=policy.version, note=note)
+
+
+def _current_sample(
+    events_dir: str, users: str | None, settings: Settings, as_of: datetime, run: MonitoringRun, notes: list[str]
+) -> tuple[Path, int]:
+    """The model rows of the drift window, sampled and written for drift; (its path, rows before sampling)."""
+    cfg = settings.monitoring
+    model_config = load_model_config(settings.training.model_config_path)
+    drift_start = as_of - timedelta(seconds=cfg.seconds("drift_window"))
+    cur, cur_notes = current_rows(events_dir, users, drift_start, as_of, settings, model_config)
+    notes += cur_notes
+    current_count = len(cur)
+    cur = sample(cur, cfg.drift.max_rows, cfg.drift.seed)
+    cur.to_parquet(run.current_sample, index=False)
+    return run.current_sample, current_count
 
 
 def _signal_lookback_seconds(settings: Settings) -> float:
@@ -302,9 +352,6 @@ def drift_job(collected: dict[str, Any], settings: Settings, scorer: Any = None)
 
     Predictions come from `scorer` (a `prediction.Scorer`) when given, else from the champion model in MLflow
     (when `monitoring.drift.prediction` is on and there is one)."""
-    from freqcap.adapters.duckdb.current_rows import read_reference
-    from freqcap.domain.training.config import load_model_config
-
     started = time.perf_counter()
     cfg = settings.monitoring.drift
     run = MonitoringRun(Path(collected["run_dir"]))
@@ -332,14 +379,7 @@ def drift_job(collected: dict[str, Any], settings: Settings, scorer: Any = None)
         return done()
 
     if scorer is None and cfg.prediction:
-        from freqcap.adapters.mlflow.champion import champion_scorer
-
-        try:
-            scorer = champion_scorer(settings, model_config.registered_model)
-        except Exception as exc:  # a broken registry must not stop feature drift; it is said
-            notes.append(f"prediction drift skipped: the champion model could not be loaded ({exc})")
-        if scorer is None and not any(n.startswith("prediction drift skipped") for n in notes):
-            notes.append("prediction drift skipped: no champion model")
+        scorer = _champion_scorer(settings, model_config.registered_model, notes)
     wanted = [*cfg.columns, *(scorer.input_columns if scorer else ())]
     reference = read_reference(reference_path, list(dict.fromkeys(wanted)), cfg.max_rows, cfg.seed)
     columns = [c for c in cfg.columns if c in current.columns and c in reference.columns]
@@ -350,16 +390,8 @@ def drift_job(collected: dict[str, Any], settings: Settings, scorer: Any = None)
         notes.append("no column to compare")
         return done()
     if scorer is not None:
-        missing = sorted(set(scorer.missing(current)) | set(scorer.missing(reference)))
-        if missing:
-            notes.append(
-                f"prediction drift skipped: rows lack the model inputs {missing[:6]}{' ...' if len(missing) > 6 else ''}"
-            )
-            scorer = None
-        else:
-            # float64: models often answer in float32, and the drift score should not depend on that.
-            current = current.assign(prediction=np.asarray(scorer.predict(current), dtype=np.float64))
-            reference = reference.assign(prediction=np.asarray(scorer.predict(reference), dtype=np.float64))
+        current, reference, scorer = _with_predictions(scorer, current, reference, notes)
+        if scorer is not None:
             result["model"] = scorer.name
     keep = [*columns, *(["prediction"] if scorer is not None else [])]
     current, reference = current[keep], reference[keep]
@@ -367,21 +399,7 @@ def drift_job(collected: dict[str, Any], settings: Settings, scorer: Any = None)
     reference_sample = run.reference_sample
     reference.to_parquet(reference_sample, index=False)
 
-    from freqcap.adapters import evidently as evidently_io
-
-    as_of = parse_as_of(collected["as_of"])
-    snapshot = evidently_io.run_report(current, reference, columns, cfg, None, timestamp=as_of)
-    drift = evidently_io.drift_result(snapshot, columns, len(current), len(reference))
-    html = evidently_io.save_report_html(snapshot, DataLayout.of(settings).drift_report)
-    rows = [
-        MetricRow("drift_share", ALL, drift.drifted_share, float(len(current))),
-        MetricRow("drifted_columns", ALL, float(drift.drifted_count), float(len(current))),
-    ]
-    rows += [
-        MetricRow("feature_drift_score", f"column={c.column}", c.score, float(len(current))) for c in drift.columns
-    ]
-    if drift.prediction is not None:
-        rows.append(MetricRow("prediction_drift_score", ALL, drift.prediction.score, float(len(current))))
+    drift, rows, html = _evidently_drift(current, reference, columns, settings, parse_as_of(collected["as_of"]))
     result.update(
         computed=True,
         columns=columns,
@@ -398,6 +416,57 @@ def drift_job(collected: dict[str, Any], settings: Settings, scorer: Any = None)
         len(current), len(reference), time.perf_counter() - started,
     )  # fmt: skip
     return done()
+
+
+def _champion_scorer(settings: Settings, registered_model: str, notes: list[str]) -> Any:
+    """The champion model's scorer, or None (with a note: no champion, or it could not be loaded)."""
+    try:
+        scorer = champion_scorer(settings, registered_model)
+    except Exception as exc:  # a broken registry must not stop feature drift; it is said
+        notes.append(f"prediction drift skipped: the champion model could not be loaded ({exc})")
+        return None
+    if scorer is None:
+        notes.append("prediction drift skipped: no champion model")
+    return scorer
+
+
+def _with_predictions(
+    scorer: Any, current: pd.DataFrame, reference: pd.DataFrame, notes: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """Both sides with the model's `prediction` column, and the scorer; the scorer is None (and a note says why)
+    when a side lacks the model inputs."""
+    missing = sorted(set(scorer.missing(current)) | set(scorer.missing(reference)))
+    if missing:
+        notes.append(
+            f"prediction drift skipped: rows lack the model inputs {missing[:6]}{' ...' if len(missing) > 6 else ''}"
+        )
+        return current, reference, None
+    # float64: models often answer in float32, and the drift score should not depend on that.
+    current = current.assign(prediction=np.asarray(scorer.predict(current), dtype=np.float64))
+    reference = reference.assign(prediction=np.asarray(scorer.predict(reference), dtype=np.float64))
+    return current, reference, scorer
+
+
+def _evidently_drift(
+    current: pd.DataFrame, reference: pd.DataFrame, columns: list[str], settings: Settings, as_of: datetime
+) -> tuple[DriftResult, list[MetricRow], Path]:
+    """Evidently's drift of `columns` (and `prediction` when present): the result, its metric rows, and the latest
+    HTML report (rewritten)."""
+    from freqcap.adapters import evidently as evidently_io  # why: Evidently takes seconds to import
+
+    snapshot = evidently_io.run_report(current, reference, columns, settings.monitoring.drift, None, timestamp=as_of)
+    drift = evidently_io.drift_result(snapshot, columns, len(current), len(reference))
+    html = evidently_io.save_report_html(snapshot, DataLayout.of(settings).drift_report)
+    rows = [
+        MetricRow("drift_share", ALL, drift.drifted_share, float(len(current))),
+        MetricRow("drifted_columns", ALL, float(drift.drifted_count), float(len(current))),
+    ]
+    rows += [
+        MetricRow("feature_drift_score", f"column={c.column}", c.score, float(len(current))) for c in drift.columns
+    ]
+    if drift.prediction is not None:
+        rows.append(MetricRow("prediction_drift_score", ALL, drift.prediction.score, float(len(current))))
+    return drift, rows, html
 
 
 # --------------------------------------------------------------------------------------------------- alarms

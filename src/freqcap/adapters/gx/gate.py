@@ -315,7 +315,7 @@ def run_table(
 
 
 def _raised(info: Any) -> str | None:
-    """The message of an exception GX caught (flat, or per metric), if any; see freqcap.adapters.gx.events."""
+    """The message of an exception GX caught (flat, or per metric), if any; see gx.event_expectations._raised."""
     if not isinstance(info, dict):
         return None
     if info.get("raised_exception"):

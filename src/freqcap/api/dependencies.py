@@ -1,0 +1,111 @@
+"""What the decision API's handlers share: one `ServingState` per app, kept on `app.state.serving`.
+
+Handlers reach it with `serving_state(request)`, a plain call rather than a FastAPI `Depends`: a dependency is
+solved on every request, and the decide path does no per-request work it does not need.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import Request
+
+from freqcap.adapters.decision_log import DecisionLog, decision_rows
+from freqcap.adapters.feast.reader import FeatureReader
+from freqcap.api.metrics import Metrics
+from freqcap.api.schemas import DecideRequest
+from freqcap.domain.policy import Policy, PolicyValidationError
+from freqcap.domain.policy.engine import Decision
+from freqcap.domain.policy.guardrails import window_errors
+
+log = logging.getLogger(__name__)
+
+
+class ServingState:
+    """What the handlers share. `policy` is replaced by a single reference assignment (atomic hot reload).
+
+    `windows` are the feature windows per level (a policy capping over another window is refused), `admin_token`
+    guards the policy admin endpoint (None: open), `decision_log` (optional) receives a sample of the decisions.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget_seconds: float,
+        workers: int,
+        windows: Mapping[str, set[int]],
+        admin_token: str | None,
+        decision_log: DecisionLog | None,
+    ):
+        self.policy: Policy | None = None
+        self.reader: FeatureReader | None = None
+        self.budget = budget_seconds
+        self.workers = workers
+        self.pool = self.new_pool()
+        self.metrics = Metrics()
+        self.windows = windows
+        self.admin_token = admin_token
+        self.decision_log = decision_log
+
+    def new_pool(self) -> ThreadPoolExecutor:
+        """A thread pool for the store lookups (blocking calls kept off the event loop)."""
+        return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="freqcap-lookup")
+
+    @property
+    def policy_version(self) -> str | None:
+        """The version of the policy being served, None before one is loaded."""
+        return self.policy.version if self.policy else None
+
+    @property
+    def ready(self) -> bool:
+        """Both a policy and a feature reader: decisions can be made."""
+        return self.policy is not None and self.reader is not None
+
+    def reject_unknown_windows(self, policy: Policy) -> None:
+        """Raise `PolicyValidationError` when a cap counts over a window the features do not (serving could not
+        evaluate it)."""
+        if errors := window_errors(policy, self.windows):
+            raise PolicyValidationError(errors)
+
+    def admin_authorized(self, authorization: str) -> bool:
+        """Does this `Authorization` header carry the admin bearer token? Always, when there is no token (dev)."""
+        if not self.admin_token:
+            return True
+        scheme, _, token = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.admin_token.encode())
+
+    def log_request(
+        self,
+        body: DecideRequest,
+        version: str | None,
+        audience: str | None,
+        signal_tier: str | None,
+        decisions: Sequence[Decision] | None,
+        reason: str | None,
+    ) -> None:
+        """Record one answered request in the decision log, if it is sampled; `decisions` None: failed open."""
+        decision_log = self.decision_log
+        if decision_log is None or not decision_log.sample():
+            return
+        try:
+            rows = decision_rows(
+                ts=body.context.ts,
+                fmt=body.context.format,
+                audience=audience,
+                signal_tier=signal_tier,
+                policy_version=version,
+                candidates=body.candidates,
+                decisions=decisions,
+                degraded_reason=reason,
+            )
+            decision_log.record(rows)
+        except Exception:  # logging must never cost a decision
+            log.exception("decision log record failed")
+
+
+def serving_state(request: Request) -> ServingState:
+    """The state of the app serving this request."""
+    return request.app.state.serving

@@ -1,0 +1,107 @@
+"""The decision API's counters, rendered by hand in the Prometheus text format (no client library on the hot path)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+
+from freqcap.adapters.decision_log import DecisionLog, is_hit
+from freqcap.domain.policy.engine import LEVELS, Decision
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    """Counters rendered by hand in the Prometheus text format (no client library on the hot path)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.fail_open: Counter[str] = Counter()
+        self.latency_sum = 0.0
+        self.latency_buckets = [0] * len(LATENCY_BUCKETS)
+        self.policy_reloads: Counter[str] = Counter()
+        self.decisions = 0
+        self.cap_hits: Counter[str] = Counter()
+        self.stream_stale = 0
+
+    def count_stream_stale(self) -> None:
+        """One request decided from batch alone because the stream was stale."""
+        with self._lock:
+            self.stream_stale += 1
+
+    def observe(self, seconds: float, reason: str | None, decisions: Sequence[Decision] = ()) -> None:
+        """One answered decide request: its latency, its fail-open reason (if any) and its decisions."""
+        hits = Counter(d.binding.level for d in decisions if is_hit(d))
+        with self._lock:
+            self.requests += 1
+            self.latency_sum += seconds
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                if seconds <= bound:
+                    self.latency_buckets[i] += 1
+            if reason is not None:
+                self.fail_open[reason.split(":")[0]] += 1
+            self.decisions += len(decisions)
+            self.cap_hits.update(hits)
+
+    def render(self, policy_version: str | None, decision_log: DecisionLog | None = None) -> str:
+        """The `/metrics` page: these counters, the policy served and the decision log's row counts."""
+        with self._lock:
+            lines = [
+                "# HELP freqcap_decide_requests_total Decision requests answered.",
+                "# TYPE freqcap_decide_requests_total counter",
+                f"freqcap_decide_requests_total {self.requests}",
+                "# HELP freqcap_decide_fail_open_total Decision requests answered fail-open, by reason.",
+                "# TYPE freqcap_decide_fail_open_total counter",
+            ]
+            for reason in sorted(set(self.fail_open) | {"timeout", "store_error", "internal_error", "no_policy"}):
+                lines.append(f'freqcap_decide_fail_open_total{{reason="{reason}"}} {self.fail_open[reason]}')
+            lines += [
+                "# HELP freqcap_decide_latency_seconds Time to answer a decision request (server side).",
+                "# TYPE freqcap_decide_latency_seconds histogram",
+            ]
+            for bound, count in zip(LATENCY_BUCKETS, self.latency_buckets, strict=True):
+                lines.append(f'freqcap_decide_latency_seconds_bucket{{le="{bound}"}} {count}')
+            lines += [
+                f'freqcap_decide_latency_seconds_bucket{{le="+Inf"}} {self.requests}',
+                f"freqcap_decide_latency_seconds_sum {self.latency_sum:.6f}",
+                f"freqcap_decide_latency_seconds_count {self.requests}",
+                "# HELP freqcap_decisions_total Candidate decisions made (not counting fail-open answers).",
+                "# TYPE freqcap_decisions_total counter",
+                f"freqcap_decisions_total {self.decisions}",
+                "# HELP freqcap_cap_hits_total Candidate decisions whose binding constraint was reached, by level.",
+                "# TYPE freqcap_cap_hits_total counter",
+            ]
+            for level in LEVELS:
+                lines.append(f'freqcap_cap_hits_total{{level="{level}"}} {self.cap_hits[level]}')
+            lines += [
+                "# HELP freqcap_decide_stream_stale_total Requests decided from batch alone: the stream was stale.",
+                "# TYPE freqcap_decide_stream_stale_total counter",
+                f"freqcap_decide_stream_stale_total {self.stream_stale}",
+            ]
+            lines += [
+                "# HELP freqcap_policy_reloads_total Policy reload attempts, by result.",
+                "# TYPE freqcap_policy_reloads_total counter",
+            ]
+            for result in ("ok", "invalid"):
+                lines.append(f'freqcap_policy_reloads_total{{result="{result}"}} {self.policy_reloads[result]}')
+            if policy_version is not None:
+                lines += [
+                    "# HELP freqcap_policy_info The policy version being served.",
+                    "# TYPE freqcap_policy_info gauge",
+                    f'freqcap_policy_info{{version="{_escape(policy_version)}"}} 1',
+                ]
+        if decision_log is not None:
+            lines += [
+                "# HELP freqcap_decision_log_rows_total Decision log rows, by outcome.",
+                "# TYPE freqcap_decision_log_rows_total counter",
+                f'freqcap_decision_log_rows_total{{outcome="written"}} {decision_log.written}',
+                f'freqcap_decision_log_rows_total{{outcome="dropped"}} {decision_log.dropped}',
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
