@@ -4,6 +4,7 @@ monitoring issue will aggregate must be exactly what was decided, by cohort and 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -64,6 +65,10 @@ def test_every_sampled_decision_is_logged_by_cohort_and_level(world, tmp_path):
         for user in USERS:
             resp = client.post("/v1/decide", json=body(user))
             assert resp.status_code == 200 and resp.json()["degraded"] is False
+        # The 16 requests can finish within one flush interval: let the periodic flush (not shutdown) write first.
+        deadline = time.monotonic() + 10
+        while log.written == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         metrics = client.get("/metrics").text
     frame = read_decision_log(tmp_path / "decisions")  # the lifespan's close() flushed the rest
     assert len(frame) == len(USERS) * len(candidates())
