@@ -132,13 +132,12 @@ def check_guardrails_job(candidate: dict[str, Any], settings: Settings) -> dict[
     Raises GuardrailViolation (with the report written beside the candidate) when any fails."""
     from freqcap.domain.policy import load_policy, parse_policy
     from freqcap.domain.policy.guardrails import GuardrailLimits, check_guardrails, feature_windows
-    from freqcap.jobs.features import feast_repo_dir
 
     proposed = load_policy(candidate["policy_path"])
     current = _client(settings).current_policy()  # unreachable serving raises: retry later
     live = parse_policy(current["policy"]) if current else None
     windows = feature_windows(settings.features)
-    pairs = load_pair_states(feast_repo_dir(settings), settings)
+    pairs = load_pair_states(DataLayout.of(settings).feast_repo, settings)
     limits = GuardrailLimits(**settings.publish.guardrails.model_dump())
     report = check_guardrails(proposed, live, limits=limits, windows_by_level=windows, pairs=pairs)
     result = {
