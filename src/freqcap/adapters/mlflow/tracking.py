@@ -64,9 +64,19 @@ def pinned_requirements() -> list[str]:
 
 
 def git_version(path: Path | None = None) -> dict[str, str]:
-    """The git commit of the source tree (and whether it has uncommitted changes); `unknown` outside git."""
+    """The git commit of the source tree (and whether it has uncommitted changes); `unknown` outside git.
+
+    Without `path`: the tree freqcap itself runs from, and only when git tracks this very file there; an installed
+    wheel whose environment happens to sit inside some other repository reports `unknown`, not that repository."""
     where = str(path or Path(__file__).resolve().parent)
     try:
+        if path is None:
+            subprocess.run(
+                ["git", "-C", where, "ls-files", "--error-unmatch", Path(__file__).name],
+                capture_output=True,
+                timeout=10,
+                check=True,
+            )
         sha = subprocess.run(
             ["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
