@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import time
-import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,8 +32,6 @@ def run_demo(
     seed: int | None = None,
 ) -> int:
     """Run the demo in `work_dir`; returns a process exit code (0 when the DAG run succeeded)."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*httpx.*")
     work_dir = work_dir.resolve()
     data_dir = work_dir / "data"  # the demo's own data directory; everything below it comes from DataLayout
     # Start clean: a stale Airflow DB (an interrupted earlier demo) would make dag.test() resume that run.
@@ -44,8 +41,9 @@ def run_demo(
     if config_path:
         os.environ["FREQCAP_CONFIG"] = str(Path(config_path).resolve())
     from freqcap.adapters.airflow.local import airflow_environment
+    from freqcap.cli import output
 
-    airflow_environment(work_dir / "airflow")
+    airflow_environment(work_dir / "airflow", **output.airflow_logging())
 
     from freqcap.adapters.simulation_files import simulate_to_dir
     from freqcap.config import load_settings
@@ -73,7 +71,8 @@ def run_demo(
     )
     from freqcap.adapters.airflow.local import init_metadata_db, run_dag, task_states
 
-    init_metadata_db()
+    init_metadata_db()  # imports Airflow, which configures logging its way
+    output.after_airflow_import()
     dag_run = run_dag(
         "freqcap_features",
         logical_date=as_of,
