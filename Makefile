@@ -25,7 +25,7 @@ help:  ## list targets
 
 $(BIN)/.installed: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
-	$(UV) sync --frozen --extra dev --python $(PYTHON)
+	$(UV) sync --frozen --extra dev --extra all --python $(PYTHON)
 	@touch $@
 
 setup: $(BIN)/.installed  ## create .venv with every pinned dependency (uv)
@@ -63,6 +63,7 @@ bench: setup  ## reproducible benchmarks; tables go to benchmarks/results/
 	$(BIN)/python benchmarks/bench_decide.py --reader all
 	$(BIN)/python benchmarks/bench_materialize.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_install.py
 	$(BIN)/python benchmarks/bench_stream.py
 	$(BIN)/python benchmarks/bench_evaluation.py --seeds 5 --workers 2
 

@@ -185,7 +185,7 @@ class OrchestrationConfig(_Frozen):
 
 
 class TrainingSettings(_Frozen):
-    """Which model config the training DAG uses (None: resources/models/conversion.yaml (packaged))."""
+    """Which model config the training DAG uses (None: the packaged models/conversion.yaml, `freqcap.resources`)."""
 
     model_config_path: str | None = None
     # Default relative floor R of the proposed caps (a DAG param can override it per run).
@@ -343,7 +343,7 @@ class MonitoringConfig(_Frozen):
     drift_window: str = "24h"
     # "Degraded since" is found at this resolution in the decision log.
     since_bucket: str = "5m"
-    # None: resources/monitoring/alerts.yaml and resources/monitoring/dashboard.yaml (packaged).
+    # None: the packaged monitoring/alerts.yaml and monitoring/dashboard.yaml (`freqcap.resources`).
     alerts_path: str | None = None
     dashboard_path: str | None = None
     # None: the training set of the champion model if MLflow knows one, else the newest under <data_dir>/training.

@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import time
-import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from freqcap.adapters.gx.events import REPORT_FILE
 from freqcap.adapters.mlflow.tracking import client
 from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.api.live import serve_in_thread
+from freqcap.cli import output
 from freqcap.config import load_settings
 from freqcap.domain.features import USER_TABLE
 from freqcap.domain.simulate import true_cap
@@ -48,8 +48,6 @@ def run_demo(
     seed: int | None = None,
 ) -> int:
     """Run the demo in `work_dir`; returns a process exit code (0 when the DAG run succeeded)."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*httpx.*")
     work_dir = work_dir.resolve()
     data_dir = work_dir / "data"  # the demo's own data directory; everything below it comes from DataLayout
     # Start clean: a stale Airflow DB (an interrupted earlier demo) would make dag.test() resume that run.
@@ -59,7 +57,7 @@ def run_demo(
     if config_path:
         os.environ["FREQCAP_CONFIG"] = str(Path(config_path).resolve())
 
-    airflow_environment(work_dir / "airflow")
+    airflow_environment(work_dir / "airflow", **output.airflow_logging())
 
     settings = load_settings()
     size = {"users": settings.demo.users, "days": settings.demo.days, "seed": settings.demo.seed}
@@ -83,7 +81,8 @@ def run_demo(
         f"running the Airflow DAG freqcap_features as of {as_of.isoformat()} (dag.test, SQLite metadata DB)",
     )
 
-    init_metadata_db()
+    init_metadata_db()  # imports Airflow, which configures logging its way
+    output.after_airflow_import()
     dag_run = run_dag(
         "freqcap_features",
         logical_date=as_of,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from freqcap.cli import output
 from freqcap.errors import FreqcapError
 from freqcap.layout import DataLayout, parse_as_of
 
@@ -161,7 +163,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # e.g. an empty admin token outside dev mode
         raise FreqcapError(str(exc)) from exc
-    uvicorn.run(app, host=args.host or serving.host, port=args.port or serving.port, log_level="warning")
+    # uvicorn's own warnings stay on by default (a server's operator wants them); -vv adds its access log.
+    log_level = logging.getLevelName(min(logging.WARNING, logging.getLogger().getEffectiveLevel())).lower()
+    uvicorn.run(app, host=args.host or serving.host, port=args.port or serving.port, log_level=log_level)
     return 0
 
 
@@ -193,6 +197,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from freqcap.cli.demo import run_demo
 
     return run_demo(Path(args.dir), config_path=args.config, users=args.users, days=args.days, seed=args.seed)
+
+
+def cmd_dags_folder(args: argparse.Namespace) -> int:
+    from freqcap.resources import dags_folder
+
+    print(dags_folder())
+    return 0
 
 
 def cmd_stream_run(args: argparse.Namespace) -> int:
@@ -267,7 +278,15 @@ def datetime_from_us(us: int):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freqcap", description="Personalized ad frequency capping.")
     parser.add_argument("--config", help="YAML settings file (default: $FREQCAP_CONFIG, then packaged defaults)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more output: -v freqcap's INFO logs, third-party warnings, libraries' deprecation warnings; "
+        "-vv freqcap DEBUG, third-party INFO; -vvv third-party DEBUG (default: freqcap's own output, its warnings "
+        "and errors, and third-party errors)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="the whole loop end to end on embedded defaults")
@@ -276,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "dags-folder", help="print the folder of freqcap's DAG files (point Airflow's dags folder or a bundle at it)"
+    )
+    p.set_defaults(func=cmd_dags_folder)
 
     p = sub.add_parser("simulate", help="simulated events, users, ads and the ground truth")
     p.add_argument("--out", required=True)
@@ -366,17 +390,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Top-level modules only the `all` extra installs: a base (serving) install lacks them.
+EXTRA_MODULES = frozenset({"airflow", "mlflow", "great_expectations", "evidently", "xgboost", "matplotlib"})
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The module of the `all` extra whose absence raised `exc`, or None when it is something else."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRA_MODULES:
+        return None
+    try:
+        return top if importlib.util.find_spec(top) is None else None
+    except (ImportError, ValueError):
+        return top
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    output.configure(args.verbose)
     try:
         return args.func(args)
     except FreqcapError as exc:
         print(f"freqcap: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if (missing := _missing_extra(exc)) is None:
+            raise
+        print(
+            f"freqcap: `freqcap {args.command}` needs {missing}, which this install leaves out "
+            "(the base install serves decisions); install the pipeline too: pip install 'freqcap[all]'",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        output.restore()
 
 
 if __name__ == "__main__":

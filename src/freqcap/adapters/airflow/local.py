@@ -17,8 +17,11 @@ from freqcap.resources import dags_folder
 DAGS_FOLDER = dags_folder()
 
 
-def airflow_environment(home: Path, dags_folder: Path = DAGS_FOLDER) -> dict[str, str]:
-    """Point Airflow at an isolated home and SQLite DB (absolute path) and quiet its logs."""
+def airflow_environment(
+    home: Path, dags_folder: Path = DAGS_FOLDER, log_level: str = "WARNING", namespace_levels: str | None = None
+) -> dict[str, str]:
+    """Point Airflow at an isolated home and SQLite DB (absolute path) and quiet its logs (`log_level`; per-logger
+    levels of Airflow's structured loggers in `namespace_levels`, e.g. `py.warnings=WARNING`)."""
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     env = {
@@ -27,8 +30,10 @@ def airflow_environment(home: Path, dags_folder: Path = DAGS_FOLDER) -> dict[str
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": log_level,
     }
+    if namespace_levels is not None:
+        env["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] = namespace_levels
     os.environ.update(env)
     return env
 
@@ -51,7 +56,9 @@ def load_dag(dag_id: str, dags_folder: Path = DAGS_FOLDER):
 
 def run_dag(dag_id: str, *, logical_date: datetime, conf: dict[str, Any] | None = None) -> Any:
     """Run one DAG run in-process with `dag.test()`; returns the DagRun (check `.state`, it never raises)."""
-    logging.getLogger("airflow").setLevel(logging.WARNING)
+    airflow_log = logging.getLogger("airflow")
+    if airflow_log.getEffectiveLevel() < logging.WARNING:  # at least WARNING (quieter when configured so)
+        airflow_log.setLevel(logging.WARNING)
     dag = load_dag(dag_id)
     return dag.test(logical_date=logical_date, run_conf=conf or {})
 

@@ -26,6 +26,8 @@ import logging
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata as importlib_metadata
@@ -66,9 +68,19 @@ def pinned_requirements() -> list[str]:
 
 
 def git_version(path: Path | None = None) -> dict[str, str]:
-    """The git commit of the source tree (and whether it has uncommitted changes); `unknown` outside git."""
+    """The git commit of the source tree (and whether it has uncommitted changes); `unknown` outside git.
+
+    Without `path`: the tree freqcap itself runs from, and only when git tracks this very file there; an installed
+    wheel whose environment happens to sit inside some other repository reports `unknown`, not that repository."""
     where = str(path or Path(__file__).resolve().parent)
     try:
+        if path is None:
+            subprocess.run(
+                ["git", "-C", where, "ls-files", "--error-unmatch", Path(__file__).name],
+                capture_output=True,
+                timeout=10,
+                check=True,
+            )
         sha = subprocess.run(
             ["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
@@ -273,12 +285,30 @@ def log_training_run(
 # ------------------------------------------------------------------------------------------------- the registry
 
 
+@contextmanager
+def _event_prints_at_info() -> Iterator[None]:
+    """MLflow prints "Successfully registered model ..." and "Created version ..." straight to stderr: treat them as
+    the INFO messages they are (hidden while the `mlflow` logger is quieter than INFO, e.g. `freqcap` without -vv)."""
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    quiet = stream.enabled and not logging.getLogger("mlflow").isEnabledFor(logging.INFO)
+    if quiet:
+        stream.enabled = False
+    try:
+        yield
+    finally:
+        if quiet:
+            stream.enabled = True
+
+
 def register_challenger(settings: Any, name: str, model_uri: str, run_id: str) -> str:
     """Register the run's model as a new version of `name` and point the `challenger` alias at it."""
     import mlflow
 
     configure(settings)
-    version = mlflow.register_model(model_uri, name, tags={"freqcap.run_id": run_id})
+    with _event_prints_at_info():
+        version = mlflow.register_model(model_uri, name, tags={"freqcap.run_id": run_id})
     c = client(settings)
     c.set_registered_model_alias(name, CHALLENGER, version.version)
     log.info("registered %s version %s as %s", name, version.version, CHALLENGER)
