@@ -275,7 +275,7 @@ def read_decision_log(directory: str | Path):
 
 def read_log_window(directory: str | Path, start: datetime, end: datetime):
     """Decision-log rows (the documented fields, typed for the metrics) with start < ts ≤ end."""
-    import pandas as pd
+    import pandas as pd  # as in read_log_rows: serving imports this module for the writer alone
 
     frame = prepare_log(read_log_rows(directory, start, end).reindex(columns=list(FIELDS)))
     return frame[(frame["ts"] > pd.Timestamp(start)) & (frame["ts"] <= pd.Timestamp(end))].reset_index(drop=True)

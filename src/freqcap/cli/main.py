@@ -6,7 +6,10 @@ import argparse
 import importlib.util
 import json
 import logging
+import signal
 import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +102,6 @@ def cmd_curves_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from freqcap.domain.evaluation import AuctionConfig, EvaluationConfig
     from freqcap.domain.policy import load_policy
     from freqcap.jobs.evaluate import evaluate_to_dir
@@ -170,8 +171,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     from freqcap.jobs.monitoring import run_monitoring
 
     as_of = args.as_of or datetime.now(UTC).replace(minute=0, second=0, microsecond=0).isoformat()
@@ -207,8 +206,6 @@ def cmd_dags_folder(args: argparse.Namespace) -> int:
 
 
 def cmd_stream_run(args: argparse.Namespace) -> int:
-    import signal
-
     from freqcap.adapters.feast.store import apply_definitions, open_store
     from freqcap.jobs.stream import metrics_server, redis_worker, replay_worker
 
@@ -243,8 +240,6 @@ def cmd_stream_produce(args: argparse.Namespace) -> int:
     client = redis_client(cfg.redis_url, socket_timeout=10)
     coverage = since
     if coverage is None and messages:  # the whole directory: nothing older exists in this world
-        from datetime import timedelta
-
         from freqcap.domain.stream.messages import parse_ts
 
         first = parse_ts(messages[0]["event_ts"])
@@ -270,8 +265,6 @@ def cmd_stream_produce(args: argparse.Namespace) -> int:
 
 
 def datetime_from_us(us: int):
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(us / 1_000_000, UTC)
 
 

@@ -26,13 +26,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from freqcap.adapters.airflow.context import run_as_of
 from freqcap.adapters.decision_log import FIELDS, read_log_rows, read_log_window
 from freqcap.adapters.duckdb.current_rows import current_rows, read_reference, sample
 from freqcap.adapters.duckdb.impressions import impression_counts
 from freqcap.adapters.duckdb.training_set import TRAINING_FILE
+from freqcap.adapters.gx.decision_log import validate_decision_log
+from freqcap.adapters.incident_store import IncidentStore
 from freqcap.adapters.mlflow.champion import champion_scorer, champion_training_set
 from freqcap.adapters.stream.monitoring import stream_rows, stream_status
-from freqcap.config import Settings
+from freqcap.config import Settings, parse_duration
+from freqcap.domain.monitoring.alarms import log_outcome, observe, step
 from freqcap.domain.monitoring.frequency import cap_windows, realized_frequency
 from freqcap.domain.monitoring.metrics import (
     ALL,
@@ -48,7 +52,9 @@ from freqcap.domain.monitoring.metrics import (
     reason_counts,
     rows_to_frame,
 )
+from freqcap.domain.monitoring.page import render_page
 from freqcap.domain.monitoring.rules import AlertsConfig, load_alerts, load_dashboard
+from freqcap.domain.policy import load_policy
 from freqcap.domain.training.config import load_model_config
 from freqcap.jobs.features import events_dir_for
 from freqcap.layout import DataLayout, MonitoringRun, parse_as_of, users_path_for
@@ -83,8 +89,6 @@ def _read_json(path: str | Path) -> Any:
 def resolve_inputs(context: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """as_of (the `as_of` param, else the end of the run's data interval), events_dir and users (params or the
     defaults; None when there are no events)."""
-    from freqcap.adapters.airflow.context import run_as_of
-
     params = context.get("params") or {}
     events_dir = events_dir_for(settings, params.get("events_dir"))
     if not Path(events_dir).exists():
@@ -124,8 +128,6 @@ def resolve_reference(settings: Settings, model_config: Any) -> tuple[Path | Non
 def live_policy(settings: Settings) -> tuple[Any, str]:
     """(policy, where it came from): `monitoring.policy_path`, else the policy last published, else
     `serving.policy_path`; (None, reason) when there is none."""
-    from freqcap.domain.policy import load_policy
-
     if settings.monitoring.policy_path:
         return load_policy(settings.monitoring.policy_path), f"monitoring.policy_path {settings.monitoring.policy_path}"
     published = DataLayout.of(settings).published_log
@@ -168,7 +170,6 @@ def validate_log_job(inputs: dict[str, Any], settings: Settings) -> dict[str, An
     log_dir = DataLayout.of(settings).decision_log_dir
     if not log_dir.is_dir():
         return {"validated": False, "rows": 0, "note": f"no decision log at {log_dir}"}
-    from freqcap.adapters.gx.decision_log import validate_decision_log
 
     raw = read_log_rows(log_dir, base_start, as_of)
     # The gate keeps start ≤ ts < end; this run reads (base_start, as_of]: one microsecond more at the end.
@@ -338,8 +339,6 @@ def _current_sample(
 
 
 def _signal_lookback_seconds(settings: Settings) -> float:
-    from freqcap.config import parse_duration
-
     return parse_duration(settings.features.signal_lookback).total_seconds()
 
 
@@ -481,9 +480,6 @@ def alarms_job(collected: dict[str, Any], drifted: dict[str, Any], settings: Set
 
     `retrain` in the result is true when a new incident of a retraining rule (drift) fired in this run. A rerun of
     an already evaluated run returns what it decided the first time (no second alarm)."""
-    from freqcap.adapters.incident_store import IncidentStore
-    from freqcap.domain.monitoring.alarms import log_outcome, observe, step
-
     as_of = parse_as_of(collected["as_of"])
     out = MonitoringRun(Path(collected["run_dir"])).alarms
     alerts = load_alerts(settings.monitoring.alerts_path)
@@ -571,7 +567,6 @@ def publish_job(
     """One Evidently snapshot (drift + every metric row + alarm state, alarms also as tags and metadata) added to
     the workspace project, and the on-call page (`<data_dir>/monitoring/oncall.html`, and a copy in the run)."""
     from freqcap.adapters import evidently as evidently_io
-    from freqcap.domain.monitoring.page import render_page
 
     started = time.perf_counter()
     cfg = settings.monitoring

@@ -46,6 +46,7 @@ from redis.retry import Retry
 
 from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast.reader import DEFAULT_SIGNAL_TIER, UNKNOWN_AUDIENCE, FeastReader, FeatureReader, UserState
+from freqcap.adapters.feast.repo.feature_views import stream_view_name
 from freqcap.adapters.feast.stream_seam import StreamSeamSource
 from freqcap.config import FeaturesConfig, Settings
 from freqcap.domain.features import USER_TABLE, ServingColumns, serving_columns
@@ -209,7 +210,6 @@ class RedisFeatureReader:
             fields = batch_fields.features
             if self.stream is not None:
                 # why here: the module builds every view from the default settings at import; only a stream needs it.
-                from freqcap.adapters.feast.repo.feature_views import stream_view_name
 
                 # The batch row's event timestamp (its cut-off), then the stream view's fields: same hash.
                 _, stream_fields, _ = spec(stream_view_name(cols.level), cols.join_keys, STREAM_READ)

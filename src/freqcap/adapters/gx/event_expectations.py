@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import pandas as pd  # why: importing freqcap.adapters.gx stays free of pandas (~0.8 s); GX loads it anyway
 import pyarrow as pa
 
 from freqcap.adapters.gx.errors import ValidationSuiteError
@@ -107,8 +108,6 @@ def run_suite(
 
 def _to_pandas(table: pa.Table, pairs: Iterable[tuple[str, ...]] = ()) -> Any:
     """The chunk as a pandas frame indexed by `_row`, strings as categoricals (see the note at the top)."""
-    import pandas as pd  # why: importing freqcap.adapters.gx stays free of pandas (~0.8 s); GX loads it anyway
-
     columns = {
         name: (
             table.column(name).dictionary_encode()

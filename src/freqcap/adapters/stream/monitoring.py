@@ -23,7 +23,7 @@ def _iso(value: datetime | None) -> str | None:
 def stream_status(settings: Any) -> dict[str, Any] | None:
     """The stream's status as plain values, or None when there is no stream (module missing or not configured)."""
     try:
-        from freqcap.adapters.stream.status import read_status
+        from freqcap.adapters.stream.status import read_status  # redis: a stream-less install reports no stream
     except ImportError:
         return None
     status = read_status(settings)

@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from freqcap.domain.stream.messages import event_fields
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,6 @@ class ProduceReport:
 
 def load_events(events_dir: Path, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
     """Events of a directory in event-time order as stream message fields."""
-    import duckdb
-
     where = []
     if since is not None:
         where.append(f"event_ts > TIMESTAMPTZ '{since.isoformat()}'")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+
 from freqcap.config import Settings
 
 _US = 1_000_000
@@ -75,8 +77,6 @@ def status_from_hash(raw: dict[Any, Any], max_lag_s: float, now: float | None = 
 
 def redis_client(url: str, socket_timeout: float = 1.0):
     """A redis-py client for `host:port` (or a redis:// URL)."""
-    import redis
-
     if "://" in url:
         return redis.Redis.from_url(url, socket_timeout=socket_timeout)
     host, _, port = url.partition(":")

@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import duckdb
+import redis
+
+from freqcap.domain.stream.messages import event_fields
+
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +56,6 @@ class RedisStreamTransport:
     def __init__(
         self, client: Any, stream: str, group: str, consumer: str, dead_letter_key: str, claim_idle_ms: int = 30_000
     ):
-        import redis
-
         self.client = client
         self.stream = stream
         self.group = group
@@ -126,10 +129,6 @@ class DirectoryReplayTransport:
 
     @staticmethod
     def _iter_rows(events_dir: Path, batch_rows: int) -> Iterator[Message]:
-        import duckdb
-
-        from freqcap.domain.stream.messages import event_fields
-
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         cursor = con.execute(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,9 +55,6 @@ def passive_openmp() -> bool:
     read once, when the runtime loads: set it in the environment of the process (an explicit value wins).
     Returns whether the policy is passive for this process.
     """
-    import os
-    import sys
-
     if "xgboost" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
