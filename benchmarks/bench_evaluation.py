@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, WORK, peak_rss_mb, table, write_result
 
+REPO = RESULTS.parents[1]
+
 SENS_HEADERS = [
     "auction",
     "soft vs best global cap (equal imps)",
@@ -141,8 +143,9 @@ def main() -> None:
         "children_peak_rss_mb": children_peak,
         "load_before": load_before,
         "workers": args.workers,
-        "report_dir": str(out_dir),
-        "report_files": {k: str(v) for k, v in paths.items()},
+        # Relative to the checkout: a recorded result names no path of the machine it ran on.
+        "report_dir": str(out_dir.relative_to(REPO)),
+        "report_files": {k: str(Path(v).resolve().relative_to(REPO)) for k, v in paths.items()},
         "sensitivity": sens,
     }
     (RESULTS / "evaluation.json").write_text(json.dumps(_clean(doc), indent=2, default=str) + "\n")
