@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from freqcap.adapters.gx.errors import ValidationSuiteError
 from freqcap.adapters.gx.event_tables import ROW_ID, quoted
-from freqcap.adapters.gx.gate import plain
+from freqcap.adapters.gx.gate import plain, raised_exception_message
 from freqcap.adapters.gx.runtime import ephemeral_context
 from freqcap.adapters.gx.suite import EventSuite, Rule, build_gx_suite
 from freqcap.config import ValidationConfig, parse_duration
@@ -133,7 +133,7 @@ def _tally(tallies: dict[str, RuleTally], res: Any) -> None:
     tally = tallies.get(rule_name)
     if tally is None:
         raise ValidationSuiteError(f"Great Expectations returned a result for an unknown rule {rule_name!r}")
-    error = _raised(res.exception_info)
+    error = raised_exception_message(res.exception_info)
     if error is not None:
         raise ValidationSuiteError(f"expectation {tally.rule.describe()} (rule {rule_name}) raised: {error}")
     tally.success = tally.success and bool(res.success)
@@ -162,23 +162,6 @@ def _tally(tallies: dict[str, RuleTally], res: Any) -> None:
     tally.elements += int(result.get("element_count") or 0)
     if len(rows):
         tally.rows.append(rows)
-
-
-def _raised(info: Any) -> str | None:
-    """The message of an exception GX caught while validating, if any.
-
-    GX reports it either flat (`{"raised_exception": True, "exception_message": ...}`) or, when a metric failed,
-    per metric (`{MetricConfigurationID: {"raised_exception": True, ...}}`); either way the expectation then
-    comes back unsuccessful with an empty result, which must not be read as "no bad rows".
-    """
-    if not isinstance(info, dict):
-        return None
-    if info.get("raised_exception"):
-        return str(info.get("exception_message"))
-    for value in info.values():
-        if isinstance(value, dict) and value.get("raised_exception"):
-            return str(value.get("exception_message"))
-    return None
 
 
 def _unexpected_rows(index_list: Iterable[Any] | None) -> np.ndarray:

@@ -314,8 +314,13 @@ def run_table(
     return TableRun(table, suite_name, active, outcomes, len(frame), gx_result)
 
 
-def _raised(info: Any) -> str | None:
-    """The message of an exception GX caught (flat, or per metric), if any; see gx.event_expectations._raised."""
+def raised_exception_message(info: Any) -> str | None:
+    """The message of an exception GX caught, if any.
+
+    GX reports it either flat (`{"raised_exception": True, "exception_message": ...}`) or, when a metric failed,
+    per metric (`{MetricConfigurationID: {"raised_exception": True, ...}}`); either way the expectation then
+    comes back unsuccessful with an empty result, which must not be read as "no bad rows".
+    """
     if not isinstance(info, dict):
         return None
     if info.get("raised_exception"):
@@ -345,7 +350,7 @@ def _outcome(
     rule: str, expectation_type: str, cols: tuple[str, ...], res: Any, table: str, expected: dict[str, Any]
 ) -> RuleOutcome:
     result = res.result or {}
-    error = _raised(res.exception_info)
+    error = raised_exception_message(res.exception_info)
     observed = result.get("observed_value")
     mismatched = (result.get("details") or {}).get("mismatched")
     if mismatched and not res.success:  # a column set: say which columns are extra / missing, not all of them
