@@ -18,7 +18,7 @@ export FEAST_USAGE := False
 export OMP_WAIT_POLICY := PASSIVE
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast lint lint-imports deps format bench mlflow-ui docs docs-serve data-docs ui chromium up clean
+.PHONY: help setup demo test test-fast lint lint-imports deps format bench mlflow-ui docs docs-serve data-docs ui chromium up status down clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -91,8 +91,18 @@ DOCS_DATA_DIR ?= $(if $(FREQCAP__DATA_DIR),$(FREQCAP__DATA_DIR),$(CURDIR)/demo/d
 data-docs: setup  ## build the Great Expectations Data Docs site of the gate runs, print its path, open it if there is a display
 	$(BIN)/python -m freqcap.adapters.gx.docs --data-dir "$(DOCS_DATA_DIR)"
 
-up:  ## start the local Redis and PostgreSQL services if they are not running
-	bash infra/up.sh
+# The production-like stack (infra/production.yaml): Airflow 3 on Celery + PostgreSQL, MLflow server, Feast SQL
+# registry + Redis, Evidently UI, serving, stream worker. Reuses the machine's PostgreSQL and Redis.
+STACK := $(BIN)/freqcap --config infra/production.yaml stack
+
+up: setup  ## start the production-like stack and wait until every component is healthy (URLs: make status)
+	$(STACK) up
+
+status: setup  ## each component of the stack: health, PID, URL
+	$(STACK) status
+
+down: setup  ## stop what `make up` started (and nothing else)
+	$(STACK) down
 
 clean:  ## remove generated data (not the venv)
 	rm -rf data demo site dist .pycache .pytest_cache

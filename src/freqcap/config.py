@@ -367,6 +367,35 @@ class MonitoringConfig(_Frozen):
         return parse_duration(getattr(self, name)).total_seconds()
 
 
+class StackConfig(_Frozen):
+    """Where each component of the production-like stack (`freqcap stack up`, `make up`) lives on one machine.
+
+    `freqcap stack` derives every other component's settings from this section (tracking URI, Feast registry and
+    online store, serving URL, Airflow's connections), so one file says where everything is. Secrets are not here:
+    they come from the environment (or are generated once into `<dir>/secrets.env`, mode 0600, never committed).
+    """
+
+    dir: Path = Path(".stack")  # pids, logs (one folder: <dir>/logs), secrets and the stack's data_dir
+    # The PostgreSQL server (no database name): each component gets its own database `<database_prefix>_<name>`.
+    postgres: str = "postgresql://postgres@127.0.0.1:5432"
+    database_prefix: str = "freqcap"
+    # Redis for the online store, the event stream and serving's live policy (host:port).
+    redis: str = "127.0.0.1:6379"
+    # Celery's broker: a Redis database of its own, or RabbitMQ (amqp://guest:guest@127.0.0.1:5672//).
+    broker: str = "redis://127.0.0.1:6379/1"
+    host: str = "127.0.0.1"  # every component binds here (loopback on a workstation)
+    airflow_port: int = Field(8080, gt=0, lt=65536)
+    mlflow_port: int = Field(5000, gt=0, lt=65536)
+    evidently_port: int = Field(8001, gt=0, lt=65536)
+    serving_port: int = Field(8000, gt=0, lt=65536)
+    stream_metrics_port: int = Field(9108, gt=0, lt=65536)
+    serving_workers: int = Field(2, gt=0)
+    celery_concurrency: int = Field(2, gt=0)
+    # Airflow components serve their task logs over HTTP (port 8793) only when they do not share one log folder.
+    log_servers: bool = False
+    startup_timeout: float = Field(240.0, gt=0)
+
+
 class Settings(_Frozen):
     """Everything a freqcap job needs to know, validated once."""
 
@@ -383,6 +412,7 @@ class Settings(_Frozen):
     publish: PublishConfig = PublishConfig()
     stream: StreamConfig = StreamConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    stack: StackConfig = StackConfig()
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -205,6 +206,27 @@ def cmd_dags_folder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stack(args: argparse.Namespace) -> int:
+    from freqcap.cli import stack
+
+    settings = _settings(args)
+    if args.dir:
+        settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"dir": Path(args.dir)})})
+    config_file = args.config or os.environ.get("FREQCAP_CONFIG")
+    if args.action == "up":
+        seconds = stack.up(settings, config_file)
+        print(stack.format_status(stack.status(settings)))
+        print(f"every component healthy after {seconds:.1f} s; logs in {settings.stack.dir.resolve() / 'logs'}")
+        return 0
+    if args.action == "status":
+        lines = stack.status(settings)
+        print(stack.format_status(lines))
+        return 0 if all(line.healthy for line in lines) else 1
+    stopped = stack.down(settings)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing (no component of this stack was running)"))
+    return 0
+
+
 def cmd_stream_run(args: argparse.Namespace) -> int:
     from freqcap.adapters.feast.store import apply_definitions, open_store
     from freqcap.jobs.stream import metrics_server, redis_worker, replay_worker
@@ -293,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
         "dags-folder", help="print the folder of freqcap's DAG files (point Airflow's dags folder or a bundle at it)"
     )
     p.set_defaults(func=cmd_dags_folder)
+
+    p = sub.add_parser(
+        "stack", help="the production-like stack on this machine: Airflow (Celery), MLflow, Evidently UI, serving"
+    )
+    p.add_argument("action", choices=["up", "status", "down"])
+    p.add_argument("--dir", help="the stack's folder: pids, logs, secrets, data (default: stack.dir, .stack)")
+    p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("simulate", help="simulated events, users, ads and the ground truth")
     p.add_argument("--out", required=True)
