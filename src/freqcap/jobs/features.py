@@ -43,9 +43,12 @@ def docs_root_for(settings: Settings) -> Path | None:
 
 
 def validate_events_job(
-    events_dir: str, as_of: str, settings: Settings, ads_catalog: str | None = None
+    events_dir: str, as_of: str, settings: Settings, ads_catalog: str | None = None, now: str | None = None
 ) -> dict[str, Any]:
-    """Validate raw events with Great Expectations; quarantine bad rows; fail the run above the bad-share gate."""
+    """Validate raw events with Great Expectations; quarantine bad rows; fail the run above the bad-share gate.
+
+    `now` (ISO time): the run's wall clock. Scheduled and backfilled runs pass it, so events later than `as_of`
+    but not from the future are left out of the run instead of being quarantined as future-stamped."""
     ts = parse_as_of(as_of)
     catalog = Path(ads_catalog) if ads_catalog else ads_path_for(events_dir)
     report = validate_events(
@@ -55,6 +58,7 @@ def validate_events_job(
         out_dir=DataLayout.of(settings).features_run(ts).validation_dir,
         ads_catalog=catalog,
         docs_root=docs_root_for(settings),
+        now=parse_as_of(now) if now else None,
     )
     return report.to_dict()
 

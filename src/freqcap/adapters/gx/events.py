@@ -131,10 +131,15 @@ def validate_events(
     suite_path: Path | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     docs_root: Path | None = None,
+    now: datetime | None = None,
 ) -> EventValidationReport:
     """Validate every event under `events_dir` with Great Expectations; quarantine bad rows; gate on the bad share.
 
-    `as_of` must be timezone-aware. An event stamped after `as_of + config.future_tolerance` is invalid. Clicks and
+    `as_of` must be timezone-aware. An event stamped after `as_of + config.future_tolerance` is invalid — unless
+    `now` (the wall clock of a scheduled or backfilled run) is later than `as_of`: then events up to
+    `now + future_tolerance` are real, merely later than this run's as-of time (a backfill reads a lake that has
+    grown since). They are left out of this run, counted in `after_as_of_rows`, neither quarantined nor clean;
+    only events after `now + future_tolerance` are invalid. Clicks and
     conversions must reference a known ad: one in `ads_catalog` if given (whose hierarchy every event's
     campaign/advertiser must then match), else one seen in an impression of this batch. `suite_path` defaults
     to `monitoring/gx/events.json`.
@@ -147,18 +152,32 @@ def validate_events(
     started = time.perf_counter()
     run = _start(events_dir, as_of, config, out_dir, ads_catalog, suite_path, chunk_rows, started)
     checks = _check_files(run)
+    later_until = max(as_of, now or as_of).astimezone(UTC) + parse_duration(config.future_tolerance)
     tmp_dir = Path(tempfile.mkdtemp(prefix="freqcap-validate-"))
     context = _report_context(run, files_total=len(checks))  # what every report of this run says
     con = duckdb.connect(config={"temp_directory": str(tmp_dir)})
     try:
         con.execute("SET TimeZone = 'UTC'")
         _read_files(con, run, checks, context)
+        after_as_of = _set_aside_later_events(con, run, later_until)
         verdict = _validate_rows(con, run, checks)
         _write_outputs(con, run, verdict)
     finally:
         con.close()
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    return _finish(run, context, verdict, docs_root)
+    return _finish(run, dict(context, after_as_of_rows=after_as_of), verdict, docs_root)
+
+
+def _set_aside_later_events(con: duckdb.DuckDBPyConnection, run: _Run, later_until: datetime) -> int:
+    """Remove the events stamped in (as_of + tolerance, later_until] from this run; returns how many."""
+    if later_until <= run.max_event_ts:
+        return 0
+    bounds = {"after": run.max_event_ts, "until": later_until}
+    (count,) = con.execute("SELECT count(*) FROM ev WHERE event_ts > $after AND event_ts <= $until", bounds).fetchone()
+    if count:
+        con.execute("DELETE FROM ev WHERE event_ts > $after AND event_ts <= $until", bounds)
+        log.info("%d event(s) later than as-of %s left out of this run", count, run.as_of.isoformat())
+    return int(count)
 
 
 def _start(

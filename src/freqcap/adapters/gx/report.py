@@ -77,6 +77,9 @@ class EventValidationReport:
     gx_version: str
     failure: str | None = None  # why the run failed (the EventValidationError message)
     data_docs: str | None = None  # the Data Docs index this run was published to, if any
+    # Events later than as_of (+ tolerance) but not after the run's wall clock: real, outside this run's as-of
+    # time (a backfill over a lake that has grown since). Not in total_rows, neither clean nor quarantined.
+    after_as_of_rows: int = 0
 
     @property
     def bad_share(self) -> float:
@@ -103,6 +106,7 @@ class EventValidationReport:
             "ads_catalog": self.ads_catalog,
             "suite": {"name": self.suite_name, "path": self.suite_path},
             "total_rows": self.total_rows,
+            "after_as_of_rows": self.after_as_of_rows,
             "clean_rows": self.clean_rows,
             "invalid_rows": self.invalid_rows,
             "duplicates_removed": self.duplicates_removed,

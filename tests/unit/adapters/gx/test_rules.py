@@ -163,6 +163,24 @@ def test_hierarchy_rules_are_skipped_without_a_catalog(mixed: Run) -> None:
     assert set(skipped) == {"campaign_matches_catalog", "advertiser_matches_catalog"}
 
 
+def test_a_backfill_leaves_later_events_out_instead_of_quarantining_them(tmp_path: Path) -> None:
+    """A run whose wall clock is days after its as-of time (a backfill) reads a lake holding later, real events:
+    those are set aside and counted; only events after the wall clock (+ tolerance) are future-stamped."""
+    now = AS_OF + timedelta(days=3)
+    later = [ev(f"later-{i}", ts=AS_OF + TOLERANCE + timedelta(hours=1 + 10 * i)) for i in range(6)]
+    future = ev("future", ts=now + TOLERANCE + US)
+    write_rows(tmp_path / "events" / "e.parquet", valid_batch() + later + [future])
+    result = run(tmp_path / "events", tmp_path / "out", now=now)
+    assert result.report.after_as_of_rows == len(later)
+    assert [identity(q) for q in result.quarantine] == ["future"]
+    assert sorted(map(key, result.clean)) == sorted(map(key, valid_batch()))
+    assert result.report.total_rows == len(valid_batch()) + 1
+    # Without the wall clock, the same later events are quarantined as future-stamped.
+    strict = run(tmp_path / "events", tmp_path / "strict")
+    assert strict.report.after_as_of_rows == 0
+    assert {identity(q) for q in strict.quarantine} == {"future", *(r["event_id"] for r in later)}
+
+
 # ------------------------------------------------------------------------------------------ with an ads catalog
 
 
