@@ -85,6 +85,8 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # A new DAG waits for an operator (or a deployment script) to unpause it: no surprise runs on first parse.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         # 2 cores: a few task slots, not Airflow's default 32.
         "AIRFLOW__CORE__PARALLELISM": str(max(4, stack.celery_concurrency * 2)),

@@ -1,0 +1,96 @@
+"""The production-like stack for real (`freqcap stack up` as `make up` runs it) on free ports, a Redis of its own
+and throw-away PostgreSQL databases; the four DAGs driven by the scheduler on Celery, once per test session.
+
+Everything these tests assert is read back through Airflow's REST API, MLflow's API, serving's HTTP API and the
+artifacts the runs wrote — never from logs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from freqcap.cli import stack
+from freqcap.cli.stack.services import drop_databases, postgres_answers
+from freqcap.config import Settings, load_settings
+from tests.conftest import REPO_ROOT, _service_missing
+from tests.integration.serving_support import RedisServer, free_port
+
+PRODUCTION_YAML = REPO_ROOT / "infra" / "production.yaml"
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    startup_seconds: float
+    env: dict[str, str]
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.settings.stack.host}:{self.settings.stack.airflow_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.settings.stack.host}:{self.settings.stack.mlflow_port}"
+
+    @property
+    def evidently_url(self) -> str:
+        return f"http://{self.settings.stack.host}:{self.settings.stack.evidently_port}"
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://{self.settings.stack.host}:{self.settings.stack.serving_port}"
+
+    @property
+    def admin_password(self) -> str:
+        return self.env["FREQCAP_AIRFLOW_ADMIN_PASSWORD"]
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.env["FREQCAP__DATA_DIR"])
+
+    def job_settings(self) -> Settings:
+        """The settings the stack's own processes run with (same file, same derived overrides)."""
+        return load_settings(PRODUCTION_YAML, environ=self.env)
+
+
+@pytest.fixture(scope="session")
+def stack_up(tmp_path_factory: pytest.TempPathFactory):
+    """`freqcap stack up` on free ports; `down` and the databases dropped at the end."""
+    redis_server = RedisServer().start()
+    base = load_settings(PRODUCTION_YAML)
+    config = base.stack.model_copy(
+        update={
+            "dir": tmp_path_factory.mktemp("stack"),
+            "database_prefix": f"freqcap_test_{os.getpid()}_{secrets.token_hex(3)}",
+            "redis": redis_server.address,
+            "broker": f"redis://{redis_server.address}/1",
+            "airflow_port": free_port(),
+            "mlflow_port": free_port(),
+            "evidently_port": free_port(),
+            "serving_port": free_port(),
+            "stream_metrics_port": free_port(),
+        }
+    )
+    settings = base.model_copy(update={"stack": config})
+    if not postgres_answers(config):
+        redis_server.stop()
+        _service_missing("PostgreSQL", f"nothing answers at {config.postgres}")
+    try:
+        with stack.running(settings, PRODUCTION_YAML) as seconds:
+            yield Stack(settings, seconds, stack.environment(settings, PRODUCTION_YAML))
+    finally:
+        drop_databases(config)
+        redis_server.stop()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    out = ARTIFACTS / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
