@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from freqcap.config import Settings
 from freqcap.domain.policy import Policy, PolicyValidationError, parse_policy
@@ -215,10 +217,15 @@ def redis_address(settings: Settings) -> str:
 
 
 def _redis_client(address: str) -> Any:
+    # One attempt per call: redis-py's default retries took 10 s to give up on a refused connection, and the
+    # sync tries again on its next tick anyway.
+    timeouts = {
+        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        "retry": Retry(NoBackoff(), 0),
+    }
     if "://" in address:
-        return redis.Redis.from_url(
-            address, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
-        )
+        return redis.Redis.from_url(address, **timeouts)
     # A Feast connection string: "host:port,password=...,ssl=true,db=0".
     host_port, *options = address.split(",")
     opts = dict(o.split("=", 1) for o in options if "=" in o)
@@ -229,8 +236,7 @@ def _redis_client(address: str) -> Any:
         db=int(opts.get("db", 0)),
         password=opts.get("password") or None,
         ssl=opts.get("ssl", "").lower() == "true",
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        **timeouts,
     )
 
 
