@@ -222,6 +222,15 @@ class ServingConfig(_Frozen):
     decision_log_sample_rate: float = Field(0.1, ge=0.0, le=1.0)
     decision_log_dir: str | None = None
     decision_log_flush_seconds: float = Field(1.0, gt=0)
+    # Where the live policy is kept so that a restart and every replica serve the last pushed one
+    # (freqcap.adapters.policy_store): `none` (memory only: a push reaches one process and is lost on restart),
+    # `file` (<data_dir>/serving/live_policy.json: replicas on one host) or `redis` (a hash: production).
+    policy_store: Literal["none", "file", "redis"] = "none"
+    # Redis of the `redis` store (`host:port` or a redis:// URL); None: feast.online.redis_connection_string.
+    policy_redis_url: str | None = None
+    policy_redis_key: str = "freqcap:serving:policy"
+    # Every replica checks the store this often (seconds): a push reaches all replicas within about this long.
+    policy_refresh: float = Field(1.0, gt=0)
 
 
 class StreamConfig(_Frozen):
@@ -306,6 +315,10 @@ class PublishConfig(_Frozen):
     timeout_seconds: float = Field(5.0, gt=0)
     # After a push, how long to wait for serving to report the new version.
     verify_seconds: float = Field(10.0, gt=0)
+    # Verified = this many answers in a row report the new version, `verify_interval` seconds apart: with several
+    # workers or replicas behind one address a single answer may come from one that has not synced yet.
+    verify_consecutive: int = Field(5, ge=1)
+    verify_interval: float = Field(0.25, gt=0)
     guardrails: GuardrailsConfig = GuardrailsConfig()
 
 

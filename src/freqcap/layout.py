@@ -17,6 +17,7 @@ log) owns the files inside it. No I/O happens here.
       mlflow/                        embedded MLflow tracking DB (mlflow.db) and artifacts/
       publish/                       published.jsonl, candidates/v<N>/, one directory per publication attempt
       decision_log/                  serving's sampled decision log (unless `serving.decision_log_dir`)
+      serving/live_policy.json       the live policy of the `file` policy store (`serving.policy_store: file`)
       monitoring/                    incidents, alarm history, on-call page, workspace/, runs/<stamp>/
       stream/                        the replay transport's dead letters
       gx/                            the Great Expectations Data Docs site
@@ -215,6 +216,11 @@ class DataLayout:
     def guardrails_report(candidate_policy: Path) -> Path:
         """The guardrail report written beside a downloaded candidate policy."""
         return Path(candidate_policy).with_name(GUARDRAILS_REPORT)
+
+    @property
+    def live_policy(self) -> Path:
+        """The `file` policy store: the last pushed policy every serving process on this host reads."""
+        return self.root / "serving" / "live_policy.json"
 
     @property
     def decision_log_dir(self) -> Path:

@@ -1,12 +1,13 @@
 """The decision API: `create_app` wires the state, the routes and the error handlers, and runs the lifespan.
 
 The endpoints are in `routes`, the state they share in `dependencies`, the wire format in `schemas`, the
-counters in `metrics`.
+counters in `metrics`, the policy at start and the sync with the live-policy store in `policy_sync`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from contextlib import asynccontextmanager
@@ -19,10 +20,11 @@ from freqcap.adapters.decision_log import DecisionLog
 from freqcap.adapters.feast.fast_reader import DEFAULT_SOCKET_TIMEOUT, make_reader
 from freqcap.adapters.feast.reader import FeastReader, FeatureReader
 from freqcap.adapters.feast.store import open_store
+from freqcap.adapters.policy_store import PolicyStore, policy_store_from_settings
 from freqcap.api.dependencies import ServingState
+from freqcap.api.policy_sync import load_initial_policy, run_sync
 from freqcap.api.routes import invalid_request, router, unexpected_error
 from freqcap.config import Settings
-from freqcap.domain.policy import Policy, PolicyValidationError, load_policy
 from freqcap.domain.policy.engine import Candidate
 from freqcap.domain.policy.guardrails import feature_windows
 from freqcap.layout import DataLayout
@@ -41,15 +43,18 @@ def create_app(
     budget_ms: float = 10.0,
     lookup_workers: int = 8,
     decision_log: DecisionLog | None = None,
+    policy_store: PolicyStore | None = None,
 ) -> FastAPI:
     """The decision API. Without `reader`, the lifespan opens the Feast store once (runtime repo `repo_dir`,
     default the features job's) and reads through it. `admin_token` guards `POST /v1/admin/policy`; an empty
     token is refused unless `dev=True` (then the admin endpoint is open). `decision_log` (optional) receives a
-    sample of the decisions; its flusher runs for the app's lifetime.
+    sample of the decisions; its flusher runs for the app's lifetime. `policy_store` (default: the one
+    `serving.policy_store` selects, if any) keeps the live policy: a push is saved there, the store's policy wins
+    over `policy_path` at start, and a background task re-reads it every `serving.policy_refresh` seconds.
 
-    A policy file that is missing or invalid at start (or `policy_path=None`) does not stop the service: it starts
-    not ready (`/readyz` 503), answers decisions fail-open with reason `no_policy`, and accepts a policy on the admin
-    endpoint.
+    A policy file that is missing or invalid at start (or `policy_path=None`) with no policy in the store does not
+    stop the service: it starts not ready (`/readyz` 503), answers decisions fail-open with reason `no_policy`, and
+    accepts a policy on the admin endpoint.
     """
     if not admin_token and not dev:
         raise ValueError("an admin token is required for the policy admin endpoint (or dev=True)")
@@ -61,22 +66,28 @@ def create_app(
         windows=feature_windows(settings.features),
         admin_token=admin_token,
         decision_log=decision_log,
+        store=policy_store if policy_store is not None else policy_store_from_settings(settings),
     )
+    refresh = settings.serving.policy_refresh
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # A fresh pool per lifespan: the previous one was shut down when its lifespan ended (a second start, e.g.
         # a second TestClient or a test runner restarting the app, would otherwise fail every lookup open).
         state.pool = state.new_pool()
-        if (policy := _policy_at_start(policy_path, state)) is not None:
-            state.policy = policy
+        await load_initial_policy(state, policy_path)
         state.reader = reader if reader is not None else await _open_reader(settings, repo_dir, state.budget)
         await _warm_up(state)
         if decision_log is not None:
             decision_log.start()
+        sync = asyncio.create_task(run_sync(state, refresh)) if state.store is not None else None
         try:
             yield
         finally:
+            if sync is not None:
+                sync.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sync
             state.pool.shutdown(wait=False, cancel_futures=True)
             if reader is None and hasattr(state.reader, "close"):
                 state.reader.close()
@@ -89,21 +100,6 @@ def create_app(
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(router)
     return app
-
-
-def _policy_at_start(policy_path: str | Path | None, state: ServingState) -> Policy | None:
-    """The policy file's policy if it loads and fits the feature windows; else None (logged): serve fail-open."""
-    if policy_path is None:
-        log.warning("started without a policy; answering fail-open until one is pushed")
-        return None
-    try:
-        loaded = load_policy(policy_path)
-        state.reject_unknown_windows(loaded)
-    except (OSError, PolicyValidationError) as exc:
-        log.error("no policy loaded at start (%s); answering fail-open until one is pushed", exc)
-        return None
-    log.info("serving policy %s", loaded.version)
-    return loaded
 
 
 async def _open_reader(settings: Settings, repo_dir: str | Path | None, budget_seconds: float) -> FeatureReader:

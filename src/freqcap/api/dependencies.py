@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +16,7 @@ from fastapi import Request
 
 from freqcap.adapters.decision_log import DecisionLog, decision_rows
 from freqcap.adapters.feast.reader import FeatureReader
+from freqcap.adapters.policy_store import PolicyStore
 from freqcap.api.metrics import Metrics
 from freqcap.api.schemas import DecideRequest
 from freqcap.domain.policy import Policy, PolicyValidationError
@@ -28,7 +30,8 @@ class ServingState:
     """What the handlers share. `policy` is replaced by a single reference assignment (atomic hot reload).
 
     `windows` are the feature windows per level (a policy capping over another window is refused), `admin_token`
-    guards the policy admin endpoint (None: open), `decision_log` (optional) receives a sample of the decisions.
+    guards the policy admin endpoint (None: open), `decision_log` (optional) receives a sample of the decisions,
+    `store` (optional) is the live-policy store every replica reads (`policy_sync`).
     """
 
     def __init__(
@@ -39,8 +42,19 @@ class ServingState:
         windows: Mapping[str, set[int]],
         admin_token: str | None,
         decision_log: DecisionLog | None,
+        store: PolicyStore | None = None,
     ):
         self.policy: Policy | None = None
+        # Where the live policy came from (`file`, `store`, `push`), when this process swapped it in (epoch
+        # seconds) and when it was pushed (the store's `pushed_at`, when known): /metrics shows them.
+        self.policy_source: str | None = None
+        self.policy_loaded_at: float | None = None
+        self.policy_pushed_at: str | None = None
+        self.store = store
+        # Revision of the store entry last seen (loaded, saved, or refused), and when the store last answered.
+        self.store_revision: str | None = None
+        self.store_read_at: float | None = None
+        self.store_error: str | None = None  # the store's last failure while it is unreachable
         self.reader: FeatureReader | None = None
         self.budget = budget_seconds
         self.workers = workers
@@ -63,6 +77,14 @@ class ServingState:
     def ready(self) -> bool:
         """Both a policy and a feature reader: decisions can be made."""
         return self.policy is not None and self.reader is not None
+
+    def swap_policy(self, policy: Policy, source: str, pushed_at: str | None = None) -> str | None:
+        """Serve `policy` from now on (one reference assignment: a request in flight keeps the one it read);
+        returns the previous version."""
+        old = self.policy_version
+        self.policy = policy
+        self.policy_source, self.policy_loaded_at, self.policy_pushed_at = source, time.time(), pushed_at
+        return old
 
     def reject_unknown_windows(self, policy: Policy) -> None:
         """Raise `PolicyValidationError` when a cap counts over a window the features do not (serving could not

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from freqcap.adapters.decision_log import DecisionLog, is_hit
 from freqcap.domain.policy.engine import LEVELS, Decision
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+# Why a policy sync failed: the store did not answer, or it held an entry serving refuses.
+SYNC_ERRORS = ("unavailable", "invalid")
+
+
+@dataclass(frozen=True)
+class LivePolicy:
+    """Where the served policy came from, for /metrics: source (`file`, `store`, `push`), the store's kind
+    (`none`, `file`, `redis`), epoch seconds it was loaded, its `pushed_at` (ISO) and the store's last answer."""
+
+    source: str | None
+    store: str
+    loaded_at: float | None
+    pushed_at: str | None
+    store_read_at: float | None
 
 
 class Metrics:
@@ -25,6 +42,7 @@ class Metrics:
         self.decisions = 0
         self.cap_hits: Counter[str] = Counter()
         self.stream_stale = 0
+        self.policy_sync_errors: Counter[str] = Counter()
 
     def count_stream_stale(self) -> None:
         """One request decided from batch alone because the stream was stale."""
@@ -45,8 +63,10 @@ class Metrics:
             self.decisions += len(decisions)
             self.cap_hits.update(hits)
 
-    def render(self, policy_version: str | None, decision_log: DecisionLog | None = None) -> str:
-        """The `/metrics` page: these counters, the policy served and the decision log's row counts."""
+    def render(
+        self, policy_version: str | None, decision_log: DecisionLog | None = None, live: LivePolicy | None = None
+    ) -> str:
+        """The `/metrics` page: these counters, the policy served (and where from) and the decision log's rows."""
         with self._lock:
             lines = [
                 "# HELP freqcap_decide_requests_total Decision requests answered.",
@@ -81,17 +101,26 @@ class Metrics:
                 f"freqcap_decide_stream_stale_total {self.stream_stale}",
             ]
             lines += [
-                "# HELP freqcap_policy_reloads_total Policy reload attempts, by result.",
+                "# HELP freqcap_policy_reloads_total Policy pushes (ok, invalid) and loads from the store (synced).",
                 "# TYPE freqcap_policy_reloads_total counter",
             ]
-            for result in ("ok", "invalid"):
+            for result in ("ok", "invalid", "synced"):
                 lines.append(f'freqcap_policy_reloads_total{{result="{result}"}} {self.policy_reloads[result]}')
+            lines += [
+                "# HELP freqcap_policy_sync_errors_total Failed reads of the live-policy store, by kind.",
+                "# TYPE freqcap_policy_sync_errors_total counter",
+            ]
+            for kind in SYNC_ERRORS:
+                lines.append(f'freqcap_policy_sync_errors_total{{kind="{kind}"}} {self.policy_sync_errors[kind]}')
             if policy_version is not None:
+                source, store = (live.source or "unknown", live.store) if live else ("unknown", "none")
+                labels = f'version="{_escape(policy_version)}",source="{source}",store="{store}"'
                 lines += [
-                    "# HELP freqcap_policy_info The policy version being served.",
+                    "# HELP freqcap_policy_info The policy version being served, where it came from, the store.",
                     "# TYPE freqcap_policy_info gauge",
-                    f'freqcap_policy_info{{version="{_escape(policy_version)}"}} 1',
+                    f"freqcap_policy_info{{{labels}}} 1",
                 ]
+            lines += _live_policy_lines(live)
         if decision_log is not None:
             lines += [
                 "# HELP freqcap_decision_log_rows_total Decision log rows, by outcome.",
@@ -100,6 +129,43 @@ class Metrics:
                 f'freqcap_decision_log_rows_total{{outcome="dropped"}} {decision_log.dropped}',
             ]
         return "\n".join(lines) + "\n"
+
+
+def _live_policy_lines(live: LivePolicy | None) -> list[str]:
+    """Ages of the served policy (since pushed, since loaded here) and of the store's last answer, in seconds."""
+    if live is None:
+        return []
+    now = time.time()
+    pushed = _epoch(live.pushed_at)
+    ages = [
+        (
+            "freqcap_policy_age_seconds",
+            "Seconds since the served policy was pushed (else since loaded here).",
+            pushed if pushed is not None else live.loaded_at,
+        ),
+        (
+            "freqcap_policy_loaded_age_seconds",
+            "Seconds since this process swapped in the served policy.",
+            live.loaded_at,
+        ),
+        (
+            "freqcap_policy_store_read_age_seconds",
+            "Seconds since the live-policy store last answered.",
+            live.store_read_at,
+        ),
+    ]
+    lines = []
+    for name, text, since in ages:
+        if since is not None:
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {max(0.0, now - since):.3f}"]
+    return lines
+
+
+def _epoch(iso: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else None
+    except ValueError:
+        return None
 
 
 def _escape(text: str) -> str:

@@ -23,7 +23,9 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from freqcap.adapters.policy_store import PolicyStoreUnavailable
 from freqcap.api.dependencies import serving_state
+from freqcap.api.policy_sync import live_policy
 from freqcap.api.schemas import DecideRequest, decide_response, fail_open_response
 from freqcap.domain.policy import PolicyValidationError, parse_policy
 from freqcap.domain.policy.engine import Candidate, Decision, decide
@@ -121,11 +123,13 @@ async def readyz(request: Request):
 @router.get("/metrics")
 async def metrics(request: Request):
     state = serving_state(request)
-    body = state.metrics.render(state.policy_version, state.decision_log)
+    body = state.metrics.render(state.policy_version, state.decision_log, live_policy(state))
     return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
 
-# Swap in the policy of the body (JSON or YAML) if it is valid; else 422 and the live policy stays.
+# Swap in the policy of the body (JSON or YAML) if it is valid; else 422 and the live policy stays. With a policy
+# store, the policy is saved there first (every replica picks it up from there); a store that cannot be written
+# answers 503 and nothing changes (a policy on this process only would make replicas disagree).
 @router.post("/v1/admin/policy")
 async def reload_policy(request: Request):
     state = serving_state(request)
@@ -139,8 +143,17 @@ async def reload_policy(request: Request):
         state.metrics.policy_reloads["invalid"] += 1
         keep = state.policy_version
         return JSONResponse({"detail": str(exc), "errors": exc.errors, "policy_version": keep}, status_code=422)
-    old = state.policy_version
-    state.policy = new  # the atomic swap
+    if state.store is not None:
+        loop = asyncio.get_running_loop()
+        try:
+            # Off the event loop: a slow store must not hold up decisions.
+            revision = await loop.run_in_executor(None, state.store.save, policy_document(new))
+        except PolicyStoreUnavailable as exc:
+            state.metrics.policy_sync_errors["unavailable"] += 1
+            keep = state.policy_version
+            return JSONResponse({"detail": f"policy store: {exc}", "policy_version": keep}, status_code=503)
+        state.store_revision = revision  # this process's sync must not reload what it just saved
+    old = state.swap_policy(new, "push")  # the atomic swap
     state.metrics.policy_reloads["ok"] += 1
     log.info("policy swapped %s -> %s", old, new.version)
     return {"policy_version": new.version, "previous_version": old}

@@ -145,29 +145,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from freqcap.adapters.decision_log import decision_log_from_settings
-    from freqcap.api.app import create_app
+    from freqcap.api import factory
 
     settings = _settings(args)
     serving = settings.serving
-    policy = args.policy or serving.policy_path
-    if not policy:
-        raise FreqcapError("no policy to serve: pass --policy PATH or set serving.policy_path")
+    policy = args.policy or serving.policy_path  # none: start not ready, fail-open, until a policy is pushed
+    workers = args.workers
+    if workers < 1:
+        raise FreqcapError("--workers must be at least 1")
+    if workers > 1 and serving.policy_store == "none":
+        # A push reaches the one worker that answers it: the others would serve another policy indefinitely.
+        raise FreqcapError("--workers > 1 needs a shared policy store: set serving.policy_store to file or redis")
     try:
-        app = create_app(
-            settings,
-            policy_path=Path(policy),
-            admin_token=serving.admin_token or None,
-            dev=args.dev,
-            budget_ms=serving.budget_ms,
-            lookup_workers=serving.lookup_workers,
-            decision_log=decision_log_from_settings(settings),
-        )
+        app = factory.build_app(settings, policy_path=policy, dev=args.dev)
     except ValueError as exc:  # e.g. an empty admin token outside dev mode
         raise FreqcapError(str(exc)) from exc
     # uvicorn's own warnings stay on by default (a server's operator wants them); -vv adds its access log.
     log_level = logging.getLevelName(min(logging.WARNING, logging.getLogger().getEffectiveLevel())).lower()
-    uvicorn.run(app, host=args.host or serving.host, port=args.port or serving.port, log_level=log_level)
+    host, port = args.host or serving.host, args.port or serving.port
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        return 0
+    # Worker processes import the app by name and rebuild it from the environment (the checks above ran here).
+    os.environ.update(
+        {
+            factory.ENV_DEV: "1" if args.dev else "0",
+            factory.ENV_LOG_LEVEL: logging.getLevelName(logging.getLogger("freqcap").getEffectiveLevel()),
+            **({factory.ENV_POLICY: str(Path(policy).resolve())} if policy else {}),
+            **({"FREQCAP_CONFIG": str(Path(args.config).resolve())} if args.config else {}),
+        }
+    )
+    uvicorn.run(factory.FACTORY, factory=True, workers=workers, host=host, port=port, log_level=log_level)
     return 0
 
 
@@ -352,8 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="the decision API (POST /v1/decide), failing open within its time budget")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--policy", help="policy YAML to serve (default: serving.policy_path)")
+    p.add_argument(
+        "--policy",
+        help="policy YAML to serve when the policy store holds none (default: serving.policy_path; "
+        "neither: start not ready, fail-open, until a policy is pushed)",
+    )
     p.add_argument("--dev", action="store_true", help="allow an empty admin token (local development only)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on one port (default 1; more need serving.policy_store file or redis)",
+    )
     p.set_defaults(func=cmd_serve)
 
     stream = sub.add_parser("stream", help="the streaming path: rolling counters from Redis Streams -> Feast")

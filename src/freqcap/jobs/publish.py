@@ -165,18 +165,30 @@ def push_policy_job(checked: dict[str, Any], settings: Settings) -> dict[str, An
 
 
 def verify_policy_job(pushed: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Wait until serving reports the published version, then record the publication in the model registry."""
+    """Wait until serving reports the published version, then record the publication in the model registry.
+
+    Verified means `publish.verify_consecutive` answers in a row, `publish.verify_interval` s apart, report the
+    version (any other answer starts the count again) before `publish.verify_seconds`: behind one address several
+    workers or replicas answer in turn, and one that has not synced from the policy store yet reports the old
+    version for up to `serving.policy_refresh` s. Each GET opens a new connection, so the answers come from
+    whichever process accepts it, not from one kept-alive connection."""
     client = _client(settings)
-    deadline = time.monotonic() + settings.publish.verify_seconds
-    seen = None
+    cfg = settings.publish
+    want = pushed["policy_version"]
+    deadline = time.monotonic() + cfg.verify_seconds
+    agreeing, seen = 0, None
     while True:
         current = client.current_policy()
         seen = current["version"] if current else None
-        if seen == pushed["policy_version"]:
+        agreeing = agreeing + 1 if seen == want else 0
+        if agreeing >= cfg.verify_consecutive:
             break
         if time.monotonic() > deadline:
-            raise ServingUnreachable(f"serving reports policy {seen}, expected {pushed['policy_version']}")
-        time.sleep(0.5)
+            raise ServingUnreachable(
+                f"serving reports policy {seen}, expected {want} ({agreeing} of {cfg.verify_consecutive} answers in a "
+                f"row agreed within {cfg.verify_seconds} s)"
+            )
+        time.sleep(cfg.verify_interval)
     published_at = datetime.now(UTC).isoformat()
     _tag_published(settings, pushed, published_at)
     record = {**pushed, "verified_version": seen, "published_at": published_at}

@@ -12,6 +12,12 @@ from typing import Any
 from freqcap.adapters.airflow.context import run_as_of
 from freqcap.adapters.duckdb.training_set import TRAINING_FILE
 from freqcap.adapters.mlflow.champion import champion_training_set
+from freqcap.adapters.policy_store import (
+    PolicyStoreUnavailable,
+    StoredPolicyInvalid,
+    policy_from_stored,
+    policy_store_from_settings,
+)
 from freqcap.config import Settings, parse_duration
 from freqcap.domain.monitoring.metrics import (
     ALL,
@@ -87,10 +93,18 @@ def resolve_reference(settings: Settings, model_config: Any) -> tuple[Path | Non
 
 
 def live_policy(settings: Settings) -> tuple[Any, str]:
-    """(policy, where it came from): `monitoring.policy_path`, else the policy last published, else
+    """(policy, where it came from): `monitoring.policy_path`, else the policy store serving reads
+    (`serving.policy_store`, when configured and it holds a valid policy), else the policy last published, else
     `serving.policy_path`; (None, reason) when there is none."""
     if settings.monitoring.policy_path:
         return load_policy(settings.monitoring.policy_path), f"monitoring.policy_path {settings.monitoring.policy_path}"
+    if (store := policy_store_from_settings(settings)) is not None:
+        try:
+            stored = store.load()
+            if stored is not None:
+                return policy_from_stored(stored), f"{store.kind} policy store (pushed {stored.pushed_at})"
+        except (PolicyStoreUnavailable, StoredPolicyInvalid) as exc:  # the files below are the next best thing
+            log.warning("policy store not usable for monitoring (%s); falling back to the published log", exc)
     published = DataLayout.of(settings).published_log
     if published.exists():
         lines = [line for line in published.read_text().splitlines() if line.strip()]
@@ -100,7 +114,10 @@ def live_policy(settings: Settings) -> tuple[Any, str]:
                 return load_policy(path), f"last published ({path})"
     if settings.serving.policy_path and Path(settings.serving.policy_path).exists():
         return load_policy(settings.serving.policy_path), f"serving.policy_path {settings.serving.policy_path}"
-    return None, "no live policy found (monitoring.policy_path, publish/published.jsonl, serving.policy_path)"
+    return None, (
+        "no live policy found (monitoring.policy_path, serving.policy_store, publish/published.jsonl, "
+        "serving.policy_path)"
+    )
 
 
 def fail_open_threshold(alerts: AlertsConfig) -> float:
