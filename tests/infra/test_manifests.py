@@ -77,7 +77,7 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 HELM = yaml.safe_load(HELM_VALUES.read_text())
-CLUSTER_SETTINGS_TEXT = _named("ConfigMap", "freqcap-settings")["data"]["freqcap.yaml"]
+CLUSTER_SETTINGS_TEXT = _named("ConfigMap", "freqcap-settings")["data"]["settings.yaml"]
 CLUSTER_SETTINGS = yaml.safe_load(CLUSTER_SETTINGS_TEXT)
 
 
@@ -505,7 +505,7 @@ def _serve_accepts_workers() -> bool:
     not _HAS_POLICY_STORE, reason="serving.policy_store comes with the serving-service branch", strict=True
 )
 def test_cluster_settings_load(tmp_path):
-    path = tmp_path / "freqcap.yaml"
+    path = tmp_path / "settings.yaml"
     path.write_text(CLUSTER_SETTINGS_TEXT)
     settings = load_settings(path, environ={"FREQCAP__FEAST__REGISTRY": "postgresql+psycopg://u:p@pg/freqcap_feast"})
     assert settings.feast.online.kind == "redis" and settings.stream.enabled
