@@ -18,7 +18,7 @@ export FEAST_USAGE := False
 export OMP_WAIT_POLICY := PASSIVE
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast lint lint-imports deps format bench mlflow-ui docs docs-serve data-docs ui chromium up status down clean
+.PHONY: help setup demo test test-fast lint lint-imports deps format bench mlflow-ui docs docs-serve data-docs ui chromium up status down image clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -103,6 +103,14 @@ status: setup  ## each component of the stack: health, PID, URL
 
 down: setup  ## stop what `make up` started (and nothing else)
 	$(STACK) down
+
+# The container image of every component (infra/docker/Dockerfile: built from the wheel, versions from uv.lock).
+# Needs a container engine (docker, or CONTAINER_ENGINE=podman); nothing else in this Makefile does.
+CONTAINER_ENGINE ?= docker
+IMAGE ?= freqcap:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+image:  ## build the container image (needs docker or podman; IMAGE=name:tag, CONTAINER_ENGINE=podman)
+	$(CONTAINER_ENGINE) build -f infra/docker/Dockerfile -t $(IMAGE) .
 
 clean:  ## remove generated data (not the venv)
 	rm -rf data demo site dist .pycache .pytest_cache
