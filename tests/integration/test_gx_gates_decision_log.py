@@ -78,7 +78,7 @@ def test_a_corrupted_log_stops_the_gate_naming_each_rule(log_dir, tmp_path):
     settings, directory = log_dir
     frame = read_log_rows(directory)
     under = frame.index[(frame["binding_kind"] == "cap") & ~frame["hit"] & (frame["count"] < frame["cap"])]
-    degraded = frame.index[frame["degraded"]]
+    degraded = frame.index[frame["fail_open"]]
     frame.loc[under[0], "hit"] = True  # a hit logged while count < cap
     frame.loc[degraded[0], "penalty"] = 0.5  # a fail-open answer that penalized (and it has no binding)
     frame.loc[under[1], "hour"] = (frame.loc[under[1], "hour"] + 5) % 24  # hour disagrees with ts
@@ -87,7 +87,7 @@ def test_a_corrupted_log_stops_the_gate_naming_each_rule(log_dir, tmp_path):
         "hit_means_cap_reached": int(
             ((frame["binding_kind"] == "cap") & frame["hit"] & (frame["count"] < frame["cap"])).sum()
         ),
-        "degraded_fails_open": int((frame["degraded"] & (frame["penalty"] != 1.0)).sum()),
+        "fail_open_no_penalty": int((frame["fail_open"] & (frame["penalty"] != 1.0)).sum()),
         "no_binding_no_penalty": int((frame["binding_kind"].isna() & (frame["penalty"] != 1.0)).sum()),
         "hour_matches_ts": int((frame["hour"] != pd.to_datetime(frame["ts"], utc=True).dt.hour).sum()),
     }
@@ -104,6 +104,19 @@ def test_a_corrupted_log_stops_the_gate_naming_each_rule(log_dir, tmp_path):
     assert 'columns_match (expect_table_columns_to_match_set): observed {"unexpected": ["user_id"]}' in str(exc)
     row = frame.loc[under[0]]
     assert f"e.g. [{float(row['count'])}, {float(row['cap'])}]" in str(exc)  # the offending (count, cap)
+
+
+def test_a_decision_on_batch_counts_alone_is_degraded_but_may_penalize(log_dir, tmp_path):
+    """A stale stream degrades an answer (`stream_stale`) without failing it open: serving still decides on the
+    batch counts, so such rows carry real penalties and bindings and must pass the gate."""
+    settings, directory = log_dir
+    frame = read_log_rows(directory)
+    decided = frame.index[~frame["degraded"] & (frame["penalty"] < 1.0)]
+    assert len(decided) > 0
+    frame.loc[decided, "degraded"] = True
+    frame.loc[decided, "degraded_reason"] = "stream_stale"
+    report = validate_decision_log(_write_log(frame, tmp_path / "stale"), settings, now=NOW, docs=False)
+    assert report.success, report.failure_message()
 
 
 def test_a_window_keeps_only_its_rows_and_an_empty_one_passes(log_dir):

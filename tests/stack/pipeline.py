@@ -37,6 +37,7 @@ class Observed:
     today: datetime
     runs: dict[str, list[Any]] = field(default_factory=dict)  # dag_id -> finished runs, in order
     tasks: dict[str, dict[str, str]] = field(default_factory=dict)  # run id -> task states
+    failures: dict[str, dict[str, str]] = field(default_factory=dict)  # run id -> failed task -> its log's end
     serving_policy_after_publish: dict[str, Any] | None = None
     backfill: Any = None
     backfill_runs: list[Any] = field(default_factory=list)
@@ -48,6 +49,8 @@ def _finish(client: AirflowRest, seen: Observed, dag_id: str, run_id: str, timeo
     run = client.wait(dag_id, run_id, timeout=timeout)
     seen.runs.setdefault(dag_id, []).append(run)
     seen.tasks[run_id] = client.task_states(dag_id, run_id)
+    if run.state.value != "success":
+        seen.failures[run_id] = client.failures(dag_id, run_id)
     return run
 
 

@@ -40,7 +40,7 @@ def test_each_dag_ran_on_the_scheduler_and_every_task_succeeded(observed):
         runs = observed.runs[dag_id]
         assert runs, dag_id
         for run in runs:
-            assert run.state.value == "success", (dag_id, run.dag_run_id, observed.tasks[run.dag_run_id])
+            assert run.state.value == "success", (dag_id, observed.tasks[run.dag_run_id], observed.failures)
             assert set(observed.tasks[run.dag_run_id].values()) == {"success"}, observed.tasks[run.dag_run_id]
 
 

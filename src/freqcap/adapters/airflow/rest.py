@@ -100,6 +100,24 @@ class AirflowRest:
         """task_id -> state of one run."""
         return {ti.task_id: ti.state.value if ti.state else "none" for ti in self.task_instances(dag_id, run_id)}
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """The log of one try of a task, as the UI shows it (the error of a failed gate is at its end)."""
+        with self._api() as api:
+            answer = af.TaskInstanceApi(api).get_log(dag_id, run_id, task_id, try_number, full_content=True)
+        content = answer.content.actual_instance if hasattr(answer.content, "actual_instance") else answer.content
+        if isinstance(content, list):
+            return "\n".join(str(getattr(line, "event", line)) for line in content)
+        return str(content)
+
+    def failures(self, dag_id: str, run_id: str, tail: int = 15) -> dict[str, str]:
+        """task_id -> the last `tail` lines of the log of each failed task of a run."""
+        out = {}
+        for ti in self.task_instances(dag_id, run_id):
+            if ti.state is not None and ti.state.value == "failed":
+                lines = self.task_log(dag_id, run_id, ti.task_id, max(ti.try_number, 1)).splitlines()
+                out[ti.task_id] = "\n".join(lines[-tail:])
+        return out
+
     def backfill(self, dag_id: str, start: datetime, end: datetime, max_active_runs: int = 1) -> int:
         """Airflow's backfill of `dag_id` over [start, end] (one run per schedule interval); returns its id."""
         body = af.BackfillPostBody(

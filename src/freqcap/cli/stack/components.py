@@ -71,6 +71,9 @@ def freqcap_environment(settings: Settings) -> dict[str, str]:
         "FREQCAP__STREAM__REDIS_URL": stack.redis,
         "FREQCAP__SERVING__HOST": h,
         "FREQCAP__SERVING__PORT": str(stack.serving_port),
+        # The live policy every serving worker reads (and a restarted one starts on), in the stack's Redis.
+        "FREQCAP__SERVING__POLICY_STORE": "redis",
+        "FREQCAP__SERVING__POLICY_REDIS_URL": stack.redis,
         "FREQCAP__PUBLISH__SERVING_URL": f"http://{h}:{stack.serving_port}",
         "FREQCAP__MONITORING__WORKSPACE_DIR": str(data_dir(stack) / "monitoring" / "workspace"),
     }

@@ -103,7 +103,7 @@ def test_the_decision_log_suite_only_names_logged_or_derived_columns():
             if "column" in c:
                 cols.add(c["column"]["name"])
         assert cols <= known, (exp["meta"]["rule"], cols - known)
-    assert {"hit_means_cap_reached", "under_cap_is_not_hit", "columns_match", "degraded_fails_open"} <= {
+    assert {"hit_means_cap_reached", "under_cap_is_not_hit", "columns_match", "fail_open_no_penalty"} <= {
         e["meta"]["rule"] for e in doc["expectations"]
     }
 
