@@ -349,7 +349,7 @@ VALUES_BY_DESIGN = {
     "mlflow": {"--host", "--backend-store-uri", "--artifacts-destination", "--workers"},
     "evidently-ui": {"--host", "--workspace"},
     "serving": {"--host"},
-    "stream-worker": set(),
+    "stream-worker": {"--metrics-host"},
 }
 # Flags the local stack adds that the cluster leaves out by design: with stack.log_servers false nothing reads
 # task logs over HTTP on one machine; in the cluster the api-server fetches them from the workers' log servers.

@@ -251,8 +251,8 @@ def cmd_stream_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())
         signal.signal(signal.SIGINT, lambda *_: worker.stop())
         if args.metrics_port is not None:
-            with metrics_server(worker, settings, args.metrics_port) as port:
-                logging.getLogger(__name__).warning("stream metrics on http://127.0.0.1:%d/metrics", port)
+            with metrics_server(worker, settings, args.metrics_port, args.metrics_host) as port:
+                logging.getLogger(__name__).warning("stream metrics on http://%s:%d/metrics", args.metrics_host, port)
                 stats = worker.run(until_caught_up=args.until_caught_up)
         else:
             stats = worker.run(until_caught_up=args.until_caught_up)
@@ -378,7 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     stream_sub = stream.add_subparsers(dest="action")
     stream.add_argument("--consumer", help="consumer name in the group (default: <hostname>-worker)")
     stream.add_argument("--replay", help="embedded mode: replay this event directory instead of reading Redis")
-    stream.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    stream.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on PORT")
+    stream.add_argument(
+        "--metrics-host", default="127.0.0.1", help="bind address of /metrics (default 127.0.0.1; 0.0.0.0 in a pod)"
+    )
     stream.add_argument("--until-caught-up", action="store_true", help="stop once the stream is drained")
     stream.set_defaults(func=cmd_stream_run)
     p = stream_sub.add_parser("produce", help="replay simulator events into the Redis stream at a rate")

@@ -121,7 +121,7 @@ def metrics_text(worker: StreamWorker, settings: Settings) -> str:
 
 @contextlib.contextmanager
 def metrics_server(worker: StreamWorker, settings: Settings, port: int, host: str = "127.0.0.1") -> Iterator[int]:
-    """Serve `/metrics` for the worker on loopback in a daemon thread."""
+    """Serve `/metrics` for the worker on `host` (loopback by default) in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):

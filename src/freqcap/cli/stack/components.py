@@ -190,7 +190,7 @@ def components(settings: Settings) -> list[Component]:
         ),
         Component(
             "stream-worker",
-            (str(b / "freqcap"), "stream", "--metrics-port", str(stack.stream_metrics_port)),
+            (str(b / "freqcap"), "stream", "--metrics-host", h, "--metrics-port", str(stack.stream_metrics_port)),
             url=f"http://{h}:{stack.stream_metrics_port}/metrics",
             health_url=f"http://{h}:{stack.stream_metrics_port}/metrics",
         ),
