@@ -24,7 +24,7 @@ import yaml
 
 import freqcap
 from freqcap.cli.stack.components import airflow_environment, components, freqcap_environment
-from freqcap.config import ServingConfig, load_settings
+from freqcap.config import load_settings
 from freqcap.resources import dags_folder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -491,19 +491,8 @@ def test_the_cluster_points_freqcap_at_everything_the_local_stack_does():
 
 
 # Depend on the serving-service branch (serving.policy_store, `freqcap serve --workers`): they pass once it is merged.
-_HAS_POLICY_STORE = "policy_store" in ServingConfig.model_fields
 
 
-def _serve_accepts_workers() -> bool:
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.suppress(SystemExit):
-        cli_main.build_parser().parse_args(["serve", "--workers", "2"])
-        return True
-    return False
-
-
-@pytest.mark.xfail(
-    not _HAS_POLICY_STORE, reason="serving.policy_store comes with the serving-service branch", strict=True
-)
 def test_cluster_settings_load(tmp_path):
     path = tmp_path / "settings.yaml"
     path.write_text(CLUSTER_SETTINGS_TEXT)
@@ -511,20 +500,7 @@ def test_cluster_settings_load(tmp_path):
     assert settings.feast.online.kind == "redis" and settings.stream.enabled
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            "serving",
-            marks=pytest.mark.xfail(
-                not _serve_accepts_workers(),
-                reason="`serve --workers` comes with the serving-service branch",
-                strict=True,
-            ),
-        ),
-        "stream-worker",
-    ],
-)
+@pytest.mark.parametrize("name", ["serving", "stream-worker"])
 def test_freqcap_accepts_the_deployed_commands(name):
     argv = _container_argv(_container(_named("Deployment", K8S_COMPONENT[name])))
     assert Path(argv[0]).name == "freqcap"
