@@ -60,7 +60,9 @@ class Service:
         }
         cmd = [str(Path(sys.executable).with_name("freqcap")), "serve", "--port", str(self.port), *args]
         with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def log(self) -> str:
         return self.log_path.read_text()[-4000:]
