@@ -202,3 +202,19 @@ def test_workers_pick_up_a_push_within_the_refresh_bound(tmp_path, services, red
         f"({stale} stale answers before that, {len(answers)} GETs in all)"
     )
     assert propagation < REFRESH + 2.0
+
+
+def test_several_workers_without_a_policy_store_are_refused(tmp_path):
+    """A push would reach one worker only: `--workers 2` with `policy_store: none` must not start."""
+    env = {**os.environ, "FREQCAP__DATA_DIR": str(tmp_path / "data"), "FREQCAP__SERVING__POLICY_STORE": "none"}
+    cmd = [
+        str(Path(sys.executable).with_name("freqcap")),
+        "serve",
+        "--dev",
+        "--port",
+        str(free_port()),
+        "--workers",
+        "2",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "policy_store" in done.stderr
