@@ -153,7 +153,7 @@ def test_file_store_refuses_corrupt_and_inconsistent_entries(tmp_path):
     bad = doc("p3")
     bad["defaults"][0]["caps"][0]["max"] = 0
     path.write_text(json.dumps({"version": "p3", "document": bad}))
-    with pytest.raises(StoredPolicyInvalid, match="defaults.0.caps.0.max"):
+    with pytest.raises(StoredPolicyInvalid, match=r"defaults\.0\.caps\.0\.max"):
         policy_from_stored(store.load())
 
 

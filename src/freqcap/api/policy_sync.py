@@ -135,8 +135,13 @@ def _policy_file(policy_path: str | Path | None, state: ServingState) -> Policy 
 
 async def run_sync(state: ServingState, refresh_seconds: float) -> None:
     """Sync with the store every `refresh_seconds` until cancelled (the app's lifespan ends)."""
+    loop = asyncio.get_running_loop()
+    # A fixed rate, not a fixed pause after each look: the time a look takes does not stretch the period (and so
+    # the propagation bound); a process that fell behind (a slow store) starts afresh rather than catching up.
+    next_at = loop.time()
     while True:
-        await asyncio.sleep(refresh_seconds)
+        next_at = max(next_at + refresh_seconds, loop.time())
+        await asyncio.sleep(next_at - loop.time())
         try:
             await sync_once(state)
         except Exception as exc:  # a bug here must not stop the sync, let alone serving

@@ -143,10 +143,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from freqcap.api import factory
-
     settings = _settings(args)
     serving = settings.serving
     policy = args.policy or serving.policy_path  # none: start not ready, fail-open, until a policy is pushed
@@ -156,6 +152,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1 and serving.policy_store == "none":
         # A push reaches the one worker that answers it: the others would serve another policy indefinitely.
         raise FreqcapError("--workers > 1 needs a shared policy store: set serving.policy_store to file or redis")
+    import uvicorn
+
+    from freqcap.api import factory
+
     try:
         app = factory.build_app(settings, policy_path=policy, dev=args.dev)
     except ValueError as exc:  # e.g. an empty admin token outside dev mode
