@@ -142,6 +142,9 @@ def test_a_corrupted_feature_table_stops_the_dag_before_materialize(world, data_
     assert dag_run.state == "failed", states
     assert states["validate"] == states["aggregate"] == "success"
     assert states["check_features"] == "failed" and states["materialize"] == "upstream_failed"
+    from tests.dags.test_publish_dag import _try_numbers
+
+    assert _try_numbers(dag_run)["check_features"] == 1  # a failed gate is not retried: bad data stays bad
 
     report = json.loads((DataLayout.of(settings).features_run(as_of).features_report).read_text())
     assert report["failed_rules"] == ["user_ad.imp_24h_le_7d"]

@@ -145,6 +145,7 @@ def test_a_guardrail_violation_stops_publication(env):
         assert states["check_guardrails"] == "failed"
         assert states["push_policy"] == "upstream_failed" and states["verify"] == "upstream_failed"
         assert _served_version(url) == "live-1"
+    assert _try_numbers(dag_run)["check_guardrails"] == 1  # a violation is not retried
     report = next((tmp / "data" / "publish").rglob("guardrails.json")).read_text()
     assert '"change_vs_live"' in report and '"passed": false' in report
 
@@ -193,3 +194,22 @@ def _try_numbers(dag_run) -> dict[str, int]:
             TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id
         )
         return {ti.task_id: ti.try_number for ti in tis}
+
+
+def test_a_run_after_serving_is_back_publishes(env):
+    """The on-call fix for a run that failed after its retries: bring serving back, run the DAG again (same
+    params): the champion's policy is published and verified."""
+    tmp, live, monkeypatch = env
+    name = f"m-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    monkeypatch.setenv("FREQCAP__PUBLISH__SERVING_URL", f"http://127.0.0.1:{port}")  # nobody listens yet
+    monkeypatch.setenv("FREQCAP__PUBLISH__TIMEOUT_SECONDS", "0.5")
+    make_champion(load_settings(), name, policy_doc("proposed-7", ad_cap=5), tmp)
+    dag_run, states = _run(name)
+    assert dag_run.state == "failed" and states["check_guardrails"] == "failed", states
+    app = create_app(load_settings(), policy_path=live, reader=NoFeatures(), admin_token=TOKEN)
+    with live_server(app, port=port) as url:
+        assert _served_version(url) == "live-1"
+        dag_run, states = _run(name)
+        assert dag_run.state == "success", states
+        assert _served_version(url) == "proposed-7"

@@ -316,13 +316,19 @@ def register_challenger(settings: Any, name: str, model_uri: str, run_id: str) -
 
 
 def alias_version(settings: Any, name: str, alias: str) -> Any | None:
-    """The model version behind `name@alias`, or None when the model or alias does not exist."""
+    """The model version behind `name@alias`, or None when the model or alias does not exist.
+
+    Any other MLflow error (the tracking server unreachable: `INTERNAL_ERROR`) propagates: read as "no champion"
+    it would fail publishing at once with a wrong message, and let the gate promote a challenger unopposed."""
     from mlflow.exceptions import MlflowException
 
     try:
         return client(settings).get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # A missing model is RESOURCE_DOES_NOT_EXIST; a missing alias on a known model, INVALID_PARAMETER_VALUE.
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------- the gate
