@@ -90,6 +90,16 @@ def stack_up(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def observed(stack_up):
+    """The operator's session (tests/stack/pipeline.py), run once for every test of this folder."""
+    from tests.stack.pipeline import run_pipeline
+
+    seen = run_pipeline(stack_up)
+    print("\nstack pipeline timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seen.timings.items()))
+    return seen
+
+
+@pytest.fixture(scope="session")
 def screenshots() -> Path:
     out = ARTIFACTS / "screenshots"
     out.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ class Observed:
     runs: dict[str, list[Any]] = field(default_factory=dict)  # dag_id -> finished runs, in order
     tasks: dict[str, dict[str, str]] = field(default_factory=dict)  # run id -> task states
     failures: dict[str, dict[str, str]] = field(default_factory=dict)  # run id -> failed task -> its log's end
+    upstream: dict[str, list[tuple]] = field(default_factory=dict)  # run id -> (asset, source DAG, source run)
     serving_policy_after_publish: dict[str, Any] | None = None
     backfill: Any = None
     backfill_runs: list[Any] = field(default_factory=list)
@@ -98,10 +99,12 @@ def run_pipeline(stack) -> Observed:
     t = time.monotonic()
     training = client.wait_for_run(TRAINING, after=set())
     _finish(client, seen, TRAINING, training.dag_run_id)
+    seen.upstream[training.dag_run_id] = client.triggered_by(TRAINING, training.dag_run_id)
     seen.timings["training"] = time.monotonic() - t
     t = time.monotonic()
     publish = client.wait_for_run(PUBLISH, after=set())
     _finish(client, seen, PUBLISH, publish.dag_run_id)
+    seen.upstream[publish.dag_run_id] = client.triggered_by(PUBLISH, publish.dag_run_id)
     seen.timings["publish"] = time.monotonic() - t
     seen.serving_policy_after_publish = httpx.get(f"{stack.serving_url}/v1/policy", timeout=5).json()
     client.set_paused(PUBLISH, True)  # later proposals stay proposals: serving keeps the published one

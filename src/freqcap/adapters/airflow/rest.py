@@ -92,6 +92,12 @@ class AirflowRest:
                 raise TimeoutError(f"no new run of {dag_id} within {timeout:.0f}s")
             time.sleep(2.0)
 
+    def triggered_by(self, dag_id: str, run_id: str) -> list[tuple[str | None, str | None, str | None]]:
+        """The Asset events that scheduled an asset-triggered run: (asset name, source DAG, source run id) each."""
+        with self._api() as api:
+            events = af.DagRunApi(api).get_upstream_asset_events(dag_id, run_id).asset_events
+        return [(e.name, e.source_dag_id, e.source_run_id) for e in events]
+
     def task_instances(self, dag_id: str, run_id: str) -> list[Any]:
         with self._api() as api:
             return list(af.TaskInstanceApi(api).get_task_instances(dag_id, run_id).task_instances)
