@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 class Stack:
     settings: Settings
     startup_seconds: float
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # holds the stack's secrets: never in a failure message
 
     @property
     def airflow_url(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
+from mlflow import MlflowClient
 
 from freqcap.adapters.airflow.rest import AirflowRest
 from freqcap.adapters.simulation_files import simulate_to_dir
@@ -28,6 +29,7 @@ FEATURES, TRAINING, PUBLISH, MONITORING = (
 )
 DAGS = (FEATURES, TRAINING, PUBLISH, MONITORING)
 USERS, DAYS = 2_500, 14
+REGISTERED_MODEL = "freqcap-conversion"  # resources/models/conversion.yaml
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Observed:
     failures: dict[str, dict[str, str]] = field(default_factory=dict)  # run id -> failed task -> its log's end
     upstream: dict[str, list[tuple]] = field(default_factory=dict)  # run id -> (asset, source DAG, source run)
     serving_policy_after_publish: dict[str, Any] | None = None
+    champion_after_publish: Any = None  # the registry's champion version when publish finished
     backfill: Any = None
     backfill_runs: list[Any] = field(default_factory=list)
     decisions_sent: int = 0
@@ -86,12 +89,14 @@ def run_pipeline(stack) -> Observed:
     client = AirflowRest.connect(stack.airflow_url, "admin", stack.admin_password)
     client.wait_for_dags(list(DAGS))
     # Consumers first: an Asset event that reaches a paused DAG does not queue a run for later.
-    for dag_id in (TRAINING, PUBLISH, FEATURES):
+    for dag_id in (TRAINING, PUBLISH):
         client.set_paused(dag_id, False)
 
-    # 1. features, triggered as an operator would (its schedule is @daily: the run for today's interval).
+    # 1. features, triggered as an operator would, for today's @daily interval. Triggered while still paused: the
+    # scheduler then finds today's run already there instead of racing the trigger to create it.
     t = time.monotonic()
     run_id = client.trigger(FEATURES, logical_date=today)
+    client.set_paused(FEATURES, False)
     _finish(client, seen, FEATURES, run_id)
     seen.timings["features"] = time.monotonic() - t
 
@@ -107,6 +112,8 @@ def run_pipeline(stack) -> Observed:
     seen.upstream[publish.dag_run_id] = client.triggered_by(PUBLISH, publish.dag_run_id)
     seen.timings["publish"] = time.monotonic() - t
     seen.serving_policy_after_publish = httpx.get(f"{stack.serving_url}/v1/policy", timeout=5).json()
+    registry = MlflowClient(tracking_uri=stack.mlflow_url)
+    seen.champion_after_publish = registry.get_model_version_by_alias(REGISTERED_MODEL, "champion")
     client.set_paused(PUBLISH, True)  # later proposals stay proposals: serving keeps the published one
 
     # 4. traffic, then the hourly monitoring run (unpausing schedules the latest hour).

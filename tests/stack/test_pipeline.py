@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
@@ -61,11 +62,15 @@ def test_tasks_ran_on_celery_workers(stack_up, observed):
 
 def test_serving_runs_the_champions_published_policy(stack_up, observed):
     settings = stack_up.job_settings()
-    client = MlflowClient(tracking_uri=stack_up.mlflow_url)
-    champion = client.get_model_version_by_alias("freqcap-conversion", "champion")
-    served = observed.serving_policy_after_publish
-    assert served["version"] == champion.tags["policy_version"]
-    assert champion.tags.get("published_to") == settings.publish.serving_url
+    champion = observed.champion_after_publish
+    assert observed.serving_policy_after_publish["version"] == champion.tags["policy_version"]
+    # publish recorded where it published, on the registry (read back from the server now)
+    published = MlflowClient(tracking_uri=stack_up.mlflow_url).get_model_version(champion.name, champion.version)
+    assert published.tags.get("published_to") == settings.publish.serving_url
+    # and serving still reports it (publish is paused since: later proposals stayed proposals)
+    assert (
+        httpx.get(f"{stack_up.serving_url}/v1/policy", timeout=5).json()["version"] == champion.tags["policy_version"]
+    )
 
 
 def test_monitoring_wrote_the_on_call_page(stack_up, observed):
