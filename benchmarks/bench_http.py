@@ -862,7 +862,8 @@ def _print_pair(floor: Phase, serve: Phase) -> None:
         f"  {label}: serve p50 {fmt_ms(serve.percentile(0.5))} p99 {fmt_ms(serve.percentile(0.99))} ms, "
         f"{serve.in_window / serve.wall if serve.wall else 0:.0f}/s, errors {serve.errors}, "
         f"degraded {degraded_text(serve.outcomes, serve.answered)}; floor p50 {fmt_ms(floor.percentile(0.5))} "
-        f"p99 {fmt_ms(floor.percentile(0.99))} ms; CPU/request serve {per_request_ms(serve.server_cpu, serve.answered)} "
+        f"p99 {fmt_ms(floor.percentile(0.99))} ms; CPU/request serve "
+        f"{per_request_ms(serve.server_cpu, serve.metrics_requests or serve.answered)} "
         f"ms, generator {per_request_ms(serve.gen_cpu, serve.scheduled)} ms",
         flush=True,
     )
