@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -240,11 +241,16 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
         host, port = redis_connection_string.split(":")
         observer = redis.Redis(host=host, port=int(port))
 
+        def own_addresses() -> set[str]:
+            """host:port of this process's TCP sockets: other processes' readers may share this Redis."""
+            return {f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process().net_connections("tcp") if c.laddr}
+
         def named_connections(expected: int):
             """The reader's connections, once the server shows `expected` of them (or after 3 s)."""
             deadline = time.monotonic() + 3
             while True:
-                found = [c for c in observer.client_list() if c["name"] == CLIENT_NAME]
+                mine = own_addresses()
+                found = [c for c in observer.client_list() if c["name"] == CLIENT_NAME and c["addr"] in mine]
                 if len(found) == expected or time.monotonic() > deadline:
                     return found
                 time.sleep(0.02)

@@ -112,7 +112,7 @@ def run_pipeline(stack) -> Observed:
     seen.upstream[publish.dag_run_id] = client.triggered_by(PUBLISH, publish.dag_run_id)
     seen.timings["publish"] = time.monotonic() - t
     seen.serving_policy_after_publish = httpx.get(f"{stack.serving_url}/v1/policy", timeout=5).json()
-    registry = MlflowClient(tracking_uri=stack.mlflow_url)
+    registry = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
     seen.champion_after_publish = registry.get_model_version_by_alias(REGISTERED_MODEL, "champion")
     client.set_paused(PUBLISH, True)  # later proposals stay proposals: serving keeps the published one
 

@@ -67,7 +67,9 @@ def test_serving_runs_the_champions_published_policy(stack_up, observed):
     champion = observed.champion_after_publish
     assert observed.serving_policy_after_publish["version"] == champion.tags["policy_version"]
     # publish recorded where it published, on the registry (read back from the server now)
-    published = MlflowClient(tracking_uri=stack_up.mlflow_url).get_model_version(champion.name, champion.version)
+    published = MlflowClient(tracking_uri=stack_up.mlflow_url, registry_uri=stack_up.mlflow_url).get_model_version(
+        champion.name, champion.version
+    )
     assert published.tags.get("published_to") == settings.publish.serving_url
     # and serving still reports it (publish is paused since: later proposals stayed proposals)
     assert (
@@ -81,7 +83,7 @@ def test_monitoring_wrote_the_on_call_page(stack_up, observed):
 
 
 def test_two_training_runs_are_tracked_on_the_server(stack_up, observed):
-    client = MlflowClient(tracking_uri=stack_up.mlflow_url)
+    client = MlflowClient(tracking_uri=stack_up.mlflow_url, registry_uri=stack_up.mlflow_url)
     versions = client.search_model_versions("name = 'freqcap-conversion'")
     assert len(versions) >= 2
     runs = {v.run_id for v in versions}

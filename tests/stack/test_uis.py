@@ -64,7 +64,7 @@ def test_mlflow_ui_compares_two_training_runs_and_shows_the_champion(stack_up, o
     from mlflow import MlflowClient
     from playwright.sync_api import expect
 
-    client = MlflowClient(tracking_uri=stack_up.mlflow_url)
+    client = MlflowClient(tracking_uri=stack_up.mlflow_url, registry_uri=stack_up.mlflow_url)
     versions = client.search_model_versions("name = 'freqcap-conversion'")
     runs = sorted({v.run_id for v in versions})[:2]
     experiment = client.get_run(runs[0]).info.experiment_id
