@@ -6,11 +6,14 @@ solved on every request, and the decide path does no per-request work it does no
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from fastapi import Request
 
@@ -43,6 +46,8 @@ class ServingState:
         admin_token: str | None,
         decision_log: DecisionLog | None,
         store: PolicyStore | None = None,
+        admission_seconds: float = 0.002,
+        max_in_flight: int = 32,
     ):
         self.policy: Policy | None = None
         # Where the live policy came from (`file`, `store`, `push`), when this process swapped it in (epoch
@@ -56,9 +61,17 @@ class ServingState:
         self.store_read_at: float | None = None
         self.store_error: str | None = None  # the store's last failure while it is unreachable
         self.reader: FeatureReader | None = None
+        # The reader's reads as coroutines on the event loop (Redis: AsyncRedisReader), else None: the thread pool.
+        self.async_reader: Any = None
         self.budget = budget_seconds
         self.workers = workers
         self.pool = self.new_pool()
+        # Admission: lookup slots (`lookup_workers` threads, or `max_in_flight` lookups on the event loop) and how
+        # long a request may wait for one before it is answered `overload`. Set per lifespan by `start_admission`.
+        self.admission = admission_seconds
+        self.max_in_flight = max_in_flight
+        self.slots: asyncio.Semaphore | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.metrics = Metrics()
         self.windows = windows
         self.admin_token = admin_token
@@ -67,6 +80,40 @@ class ServingState:
     def new_pool(self) -> ThreadPoolExecutor:
         """A thread pool for the store lookups (blocking calls kept off the event loop)."""
         return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="freqcap-lookup")
+
+    def start_admission(self) -> None:
+        """Fresh lookup slots on the running loop: one per lookup thread, or `max_in_flight` for the event loop."""
+        self.loop = asyncio.get_running_loop()
+        self.slots = asyncio.Semaphore(self.max_in_flight if self.async_reader is not None else self.workers)
+
+    async def admit(self) -> bool:
+        """Take a lookup slot: at once when one is free, else wait at most the admission budget. False: overload
+        (answer at once, fail-open); True: the caller must give the slot back (`release` / `release_when_done`)."""
+        slots = self.slots
+        if not slots.locked():
+            await slots.acquire()  # a free slot: returns without suspending
+            return True
+        if self.admission <= 0:
+            return False
+        try:
+            await asyncio.wait_for(slots.acquire(), self.admission)
+        except TimeoutError:
+            return False
+        return True
+
+    def release(self) -> None:
+        self.slots.release()
+
+    def release_when_done(self, lookup: Future) -> None:
+        """Give the slot back when the lookup thread is really done, not when the request stopped waiting for it:
+        a thread stuck on a frozen store keeps its slot, so later requests are shed rather than queued behind it."""
+        loop, slots = self.loop, self.slots
+
+        def done(_: Future) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the app has stopped
+                loop.call_soon_threadsafe(slots.release)
+
+        lookup.add_done_callback(done)
 
     @property
     def policy_version(self) -> str | None:

@@ -229,13 +229,22 @@ class RedisFeatureReader:
     def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
         """The user's cohort and the state of every distinct (level, entity); with a stream, resolved at `at`
         (the request time; default now)."""
+        plan, entities, commands = self.prepare(user_id, candidates)
+        return self.decode(plan, entities, self._round_trip(commands), at)
+
+    def prepare(self, user_id: str, candidates: Sequence[Candidate]) -> tuple[_RedisPlan, list, list[bytes]]:
+        """(plan, distinct (level, entity) pairs, the RESP-packed HMGETs, user key first) of one read: what an
+        asynchronous client sends (`AsyncRedisReader`) before `decode` turns the replies into a `UserState`."""
         plan = self._require_plan()
         entities = _distinct_entities(candidates)
         tiers = plan.tiers
         tails = plan.tier_tails
         commands = [pack_hmget(plan.user_key(user_id), plan.user_tail)]
         commands += [pack_hmget(tiers[level][1](user_id, entity), tails[level]) for level, entity in entities]
-        replies = self._round_trip(commands)
+        return plan, entities, commands
+
+    def decode(self, plan: _RedisPlan, entities: list, replies: list[Any], at: datetime | None = None) -> UserState:
+        """The `UserState` of the replies to `prepare`'s commands (in order)."""
         dec = self._decoder
         decode, count, timestamp = dec.decode, dec.count, dec.timestamp
         audience_raw, tier_raw = replies[0]
