@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from fastapi import Request
@@ -149,19 +150,21 @@ class ServingState:
     def log_request(
         self,
         body: DecideRequest,
+        at: datetime,
         version: str | None,
         audience: str | None,
         signal_tier: str | None,
         decisions: Sequence[Decision] | None,
         reason: str | None,
     ) -> None:
-        """Record one answered request in the decision log, if it is sampled; `decisions` None: failed open."""
+        """Record one answered request (decided as of `at`) in the decision log, if it is sampled; `decisions`
+        None: failed open."""
         decision_log = self.decision_log
         if decision_log is None or not decision_log.sample():
             return
         try:
             rows = decision_rows(
-                ts=body.context.ts,
+                ts=at,
                 fmt=body.context.format,
                 audience=audience,
                 signal_tier=signal_tier,

@@ -21,7 +21,8 @@ class _Strict(BaseModel):
 
 class DecideContext(_Strict):
     format: str = Field(min_length=1)
-    ts: datetime
+    # Optional: the server's clock (UTC) when absent or null.
+    ts: datetime | None = None
 
 
 class CandidateIn(_Strict):
