@@ -270,6 +270,21 @@ def test_a_request_without_a_user_id_gets_a_422_naming_the_field(tmp_path):
             assert errors[0]["type"] in ("missing", "string_too_short") and errors[0]["msg"], errors
 
 
+def test_the_decide_operation_in_the_openapi_schema(tmp_path):
+    """The request schema of `POST /v1/decide` is the pydantic model's: `user_id`, `context` and `candidates`
+    required; `context.ts` optional (changed deliberately: it was required), `context.format` required."""
+    doc = create_app(load_settings(), policy_path=None, admin_token=TOKEN).openapi()
+    op = doc["paths"]["/v1/decide"]["post"]
+    assert op["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/DecideRequest"}
+    schemas = doc["components"]["schemas"]
+    assert schemas["DecideRequest"]["required"] == ["user_id", "context", "candidates"]
+    assert schemas["DecideRequest"]["additionalProperties"] is False
+    context = schemas["DecideContext"]
+    assert context["required"] == ["format"]
+    assert context["properties"]["ts"]["anyOf"] == [{"type": "string", "format": "date-time"}, {"type": "null"}]
+    assert set(op["responses"]) == {"200", "422"}
+
+
 class RecentImpressionReader:
     """ad0 was shown 10 minutes ago (by the wall clock): under the policy's 30m `min_gap` it binds only when the
     request time is the server's clock, not two hours later."""

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from freqcap.adapters.policy_store import PolicyStoreUnavailable
 from freqcap.api.dependencies import serving_state
 from freqcap.api.policy_sync import live_policy
-from freqcap.api.schemas import DecideRequest, decide_response, fail_open_response
+from freqcap.api.schemas import DecideRequest, decide_response, fail_open_response, json_response
 from freqcap.domain.policy import PolicyValidationError, parse_policy
 from freqcap.domain.policy.engine import Candidate, Decision, decide
 from freqcap.domain.policy.schema import policy_document
@@ -92,7 +92,7 @@ async def decide_endpoint(body: DecideRequest, request: Request):
         state.log_request(body, at, version, user.audience, user.signal_tier, decisions, stale_reason)
     else:
         state.log_request(body, at, version, None, None, None, reason)
-    return JSONResponse(out)  # plain values already: skip jsonable_encoder (~2x faster for 100 candidates)
+    return json_response(out)  # plain values already: no jsonable_encoder, msgspec instead of json
 
 
 async def _lookup(state, user_id: str, cands: list[Candidate], at: datetime):
@@ -218,5 +218,5 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         state.metrics.observe(0.0, reason)
         version = state.policy_version
         state.log_request(body, _request_time(body), version, None, None, None, reason)
-        return JSONResponse(fail_open_response(version, [c.ad_id for c in body.candidates], reason))
+        return json_response(fail_open_response(version, [c.ad_id for c in body.candidates], reason))
     return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)

@@ -99,6 +99,9 @@ class _RedisPlan:
     user_tail: tuple[bytes, bytes]
     tier_tails: dict[str, tuple[bytes, bytes]]
     windows: dict[str, tuple[int, ...]]  # per level: window seconds, in column order
+    # Per level: the state of a pair with no row (every field absent), one shared object: most candidate pairs of
+    # a request were never shown to the user, and the engine judges one object once per request.
+    empty: dict[str, EntityState]
 
 
 def _hmget_parts(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
@@ -224,6 +227,10 @@ class RedisFeatureReader:
             user_tail=_hmget_parts(user_fields.features),
             tier_tails={level: _hmget_parts(fields) for level, (_, _, fields) in tiers.items()},
             windows={level: cols.window_seconds for level, (cols, _, _) in tiers.items()},
+            empty={
+                level: EntityState(counts=dict.fromkeys(cols.window_seconds, 0))
+                for level, (cols, _, _) in tiers.items()
+            },
         )
 
     def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
@@ -253,8 +260,11 @@ class RedisFeatureReader:
         if self.stream is not None:
             return self._resolve_with_stream(plan, entities, replies, audience, signal_tier, at)
         states: dict[tuple[str, str], EntityState] = {}
-        windows = plan.windows
+        windows, empty = plan.windows, plan.empty
         for (level, entity), values in zip(entities, replies[1:], strict=True):
+            if values.count(None) == len(values):  # no row: zero in every window, as `count(None)` reads it
+                states[(level, entity)] = empty[level]
+                continue
             secs = windows[level]
             n = len(secs)
             states[(level, entity)] = EntityState(

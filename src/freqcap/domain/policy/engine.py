@@ -151,32 +151,56 @@ def decide(
     """One decision per candidate, in order. `states[(level, entity_id)]` is the user's state for that entity;
     a missing entry means no impressions in any window (all counts zero)."""
     rules = {level: _rules(policy, audience, signal_tier, level) for level in LEVELS}
-    # Candidates share campaigns and advertisers: judge each (level, entity) once per call.
+    # Candidates share campaigns and advertisers: judge each (level, entity) once per call; and a reader may hand
+    # the same state object for many entities (e.g. one shared "never shown" state): judge each object once per
+    # level (a verdict depends on the level's rules, the state, `now` and the penalty only).
     verdicts: dict[tuple[str, str], tuple[Any, bool]] = {}
+    by_state: dict[tuple[str, int], tuple[Any, bool]] = {}
+    # Candidates whose three verdicts are the same objects get the same decision (but for the ad id): the
+    # common case of ads never shown under advertisers and campaigns never shown.
+    combos: dict[tuple[int, int, int], tuple] = {}
+    penalty_config = policy.penalty
+
+    def verdict_of(level: str, key: tuple[str, str]):
+        verdict = verdicts.get(key)
+        if verdict is None:
+            state = states.get(key)
+            same = (level, id(state))  # id(None) for every missing entry: all zero
+            verdict = by_state.get(same)
+            if verdict is None:
+                verdict = by_state[same] = _entity_verdict(rules[level], level, state, now, penalty_config)
+            verdicts[key] = verdict
+        return verdict
+
     out: list[Decision] = []
     for cand in candidates:
-        best = None  # (multiplier, distance, eligible, binding)
-        eligible = True
-        for level, key in (
-            ("advertiser", ("advertiser", cand.advertiser_id)),
-            ("campaign", ("campaign", cand.campaign_id)),
-            ("ad", ("ad", cand.ad_id)),
-        ):
-            verdict = verdicts.get(key)
-            if verdict is None:
-                verdict = verdicts[key] = _entity_verdict(rules[level], level, states.get(key), now, policy.penalty)
-            item, ok = verdict
-            eligible = eligible and ok
-            if item is not None and (best is None or _stricter(item, best)):
-                best = item
-        if best is None:
-            out.append(Decision(cand.ad_id, True, 1.0, None, None, "no cap applies"))
-            continue
-        mult, distance, _, binding = best
-        penalty = 0.0 if not eligible else round(mult, 6)
-        reason = _reason(binding, distance, eligible)
-        out.append(Decision(cand.ad_id, eligible, penalty, distance, binding, reason))
+        three = (
+            verdict_of("advertiser", ("advertiser", cand.advertiser_id)),
+            verdict_of("campaign", ("campaign", cand.campaign_id)),
+            verdict_of("ad", ("ad", cand.ad_id)),
+        )
+        combo = (id(three[0]), id(three[1]), id(three[2]))
+        fields = combos.get(combo)
+        if fields is None:
+            fields = combos[combo] = _combine(three)
+        out.append(Decision(cand.ad_id, *fields))
     return out
+
+
+def _combine(verdicts) -> tuple:
+    """(eligible, penalty, distance, binding, reason) of a candidate from its advertiser, campaign and ad verdicts
+    (in that order: on a tie, the first stricter one wins)."""
+    best = None  # (multiplier, distance, eligible, binding)
+    eligible = True
+    for item, ok in verdicts:
+        eligible = eligible and ok
+        if item is not None and (best is None or _stricter(item, best)):
+            best = item
+    if best is None:
+        return True, 1.0, None, None, "no cap applies"
+    mult, distance, _, binding = best
+    penalty = 0.0 if not eligible else round(mult, 6)
+    return eligible, penalty, distance, binding, _reason(binding, distance, eligible)
 
 
 def _entity_verdict(rules, level: str, state: EntityState | None, now: datetime, penalty: PenaltyConfig):
