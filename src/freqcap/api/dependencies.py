@@ -73,6 +73,9 @@ class ServingState:
         self.max_in_flight = max_in_flight
         self.slots: asyncio.Semaphore | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        # How late the event loop has been running timers lately (seconds, sustained: `watch_loop`): requests wait
+        # that long in the loop before their handler runs; beyond the admission budget the process is out of CPU.
+        self.loop_lag = 0.0
         self.metrics = Metrics()
         self.windows = windows
         self.admin_token = admin_token
@@ -87,15 +90,30 @@ class ServingState:
         self.loop = asyncio.get_running_loop()
         self.slots = asyncio.Semaphore(self.max_in_flight if self.async_reader is not None else self.workers)
 
+    async def watch_loop(self, interval: float = 0.002, window: int = 4) -> None:
+        """Measure the event loop's lag forever: how much later than asked a short sleep wakes up, the smallest of
+        the last `window` samples (a sustained lag: the loop has a backlog; a burst of a few requests does not)."""
+        loop = asyncio.get_running_loop()
+        recent = [0.0] * window
+        i = 0
+        while True:
+            asked = loop.time() + interval
+            await asyncio.sleep(interval)
+            recent[i % window] = max(0.0, loop.time() - asked)
+            i += 1
+            self.loop_lag = min(recent)
+
     async def admit(self) -> bool:
         """Take a lookup slot: at once when one is free, else wait at most the admission budget. False: overload
-        (answer at once, fail-open); True: the caller must give the slot back (`release` / `release_when_done`)."""
+        (answer at once, fail-open); True: the caller must give the slot back (`release` / `release_when_done`).
+        Also False while the event loop lags by more than the admission budget: requests are then waiting in the
+        loop itself (CPU saturated), and answering them cheaply is how the backlog drains instead of growing."""
+        if self.loop_lag > self.admission:
+            return False
         slots = self.slots
         if not slots.locked():
             await slots.acquire()  # a free slot: returns without suspending
             return True
-        if self.admission <= 0:
-            return False
         try:
             await asyncio.wait_for(slots.acquire(), self.admission)
         except TimeoutError:

@@ -8,7 +8,8 @@ HMGETs on this machine (every command through its Python bookkeeping), more than
 
 Connections: one per lookup in flight, kept in an idle list and reused; at most `max_connections` open (the caller
 admits at most that many lookups at once: `freqcap.api` admission). A lookup that is cancelled (its budget ran out)
-or fails closes its connection, so a late reply is never read by another request. No timeouts here: the caller
+or fails closes its connection, so a late reply is never read by another request. The budget measures the store: a
+lookup whose replies were all in when its budget ran out (the event loop was busy and resumed it late) returns them. No timeouts here: the caller
 bounds every read by its budget (`asyncio.wait_for`), which covers connecting, sending and waiting.
 """
 
@@ -62,7 +63,15 @@ class _Protocol(asyncio.Protocol):
         self.expected = n
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
-        replies = await self.waiter
+        waiter = self.waiter
+        try:
+            replies = await waiter
+        except asyncio.CancelledError:
+            # The budget ran out after every reply was in (the store answered; this process, busy, was late to
+            # resume the request): use them. Only then: a lookup still waiting on the store is cancelled.
+            if not waiter.done() or waiter.cancelled() or waiter.exception() is not None:
+                raise
+            replies = waiter.result()
         self.waiter = None
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
