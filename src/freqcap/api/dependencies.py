@@ -108,8 +108,8 @@ class ServingState:
         (answer at once, fail-open); True: the caller must give the slot back (`release` / `release_when_done`).
         Also False while the event loop lags by more than the admission budget: requests are then waiting in the
         loop itself (CPU saturated), and answering them cheaply is how the backlog drains instead of growing."""
-        if self.loop_lag > self.admission:
-            return False
+        if self.loop_lag > self.admission and asyncio.get_running_loop() is self.loop:
+            return False  # (the lag is the lifespan's loop's: a request served on another loop, in tests, is not late)
         slots = self.slots
         if not slots.locked():
             await slots.acquire()  # a free slot: returns without suspending
