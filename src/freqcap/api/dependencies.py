@@ -24,7 +24,7 @@ from freqcap.adapters.policy_store import PolicyStore
 from freqcap.api.metrics import Metrics
 from freqcap.api.schemas import DecideRequest
 from freqcap.domain.policy import Policy, PolicyValidationError
-from freqcap.domain.policy.engine import Decision
+from freqcap.domain.policy.engine import Decision, compile_policy
 from freqcap.domain.policy.guardrails import window_errors
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ class ServingState:
         """Serve `policy` from now on (one reference assignment: a request in flight keeps the one it read);
         returns the previous version."""
         old = self.policy_version
+        compile_policy(policy)  # the engine's lookup tables, built before the first request needs them
         self.policy = policy
         self.policy_source, self.policy_loaded_at, self.policy_pushed_at = source, time.time(), pushed_at
         return old
