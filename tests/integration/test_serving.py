@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -258,6 +258,61 @@ def test_malformed_bodies_get_4xx(tmp_path, payload):
             resp = client.post("/v1/decide", json=payload)
         assert 400 <= resp.status_code < 500, resp.text
         assert resp.json()["detail"]
+
+
+def test_a_request_without_a_user_id_gets_a_422_naming_the_field(tmp_path):
+    with _client(tmp_path, reader=FakeReader()) as client:
+        for payload in ({k: v for k, v in body().items() if k != "user_id"}, {**body(), "user_id": ""}):
+            resp = client.post("/v1/decide", json=payload)
+            assert resp.status_code == 422, resp.text
+            errors = resp.json()["detail"]
+            assert [e["loc"] for e in errors] == [["body", "user_id"]], errors
+            assert errors[0]["type"] in ("missing", "string_too_short") and errors[0]["msg"], errors
+
+
+def test_the_decide_operation_in_the_openapi_schema(tmp_path):
+    """The request schema of `POST /v1/decide` is the pydantic model's: `user_id`, `context` and `candidates`
+    required; `context.ts` optional (changed deliberately: it was required), `context.format` required."""
+    doc = create_app(load_settings(), policy_path=None, admin_token=TOKEN).openapi()
+    op = doc["paths"]["/v1/decide"]["post"]
+    assert op["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/DecideRequest"}
+    schemas = doc["components"]["schemas"]
+    assert schemas["DecideRequest"]["required"] == ["user_id", "context", "candidates"]
+    assert schemas["DecideRequest"]["additionalProperties"] is False
+    context = schemas["DecideContext"]
+    assert context["required"] == ["format"]
+    assert context["properties"]["ts"]["anyOf"] == [{"type": "string", "format": "date-time"}, {"type": "null"}]
+    assert set(op["responses"]) == {"200", "422"}
+
+
+class RecentImpressionReader:
+    """ad0 was shown 10 minutes ago (by the wall clock): under the policy's 30m `min_gap` it binds only when the
+    request time is the server's clock, not two hours later."""
+
+    def read(self, user_id, cands):
+        shown = datetime.now(UTC) - timedelta(minutes=10)
+        return UserState("unknown", "impression_only", {("ad", "ad0"): EntityState({3600: 0, 604800: 0}, shown)})
+
+
+def test_context_ts_is_optional_and_defaults_to_the_server_clock(tmp_path):
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    with _client(tmp_path, reader=RecentImpressionReader()) as client:
+        answers = {}
+        for name, context in (
+            ("absent", {"format": "feed"}),
+            ("null", {"format": "feed", "ts": None}),
+            ("later", {"format": "feed", "ts": later}),
+        ):
+            resp = client.post("/v1/decide", json={**body(), "context": context})
+            assert resp.status_code == 200, resp.text
+            got = resp.json()
+            assert got["degraded"] is False
+            answers[name] = got["decisions"][0]
+        for name in ("absent", "null"):
+            assert answers[name]["binding"] == {"level": "ad", "window": "30m", "cap": None, "count": 1}, answers
+            assert "min_gap" in answers[name]["reason"] and answers[name]["penalty"] < 1.0
+        assert answers["later"]["binding"]["window"] == "1h", answers  # the recency gap has passed two hours later
+        assert answers["later"]["penalty"] > answers["absent"]["penalty"], answers
 
 
 def test_500_candidates_is_fine_and_errors_fail_open(tmp_path):

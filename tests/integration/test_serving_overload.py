@@ -1,14 +1,16 @@
-"""Serving overloaded: more concurrent decisions than lookup threads while the online store is slow.
+"""Serving overloaded: more concurrent decisions than lookup slots while the online store is slow.
 
 A private redis-server (DEBUG SLEEP enabled) holds features materialized through Feast; the decision API runs for
-real (uvicorn on loopback) with two lookup threads and a 50 ms budget. While Redis is blocked by `DEBUG SLEEP`
-(a slow store), 24 clients send decisions at once: far more than the pool can look up. What really happens today
-(there is no admission control yet; an explicit `overload` reason is planned):
-- every request answers 200 within the budget plus a margin: none waits in the lookup queue beyond the budget;
-- every one of them is `degraded: true` with reason `timeout` (lookups that waited in the queue count against the
-  budget like slow ones), every candidate eligible at penalty 1.0;
-- `/metrics` counts them under `freqcap_decide_fail_open_total{reason="timeout"}`;
-- once Redis answers again the service answers real decisions again, without a restart.
+real (uvicorn on loopback) with two lookup slots, a 50 ms budget and the default 2 ms admission budget, on both
+lookup paths: the Redis read on the event loop (`max_in_flight=2`) and the same reader on the thread pool (two
+lookup threads; the reader wrapped so that the app does not recognize it as the event-loop kind). While Redis is
+blocked by `DEBUG SLEEP` (a slow store), 24 clients send decisions at once. The contract:
+- every request answers 200 at once: none waits for a slot beyond the admission budget, none beyond its budget;
+- the requests that got a slot fail open `timeout` (the store is slow); every other one is shed at admission,
+  `degraded: true` with reason `overload`, every candidate eligible at penalty 1.0, and most of the burst is shed;
+- `/metrics` counts exactly as many `overload` answers as the clients received;
+- before the burst, requests one at a time on the healthy store are never shed; once Redis answers again the
+  service answers real decisions again, without a restart.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections import Counter
 from datetime import timedelta
 
 import httpx
@@ -23,6 +26,7 @@ import pytest
 import redis
 
 from freqcap.adapters.events_files import write_events
+from freqcap.adapters.feast.fast_reader import RedisFeatureReader, make_reader
 from freqcap.adapters.feast.store import open_store
 from freqcap.api.app import create_app
 from tests.integration.serving_support import RedisServer, wait_for_redis
@@ -34,7 +38,7 @@ from tests.servers import live_server
 pytestmark = pytest.mark.redis
 
 BUDGET_MS = 50.0
-WORKERS = 2
+SLOTS = 2
 CLIENTS = 24
 SLEEP_S = 2.0
 # Client-side margin over the budget: HTTP over loopback on a busy 2-core box, 24 requests arriving at once.
@@ -52,29 +56,55 @@ class DebugRedisServer(RedisServer):
         return self
 
 
-def _timeouts(client: httpx.Client) -> int:
-    return _fail_open_counts(client.get("/metrics").text).get("timeout", 0)
+def _fail_opens(client: httpx.Client) -> dict[str, int]:
+    return _fail_open_counts(client.get("/metrics").text)
 
 
-def test_more_concurrent_requests_than_lookup_threads_on_a_slow_store_fail_open_with_timeout(tmp_path):
+class ThreadPoolPath:
+    """The app's own Redis reader, wrapped so that the app runs it on its lookup threads (the path of every reader
+    that has no event-loop form: SQLite, Feast) instead of on the event loop. Every read is the real one."""
+
+    def __init__(self, reader):
+        self.inner = reader
+        self.reads_stream = False
+
+    def read(self, user_id, candidates):
+        return self.inner.read(user_id, candidates)
+
+    def close(self):
+        self.inner.close()
+
+
+@pytest.mark.parametrize("path", ["event_loop", "thread_pool"])
+def test_a_burst_beyond_the_lookup_slots_on_a_slow_store_is_shed_as_overload_at_once(tmp_path, path):
     with DebugRedisServer() as server:
         settings = _settings(tmp_path, "redis", server.address)
         events_dir = tmp_path / "events"
         write_events(random_events(5, 300, T1 - timedelta(days=3), T1), events_dir / "part-0.parquet")
         repo = tmp_path / "feast"
         _run_snapshot(settings, tmp_path, events_dir, T1, open_store(settings, repo), repo)
+        reader = None
+        if path == "thread_pool":
+            store = open_store(settings, repo)
+            reader = ThreadPoolPath(make_reader(store, settings, socket_timeout=10 * BUDGET_MS / 1000))
+            assert isinstance(reader.inner, RedisFeatureReader)
         app = create_app(
             settings,
             policy_path=write_policy(tmp_path),
             repo_dir=repo,
+            reader=reader,
             admin_token=TOKEN,
             budget_ms=BUDGET_MS,
-            lookup_workers=WORKERS,
+            lookup_workers=SLOTS,
+            max_in_flight=SLOTS,
         )
         with live_server(app) as url, httpx.Client(base_url=url, timeout=10) as client:
-            warm = [client.post("/v1/decide", json=body()).json() for _ in range(5)]
-            assert any(not w["degraded"] for w in warm), [w["degraded_reason"] for w in warm]
-            timeouts_before = _timeouts(client)
+            state = app.state.serving
+            assert (state.async_reader is not None) == (path == "event_loop")
+            warm = [client.post("/v1/decide", json=body()).json() for _ in range(20)]
+            assert sum(not w["degraded"] for w in warm) >= 15, [w["degraded_reason"] for w in warm]
+            assert all(w["degraded_reason"] != "overload" for w in warm), "one request at a time is never shed"
+            before = _fail_opens(client)
 
             blocker = redis.Redis(port=server.port, socket_timeout=SLEEP_S + 5)
             sleeping = threading.Thread(target=blocker.execute_command, args=("DEBUG", "SLEEP", SLEEP_S))
@@ -104,14 +134,25 @@ def test_more_concurrent_requests_than_lookup_threads_on_a_slow_store_fail_open_
             burst_seconds = time.monotonic() - burst_started
             assert burst_seconds < SLEEP_S - 0.1, "the burst must happen while Redis sleeps"
             assert len(results) == CLIENTS
+            reasons = Counter(got["degraded_reason"] for _, _, got in results)
             for elapsed, status, got in results:
                 assert status == 200, got
-                assert got["degraded"] is True and got["degraded_reason"] == "timeout", got
+                assert got["degraded"] is True and got["degraded_reason"] in ("timeout", "overload"), got
                 assert all(d["eligible"] and d["penalty"] == 1.0 for d in got["decisions"])
                 assert elapsed * 1000 < BUDGET_MS + MARGIN_MS, f"{elapsed * 1000:.0f} ms"
+            shed = [elapsed * 1000 for elapsed, _, got in results if got["degraded_reason"] == "overload"]
             slowest = max(r[0] for r in results) * 1000
-            print(f"\n{CLIENTS} concurrent requests, {WORKERS} lookup threads: all timeout, slowest {slowest:.0f} ms")
-            assert _timeouts(client) - timeouts_before >= CLIENTS
+            print(
+                f"\n{path}: {CLIENTS} concurrent requests, {SLOTS} slots: {dict(reasons)}, slowest {slowest:.0f} ms, "
+                f"slowest overload answer {max(shed, default=0):.0f} ms (client side)"
+            )
+            # Most of the burst found no slot: the two admitted lookups hold theirs for the budget (event loop) or
+            # until the socket timeout frees the thread (thread pool).
+            assert reasons["overload"] >= CLIENTS // 2, reasons
+            assert reasons["timeout"] + reasons["overload"] == CLIENTS
+            after = _fail_opens(client)
+            assert after["overload"] - before.get("overload", 0) == reasons["overload"], (before, after)
+            assert after["timeout"] - before.get("timeout", 0) == reasons["timeout"], (before, after)
 
             sleeping.join(timeout=SLEEP_S + 5)
             blocker.close()

@@ -6,11 +6,15 @@ solved on every request, and the decide path does no per-request work it does no
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
 
 from fastapi import Request
 
@@ -20,7 +24,7 @@ from freqcap.adapters.policy_store import PolicyStore
 from freqcap.api.metrics import Metrics
 from freqcap.api.schemas import DecideRequest
 from freqcap.domain.policy import Policy, PolicyValidationError
-from freqcap.domain.policy.engine import Decision
+from freqcap.domain.policy.engine import Decision, compile_policy
 from freqcap.domain.policy.guardrails import window_errors
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,8 @@ class ServingState:
         admin_token: str | None,
         decision_log: DecisionLog | None,
         store: PolicyStore | None = None,
+        admission_seconds: float = 0.002,
+        max_in_flight: int = 32,
     ):
         self.policy: Policy | None = None
         # Where the live policy came from (`file`, `store`, `push`), when this process swapped it in (epoch
@@ -56,9 +62,20 @@ class ServingState:
         self.store_read_at: float | None = None
         self.store_error: str | None = None  # the store's last failure while it is unreachable
         self.reader: FeatureReader | None = None
+        # The reader's reads as coroutines on the event loop (Redis: AsyncRedisReader), else None: the thread pool.
+        self.async_reader: Any = None
         self.budget = budget_seconds
         self.workers = workers
         self.pool = self.new_pool()
+        # Admission: lookup slots (`lookup_workers` threads, or `max_in_flight` lookups on the event loop) and how
+        # long a request may wait for one before it is answered `overload`. Set per lifespan by `start_admission`.
+        self.admission = admission_seconds
+        self.max_in_flight = max_in_flight
+        self.slots: asyncio.Semaphore | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # How late the event loop has been running timers lately (seconds, sustained: `watch_loop`): requests wait
+        # that long in the loop before their handler runs; beyond the admission budget the process is out of CPU.
+        self.loop_lag = 0.0
         self.metrics = Metrics()
         self.windows = windows
         self.admin_token = admin_token
@@ -67,6 +84,55 @@ class ServingState:
     def new_pool(self) -> ThreadPoolExecutor:
         """A thread pool for the store lookups (blocking calls kept off the event loop)."""
         return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="freqcap-lookup")
+
+    def start_admission(self) -> None:
+        """Fresh lookup slots on the running loop: one per lookup thread, or `max_in_flight` for the event loop."""
+        self.loop = asyncio.get_running_loop()
+        self.slots = asyncio.Semaphore(self.max_in_flight if self.async_reader is not None else self.workers)
+
+    async def watch_loop(self, interval: float = 0.002, window: int = 4) -> None:
+        """Measure the event loop's lag forever: how much later than asked a short sleep wakes up, the smallest of
+        the last `window` samples (a sustained lag: the loop has a backlog; a burst of a few requests does not)."""
+        loop = asyncio.get_running_loop()
+        recent = [0.0] * window
+        i = 0
+        while True:
+            asked = loop.time() + interval
+            await asyncio.sleep(interval)
+            recent[i % window] = max(0.0, loop.time() - asked)
+            i += 1
+            self.loop_lag = min(recent)
+
+    async def admit(self) -> bool:
+        """Take a lookup slot: at once when one is free, else wait at most the admission budget. False: overload
+        (answer at once, fail-open); True: the caller must give the slot back (`release` / `release_when_done`).
+        Also False while the event loop lags by more than the admission budget: requests are then waiting in the
+        loop itself (CPU saturated), and answering them cheaply is how the backlog drains instead of growing."""
+        if self.loop_lag > self.admission and asyncio.get_running_loop() is self.loop:
+            return False  # (the lag is the lifespan's loop's: a request served on another loop, in tests, is not late)
+        slots = self.slots
+        if not slots.locked():
+            await slots.acquire()  # a free slot: returns without suspending
+            return True
+        try:
+            await asyncio.wait_for(slots.acquire(), self.admission)
+        except TimeoutError:
+            return False
+        return True
+
+    def release(self) -> None:
+        self.slots.release()
+
+    def release_when_done(self, lookup: Future) -> None:
+        """Give the slot back when the lookup thread is really done, not when the request stopped waiting for it:
+        a thread stuck on a frozen store keeps its slot, so later requests are shed rather than queued behind it."""
+        loop, slots = self.loop, self.slots
+
+        def done(_: Future) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the app has stopped
+                loop.call_soon_threadsafe(slots.release)
+
+        lookup.add_done_callback(done)
 
     @property
     def policy_version(self) -> str | None:
@@ -82,6 +148,7 @@ class ServingState:
         """Serve `policy` from now on (one reference assignment: a request in flight keeps the one it read);
         returns the previous version."""
         old = self.policy_version
+        compile_policy(policy)  # the engine's lookup tables, built before the first request needs them
         self.policy = policy
         self.policy_source, self.policy_loaded_at, self.policy_pushed_at = source, time.time(), pushed_at
         return old
@@ -102,19 +169,21 @@ class ServingState:
     def log_request(
         self,
         body: DecideRequest,
+        at: datetime,
         version: str | None,
         audience: str | None,
         signal_tier: str | None,
         decisions: Sequence[Decision] | None,
         reason: str | None,
     ) -> None:
-        """Record one answered request in the decision log, if it is sampled; `decisions` None: failed open."""
+        """Record one answered request (decided as of `at`) in the decision log, if it is sampled; `decisions`
+        None: failed open."""
         decision_log = self.decision_log
         if decision_log is None or not decision_log.sample():
             return
         try:
             rows = decision_rows(
-                ts=body.context.ts,
+                ts=at,
                 fmt=body.context.format,
                 audience=audience,
                 signal_tier=signal_tier,

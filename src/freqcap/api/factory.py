@@ -34,6 +34,8 @@ def build_app(settings: Settings, *, policy_path: str | Path | None, dev: bool) 
         dev=dev,
         budget_ms=serving.budget_ms,
         lookup_workers=serving.lookup_workers,
+        admission_ms=serving.admission_ms,
+        max_in_flight=serving.max_in_flight,
         decision_log=decision_log_from_settings(settings),
     )
 

@@ -75,7 +75,9 @@ class Metrics:
                 "# HELP freqcap_decide_fail_open_total Decision requests answered fail-open, by reason.",
                 "# TYPE freqcap_decide_fail_open_total counter",
             ]
-            for reason in sorted(set(self.fail_open) | {"timeout", "store_error", "internal_error", "no_policy"}):
+            for reason in sorted(
+                set(self.fail_open) | {"timeout", "store_error", "internal_error", "no_policy", "overload"}
+            ):
                 lines.append(f'freqcap_decide_fail_open_total{{reason="{reason}"}} {self.fail_open[reason]}')
             lines += [
                 "# HELP freqcap_decide_latency_seconds Time to answer a decision request (server side).",

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from freqcap.adapters.policy_store import PolicyStoreUnavailable
 from freqcap.api.dependencies import serving_state
 from freqcap.api.policy_sync import live_policy
-from freqcap.api.schemas import DecideRequest, decide_response, fail_open_response
+from freqcap.api.schemas import DecideRequest, decide_response, fail_open_response, json_response
 from freqcap.domain.policy import PolicyValidationError, parse_policy
 from freqcap.domain.policy.engine import Candidate, Decision, decide
 from freqcap.domain.policy.schema import policy_document
@@ -44,6 +44,12 @@ def _utc(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
+def _request_time(body: DecideRequest) -> datetime:
+    """`context.ts` (UTC when it has no offset), or the server's clock when the request has none."""
+    ts = body.context.ts
+    return datetime.now(UTC) if ts is None else _utc(ts)
+
+
 # Penalties for the candidates shown to this user now; fail-open (200, degraded) when they cannot be known.
 @router.post("/v1/decide")
 async def decide_endpoint(body: DecideRequest, request: Request):
@@ -56,24 +62,17 @@ async def decide_endpoint(body: DecideRequest, request: Request):
     reason: str | None = None
     decisions: list[Decision] = []
     user = None
+    at = _request_time(body)
     try:
         if policy is None or state.reader is None:
             raise _NotReady("no_policy" if policy is None else "not_ready")
         cands = [Candidate(c.ad_id, c.campaign_id, c.advertiser_id) for c in body.candidates]
-        loop = asyncio.get_running_loop()
-        if getattr(state.reader, "reads_stream", False):
-            read = functools.partial(state.reader.read, body.user_id, cands, _utc(body.context.ts))
+        if await state.admit():
+            reason, user = await _lookup(state, body.user_id, cands, at)
         else:
-            read = functools.partial(state.reader.read, body.user_id, cands)
-        lookup = loop.run_in_executor(state.pool, read)
-        try:
-            user = await asyncio.wait_for(lookup, timeout=state.budget)
-        except TimeoutError:
-            reason = "timeout"
-        except Exception as exc:  # the store failed: fail open, and say why
-            reason = f"store_error: {type(exc).__name__}"
+            reason = "overload"  # no lookup slot within the admission budget: answered now, never queued
         if reason is None:
-            decisions = decide(policy, user.audience, user.signal_tier, cands, user.states, _utc(body.context.ts))
+            decisions = decide(policy, user.audience, user.signal_tier, cands, user.states, at)
             # Batch alone because the stream is stale: real decisions, flagged (not a fail-open).
             out = decide_response(version, decisions, stream_stale=getattr(user, "stream_stale", False))
     except _NotReady as exc:
@@ -89,10 +88,44 @@ async def decide_endpoint(body: DecideRequest, request: Request):
         stale = getattr(user, "stream_stale", False)
         if stale:
             state.metrics.count_stream_stale()
-        state.log_request(body, version, user.audience, user.signal_tier, decisions, "stream_stale" if stale else None)
+        stale_reason = "stream_stale" if stale else None
+        state.log_request(body, at, version, user.audience, user.signal_tier, decisions, stale_reason)
     else:
-        state.log_request(body, version, None, None, None, reason)
-    return JSONResponse(out)  # plain values already: skip jsonable_encoder (~2x faster for 100 candidates)
+        state.log_request(body, at, version, None, None, None, reason)
+    return json_response(out)  # plain values already: no jsonable_encoder, msgspec instead of json
+
+
+async def _lookup(state, user_id: str, cands: list[Candidate], at: datetime):
+    """(None, UserState), or (fail-open reason, None) when the store failed or exceeded the budget. The caller holds
+    a lookup slot; it is given back when the lookup ends (a lookup thread: when the thread is free again)."""
+    reader = state.async_reader
+    if reader is not None:  # on the event loop: the budget covers connecting, sending and the reply
+        try:
+            async with asyncio.timeout(state.budget):
+                return None, await reader.read(user_id, cands, at)
+        except TimeoutError:
+            return "timeout", None
+        except Exception as exc:  # the store failed: fail open, and say why
+            return f"store_error: {type(exc).__name__}", None
+        finally:
+            state.release()
+    if getattr(state.reader, "reads_stream", False):
+        read = functools.partial(state.reader.read, user_id, cands, at)
+    else:
+        read = functools.partial(state.reader.read, user_id, cands)
+    try:
+        lookup = state.pool.submit(read)  # a slot is a free thread: this starts now, it does not queue
+    except BaseException:
+        state.release()
+        raise
+    state.release_when_done(lookup)
+    try:
+        async with asyncio.timeout(state.budget):
+            return None, await asyncio.wrap_future(lookup)
+    except TimeoutError:
+        return "timeout", None
+    except Exception as exc:
+        return f"store_error: {type(exc).__name__}", None
 
 
 # The policy being served (its version and document); 503 before one is loaded.
@@ -184,6 +217,6 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         reason = f"internal_error: {type(exc).__name__}"
         state.metrics.observe(0.0, reason)
         version = state.policy_version
-        state.log_request(body, version, None, None, None, reason)
-        return JSONResponse(fail_open_response(version, [c.ad_id for c in body.candidates], reason))
+        state.log_request(body, _request_time(body), version, None, None, None, reason)
+        return json_response(fail_open_response(version, [c.ad_id for c in body.candidates], reason))
     return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)

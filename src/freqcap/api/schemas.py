@@ -1,7 +1,9 @@
 """The decision API's wire format: the request models (pydantic, in the OpenAPI schema) and the response bodies.
 
-Responses are plain dicts built here and sent with `JSONResponse`, not pydantic models: for 100 candidates that
-is about twice as fast as validating and encoding a response model, and the decide path is the hot one.
+Responses are plain dicts built here and encoded by msgspec (`encode`), not pydantic models nor the standard
+library's `json`: for 100 candidates the standard encoder cost ~0.2 ms a request (profiled), msgspec a few µs.
+Requests stay pydantic models: FastAPI validates them and publishes their schema; their decoding cost ~0.1 ms
+of ~1.5 ms CPU per 100-candidate request (profiled), not worth a second request model that could disagree.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import msgspec
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from freqcap.domain.policy.engine import Decision
@@ -21,7 +25,8 @@ class _Strict(BaseModel):
 
 class DecideContext(_Strict):
     format: str = Field(min_length=1)
-    ts: datetime
+    # Optional: the server's clock (UTC) when absent or null.
+    ts: datetime | None = None
 
 
 class CandidateIn(_Strict):
@@ -52,11 +57,28 @@ def decision_json(d: Decision) -> dict[str, Any]:
 
 def decide_response(version: str | None, decisions: Sequence[Decision], *, stream_stale: bool) -> dict[str, Any]:
     """The answer with real decisions; decided from batch alone when the stream was stale (flagged, not failed)."""
+    bindings: dict[int, dict[str, Any] | None] = {}  # candidates often share a Binding object: one dict each
+    wire = []
+    for d in decisions:
+        b = d.binding
+        binding = bindings.get(id(b), False)
+        if binding is False:
+            binding = bindings[id(b)] = None if b is None else decision_json(d)["binding"]
+        wire.append(
+            {
+                "ad_id": d.ad_id,
+                "eligible": d.eligible,
+                "penalty": d.penalty,
+                "distance_to_cap": d.distance_to_cap,
+                "binding": binding,
+                "reason": d.reason,
+            }
+        )
     return {
         "policy_version": version,
         "degraded": stream_stale,
         "degraded_reason": "stream_stale" if stream_stale else None,
-        "decisions": [decision_json(d) for d in decisions],
+        "decisions": wire,
     }
 
 
@@ -71,3 +93,11 @@ def fail_open_response(version: str | None, ad_ids: Sequence[str], reason: str) 
             for a in ad_ids
         ],
     }
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(body: dict[str, Any]) -> Response:
+    """`body` (plain values) as an `application/json` response, encoded by msgspec."""
+    return Response(_encoder.encode(body), media_type="application/json")

@@ -99,6 +99,9 @@ class _RedisPlan:
     user_tail: tuple[bytes, bytes]
     tier_tails: dict[str, tuple[bytes, bytes]]
     windows: dict[str, tuple[int, ...]]  # per level: window seconds, in column order
+    # Per level: the state of a pair with no row (every field absent), one shared object: most candidate pairs of
+    # a request were never shown to the user, and the engine judges one object once per request.
+    empty: dict[str, EntityState]
 
 
 def _hmget_parts(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
@@ -224,18 +227,31 @@ class RedisFeatureReader:
             user_tail=_hmget_parts(user_fields.features),
             tier_tails={level: _hmget_parts(fields) for level, (_, _, fields) in tiers.items()},
             windows={level: cols.window_seconds for level, (cols, _, _) in tiers.items()},
+            empty={
+                level: EntityState(counts=dict.fromkeys(cols.window_seconds, 0))
+                for level, (cols, _, _) in tiers.items()
+            },
         )
 
     def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
         """The user's cohort and the state of every distinct (level, entity); with a stream, resolved at `at`
         (the request time; default now)."""
+        plan, entities, commands = self.prepare(user_id, candidates)
+        return self.decode(plan, entities, self._round_trip(commands), at)
+
+    def prepare(self, user_id: str, candidates: Sequence[Candidate]) -> tuple[_RedisPlan, list, list[bytes]]:
+        """(plan, distinct (level, entity) pairs, the RESP-packed HMGETs, user key first) of one read: what an
+        asynchronous client sends (`AsyncRedisReader`) before `decode` turns the replies into a `UserState`."""
         plan = self._require_plan()
         entities = _distinct_entities(candidates)
         tiers = plan.tiers
         tails = plan.tier_tails
         commands = [pack_hmget(plan.user_key(user_id), plan.user_tail)]
         commands += [pack_hmget(tiers[level][1](user_id, entity), tails[level]) for level, entity in entities]
-        replies = self._round_trip(commands)
+        return plan, entities, commands
+
+    def decode(self, plan: _RedisPlan, entities: list, replies: list[Any], at: datetime | None = None) -> UserState:
+        """The `UserState` of the replies to `prepare`'s commands (in order)."""
         dec = self._decoder
         decode, count, timestamp = dec.decode, dec.count, dec.timestamp
         audience_raw, tier_raw = replies[0]
@@ -244,8 +260,11 @@ class RedisFeatureReader:
         if self.stream is not None:
             return self._resolve_with_stream(plan, entities, replies, audience, signal_tier, at)
         states: dict[tuple[str, str], EntityState] = {}
-        windows = plan.windows
+        windows, empty = plan.windows, plan.empty
         for (level, entity), values in zip(entities, replies[1:], strict=True):
+            if values.count(None) == len(values):  # no row: zero in every window, as `count(None)` reads it
+                states[(level, entity)] = empty[level]
+                continue
             secs = windows[level]
             n = len(secs)
             states[(level, entity)] = EntityState(

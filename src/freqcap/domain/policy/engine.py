@@ -77,69 +77,6 @@ def penalty_for_distance(distance: float, config: PenaltyConfig) -> float:
     return config.floor + (config.at_cap - config.floor) * 2.0**distance
 
 
-def _window_count(state: EntityState, window_seconds: int) -> int:
-    if window_seconds not in state.counts:
-        raise KeyError(f"no count for a {window_seconds}s window (known: {sorted(state.counts)})")
-    return int(state.counts[window_seconds])
-
-
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    """A CapRule reduced to plain values once per policy (attribute access on models is slow on the hot path)."""
-
-    caps: tuple[tuple[str, int, int], ...]  # (window label, window seconds, max)
-    hard: bool
-    min_gap: str | None
-    min_gap_seconds: float | None
-    stop_after_conversion: bool
-    zero: EntityState  # the state of an entity never shown: zero in every window of the rule
-
-
-def _compile(rule: CapRule) -> _Rule:
-    caps = tuple((c.window, c.window_seconds, c.max) for c in rule.caps)
-    return _Rule(
-        caps=caps,
-        hard=rule.mode == "hard",
-        min_gap=rule.min_gap,
-        min_gap_seconds=rule.min_gap_seconds,
-        stop_after_conversion=rule.stop_after_conversion,
-        zero=EntityState(counts={sec: 0 for _, sec, _ in caps}),
-    )
-
-
-def _rules(policy: Policy, audience: str, signal_tier: str, level: str) -> tuple[_Rule, ...]:
-    memo = policy.memo()
-    key = ("engine", audience, signal_tier, level)
-    rules = memo.get(key)
-    if rules is None:
-        rules = memo[key] = tuple(_compile(r) for r in policy.rules_for(audience, signal_tier, level))
-    return rules
-
-
-def _constraints(rule: _Rule, level: str, state: EntityState, now: datetime, penalty: PenaltyConfig):
-    """(multiplier, distance, eligible, Binding fields) for each constraint of one rule (the Binding itself is built
-    only for the winner)."""
-    for window, seconds, cap in rule.caps:
-        count = _window_count(state, seconds)
-        distance = cap - count
-        if rule.hard:
-            eligible = distance >= 1
-            mult = 1.0 if eligible else 0.0
-        else:
-            eligible, mult = True, penalty_for_distance(distance, penalty)
-        yield mult, float(distance), eligible, (level, window, cap, count, "cap")
-    if rule.min_gap_seconds and state.last_imp_ts is not None:
-        gap = rule.min_gap_seconds
-        elapsed = (now - state.last_imp_ts).total_seconds()
-        if elapsed < gap:
-            fraction = max(elapsed, 0.0) / gap
-            mult = 0.0 if rule.hard else max(penalty.floor, penalty.at_cap * fraction)
-            yield mult, None, not rule.hard, (level, rule.min_gap, None, 1, "min_gap")
-    if rule.stop_after_conversion and state.conversions > 0:
-        mult = 0.0 if rule.hard else penalty.floor
-        yield mult, None, not rule.hard, (level, None, None, state.conversions, "stop_after_conversion")
-
-
 def decide(
     policy: Policy,
     audience: str,
@@ -149,41 +86,87 @@ def decide(
     now: datetime,
 ) -> list[Decision]:
     """One decision per candidate, in order. `states[(level, entity_id)]` is the user's state for that entity;
-    a missing entry means no impressions in any window (all counts zero)."""
-    rules = {level: _rules(policy, audience, signal_tier, level) for level in LEVELS}
-    # Candidates share campaigns and advertisers: judge each (level, entity) once per call.
-    verdicts: dict[tuple[str, str], tuple[Any, bool]] = {}
-    out: list[Decision] = []
+    a missing entry means no impressions in any window (all counts zero).
+
+    Runs on the policy's compiled tables (`compile_policy`, built once per policy); the decisions equal
+    `decide_reference`'s, which states the semantics one candidate at a time."""
+    return compile_policy(policy).cohort(audience, signal_tier).decide(candidates, states, now)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The reference semantics: each candidate on its own, straight from the policy document. Slow; the tests hold the
+# compiled path below to it.
+
+
+def decide_reference(
+    policy: Policy,
+    audience: str,
+    signal_tier: str,
+    candidates: Sequence[Candidate],
+    states: Mapping[tuple[str, str], EntityState],
+    now: datetime,
+) -> list[Decision]:
+    """`decide`, one candidate at a time: every constraint of every rule that applies at each level (advertiser,
+    campaign, ad, in that order); the strictest wins (`_stricter`; on a tie the first), any ineligible one makes
+    the candidate ineligible."""
+    out = []
     for cand in candidates:
-        best = None  # (multiplier, distance, eligible, binding)
-        eligible = True
-        for level, key in (
-            ("advertiser", ("advertiser", cand.advertiser_id)),
-            ("campaign", ("campaign", cand.campaign_id)),
-            ("ad", ("ad", cand.ad_id)),
-        ):
-            verdict = verdicts.get(key)
-            if verdict is None:
-                verdict = verdicts[key] = _entity_verdict(rules[level], level, states.get(key), now, policy.penalty)
-            item, ok = verdict
-            eligible = eligible and ok
-            if item is not None and (best is None or _stricter(item, best)):
-                best = item
-        if best is None:
-            out.append(Decision(cand.ad_id, True, 1.0, None, None, "no cap applies"))
-            continue
-        mult, distance, _, binding = best
-        penalty = 0.0 if not eligible else round(mult, 6)
-        reason = _reason(binding, distance, eligible)
-        out.append(Decision(cand.ad_id, eligible, penalty, distance, binding, reason))
+        verdicts = [
+            _entity_verdict(
+                policy.rules_for(audience, signal_tier, level),
+                level,
+                states.get((level, cand.entity(level))),
+                now,
+                policy.penalty,
+            )
+            for level in LEVELS
+        ]
+        out.append(Decision(cand.ad_id, *_combine(verdicts)))
     return out
 
 
-def _entity_verdict(rules, level: str, state: EntityState | None, now: datetime, penalty: PenaltyConfig):
+def _window_count(state: EntityState, window_seconds: int) -> int:
+    if window_seconds not in state.counts:
+        raise KeyError(f"no count for a {window_seconds}s window (known: {sorted(state.counts)})")
+    return int(state.counts[window_seconds])
+
+
+def _zero(rule: CapRule) -> EntityState:
+    """The state of an entity never shown: zero in every window of the rule."""
+    return EntityState(counts={c.window_seconds: 0 for c in rule.caps})
+
+
+def _constraints(rule: CapRule, level: str, state: EntityState, now: datetime, penalty: PenaltyConfig):
+    """(multiplier, distance, eligible, Binding fields) for each constraint of one rule."""
+    hard = rule.mode == "hard"
+    for cap in rule.caps:
+        count = _window_count(state, cap.window_seconds)
+        distance = cap.max - count
+        if hard:
+            eligible = distance >= 1
+            mult = 1.0 if eligible else 0.0
+        else:
+            eligible, mult = True, penalty_for_distance(distance, penalty)
+        yield mult, float(distance), eligible, (level, cap.window, cap.max, count, "cap")
+    if rule.min_gap_seconds and state.last_imp_ts is not None:
+        gap = rule.min_gap_seconds
+        elapsed = (now - state.last_imp_ts).total_seconds()
+        if elapsed < gap:
+            fraction = max(elapsed, 0.0) / gap
+            mult = 0.0 if hard else max(penalty.floor, penalty.at_cap * fraction)
+            yield mult, None, not hard, (level, rule.min_gap, None, 1, "min_gap")
+    if rule.stop_after_conversion and state.conversions > 0:
+        mult = 0.0 if hard else penalty.floor
+        yield mult, None, not hard, (level, None, None, state.conversions, "stop_after_conversion")
+
+
+def _entity_verdict(
+    rules: Sequence[CapRule], level: str, state: EntityState | None, now: datetime, penalty: PenaltyConfig
+):
     """(strictest constraint or None, eligible) of one (level, entity) under its rules."""
     best, eligible = None, True
     for rule in rules:
-        use = state or rule.zero
+        use = state if state is not None else _zero(rule)
         for item in _constraints(rule, level, use, now, penalty):
             eligible = eligible and item[2]
             if best is None or _stricter(item, best):
@@ -191,6 +174,22 @@ def _entity_verdict(rules, level: str, state: EntityState | None, now: datetime,
     if best is not None:
         best = (best[0], best[1], best[2], Binding(*best[3]))
     return best, eligible
+
+
+def _combine(verdicts) -> tuple:
+    """(eligible, penalty, distance, binding, reason) of a candidate from its advertiser, campaign and ad verdicts
+    (in that order: on a tie, the first stricter one wins)."""
+    best = None  # (multiplier, distance, eligible, binding)
+    eligible = True
+    for item, ok in verdicts:
+        eligible = eligible and ok
+        if item is not None and (best is None or _stricter(item, best)):
+            best = item
+    if best is None:
+        return True, 1.0, None, None, "no cap applies"
+    mult, distance, _, binding = best
+    penalty = 0.0 if not eligible else round(mult, 6)
+    return eligible, penalty, distance, binding, _reason(binding, distance, eligible)
 
 
 def _stricter(a, b) -> bool:
@@ -210,3 +209,211 @@ def _reason(binding: Binding, distance: float | None, eligible: bool) -> str:
     state = "over" if distance is not None and distance <= 0 else "under"
     verdict = "" if eligible else ", ineligible (hard cap)"
     return f"{binding.level} cap {binding.cap}/{binding.window}: {binding.count} seen, {state} the cap{verdict}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The compiled policy: rules resolved once per (audience, signal tier, level), plain tuples instead of models, the
+# soft-cap multiplier tabulated by distance, and the verdict of an entity never shown precomputed. Per request, each
+# distinct state object is judged once per level and each distinct combination of the three verdicts is combined
+# once; a candidate then costs a few dict lookups.
+
+_NEG_INF = float("-inf")
+_OTHER = object()  # any audience (tier) no rule names: only wildcard rules match it
+_MULT_TABLE = range(-64, 1)  # soft multipliers tabulated for these distances and up to the largest cap
+_new = object.__new__
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """A CapRule reduced to plain values."""
+
+    caps: tuple[tuple[str, int, int], ...]  # (window label, window seconds, max)
+    hard: bool
+    min_gap: str | None
+    min_gap_seconds: float | None
+    stop_after_conversion: bool
+
+
+def _plain(rule: CapRule) -> _Rule:
+    return _Rule(
+        caps=tuple((c.window, c.window_seconds, c.max) for c in rule.caps),
+        hard=rule.mode == "hard",
+        min_gap=rule.min_gap,
+        min_gap_seconds=rule.min_gap_seconds,
+        stop_after_conversion=rule.stop_after_conversion,
+    )
+
+
+def compile_policy(policy: Policy) -> CompiledPolicy:
+    """The policy's compiled tables, built on first use and kept with the (frozen) policy."""
+    memo = policy.memo()
+    compiled = memo.get("engine.compiled")
+    if compiled is None:
+        compiled = memo["engine.compiled"] = CompiledPolicy(policy)
+    return compiled
+
+
+class CompiledPolicy:
+    """Every (audience, signal tier) cohort of a policy resolved to its rules per level. Audiences (tiers) that no
+    rule names behave alike (only `*` rules match them) and share one cohort, so the table is complete."""
+
+    def __init__(self, policy: Policy):
+        self.version = policy.version
+        self._audiences = frozenset(r.match.audience for r in policy.rules) - {"*"}
+        self._tiers = frozenset(r.match.signal_tier for r in policy.rules) - {"*"}
+        pen = policy.penalty
+        top = max((c.max for r in (*policy.rules, *policy.defaults) for c in r.caps), default=0)
+        mults = {d: penalty_for_distance(d, pen) for d in range(_MULT_TABLE.start, max(top, 0) + 1)}
+        self.cohorts: dict[tuple[Any, Any], _Cohort] = {
+            (a, t): _Cohort(policy, a, t, mults)
+            for a in (*sorted(self._audiences), _OTHER)
+            for t in (*sorted(self._tiers), _OTHER)
+        }
+
+    def cohort(self, audience: str, signal_tier: str) -> _Cohort:
+        key = (
+            audience if audience in self._audiences else _OTHER,
+            signal_tier if signal_tier in self._tiers else _OTHER,
+        )
+        return self.cohorts[key]
+
+
+class _Level:
+    """One level's rules for one cohort, and the verdict of an entity never shown there."""
+
+    __slots__ = ("level", "rules", "zero")
+
+    def __init__(self, policy: Policy, audience: Any, signal_tier: Any, level: str):
+        rules = policy.rules_for(audience, signal_tier, level)
+        self.level = level
+        self.rules = tuple(_plain(r) for r in rules)
+        # No impressions: no recency or conversion constraint applies, so `now` does not matter.
+        self.zero = _entity_verdict(rules, level, None, datetime.min, policy.penalty)
+
+
+class _Cohort:
+    __slots__ = ("levels", "mults", "penalty", "zero_key", "zero_proto")
+
+    def __init__(self, policy: Policy, audience: Any, signal_tier: Any, mults: dict[int, float]):
+        self.levels = tuple(_Level(policy, audience, signal_tier, level) for level in LEVELS)
+        self.penalty = policy.penalty
+        self.mults = mults
+        zeros = tuple(lv.zero for lv in self.levels)
+        self.zero_key = tuple(id(z) for z in zeros)  # the verdicts live as long as the cohort: stable ids
+        self.zero_proto = _proto(zeros)
+
+    def decide(
+        self, candidates: Sequence[Candidate], states: Mapping[tuple[str, str], EntityState], now: datetime
+    ) -> list[Decision]:
+        adv, camp, ads = self.levels
+        get = states.get
+        seen_adv: dict[str, Any] = {}
+        seen_camp: dict[str, Any] = {}
+        # Per level, by state object: a reader may hand one shared state (e.g. "never shown") for many entities.
+        by_adv: dict[int, Any] = {}
+        by_camp: dict[int, Any] = {}
+        by_ad: dict[int, Any] = {}
+        combos = {self.zero_key: self.zero_proto}
+        judge = self._judge
+        out: list[Decision] = []
+        append = out.append
+        for cand in candidates:
+            key = cand.advertiser_id
+            va = seen_adv.get(key)
+            if va is None:
+                state = get(("advertiser", key))
+                if state is None:
+                    va = adv.zero
+                else:
+                    va = by_adv.get(id(state))
+                    if va is None:
+                        va = by_adv[id(state)] = judge(adv, state, now)
+                seen_adv[key] = va
+            key = cand.campaign_id
+            vc = seen_camp.get(key)
+            if vc is None:
+                state = get(("campaign", key))
+                if state is None:
+                    vc = camp.zero
+                else:
+                    vc = by_camp.get(id(state))
+                    if vc is None:
+                        vc = by_camp[id(state)] = judge(camp, state, now)
+                seen_camp[key] = vc
+            state = get(("ad", cand.ad_id))  # ad ids rarely repeat within a request
+            if state is None:
+                vd = ads.zero
+            else:
+                vd = by_ad.get(id(state))
+                if vd is None:
+                    vd = by_ad[id(state)] = judge(ads, state, now)
+            combo = (id(va), id(vc), id(vd))  # the verdicts are held by the dicts above: ids stay unique
+            proto = combos.get(combo)
+            if proto is None:
+                proto = combos[combo] = _proto((va, vc, vd))
+            # A frozen dataclass's __init__ sets each field through object.__setattr__ (~3x the cost of this):
+            # the same instance, filled in directly.
+            decision = _new(Decision)
+            fields = decision.__dict__
+            fields.update(proto)
+            fields["ad_id"] = cand.ad_id
+            append(decision)
+        return out
+
+    def _judge(self, level: _Level, state: EntityState, now: datetime):
+        """`_entity_verdict` on the compiled rules (the same constraints in the same order)."""
+        best = None
+        eligible = True
+        bm = bd = 0.0
+        counts = state.counts
+        mults = self.mults
+        pen = self.penalty
+        name = level.level
+        for rule in level.rules:
+            hard = rule.hard
+            for window, seconds, cap in rule.caps:
+                if seconds not in counts:
+                    _window_count(state, seconds)  # raises, naming the window
+                count = int(counts[seconds])
+                distance = cap - count
+                if hard:
+                    ok = distance >= 1
+                    mult = 1.0 if ok else 0.0
+                    eligible = eligible and ok
+                else:
+                    ok = True
+                    mult = mults.get(distance)
+                    if mult is None:
+                        mult = penalty_for_distance(distance, pen)
+                if best is None or mult < bm or (mult == bm and distance < bd):
+                    best, bm, bd = (mult, float(distance), ok, (name, window, cap, count, "cap")), mult, distance
+            if rule.min_gap_seconds and state.last_imp_ts is not None:
+                gap = rule.min_gap_seconds
+                elapsed = (now - state.last_imp_ts).total_seconds()
+                if elapsed < gap:
+                    mult = 0.0 if hard else max(pen.floor, pen.at_cap * (max(elapsed, 0.0) / gap))
+                    eligible = eligible and not hard
+                    if best is None or mult < bm or (mult == bm and bd > _NEG_INF):
+                        best, bm, bd = (mult, None, not hard, (name, rule.min_gap, None, 1, "min_gap")), mult, _NEG_INF
+            if rule.stop_after_conversion and state.conversions > 0:
+                mult = 0.0 if hard else pen.floor
+                eligible = eligible and not hard
+                if best is None or mult < bm or (mult == bm and bd > _NEG_INF):
+                    fields = (name, None, None, state.conversions, "stop_after_conversion")
+                    best, bm, bd = (mult, None, not hard, fields), mult, _NEG_INF
+        if best is not None:
+            best = (best[0], best[1], best[2], Binding(*best[3]))
+        return best, eligible
+
+
+def _proto(verdicts) -> dict[str, Any]:
+    """A decision's fields but the ad id, from its three verdicts."""
+    eligible, penalty, distance, binding, reason = _combine(verdicts)
+    return {
+        "ad_id": None,
+        "eligible": eligible,
+        "penalty": penalty,
+        "distance_to_cap": distance,
+        "binding": binding,
+        "reason": reason,
+    }
