@@ -49,3 +49,26 @@ def write_result(name: str, title: str, body: str) -> Path:
     path.write_text(header + body + "\n")
     print(header + body)
     return path
+
+
+# The capping policy the serving benchmarks decide with (bench_decide, bench_http).
+BENCH_POLICY = {
+    "version": "bench-1",  # bench_decide's; bench_http overrides it
+    "created_at": "2026-10-01T00:00:00Z",
+    "penalty": {"onset": 1.0, "at_cap": 0.5, "floor": 0.05},
+    "defaults": [
+        {"level": "advertiser", "caps": [{"window": "24h", "max": 8}, {"window": "28d", "max": 40}]},
+        {"level": "campaign", "caps": [{"window": "24h", "max": 4}, {"window": "7d", "max": 12}]},
+        {"level": "ad", "caps": [{"window": "1h", "max": 1}, {"window": "7d", "max": 4}], "min_gap": "30m"},
+    ],
+    "rules": [
+        {"match": {"audience": "high_intent"}, "level": "campaign", "caps": [{"window": "24h", "max": 6}]},
+        {
+            "match": {"signal_tier": "converter"},
+            "level": "ad",
+            "caps": [{"window": "28d", "max": 3}],
+            "mode": "hard",
+            "stop_after_conversion": True,
+        },
+    ],
+}

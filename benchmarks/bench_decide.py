@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, WORK, table, write_result
+from _common import BENCH_POLICY, RESULTS, WORK, table, write_result
 
 HERE = Path(__file__).resolve()
 PROJECT = "benchdecide"
@@ -49,26 +49,7 @@ HEADLINE = 100
 # 15 advertisers x 4 campaigns x 5 ads = 300 ads; k candidates = the ads of ceil(k / 20) random advertisers.
 N_ADVERTISERS, CAMPAIGNS_PER_ADV, ADS_PER_CAMPAIGN = 15, 4, 5
 ADS_PER_ADV = CAMPAIGNS_PER_ADV * ADS_PER_CAMPAIGN
-POLICY = {
-    "version": "bench-1",
-    "created_at": "2026-10-01T00:00:00Z",
-    "penalty": {"onset": 1.0, "at_cap": 0.5, "floor": 0.05},
-    "defaults": [
-        {"level": "advertiser", "caps": [{"window": "24h", "max": 8}, {"window": "28d", "max": 40}]},
-        {"level": "campaign", "caps": [{"window": "24h", "max": 4}, {"window": "7d", "max": 12}]},
-        {"level": "ad", "caps": [{"window": "1h", "max": 1}, {"window": "7d", "max": 4}], "min_gap": "30m"},
-    ],
-    "rules": [
-        {"match": {"audience": "high_intent"}, "level": "campaign", "caps": [{"window": "24h", "max": 6}]},
-        {
-            "match": {"signal_tier": "converter"},
-            "level": "ad",
-            "caps": [{"window": "28d", "max": 3}],
-            "mode": "hard",
-            "stop_after_conversion": True,
-        },
-    ],
-}
+POLICY = BENCH_POLICY
 
 
 def _settings(redis: str):

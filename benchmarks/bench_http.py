@@ -67,32 +67,13 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, table, write_result
+from _common import BENCH_POLICY, WORK, table, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = WORK / "http"
 TOKEN_ENV = "FREQCAP__SERVING__ADMIN_TOKEN"
 DISTINCT_BODIES = 2000
-POLICY = {
-    "version": "bench-http-1",
-    "created_at": "2026-10-01T00:00:00Z",
-    "penalty": {"onset": 1.0, "at_cap": 0.5, "floor": 0.05},
-    "defaults": [
-        {"level": "advertiser", "caps": [{"window": "24h", "max": 8}, {"window": "28d", "max": 40}]},
-        {"level": "campaign", "caps": [{"window": "24h", "max": 4}, {"window": "7d", "max": 12}]},
-        {"level": "ad", "caps": [{"window": "1h", "max": 1}, {"window": "7d", "max": 4}], "min_gap": "30m"},
-    ],
-    "rules": [
-        {"match": {"audience": "high_intent"}, "level": "campaign", "caps": [{"window": "24h", "max": 6}]},
-        {
-            "match": {"signal_tier": "converter"},
-            "level": "ad",
-            "caps": [{"window": "28d", "max": 3}],
-            "mode": "hard",
-            "stop_after_conversion": True,
-        },
-    ],
-}
+POLICY = {**BENCH_POLICY, "version": "bench-http-1"}
 
 
 # --- a redis-server of our own ----------------------------------------------------------------------------------

@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.serving_support import RedisServer
-from tests.integration.test_serving_service import REFRESH, Service, _push, _version, body, policy_doc
+from tests.integration.test_serving_service import (
+    REFRESH,
+    Service,
+    _push,
+    body,
+    two_workers_serving,
+)
 
 THREADS_PER_WORKER = 2
 STEADY_BEFORE = 1.0  # seconds of load before the push
@@ -91,15 +97,7 @@ def test_a_push_under_load_reaches_every_worker_without_a_failed_request(tmp_pat
             "FREQCAP__SERVING__POLICY_REDIS_URL": redis_server.address,
             "FREQCAP__SERVING__POLICY_REDIS_KEY": "freqcap-test:swap-under-load:policy",
         }
-        deployed = tmp_path / "deployed.json"
-        deployed.write_text(json.dumps(policy_doc("v0")))
-        service = Service(tmp_path, env, "--policy", str(deployed), "--workers", "2")
-        services.append(service)
-        service.wait_alive()
-        deadline = time.monotonic() + 180
-        while len(service.worker_pids()) < 2 or any(_version(service.url) != "v0" for _ in range(20)):
-            assert time.monotonic() < deadline, service.log()
-            time.sleep(0.2)
+        service = two_workers_serving(tmp_path, env, services, "v0")
         pids = service.worker_pids()
         assert len(pids) == 2
         by_worker = _connections_on_every_worker(service, pids)

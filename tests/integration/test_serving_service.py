@@ -127,6 +127,25 @@ def _push(url: str, version: str) -> httpx.Response:
     return httpx.post(f"{url}/v1/admin/policy", json=policy_doc(version), headers=auth | FRESH, timeout=10)
 
 
+def deployed_policy(tmp_path: Path, version: str) -> Path:
+    """A policy file as a deployment ships it (`--policy`)."""
+    path = tmp_path / "deployed.json"
+    path.write_text(json.dumps(policy_doc(version)))
+    return path
+
+
+def two_workers_serving(tmp_path: Path, env: dict[str, str], services: list, version: str) -> Service:
+    """`freqcap serve --workers 2` on a deployed `version`, once both workers are up and answer with it."""
+    service = Service(tmp_path, env, "--policy", str(deployed_policy(tmp_path, version)), "--workers", "2")
+    services.append(service)
+    service.wait_alive()
+    deadline = time.monotonic() + 180
+    while len(service.worker_pids()) < 2 or any(_version(service.url) != version for _ in range(20)):
+        assert time.monotonic() < deadline, service.log()
+        time.sleep(0.2)
+    return service
+
+
 def test_serve_without_a_policy_starts_not_ready_and_fails_open(tmp_path, services):
     service = Service(tmp_path, {})
     services.append(service)
@@ -147,8 +166,7 @@ def test_serve_without_a_policy_starts_not_ready_and_fails_open(tmp_path, servic
 @pytest.mark.redis
 def test_a_pushed_policy_survives_a_restart(tmp_path, services, redis_store):
     env, client, key = redis_store
-    deployed = tmp_path / "deployed.json"
-    deployed.write_text(json.dumps(policy_doc("deployed-1")))
+    deployed = deployed_policy(tmp_path, "deployed-1")
     first = Service(tmp_path, env, "--policy", str(deployed))
     services.append(first)
     first.wait_alive()
@@ -172,15 +190,7 @@ def test_a_pushed_policy_survives_a_restart(tmp_path, services, redis_store):
 @pytest.mark.redis
 def test_workers_pick_up_a_push_within_the_refresh_bound(tmp_path, services, redis_store):
     env, client, key = redis_store
-    deployed = tmp_path / "deployed.json"
-    deployed.write_text(json.dumps(policy_doc("v0")))
-    service = Service(tmp_path, env, "--policy", str(deployed), "--workers", "2")
-    services.append(service)
-    service.wait_alive()
-    deadline = time.monotonic() + 180
-    while len(service.worker_pids()) < 2 or any(_version(service.url) != "v0" for _ in range(20)):
-        assert time.monotonic() < deadline, service.log()
-        time.sleep(0.2)
+    service = two_workers_serving(tmp_path, env, services, "v0")
     assert len(service.worker_pids()) == 2
 
     pushed_at = time.monotonic()
