@@ -161,3 +161,49 @@ class LocalRedisCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _client(port: int):
+    import redis
+
+    return redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=5)
+
+
+def owner_port(cluster: LocalRedisCluster, slot: int) -> int:
+    """The port of the master serving `slot`, as the first running node sees it."""
+    port = next(iter(cluster.procs))
+    for start, end, master, *_ in _client(port).execute_command("CLUSTER", "SLOTS"):
+        if start <= slot <= end:
+            return int(master[1])
+    raise AssertionError(f"slot {slot} is not served")
+
+
+def move_slot(cluster: LocalRedisCluster, slot: int, to_port: int) -> None:
+    """Move `slot` and its keys to the master on `to_port` (Redis' own resharding steps: IMPORTING / MIGRATING,
+    MIGRATE the keys, SETSLOT NODE on every master), then wait until every master agrees."""
+    from_port = owner_port(cluster, slot)
+    source, target = _client(from_port), _client(to_port)
+    source_id = source.execute_command("CLUSTER", "MYID").decode()
+    target_id = target.execute_command("CLUSTER", "MYID").decode()
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+    for port in cluster.procs:
+        _client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    deadline = time.monotonic() + 10
+    while any(_owner_seen_by(port, slot) != to_port for port in cluster.procs):
+        assert time.monotonic() < deadline, f"slot {slot} not moved to {to_port} on every master"
+        time.sleep(0.05)
+
+
+def _owner_seen_by(port: int, slot: int) -> int | None:
+    for start, end, master, *_ in _client(port).execute_command("CLUSTER", "SLOTS"):
+        if start <= slot <= end:
+            return int(master[1])
+    return None
+
+
+def keys_per_master(cluster: LocalRedisCluster, pattern: bytes) -> dict[int, int]:
+    """How many keys matching `pattern` each master holds."""
+    return {port: sum(1 for _ in _client(port).scan_iter(match=pattern, count=1000)) for port in cluster.procs}

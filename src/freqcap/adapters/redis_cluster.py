@@ -137,7 +137,7 @@ class ClusterTopology:
         self._lock = threading.Lock()  # one map load at a time
         self._clients_lock = threading.Lock()
         self._refreshed_at = float("-inf")
-        self.refreshes = 0  # successful re-reads after the first (metrics, tests)
+        self.refreshes = 0  # successful reads of the map via `refresh` (metrics, tests)
         self.failures_reported = 0
 
     @property
@@ -237,9 +237,7 @@ class ClusterTopology:
             client.close()
 
 
-def topology_from_connection_string(
-    connection_string: str, parse: Any, **client_kwargs: Any
-) -> ClusterTopology:
+def topology_from_connection_string(connection_string: str, parse: Any, **client_kwargs: Any) -> ClusterTopology:
     """A topology for Feast's `connection_string` ("h1:p1,h2:p2,password=..."), parsed by `parse` (Feast's
     `RedisOnlineStore._parse_connection_string`, so both read it alike); `client_kwargs` override its options."""
     nodes, params = parse(connection_string)

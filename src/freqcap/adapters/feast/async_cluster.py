@@ -138,7 +138,11 @@ class AsyncClusterReader:
                         raise reply_error(reply)
                     replies[i] = reply
         except BaseException as exc:  # cancelled, a master gone, an error reply: none of these connections is reused
-            for _, proto, _, _ in used:
+            for _, proto, _, waiter in used:
+                if not waiter.done():
+                    waiter.cancel()  # nobody will await it: closing the connection must not set an error on it
+                elif not waiter.cancelled():
+                    waiter.exception()  # looked at (no "exception never retrieved" warning)
                 self._discard(proto)
             self._refresh_soon(exc)
             raise

@@ -362,10 +362,9 @@ class RedisClusterFeatureReader(RedisFeatureReader):
 
     def __init__(self, store: Any, features: FeaturesConfig, **kwargs: Any):
         super().__init__(store, features, **kwargs)
-        try:  # the slot map now, not on the first request (the event-loop reader never reads it itself)
-            self.client.current
-        except redis.RedisError as exc:
-            log.warning("Redis Cluster unreachable at start (%s): reads fail until it answers", exc)
+        # The slot map now, not on the first request (the event-loop reader never reads it itself).
+        if not self.client.refresh(force=True):
+            log.warning("Redis Cluster unreachable at start: reads fail until it answers")
 
     @staticmethod
     def _open_client(online: Any, socket_timeout: float, socket_connect_timeout: float | None) -> ClusterTopology:

@@ -38,8 +38,8 @@ from freqcap.adapters.feast.bulk.binary import ascii_lengths, join
 from freqcap.adapters.feast.bulk.encoders import Batch, entity_keys
 from freqcap.adapters.feast.bulk.errors import BulkMaterializeError, LayoutMismatchError, UnsupportedOnlineStoreError
 from freqcap.adapters.feast.bulk.plan import ViewPlan
-from freqcap.adapters.feast.bulk.reports import BulkState
 from freqcap.adapters.feast.bulk.redis_nodes import RedisNodes
+from freqcap.adapters.feast.bulk.reports import BulkState
 from freqcap.adapters.feast.bulk.resp import (
     CRLF,
     buffer_view,
@@ -310,7 +310,9 @@ class RedisTarget(Target):
             lines = read_lines(self.nodes.probe(node), n)
             errors = [line for line in lines if line.startswith(b"-")]
             if errors:
-                raise BulkMaterializeError(f"Redis rejected a bulk probe: {errors[:1]!r} ({len(errors)} of {n} replies)")
+                raise BulkMaterializeError(
+                    f"Redis rejected a bulk probe: {errors[:1]!r} ({len(errors)} of {n} replies)"
+                )
             missing = np.flatnonzero(np.array([line == b":0" for line in lines], dtype=bool))
             gone.append(missing if rows is None else rows[missing])
         return np.sort(np.concatenate(gone)) if gone else np.zeros(0, np.int64)
