@@ -61,6 +61,7 @@ class LocalRedisCluster:
         self.masters = masters
         self.node_timeout_ms = node_timeout_ms
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="freqcap-cluster-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.ports: list[int] = []
         for _ in range(masters):
             self.ports.append(free_cluster_port({q + d for q in self.ports for d in (0, BUS_OFFSET)}))
@@ -83,8 +84,8 @@ class LocalRedisCluster:
             "--save", "",
             "--appendonly", "no",
         ]  # fmt: skip
-        log = (self.dir / f"redis-{port}.log").open("ab")
-        self.procs[port] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        with (self.dir / f"redis-{port}.log").open("ab") as log:
+            self.procs[port] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         wait_for_redis(port)
 
     def start(self) -> LocalRedisCluster:

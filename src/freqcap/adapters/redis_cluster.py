@@ -172,17 +172,20 @@ class ClusterTopology:
         """Every master of the current map with its client."""
         return [(node, self.client(node)) for node in self.current.nodes]
 
+    def candidates(self) -> list[Node]:
+        """Where to read the slot map: the known masters, then the start-up nodes."""
+        known = list(self._map.nodes) if self._map is not None else []
+        return known + [n for n in self.startup_nodes if n not in known]
+
     def _load(self) -> SlotMap:
-        candidates = list(self._map.nodes) if self._map is not None else []
-        candidates += [n for n in self.startup_nodes if n not in candidates]
         errors = []
-        for node in candidates:
+        for node in self.candidates():
+            pool = self.client(node).connection_pool
             try:
-                conn = self.client(node).connection_pool.get_connection()
+                conn = pool.get_connection()
             except (redis.RedisError, OSError) as exc:
                 errors.append(f"{node[0]}:{node[1]}: {exc}")
                 continue
-            pool = self.client(node).connection_pool
             try:
                 conn.send_command("CLUSTER", "SLOTS")
                 reply = conn.read_response()
@@ -198,28 +201,41 @@ class ClusterTopology:
             errors.append(f"{node[0]}:{node[1]}: serves no slots (cluster not created?)")
         raise redis.exceptions.ConnectionError("no Redis Cluster node answered CLUSTER SLOTS: " + "; ".join(errors))
 
+    def begin_refresh(self) -> bool:
+        """True if a refresh is due (none for `min_refresh_interval`), and count this one as started: for a caller
+        that reads the map itself (the event-loop reader) and `install`s it."""
+        if time.monotonic() - self._refreshed_at < self.min_refresh_interval:
+            return False
+        self._refreshed_at = time.monotonic()
+        return True
+
+    def install(self, new: SlotMap) -> None:
+        """Use `new` from now on (read from the cluster by `refresh` or by a caller of `begin_refresh`)."""
+        old, self._map = self._map, new
+        self.refreshes += 1
+        if old is None or old.nodes != new.nodes or old.owner != new.owner:
+            log.info("Redis Cluster slot map changed: masters %s", ", ".join(f"{h}:{p}" for h, p in new.nodes))
+        with self._clients_lock:
+            gone = [self._clients.pop(n) for n in set(self._clients) - set(new.nodes) - set(self.startup_nodes)]
+        for client in gone:  # masters that left the cluster
+            client.close()
+
     def refresh(self, force: bool = False) -> bool:
         """Re-read the slot map (unless one was read less than `min_refresh_interval` ago, or another thread is at
         it); True if a new map was read. A refresh that finds no node keeps the old map."""
-        if not force and time.monotonic() - self._refreshed_at < self.min_refresh_interval:
-            return False
         if not self._lock.acquire(blocking=force):
             return False
         try:
-            self._refreshed_at = time.monotonic()
+            if not self.begin_refresh():
+                if not force:
+                    return False
+                self._refreshed_at = time.monotonic()
             try:
                 new = self._load()
             except redis.RedisError as exc:
                 log.warning("Redis Cluster slot map refresh failed, keeping the old one: %s", exc)
                 return False
-            old, self._map = self._map, new
-            self.refreshes += 1
-            if old is None or old.nodes != new.nodes or old.owner != new.owner:
-                log.info("Redis Cluster slot map changed: masters %s", ", ".join(f"{h}:{p}" for h, p in new.nodes))
-            with self._clients_lock:
-                gone = [self._clients.pop(n) for n in set(self._clients) - set(new.nodes) - set(self.startup_nodes)]
-            for client in gone:  # masters that left the cluster
-                client.close()
+            self.install(new)
             return True
         finally:
             self._lock.release()

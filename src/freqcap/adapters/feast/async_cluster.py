@@ -6,7 +6,7 @@ One set of connections per master (an idle list each, at most `max_connections` 
 one set for a single node; a lookup takes one connection per master it needs. A lookup that is cancelled (its
 budget ran out) or fails closes every connection it used, so a late reply is never read by another request. A
 routing failure (`MOVED` / `ASK` / `CLUSTERDOWN` reply, a master that refuses or drops the connection) fails the
-lookup and makes the shared topology re-read the slot map, on a thread (the event loop never waits for it).
+lookup and makes the shared topology re-read the slot map, in a task of its own (no request waits for it).
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from typing import Any
 import hiredis
 import redis
 
-from freqcap.adapters.feast.async_redis import AsyncRedisReader, _Protocol, setup_commands
+from freqcap.adapters.feast.async_redis import AsyncRedisReader, _pack, _Protocol, setup_commands
 from freqcap.adapters.feast.fast_reader import RedisClusterFeatureReader
 from freqcap.adapters.feast.reader import UserState
-from freqcap.adapters.redis_cluster import ROUTING_ERRORS, Node
+from freqcap.adapters.redis_cluster import ROUTING_ERRORS, Node, SlotMap, parse_cluster_slots
 from freqcap.domain.policy.engine import Candidate
 
 log = logging.getLogger(__name__)
+
+REFRESH_TIMEOUT = 1.0  # seconds per node tried when re-reading the slot map
 
 # Error replies that mean "ask another node", as redis-py names them (the fail-open reason shows the class name).
 _REPLY_ERRORS = {
@@ -104,10 +106,37 @@ class AsyncClusterReader:
             idle.append(proto)
 
     def _refresh_soon(self, exc: BaseException) -> None:
-        """Re-read the slot map on a thread after a routing failure (one at a time)."""
+        """After a routing failure, re-read the slot map in a task of its own (one at a time, at most once per
+        `min_refresh_interval`). On the event loop, not a thread: a thread running Python holds the GIL for up to
+        5 ms at a time, which delays every request on the loop (and sheds them as `overload`)."""
         if not isinstance(exc, ROUTING_ERRORS) or (self._refreshing is not None and not self._refreshing.done()):
             return
-        self._refreshing = asyncio.get_running_loop().run_in_executor(None, self.topology.report_failure, exc)
+        self.topology.failures_reported += 1
+        if self.topology.begin_refresh():
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        for node in self.topology.candidates():
+            try:
+                slot_map = await asyncio.wait_for(self._read_slots(node), REFRESH_TIMEOUT)
+            except (OSError, TimeoutError, redis.RedisError) as exc:
+                log.debug("CLUSTER SLOTS from %s:%s failed: %s", *node, exc)
+                continue
+            if slot_map.nodes:
+                self.topology.install(slot_map)
+                return
+        log.warning("Redis Cluster slot map refresh failed: no node answered; keeping the old one")
+
+    async def _read_slots(self, node: Node) -> SlotMap:
+        setup = self._setup.get(node)
+        if setup is None:
+            setup = self._setup[node] = setup_commands(self.topology.client(node).connection_pool.connection_kwargs)
+        _, proto = await asyncio.get_running_loop().create_connection(_Protocol, node[0], node[1])
+        try:
+            replies = await proto.call(setup[0] + _pack(b"CLUSTER", b"SLOTS"), setup[1] + 1)
+        finally:
+            proto.close()
+        return parse_cluster_slots(replies[-1], node)
 
     async def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
         """The user's cohort and the state of every distinct (level, entity), as `RedisClusterFeatureReader.read`."""
