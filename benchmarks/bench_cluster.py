@@ -25,7 +25,6 @@ import shutil
 import sys
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -217,9 +216,7 @@ def main() -> None:
             for r in bulk_rows
         ],
     )
-    body += (
-        f"\n\n## 100-candidate read ({args.iterations} requests per variant, interleaved in random order)\n\n"
-    )
+    body += f"\n\n## 100-candidate read ({args.iterations} requests per variant, interleaved in random order)\n\n"
     body += table(
         ["variant", "p50 ms", "p99 ms", "p50 vs single", "p99 vs single", "client CPU µs/read (p50)"],
         [
