@@ -1,4 +1,5 @@
-"""The bulk materialization path against real online stores (embedded SQLite, the Redis at 127.0.0.1:6379).
+"""The bulk materialization path against real online stores (embedded SQLite, the Redis at 127.0.0.1:6379, and a
+local three-master Redis Cluster: rows split by slot, one connection per master).
 
 What is checked, per store:
 * values written by `bulk_materialize` read back through Feast's own `get_online_features` equal an independent

@@ -1,7 +1,7 @@
 """The fast online readers return exactly what FeastReader returns, and what the events say.
 
-Real Feast stores (Redis and SQLite) materialized by Feast itself across two snapshots (so pairs that went quiet
-read back through tombstones), compared for many random users and candidate sets, including unknown users and
+Real Feast stores (Redis, a local three-master Redis Cluster, and SQLite) materialized by Feast itself across two
+snapshots (so pairs that went quiet read back through tombstones), compared for many random users and candidate sets, including unknown users and
 entities, duplicates, mismatched hierarchies and entities known only at some levels; a frozen Redis makes a read
 raise within the socket timeout instead of hanging.
 """

@@ -4,7 +4,8 @@ A local three-master cluster of this test's own (no replicas, no persistence, `c
 features bulk-materialized into Feast's `redis_cluster` online store; `freqcap serve` (its own process, the
 production entry point) serves decisions from it with the default 10 ms budget. Client threads send decisions back
 to back; one master is SIGKILLed (by the PID this test started) while they run. Asserted:
-- every request of the burst answers 200;
+- every request of the burst answers 200; the threaded cluster reader (in this process) raises promptly while the
+  master is down and reads the same state again once it is back and re-materialized;
 - while the cluster is whole, the decisions equal those computed by brute force from the events;
 - after the kill, an answer is either degraded with a reason (`timeout` or `store_error: ...`: the dead master
   refuses connections, then the others answer CLUSTERDOWN), every candidate eligible at penalty 1.0, within
@@ -23,10 +24,12 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import redis
 
 from freqcap.adapters.duckdb.features import build_features
 from freqcap.adapters.events_files import write_events
 from freqcap.adapters.feast.bulk import bulk_materialize
+from freqcap.adapters.feast.fast_reader import RedisClusterFeatureReader, make_reader
 from freqcap.adapters.feast.snapshots import publish_snapshot
 from freqcap.adapters.feast.store import apply_definitions, open_store
 from freqcap.domain.policy import parse_policy
@@ -76,6 +79,10 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
         policy_path = write_policy(tmp_path)
         policy = parse_policy(policy_path.read_text())
         cands = [Candidate(**c) for c in candidates()]
+        # The threaded reader too (serving uses it when the stream seam is on), in this process.
+        threaded = make_reader(writer, settings, socket_timeout=0.5)
+        assert isinstance(threaded, RedisClusterFeatureReader)
+        before = threaded.read("u1", cands)
         service, url = _start_service(settings, tmp_path, policy_path)
         client = httpx.Client(base_url=url, timeout=10)
 
@@ -120,7 +127,11 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
         victim = cluster.ports[1]
         cluster.kill(victim)  # SIGKILL by PID + reap: its port refuses connections from here on
         killed_at.append(time.perf_counter())
+        with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.ClusterDownError)):
+            threaded.read("u1", cands)  # the dead master refuses: the read fails, promptly (socket timeout 0.5 s)
         failed_in = cluster.wait_state(cluster.ports[0], "fail", timeout=30)  # the others notice (node timeout)
+        with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.ClusterDownError)):
+            threaded.read("u1", cands)
         while after_kill() < AFTER_KILL and time.monotonic() < deadline:
             time.sleep(0.005)
         stop.set()
@@ -181,6 +192,8 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
         for user, want in live.items():
             got = _first_real(client, user)
             assert not got["degraded"] and got["decisions"] == want["decisions"], user
+        assert threaded.read("u1", cands) == before
+        threaded.close()
         client.close()
         writer.teardown()
     finally:
