@@ -233,7 +233,7 @@ def main() -> None:
     )
     body += (
         f"\n\nLoad average (1 min) {load_before:.1f} before, {load_after:.1f} after, on this shared "
-        f"{os.cpu_count()}-core box (four redis-servers, the client and other sessions share the cores): absolute "
+        f"{os.cpu_count()}-core box (four redis-servers, the client and other jobs share the cores): absolute "
         "times scale with it; the ratios come from the same run, interleaved.\n\n"
         "Goal: 100-candidate read on the 3-node cluster p99 <= 1.5x the single node in the same run.\n\n"
         "Command: `.venv/bin/python benchmarks/bench_cluster.py "
