@@ -139,7 +139,7 @@ def test_decisions_use_materialized_counts(tmp_path, kind, request):
             resp = client.post("/v1/decide", json=body(user))
             assert resp.status_code == 200, resp.text
             got = resp.json()
-            assert got["degraded"] is False and got["policy_version"] == "p1"
+            assert got["degraded"] is False and got["policy_version"] == "p1", got["degraded_reason"]
             audience, tier, states = _brute_force_state(settings, events, user)
             seen_tiers.add(tier)
             cands = [Candidate(**c) for c in candidates()]
