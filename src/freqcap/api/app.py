@@ -24,6 +24,7 @@ from freqcap.adapters.feast.reader import FeastReader, FeatureReader
 from freqcap.adapters.feast.store import open_store
 from freqcap.adapters.policy_store import PolicyStore, policy_store_from_settings
 from freqcap.api.dependencies import ServingState
+from freqcap.api.fast_path import handle_decide, is_decide
 from freqcap.api.policy_sync import load_initial_policy, run_sync
 from freqcap.api.routes import invalid_request, router, unexpected_error
 from freqcap.config import Settings
@@ -32,6 +33,17 @@ from freqcap.domain.policy.guardrails import feature_windows
 from freqcap.layout import DataLayout
 
 log = logging.getLogger(__name__)
+
+
+class DecisionAPI(FastAPI):
+    """The FastAPI app, with `POST /v1/decide` answered by the msgspec fast path before Starlette's stack
+    (`fast_path`); every other request, and a decide body the fast path leaves to pydantic, goes through FastAPI."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if is_decide(scope):
+            await handle_decide(self.state.serving, scope, receive, send, super().__call__)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -124,7 +136,7 @@ def create_app(
             if decision_log is not None:
                 decision_log.close()
 
-    app = FastAPI(title="freqcap decision API", lifespan=lifespan)
+    app = DecisionAPI(title="freqcap decision API", lifespan=lifespan)
     app.state.serving = state
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(Exception, unexpected_error)
