@@ -216,9 +216,10 @@ class ServingConfig(_Frozen):
     # Admission (the overload contract): a request whose lookup cannot start within `admission_ms` (every lookup slot
     # busy) is answered at once, fail-open with reason `overload`; nothing queues beyond that. Lookup slots: the
     # `lookup_workers` threads (thread-pool readers), or `max_in_flight` concurrent lookups on the event loop. Also
-    # shed: every request while the event loop lags by more than `admission_ms` (CPU saturated).
+    # shed: every request while the event loop runs late by more than `shed_lag_ms`, sustained (CPU saturated).
     admission_ms: float = Field(2.0, gt=0)
     max_in_flight: int = Field(32, gt=0)
+    shed_lag_ms: float = Field(5.0, gt=0)
     # `fast`: read Feast's online store directly (Redis / SQLite), same values as `feast` (get_online_features).
     reader: Literal["fast", "feast"] = "fast"
     policy_path: str | None = None

@@ -160,3 +160,64 @@ def test_a_burst_beyond_the_lookup_slots_on_a_slow_store_is_shed_as_overload_at_
             while client.post("/v1/decide", json=body()).json()["degraded"]:
                 assert time.monotonic() - recovered_at < 10, "no real decision within 10 s of Redis answering"
                 time.sleep(0.05)
+
+
+class _LoopHog:
+    """Real CPU work on the server's event loop: a callback that computes for `busy` seconds, again and again,
+    leaving the loop `gap` seconds in between. The loop runs late by about `busy` for as long as it runs: what a
+    process out of CPU looks like from inside (requests wait in the loop before their handler starts)."""
+
+    def __init__(self, loop, busy: float = 0.02, gap: float = 0.001):
+        self.loop, self.busy, self.gap = loop, busy, gap
+        self.running = threading.Event()
+
+    def _spin(self) -> None:
+        if not self.running.is_set():
+            return
+        until = time.perf_counter() + self.busy
+        while time.perf_counter() < until:
+            pass
+        self.loop.call_later(self.gap, self._spin)
+
+    def __enter__(self):
+        self.running.set()
+        self.loop.call_soon_threadsafe(self._spin)
+        time.sleep(0.3)  # the lag watcher needs a few samples to call the lag sustained
+        return self
+
+    def __exit__(self, *exc):
+        self.running.clear()
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("shed_lag_ms", [5.0, 1000.0])
+def test_a_saturated_event_loop_sheds_as_overload_beyond_shed_lag(tmp_path, shed_lag_ms):
+    """While the loop runs ~20 ms late (sustained), every request is answered `overload` at once when the
+    threshold (`serving.shed_lag_ms`) is 5 ms, and none is shed when it is 1 s; before and after, nothing is."""
+    from tests.integration.test_serving import FakeReader, load_settings
+
+    app = create_app(
+        load_settings(),
+        policy_path=write_policy(tmp_path),
+        reader=FakeReader(),
+        admin_token=TOKEN,
+        shed_lag_ms=shed_lag_ms,
+    )
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        state = app.state.serving
+
+        def reasons(n: int) -> Counter:
+            return Counter(client.post("/v1/decide", json=body()).json()["degraded_reason"] for _ in range(n))
+
+        assert reasons(10) == {None: 10}
+        before = _fail_opens(client).get("overload", 0)
+        with _LoopHog(state.loop):
+            assert state.loop_lag > 0.010, state.loop_lag
+            during = reasons(10)
+        after = reasons(10)
+        if shed_lag_ms < 20:
+            assert during == {"overload": 10}, during
+            assert _fail_opens(client).get("overload", 0) - before == 10
+        else:  # not shed; some may time out (the loop resumes them late): the budget is not the admission's
+            assert "overload" not in during and sum(during.values()) == 10, during
+        assert after == {None: 10}, after
