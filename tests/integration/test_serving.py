@@ -234,6 +234,9 @@ class FakeReader:
 
 
 def _client(tmp_path, **kw) -> TestClient:
+    """The app over an in-memory reader. Generous budgets: these tests are about answers, not timing, and a
+    loaded CI box must not turn a decision into a `timeout` or `overload` (the timing tests set their own)."""
+    kw = {"budget_ms": 5000.0, "admission_ms": 1000.0, **kw}
     return TestClient(create_app(load_settings(), policy_path=write_policy(tmp_path), admin_token=TOKEN, **kw))
 
 

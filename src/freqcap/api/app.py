@@ -56,9 +56,8 @@ def create_app(
     dev: bool = False,
     budget_ms: float = 10.0,
     lookup_workers: int = 8,
-    admission_ms: float = 2.0,
+    admission_ms: float = 5.0,
     max_in_flight: int = 32,
-    shed_lag_ms: float = 5.0,
     decision_log: DecisionLog | None = None,
     policy_store: PolicyStore | None = None,
 ) -> FastAPI:
@@ -70,10 +69,11 @@ def create_app(
     over `policy_path` at start, and a background task re-reads it every `serving.policy_refresh` seconds.
 
     Overload: a Redis reader runs on the event loop with at most `max_in_flight` lookups at once; other readers run
-    on `lookup_workers` threads, one lookup each. A request that finds no free lookup slot within `admission_ms` is
-    answered at once, fail-open with reason `overload`: nothing waits in a queue, and `budget_ms` measures the store.
-    So is every request while the event loop runs timers later than `shed_lag_ms`, sustained (the CPU is saturated:
-    requests are waiting in the loop itself; answering them cheaply drains the backlog).
+    on `lookup_workers` threads, one lookup each. A request whose lookup cannot start within `admission_ms` of its
+    arrival (stamped by serving's HTTP protocol, `server`; without a stamp, of its handler's start) is answered at
+    once, fail-open with reason `overload`: nothing waits in a queue, and `budget_ms` measures the store. So is
+    every request while the event loop runs timers later than `admission_ms`, sustained (the CPU is saturated:
+    answering cheaply is how the backlog drains).
 
     A policy file that is missing or invalid at start (or `policy_path=None`) with no policy in the store does not
     stop the service: it starts not ready (`/readyz` 503), answers decisions fail-open with reason `no_policy`, and
@@ -83,8 +83,8 @@ def create_app(
         raise ValueError("an admin token is required for the policy admin endpoint (or dev=True)")
     if budget_ms <= 0:
         raise ValueError("budget_ms must be positive")
-    if admission_ms <= 0 or max_in_flight <= 0 or shed_lag_ms <= 0:
-        raise ValueError("admission_ms, max_in_flight and shed_lag_ms must be positive")
+    if admission_ms <= 0 or max_in_flight <= 0:
+        raise ValueError("admission_ms and max_in_flight must be positive")
     state = ServingState(
         budget_seconds=budget_ms / 1000.0,
         workers=lookup_workers,
@@ -94,7 +94,6 @@ def create_app(
         store=policy_store if policy_store is not None else policy_store_from_settings(settings),
         admission_seconds=admission_ms / 1000.0,
         max_in_flight=max_in_flight,
-        shed_lag_seconds=shed_lag_ms / 1000.0,
     )
     refresh = settings.serving.policy_refresh
 

@@ -34,9 +34,10 @@ def request_time(body: Any) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-async def answer(state: ServingState, body: Any) -> dict[str, Any]:
+async def answer(state: ServingState, body: Any, arrived: float | None = None) -> dict[str, Any]:
     """The answer to a decide request (`schemas.DecideRequest` or `wire.WireDecide`: the same fields), as plain
-    values. Never raises for a store or engine failure: those answer fail-open with the reason."""
+    values; `arrived`: when the request reached the process (perf_counter seconds, `server.arrived`), from which
+    admission counts. Never raises for a store or engine failure: those answer fail-open with the reason."""
     started = time.perf_counter()
     policy = state.policy  # one read of the reference: the whole request uses one policy version
     candidates = body.candidates  # the engine and the readers read the three ids as attributes
@@ -48,7 +49,7 @@ async def answer(state: ServingState, body: Any) -> dict[str, Any]:
     try:
         if policy is None or state.reader is None:
             raise _NotReady("no_policy" if policy is None else "not_ready")
-        if await state.admit():
+        if await state.admit(arrived):
             reason, user = await _lookup(state, body.user_id, candidates, at)
         else:
             reason = "overload"  # no lookup slot within the admission budget: answered now, never queued

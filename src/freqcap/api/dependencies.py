@@ -49,7 +49,6 @@ class ServingState:
         store: PolicyStore | None = None,
         admission_seconds: float = 0.002,
         max_in_flight: int = 32,
-        shed_lag_seconds: float = 0.005,
     ):
         self.policy: Policy | None = None
         # Where the live policy came from (`file`, `store`, `push`), when this process swapped it in (epoch
@@ -75,11 +74,8 @@ class ServingState:
         self.slots: asyncio.Semaphore | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         # How late the event loop has been running timers lately (seconds, sustained: `watch_loop`): requests wait
-        # that long in the loop before their handler runs; beyond `shed_lag` the process is out of CPU. Not the
-        # admission budget: on a shared 2-core box a loop runs a few ms late whenever another process holds its
-        # core for a time slice, without any backlog (measured: docs/benchmarks/http.md).
+        # that long in the loop before their handler runs; beyond the admission budget the process is out of CPU.
         self.loop_lag = 0.0
-        self.shed_lag = shed_lag_seconds
         self.metrics = Metrics()
         self.windows = windows
         self.admin_token = admin_token
@@ -107,19 +103,23 @@ class ServingState:
             i += 1
             self.loop_lag = min(recent)
 
-    async def admit(self) -> bool:
-        """Take a lookup slot: at once when one is free, else wait at most the admission budget. False: overload
-        (answer at once, fail-open); True: the caller must give the slot back (`release` / `release_when_done`).
-        Also False while the event loop lags by more than `shed_lag`: requests are then waiting in the loop itself
-        (CPU saturated), and answering them cheaply is how the backlog drains instead of growing."""
-        if self.loop_lag > self.shed_lag and asyncio.get_running_loop() is self.loop:
+    async def admit(self, arrived: float | None = None) -> bool:
+        """Take a lookup slot within the admission budget, counted from `arrived` (perf_counter seconds: when the
+        request reached the process; None: now): at once when one is free, else wait for one for what is left of
+        the budget. False: overload (answer at once, fail-open); True: the caller must give the slot back
+        (`release` / `release_when_done`). Also False while the event loop lags by more than the budget: requests
+        are then waiting in the loop itself (CPU saturated), and answering them cheaply is how the backlog drains."""
+        if self.loop_lag > self.admission and asyncio.get_running_loop() is self.loop:
             return False  # (the lag is the lifespan's loop's: a request served on another loop, in tests, is not late)
+        left = self.admission if arrived is None else self.admission - (time.perf_counter() - arrived)
+        if left <= 0:
+            return False  # it waited for the loop longer than the budget already
         slots = self.slots
         if not slots.locked():
             await slots.acquire()  # a free slot: returns without suspending
             return True
         try:
-            await asyncio.wait_for(slots.acquire(), self.admission)
+            await asyncio.wait_for(slots.acquire(), left)
         except TimeoutError:
             return False
         return True

@@ -36,7 +36,6 @@ def build_app(settings: Settings, *, policy_path: str | Path | None, dev: bool) 
         lookup_workers=serving.lookup_workers,
         admission_ms=serving.admission_ms,
         max_in_flight=serving.max_in_flight,
-        shed_lag_ms=serving.shed_lag_ms,
         decision_log=decision_log_from_settings(settings),
     )
 

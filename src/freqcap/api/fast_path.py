@@ -16,6 +16,7 @@ from typing import Any
 
 from freqcap.api.decide import answer, crashed
 from freqcap.api.schemas import encode
+from freqcap.api.server import arrived
 from freqcap.api.wire import decode_decide
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ async def handle_decide(state: Any, scope: Scope, receive: Receive, send: Send, 
         await fallback(scope, _replay(body, receive), send)
         return
     try:
-        out = await answer(state, request)
+        out = await answer(state, request, arrived(scope))
     except Exception as exc:  # never a 5xx on the decide path: whatever broke, the ad server gets "no penalty"
         log.exception("decide failed outside its guard")
         out = crashed(state, request, exc)

@@ -24,6 +24,7 @@ from freqcap.api.decide import answer, crashed
 from freqcap.api.dependencies import serving_state
 from freqcap.api.policy_sync import live_policy
 from freqcap.api.schemas import DecideRequest, json_response
+from freqcap.api.server import arrived
 from freqcap.domain.policy import PolicyValidationError, parse_policy
 from freqcap.domain.policy.schema import policy_document
 
@@ -38,7 +39,7 @@ router = APIRouter()
 @router.post("/v1/decide")
 async def decide_endpoint(body: DecideRequest, request: Request):
     request.state.decide_request = body  # for `unexpected_error`: a crash after this still answers fail-open
-    return json_response(await answer(serving_state(request), body))
+    return json_response(await answer(serving_state(request), body, arrived(request.scope)))
 
 
 # The policy being served (its version and document); 503 before one is loaded.
