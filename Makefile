@@ -60,6 +60,7 @@ bench: setup  ## reproducible benchmarks; tables go to benchmarks/results/
 	$(BIN)/python benchmarks/bench_curves.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_online_read.py
+	$(BIN)/python benchmarks/bench_cluster.py
 	$(BIN)/python benchmarks/bench_decide.py --reader all
 	$(BIN)/python benchmarks/bench_http.py
 	$(BIN)/python benchmarks/bench_serving_cpu.py

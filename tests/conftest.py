@@ -54,3 +54,16 @@ def redis_connection_string() -> str:
     except Exception as exc:  # any connection problem means "no Redis here"
         _service_missing("Redis", str(exc))
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A local three-master Redis Cluster for the whole session (`tests.redis_cluster`); fails under CI when
+    redis-server is missing. Tests keep to their own Feast project (keys), so they can share it."""
+    from tests.redis_cluster import LocalRedisCluster
+
+    cluster = LocalRedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -130,11 +130,42 @@ class ValidationConfig(_Frozen):
 
 
 class OnlineStoreConfig(_Frozen):
-    """Which Feast online store to use; selected by configuration, never by editing feature_store.yaml."""
+    """Which Feast online store to use; selected by configuration, never by editing feature_store.yaml.
 
-    kind: Literal["sqlite", "redis"] = "sqlite"
+    `redis`: one Redis server, `redis_connection_string` "host:port" (Feast options may follow: ",password=...").
+    `redis_cluster`: a Redis Cluster (Feast's `redis_type: redis_cluster`), `redis_connection_string` lists start-up
+    nodes "h1:p1,h2:p2,h3:p3" (any reachable master gives the whole slot map: list several).
+    """
+
+    kind: Literal["sqlite", "redis", "redis_cluster"] = "sqlite"
     redis_connection_string: str = "127.0.0.1:6379"
     online_write_batch_size: int = Field(50_000, gt=0)
+
+    @field_validator("redis_connection_string")
+    @classmethod
+    def _connection_string_valid(cls, value: str, info: Any) -> str:
+        kind = info.data.get("kind")
+        if kind not in ("redis", "redis_cluster"):
+            return value
+        nodes = [n.strip() for n in value.split(",") if n.strip() and "=" not in n]
+        if "://" in value:
+            raise ValueError(f"{value!r}: use Feast's form host:port[,host:port...][,option=value...], not a URL")
+        if not nodes:
+            raise ValueError(f"{value!r} names no host:port")
+        for node in nodes:
+            host, sep, port = node.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{node!r} in {value!r} is not host:port (port 1-65535)")
+        if kind == "redis" and len(nodes) > 1:
+            raise ValueError(
+                f"{value!r} lists {len(nodes)} nodes but kind is redis (one server): set kind: redis_cluster"
+            )
+        return value
+
+    @property
+    def is_redis(self) -> bool:
+        """A Redis online store, single node or cluster (same key layout: Feast's `RedisOnlineStore`)."""
+        return self.kind in ("redis", "redis_cluster")
 
 
 class FeastConfig(_Frozen):

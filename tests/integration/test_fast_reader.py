@@ -1,7 +1,7 @@
 """The fast online readers return exactly what FeastReader returns, and what the events say.
 
-Real Feast stores (Redis and SQLite) materialized by Feast itself across two snapshots (so pairs that went quiet
-read back through tombstones), compared for many random users and candidate sets, including unknown users and
+Real Feast stores (Redis, a local three-master Redis Cluster, and SQLite) materialized by Feast itself across two
+snapshots (so pairs that went quiet read back through tombstones), compared for many random users and candidate sets, including unknown users and
 entities, duplicates, mismatched hierarchies and entities known only at some levels; a frozen Redis makes a read
 raise within the socket timeout instead of hanging.
 """
@@ -154,7 +154,7 @@ def _roundtrip(tmp_path, settings, reader_type):
         assert datetime.now(UTC) - T2 > ttl
         return store, fast, feast, events
     except Exception:
-        if settings.feast.online.kind == "redis":
+        if settings.feast.online.is_redis:
             store.teardown()
         raise
 
@@ -294,6 +294,76 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
     assert not list(fast.client.scan_iter(match=b"*" + settings.feast.project.encode())), "keys left behind"
 
 
+@pytest.mark.redis_cluster
+def test_redis_cluster_fast_readers_equal_feast_and_brute_force(tmp_path, redis_cluster):
+    """On a Redis Cluster: the threaded and the event-loop reader equal FeastReader (Feast's own cluster client)
+    and the brute force; one request's keys span every master; a moved slot fails the read that meets it
+    (`MOVED`), refreshes the slot map, and the next read is right again."""
+    import asyncio
+
+    import redis
+
+    from freqcap.adapters.feast.async_cluster import AsyncClusterReader, async_reader_for
+    from freqcap.adapters.feast.fast_reader import RedisClusterFeatureReader
+    from freqcap.adapters.redis_cluster import key_slot
+    from tests.redis_cluster import keys_per_master, move_slot, owner_port
+
+    settings = _settings(tmp_path, "redis_cluster", redis_cluster.connection_string)
+    store, fast, feast, _ = _roundtrip(tmp_path, settings, RedisClusterFeatureReader)
+    aio = async_reader_for(fast, max_connections=4)
+    try:
+        assert type(aio) is AsyncClusterReader
+        project = settings.feast.project.encode()
+        spread = keys_per_master(redis_cluster, b"*" + project)
+        assert len(spread) == 3 and min(spread.values()) > 50, spread  # the rows really are on every master
+        cands = [Candidate(a, CAMP_OF[a], ADV_OF[CAMP_OF[a]]) for a in ADS]
+        slots = [key_slot(k) for k, _ in fast.keys_and_fields("u1", cands)]
+        assert len(fast.topology.current.group(slots)) == 3, "one request's keys span every master"
+
+        async def read(user: str, picked: list[Candidate]):
+            return await asyncio.wait_for(aio.read(user, picked), 5)  # a hang fails the test, not the run
+
+        async def async_equals_sync(seed: int, rounds: int) -> None:
+            rng = random.Random(seed)
+            for i in range(rounds):
+                user = USERS[i % len(USERS)]
+                picked = _random_candidates(rng)
+                assert await read(user, picked) == feast.read(user, picked), (user, picked)
+
+        # A slot moves to another master (with its keys): the reader's map is stale until a read meets it.
+        def move_a_slot_of(user: str) -> None:
+            key = fast.keys_and_fields(user, cands)[-1][0]
+            slot = key_slot(key)
+            source = owner_port(redis_cluster, slot)
+            move_slot(redis_cluster, slot, next(p for p in redis_cluster.ports if p != source))
+
+        async def on_the_event_loop() -> None:  # one loop for the whole test: connections belong to their loop
+            await async_equals_sync(21, 40)
+            move_a_slot_of("u3")
+            before = fast.topology.refreshes
+            with pytest.raises(redis.exceptions.MovedError):
+                await read("u3", cands)
+            deadline = time.monotonic() + 5
+            while fast.topology.refreshes == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # the event-loop reader re-reads the map on a thread
+            assert await read("u3", cands) == feast.read("u3", cands)
+            await async_equals_sync(22, 20)
+            aio.close()  # on its loop
+
+        asyncio.run(on_the_event_loop())
+
+        move_a_slot_of("u2")
+        time.sleep(fast.topology.min_refresh_interval)  # the last refresh may be recent: let the next one be due
+        refreshes = fast.topology.refreshes
+        with pytest.raises(redis.exceptions.MovedError):
+            fast.read("u2", cands)
+        assert fast.topology.refreshes == refreshes + 1, "a MOVED reply re-reads the slot map"
+        assert fast.read("u2", cands) == feast.read("u2", cands)
+    finally:
+        fast.close()
+        store.teardown()
+
+
 def test_key_builder_checks_itself_against_feast():
     """The specialized key builder is used only when it reproduces Feast's bytes; otherwise Feast's own is."""
     from feast.infra.key_encoding_utils import serialize_entity_key
@@ -379,15 +449,21 @@ def test_hmget_packing_is_redis_py_s():
 def test_make_reader_falls_back_to_feast_where_it_has_no_fast_path(tmp_path):
     from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 
+    from freqcap.adapters.feast.fast_reader import RedisClusterFeatureReader
+
     settings = _settings(tmp_path, "sqlite")
+    registry = SimpleNamespace(enable_online_feature_view_versioning=False)
     for online in (
-        RedisOnlineStoreConfig(redis_type="redis_cluster", connection_string="127.0.0.1:1"),
         RedisOnlineStoreConfig(client="glide", connection_string="127.0.0.1:1"),
+        RedisOnlineStoreConfig(redis_type="redis_sentinel", connection_string="127.0.0.1:1"),
         SimpleNamespace(type="dynamodb"),
     ):
-        registry = SimpleNamespace(enable_online_feature_view_versioning=False)
         store = SimpleNamespace(config=SimpleNamespace(online_store=online, registry=registry))
         assert type(make_reader(store, settings)) is FeastReader, online
+    # A Redis Cluster has its own fast reader, even when unreachable at start (reads fail until it answers).
+    cluster = RedisOnlineStoreConfig(redis_type="redis_cluster", connection_string="127.0.0.1:1")
+    store = SimpleNamespace(config=SimpleNamespace(online_store=cluster, registry=registry))
+    assert type(make_reader(store, settings)) is RedisClusterFeatureReader
     store = open_store(settings, tmp_path / "feast")
     assert type(make_reader(store, settings)) is SqliteFeatureReader
     assert type(make_reader(store, settings, fast=False)) is FeastReader

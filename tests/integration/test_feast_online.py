@@ -1,6 +1,7 @@
 """Features built, published and materialized, read back through Feast's own `get_online_features`.
 
-Checked against the brute-force computation, with the SQLite and the Redis online store, across two snapshots
+Checked against the brute-force computation, with the SQLite, the Redis and the Redis Cluster online store
+(Feast's `redis_type: redis_cluster`, on a local three-master cluster), across two snapshots
 so that pairs which went quiet in between must read back as zero (tombstones).
 """
 
@@ -121,7 +122,7 @@ def _roundtrip(tmp_path, settings):
         both = {lvl: pairs1[lvl] | pairs2[lvl] for lvl in pairs1}
         _check_online_equals_brute_force(settings, store, events, T2, both)
     finally:
-        if settings.feast.online.kind == "redis":
+        if settings.feast.online.is_redis:
             store.teardown()
 
 
@@ -132,6 +133,14 @@ def test_sqlite_online_roundtrip(tmp_path):
 @pytest.mark.redis
 def test_redis_online_roundtrip(tmp_path, redis_connection_string):
     _roundtrip(tmp_path, _settings(tmp_path, "redis", redis_connection_string))
+
+
+@pytest.mark.redis_cluster
+def test_redis_cluster_online_roundtrip(tmp_path, redis_cluster):
+    """Feast's own `redis_cluster` online store (materialize, get_online_features) as freqcap configures it."""
+    settings = _settings(tmp_path, "redis_cluster", redis_cluster.connection_string)
+    assert settings.feast.online.kind == "redis_cluster"
+    _roundtrip(tmp_path, settings)
 
 
 def test_reads_keep_working_during_materialization(tmp_path):

@@ -200,6 +200,39 @@ def test_redis_store_unreachable_is_typed():
         store.save(doc("p1"))
 
 
+@pytest.mark.redis_cluster
+def test_redis_store_on_the_online_store_cluster(tmp_path, redis_cluster):
+    """`policy_store: redis` with the online store on a Redis Cluster: the hash lives on the cluster (whichever
+    master serves its slot); an unreachable cluster is the same typed error, and opening the store does no I/O."""
+    key = f"freqcap-test:{uuid.uuid4().hex}:policy"
+    settings = settings_for(
+        tmp_path,
+        "redis",
+        FREQCAP__FEAST__ONLINE__KIND="redis_cluster",
+        FREQCAP__FEAST__ONLINE__REDIS_CONNECTION_STRING=redis_cluster.connection_string,
+        FREQCAP__SERVING__POLICY_REDIS_KEY=key,
+    )
+    store = policy_store_from_settings(settings)
+    assert store.revision() is None
+    r1 = store.save(doc("p1"))
+    oracle = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+    try:
+        assert json.loads(oracle.hget(key, "document")) == doc("p1")
+        assert store.load().version == "p1" and store.revision() == r1
+    finally:
+        oracle.delete(key)
+        oracle.close()
+    nowhere = settings_for(
+        tmp_path,
+        "redis",
+        FREQCAP__FEAST__ONLINE__KIND="redis_cluster",
+        FREQCAP__FEAST__ONLINE__REDIS_CONNECTION_STRING=f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}",
+    )
+    unreachable = policy_store_from_settings(nowhere)  # no I/O yet
+    with pytest.raises(PolicyStoreUnavailable):
+        unreachable.revision()
+
+
 # -------------------------------------------------------------------------------------- serving with a store
 
 

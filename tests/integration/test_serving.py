@@ -94,8 +94,21 @@ def _brute_force_state(settings, events, user):
     return "unknown", tier, states
 
 
-def test_decisions_use_materialized_counts(tmp_path):
-    settings = _settings(tmp_path, "sqlite")
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis_cluster", marks=pytest.mark.redis_cluster),
+    ],
+)
+def test_decisions_use_materialized_counts(tmp_path, kind, request):
+    redis = None
+    if kind == "redis":
+        redis = request.getfixturevalue("redis_connection_string")
+    elif kind == "redis_cluster":
+        redis = request.getfixturevalue("redis_cluster").connection_string
+    settings = _settings(tmp_path, kind, redis)
     events_dir = tmp_path / "events"
     old = random_events(1, 250, T1 - timedelta(days=12), T1 - timedelta(days=8, seconds=1))
     recent = random_events(2, 400, T1 - timedelta(days=1), T1 + timedelta(hours=1), users=range(7))
@@ -103,7 +116,10 @@ def test_decisions_use_materialized_counts(tmp_path):
         write_events(part, events_dir / f"part-{i}.parquet")
     events = [row for part in (old, recent) for row in part.to_pylist()]
     repo = tmp_path / "feast"
-    _run_snapshot(settings, tmp_path, events_dir, T1, open_store(settings, repo), repo)
+    writer = open_store(settings, repo)
+    _run_snapshot(settings, tmp_path, events_dir, T1, writer, repo)
+    if kind != "sqlite":
+        request.addfinalizer(writer.teardown)  # this test's keys out of the shared Redis / cluster
     policy_path = write_policy(tmp_path)
     policy = parse_policy(policy_path.read_text())
     # A generous budget: this test is about the numbers, not the timing.
@@ -113,6 +129,13 @@ def test_decisions_use_materialized_counts(tmp_path):
     reader = None
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 200
+        # The readers serving picks for the store: on Redis (one node or a cluster) the lookups run on the event loop.
+        serving = app.state.serving
+        assert (type(serving.reader).__name__, type(serving.async_reader).__name__) == {
+            "sqlite": ("SqliteFeatureReader", "NoneType"),
+            "redis": ("RedisFeatureReader", "AsyncRedisReader"),
+            "redis_cluster": ("RedisClusterFeatureReader", "AsyncClusterReader"),
+        }[kind]
         for user in [f"u{i}" for i in range(15)] + ["nobody"]:
             resp = client.post("/v1/decide", json=body(user))
             assert resp.status_code == 200, resp.text

@@ -71,7 +71,7 @@ def _start_service(settings, tmp_path: Path, policy_path: Path) -> tuple[subproc
     env = {
         **os.environ,
         "FREQCAP__DATA_DIR": str(settings.data_dir),
-        "FREQCAP__FEAST__ONLINE__KIND": "redis",
+        "FREQCAP__FEAST__ONLINE__KIND": settings.feast.online.kind,
         "FREQCAP__FEAST__ONLINE__REDIS_CONNECTION_STRING": settings.feast.online.redis_connection_string,
         "FREQCAP__FEAST__PROJECT": settings.feast.project,
         "FREQCAP__SERVING__ADMIN_TOKEN": TOKEN,

@@ -31,6 +31,9 @@ from freqcap.layout import DataLayout
 
 # Socket timeout of the store's Redis calls: a hung Redis costs a sync tick at most this long, never a request.
 REDIS_TIMEOUT_SECONDS = 1.0
+# What a Redis (or Redis Cluster) call may raise when the store is unreachable: the cluster client's own errors
+# (e.g. no start-up node answers) are not RedisErrors.
+_REDIS_ERRORS = (redis.RedisError, OSError, redis.exceptions.RedisClusterException)
 
 
 class PolicyStoreUnavailable(FreqcapError):
@@ -150,7 +153,7 @@ class RedisPolicyStore:
     def revision(self) -> str | None:
         try:
             version, pushed_at = self.client.hmget(self.key, ["version", "pushed_at"])
-        except (redis.RedisError, OSError) as exc:
+        except _REDIS_ERRORS as exc:
             raise PolicyStoreUnavailable(f"redis {self.key}: {type(exc).__name__}: {exc}") from exc
         if version is None and pushed_at is None:
             return None
@@ -159,7 +162,7 @@ class RedisPolicyStore:
     def load(self) -> StoredPolicy | None:
         try:
             fields = self.client.hgetall(self.key)
-        except (redis.RedisError, OSError) as exc:
+        except _REDIS_ERRORS as exc:
             raise PolicyStoreUnavailable(f"redis {self.key}: {type(exc).__name__}: {exc}") from exc
         if not fields:
             return None
@@ -177,7 +180,7 @@ class RedisPolicyStore:
         mapping = {"version": version, "document": json.dumps(dict(document)), "pushed_at": pushed_at}
         try:
             self.client.hset(self.key, mapping=mapping)
-        except (redis.RedisError, OSError) as exc:
+        except _REDIS_ERRORS as exc:
             raise PolicyStoreUnavailable(f"redis {self.key}: {type(exc).__name__}: {exc}") from exc
         return _redis_revision(version, pushed_at)
 
@@ -216,14 +219,18 @@ def redis_address(settings: Settings) -> str:
     return settings.serving.policy_redis_url or settings.feast.online.redis_connection_string
 
 
-def _redis_client(address: str) -> Any:
-    # One attempt per call: redis-py's default retries took 10 s to give up on a refused connection, and the
-    # sync tries again on its next tick anyway.
-    timeouts = {
+def _timeouts() -> dict[str, Any]:
+    return {
         "socket_timeout": REDIS_TIMEOUT_SECONDS,
         "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
         "retry": Retry(NoBackoff(), 0),
     }
+
+
+def _redis_client(address: str) -> Any:
+    # One attempt per call: redis-py's default retries took 10 s to give up on a refused connection, and the
+    # sync tries again on its next tick anyway.
+    timeouts = _timeouts()
     if "://" in address:
         return redis.Redis.from_url(address, **timeouts)
     # A Feast connection string: "host:port,password=...,ssl=true,db=0".
@@ -240,11 +247,32 @@ def _redis_client(address: str) -> Any:
     )
 
 
+class _LazyRedisCluster:
+    """A redis-py `RedisCluster` created on first use: its constructor reads the slot map (I/O), and opening the
+    store must not do any; a cluster that cannot be reached raises on each use until it answers."""
+
+    def __init__(self, address: str, timeouts: dict[str, Any]):
+        nodes = [n.strip() for n in address.split(",") if n.strip() and "=" not in n]
+        self._startup = [redis.cluster.ClusterNode(n.rpartition(":")[0], int(n.rpartition(":")[2])) for n in nodes]
+        opts = dict(o.split("=", 1) for o in address.split(",") if "=" in o)
+        self._kwargs = {**timeouts, "password": opts.get("password") or None}
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = redis.RedisCluster(startup_nodes=self._startup, **self._kwargs)
+        return getattr(self._client, name)
+
+
 def policy_store_from_settings(settings: Settings) -> PolicyStore | None:
     """The store `serving.policy_store` selects (None for `none`). Opening it does no I/O."""
     kind = settings.serving.policy_store
     if kind == "file":
         return FilePolicyStore(DataLayout.of(settings).live_policy)
     if kind == "redis":
+        if settings.serving.policy_redis_url is None and settings.feast.online.kind == "redis_cluster":
+            # The online store's cluster: the key lives on whichever master serves its slot.
+            client = _LazyRedisCluster(settings.feast.online.redis_connection_string, _timeouts())
+            return RedisPolicyStore(client, settings.serving.policy_redis_key)
         return RedisPolicyStore(_redis_client(redis_address(settings)), settings.serving.policy_redis_key)
     return None

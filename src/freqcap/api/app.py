@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from freqcap.adapters.decision_log import DecisionLog
-from freqcap.adapters.feast.async_redis import AsyncRedisReader
+from freqcap.adapters.feast.async_cluster import async_reader_for
 from freqcap.adapters.feast.fast_reader import DEFAULT_SOCKET_TIMEOUT, make_reader
 from freqcap.adapters.feast.reader import FeastReader, FeatureReader
 from freqcap.adapters.feast.store import open_store
@@ -104,11 +104,8 @@ def create_app(
         state.pool = state.new_pool()
         await load_initial_policy(state, policy_path)
         state.reader = reader if reader is not None else await _open_reader(settings, repo_dir, state.budget)
-        state.async_reader = (
-            AsyncRedisReader(state.reader, max_connections=state.max_in_flight)
-            if AsyncRedisReader.supports(state.reader)
-            else None
-        )
+        # Redis (one node or a cluster) is read on the event loop; other readers on the lookup threads.
+        state.async_reader = async_reader_for(state.reader, max_connections=state.max_in_flight)
         state.start_admission()
         await _warm_up(state)
         # Everything loaded so far (Feast, pandas, pyarrow, the registry: ~170 k objects) lives as long as the
@@ -153,7 +150,8 @@ async def _open_reader(settings: Settings, repo_dir: str | Path | None, budget_s
     if settings.serving.reader == "feast":
         return FeastReader(store, settings.features)
     # Direct reads of Feast's online store (Redis: one round trip with a socket timeout, so a frozen Redis frees
-    # lookup threads; SQLite: one SELECT); FeastReader for any other store.
+    # lookup threads; Redis Cluster: one round trip per master, all at once; SQLite: one SELECT); FeastReader for
+    # any other store.
     timeout = max(DEFAULT_SOCKET_TIMEOUT, 10 * budget_seconds)
     return await loop.run_in_executor(None, functools.partial(make_reader, store, settings, socket_timeout=timeout))
 

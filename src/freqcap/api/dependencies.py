@@ -62,7 +62,8 @@ class ServingState:
         self.store_read_at: float | None = None
         self.store_error: str | None = None  # the store's last failure while it is unreachable
         self.reader: FeatureReader | None = None
-        # The reader's reads as coroutines on the event loop (Redis: AsyncRedisReader), else None: the thread pool.
+        # The reader's reads as coroutines on the event loop (Redis: AsyncRedisReader, Redis Cluster:
+        # AsyncClusterReader), else None: the thread pool.
         self.async_reader: Any = None
         self.budget = budget_seconds
         self.workers = workers

@@ -78,6 +78,15 @@ class _Protocol(asyncio.Protocol):
                 raise redis.ResponseError(str(reply))
         return replies
 
+    def send(self, data: bytes, n: int) -> asyncio.Future:
+        """Send `data` (n packed commands); the future resolves to the n replies (error replies included, as
+        `hiredis.ReplyError`), or fails when the connection is lost. `call` for one connection; this for many at once."""
+        self.replies = []
+        self.expected = n
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return self.waiter
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -85,6 +94,20 @@ class _Protocol(asyncio.Protocol):
 
 def _pack(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
+def setup_commands(kwargs: dict[str, Any]) -> tuple[bytes, int]:
+    """(packed commands, count) a new connection sends first, from a redis-py pool's `connection_kwargs`: AUTH,
+    SELECT (a non-zero db) and CLIENT SETNAME (so CLIENT LIST shows the reader's connections)."""
+    setup = []
+    if kwargs.get("password"):
+        user = kwargs.get("username")
+        auth = (user.encode(), kwargs["password"].encode()) if user else (kwargs["password"].encode(),)
+        setup.append(_pack(b"AUTH", *auth))
+    if int(kwargs.get("db") or 0):
+        setup.append(_pack(b"SELECT", str(int(kwargs["db"])).encode()))
+    setup.append(_pack(b"CLIENT", b"SETNAME", (kwargs.get("client_name") or CLIENT_NAME).encode()))
+    return b"".join(setup), len(setup)
 
 
 class AsyncRedisReader:
@@ -101,15 +124,7 @@ class AsyncRedisReader:
         kwargs = reader.client.connection_pool.connection_kwargs
         self.host = kwargs.get("host", "127.0.0.1")
         self.port = int(kwargs.get("port", 6379))
-        setup = []
-        if kwargs.get("password"):
-            user = kwargs.get("username")
-            auth = (user.encode(), kwargs["password"].encode()) if user else (kwargs["password"].encode(),)
-            setup.append(_pack(b"AUTH", *auth))
-        if int(kwargs.get("db") or 0):
-            setup.append(_pack(b"SELECT", str(int(kwargs["db"])).encode()))
-        setup.append(_pack(b"CLIENT", b"SETNAME", (kwargs.get("client_name") or CLIENT_NAME).encode()))
-        self._setup = (b"".join(setup), len(setup))
+        self._setup = setup_commands(kwargs)
         self.max_connections = max_connections
         self._idle: list[_Protocol] = []
         self.open_connections = 0
@@ -117,7 +132,7 @@ class AsyncRedisReader:
     @staticmethod
     def supports(reader: Any) -> bool:
         """Can this reader's reads run on the event loop?"""
-        if not isinstance(reader, RedisFeatureReader) or reader.stream is not None:
+        if not isinstance(reader, RedisFeatureReader) or reader.stream is not None or reader.cluster:
             return False
         pool = reader.client.connection_pool
         return pool.connection_class is redis.Connection and not pool.connection_kwargs.get("path")

@@ -9,6 +9,7 @@ cost several times the Redis round trip itself (profiled). These readers return 
   (user, campaign) and (user, ad) key, asking only for the hash fields of the columns `FeastReader` reads. The
   commands go out as one pre-packed write on a pooled redis-py connection and the replies are read one by one
   (redis-py's `Pipeline` bookkeeping costs more than the round trip itself for ~100 keys).
+  `RedisClusterFeatureReader` does the same on a Redis Cluster: one such round trip per master, all masters at once.
   The client has a socket timeout and no retries (Feast's has neither), so a lookup thread blocked on a frozen
   Redis is released after `socket_timeout`, not after the freeze ends.
 * `SqliteFeatureReader`: one SELECT (a UNION ALL over the four view tables) with `IN` on the serialized entity
@@ -23,7 +24,7 @@ Staleness: Feast's standard online path does not enforce a view's `ttl` (the Red
 to report an event timestamp; `OUTSIDE_MAX_AGE` exists only on the precomputed-vector path), and an expired Redis
 hash (`key_ttl_seconds`) is simply absent. These readers do the same: a value is returned however old, a missing
 value reads as None (counts 0). `make_reader` picks the fast reader for the configured store and falls back to
-`FeastReader` for anything else (Redis Cluster / Sentinel, GLIDE client, online feature-view versioning).
+`FeastReader` for anything else (Redis Sentinel, GLIDE client, online feature-view versioning).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from freqcap.adapters.feast import online_format as fmt
+from freqcap.adapters.feast.cluster_routing import ClusterTopology, cluster_topology_for, key_slot, round_trip_by_node
 from freqcap.adapters.feast.reader import DEFAULT_SIGNAL_TIER, UNKNOWN_AUDIENCE, FeastReader, FeatureReader, UserState
 from freqcap.adapters.feast.repo.feature_views import stream_view_name
 from freqcap.adapters.feast.stream_seam import StreamSeamSource
@@ -213,6 +215,9 @@ class RedisFeatureReader:
     `apply`; reads raise `ReaderUnavailable` meanwhile, like Feast's `FeatureViewNotFoundException`).
     """
 
+    redis_type = RedisType.redis
+    cluster = False
+
     def __init__(
         self,
         store: Any,
@@ -225,12 +230,12 @@ class RedisFeatureReader:
     ):
         config = store.config
         online = config.online_store
-        if not isinstance(online, RedisOnlineStoreConfig) or online.redis_type != RedisType.redis:
-            raise ValueError("RedisFeatureReader needs Feast's single-node Redis online store")
+        if not isinstance(online, RedisOnlineStoreConfig) or online.redis_type != self.redis_type:
+            raise ValueError(f"{type(self).__name__} needs Feast's {self.redis_type.value} online store")
         self.store = store
         self.features = features
         self.socket_timeout = socket_timeout
-        self.client = client or redis_client_for(online, socket_timeout, socket_connect_timeout)
+        self.client = client or self._open_client(online, socket_timeout, socket_connect_timeout)
         self._user_cols, self._tiers = serving_columns(features)
         self._decoder = fmt.ValueDecoder()
         # A StreamSeamSource: when set, the stream views' buckets and the batch rows' cut-offs come back in the
@@ -243,6 +248,10 @@ class RedisFeatureReader:
             self._plan = self._build_plan()
         except Exception as exc:  # not applied yet: retried on each read until it is
             log.info("fast reader: feature views not ready yet (%s)", exc)
+
+    @staticmethod
+    def _open_client(online: Any, socket_timeout: float, socket_connect_timeout: float | None) -> Any:
+        return redis_client_for(online, socket_timeout, socket_connect_timeout)
 
     @property
     def fast_keys(self) -> bool:
@@ -424,6 +433,54 @@ class RedisFeatureReader:
         self.client.close()
 
 
+class RedisClusterFeatureReader(RedisFeatureReader):
+    """`RedisFeatureReader` over Feast's `redis_cluster` online store: the same keys, fields and decoding, one
+    pipelined round trip per master, all masters written before any reply is read (`round_trip_by_node`), so a
+    read costs about the slowest master's round trip. `client` is the cluster's `ClusterTopology` (slot map and a
+    client per master).
+
+    A read that meets a moved slot (`MOVED` / `ASK`), a cluster that is down or a master that cannot be reached
+    raises (serving fails open and counts it) and makes the topology re-read the slot map, so later reads go where
+    the cluster now says; nothing is retried within the request's budget.
+    """
+
+    redis_type = RedisType.redis_cluster
+    cluster = True
+
+    def __init__(self, store: Any, features: FeaturesConfig, **kwargs: Any):
+        super().__init__(store, features, **kwargs)
+        # The slot map now, not on the first request (the event-loop reader never reads it itself).
+        if not self.client.refresh(force=True):
+            log.warning("Redis Cluster unreachable at start: reads fail until it answers")
+
+    @staticmethod
+    def _open_client(online: Any, socket_timeout: float, socket_connect_timeout: float | None) -> ClusterTopology:
+        return cluster_topology_for(online, socket_timeout, socket_connect_timeout, client_name=CLIENT_NAME)
+
+    @property
+    def topology(self) -> ClusterTopology:
+        return self.client
+
+    def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
+        plan, entities, commands, slots = self.prepare_routed(user_id, candidates)
+        return self.decode(plan, entities, round_trip_by_node(self.client, commands, slots), at)
+
+    def prepare_routed(self, user_id: str, candidates: Sequence[Candidate]) -> tuple[_RedisPlan, list, list, list]:
+        """`prepare`, plus the cluster slot of each command's key (same order)."""
+        plan = self._require_plan()
+        entities = _distinct_entities(candidates)
+        tiers, tails = plan.tiers, plan.tier_tails
+        keys = [plan.user_key(user_id)]
+        keys += [tiers[level][1](user_id, entity) for level, entity in entities]
+        commands = [pack_hmget(keys[0], plan.user_tail)]
+        commands += [pack_hmget(key, tails[level]) for key, (level, _) in zip(keys[1:], entities, strict=True)]
+        return plan, entities, commands, [key_slot(key) for key in keys]
+
+    def prepare(self, user_id: str, candidates: Sequence[Candidate]) -> tuple[_RedisPlan, list, list[bytes]]:
+        plan, entities, commands, _ = self.prepare_routed(user_id, candidates)
+        return plan, entities, commands
+
+
 # The stream view fields serving reads (clicks are pushed for other consumers, not read on the hot path).
 STREAM_READ = ("imp_buckets", "imp_counts", "conv_buckets", "conv_counts", "last_imp_ts")
 
@@ -590,7 +647,8 @@ def make_reader(
     fast: bool = True,
 ) -> FeatureReader:
     """The fastest reader that returns what `FeastReader` returns for this store: `RedisFeatureReader` for a
-    single-node Redis online store (redis-py client), `SqliteFeatureReader` for SQLite, else `FeastReader`.
+    single-node Redis online store, `RedisClusterFeatureReader` for a Redis Cluster (redis-py client, both),
+    `SqliteFeatureReader` for SQLite, else `FeastReader`.
 
     `socket_timeout` (seconds; default max(0.1, 10 x the decide budget)) bounds a blocked Redis read."""
     if fast:
@@ -602,11 +660,13 @@ def make_reader(
             socket_timeout = max(DEFAULT_SOCKET_TIMEOUT, 10 * settings.serving.budget_ms / 1000.0)
         try:
             if kind == "redis" and not versioned:
-                if online.redis_type == RedisType.redis and online.client == RedisClient.redis:
+                kinds = {RedisType.redis: RedisFeatureReader, RedisType.redis_cluster: RedisClusterFeatureReader}
+                reader_type = kinds.get(online.redis_type)
+                if reader_type is not None and online.client == RedisClient.redis:
                     stream = None
                     if settings.stream.enabled:
                         stream = StreamSeamSource(settings, store, socket_timeout=socket_timeout)
-                    return RedisFeatureReader(store, settings.features, socket_timeout=socket_timeout, stream=stream)
+                    return reader_type(store, settings.features, socket_timeout=socket_timeout, stream=stream)
             elif kind == "sqlite" and not versioned:
                 return SqliteFeatureReader(store, settings.features, busy_timeout=socket_timeout)
         except Exception:  # never worse than Feast's own path

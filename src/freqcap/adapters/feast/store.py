@@ -1,6 +1,6 @@
 """The Feast feature store as freqcap runs it: a runtime repo directory generated from settings.
 
-The online store (SQLite or Redis) is chosen by `Settings.feast.online`, never by editing a file. The runtime
+The online store (SQLite, Redis or Redis Cluster) is chosen by `Settings.feast.online`, never by editing a file. The runtime
 directory holds `feature_store.yaml` (so the `feast` CLI works there too), the registry, the SQLite online store
 and the offline snapshots under `offline/<table>/`.
 """
@@ -24,13 +24,15 @@ log = logging.getLogger(__name__)
 def repo_config_dict(settings: Settings, repo_dir: Path) -> dict[str, Any]:
     """The feature_store.yaml content for these settings (absolute paths under `repo_dir`)."""
     online = settings.feast.online
-    if online.kind == "redis":
+    if online.is_redis:
         online_store: dict[str, Any] = {
             "type": "redis",
             "connection_string": online.redis_connection_string,
             # Keys of pairs that fell out of every window expire instead of piling up.
             "key_ttl_seconds": int(parse_duration(settings.feast.online_key_ttl).total_seconds()),
         }
+        if online.kind == "redis_cluster":  # the connection string lists start-up nodes; keys spread by slot
+            online_store["redis_type"] = "redis_cluster"
     else:
         online_store = {"type": "sqlite", "path": str(repo_dir / "online.db")}
     return {

@@ -1,4 +1,6 @@
-"""Writing into Feast's Redis online store (`RedisOnlineStore` layout), pipelined over one dedicated connection.
+"""Writing into Feast's Redis online store (`RedisOnlineStore` layout), pipelined over one dedicated connection
+per node: the server, or each master of a Redis Cluster (`redis_nodes`: rows split by key slot, every master sent
+its part of a batch before any replies are read).
 
 The layout is Feast's as `freqcap.adapters.feast.online_format` writes it down (one hash per entity key, shared
 by every view on that key; a field per feature and `_ts:<view>`); `EXPIRE key_ttl_seconds` after every write, as
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import redis
-from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
+from feast.infra.online_stores.redis import RedisOnlineStore
 
 from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast import redis_dump
@@ -36,13 +38,15 @@ from freqcap.adapters.feast.bulk.binary import ascii_lengths, join
 from freqcap.adapters.feast.bulk.encoders import Batch, entity_keys
 from freqcap.adapters.feast.bulk.errors import BulkMaterializeError, LayoutMismatchError, UnsupportedOnlineStoreError
 from freqcap.adapters.feast.bulk.plan import ViewPlan
+from freqcap.adapters.feast.bulk.redis_nodes import RedisNodes
 from freqcap.adapters.feast.bulk.reports import BulkState
 from freqcap.adapters.feast.bulk.resp import (
     CRLF,
     buffer_view,
     bulk_string,
+    read_and_check,
+    read_lines,
     send_and_check,
-    send_and_read,
     send_and_read_lines,
 )
 from freqcap.adapters.feast.bulk.target import Target, Worker
@@ -59,16 +63,14 @@ class RedisTarget(Target):
         self.store = store
         self.config = store.config
         online = self.config.online_store
-        if online.redis_type == RedisType.redis_cluster:
-            raise UnsupportedOnlineStoreError("Redis Cluster: keys span slots; use store.materialize")
         provider_store = store._get_provider().online_store
         if not isinstance(provider_store, RedisOnlineStore):
             raise UnsupportedOnlineStoreError(f"unexpected online store {type(provider_store).__name__}")
         self.client = provider_store._get_client(online)
+        # Per-node connections; on a cluster the slot map is read at the first `begin` (reading the state is free).
+        self.nodes = RedisNodes(self.client, online)
         self.ttl = online.key_ttl_seconds
         self.project = fmt.redis_key_suffix(self.config)
-        self._writer_conn = None
-        self._probe_conn = None
         self._worker: Worker | None = None
         self.plan: ViewPlan | None = None
         self.fields: fmt.RedisFields | None = None  # the plan's hash fields
@@ -95,11 +97,6 @@ class RedisTarget(Target):
         self.client.delete(self._state_key(view))
 
     # -- writing -----------------------------------------------------------------------------------------------
-    def _connection(self):
-        conn = self.client.connection_pool.make_connection()
-        conn.connect()
-        return conn
-
     def begin(self, plan: ViewPlan, as_of: datetime) -> None:
         self.plan = plan
         try:  # the fields Feast's own online_read asks for, or nothing is written
@@ -112,7 +109,7 @@ class RedisTarget(Target):
         self._header = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(fields) + 1))
         self._expire = b"*3\r\n$6\r\nEXPIRE\r\n"
         self._ttl_bulk = bulk_string(str(self.ttl).encode()) if self.ttl else b""
-        self._writer_conn = self._connection()
+        self.nodes.refresh()
         self._worker = Worker(self._send)
         self.rows_restored = 0
         self._restore: tuple[int, bytes] | None = None  # (RDB type, RDB version) once the probe passed
@@ -186,15 +183,15 @@ class RedisTarget(Target):
         with its RESTORE payload. The server's DUMPs of the two keys must be byte-identical (same listpack, same
         encoding); the payload's RDB type and version are taken from the server's own DUMP.
         """
-        try:
-            config = self.client.config_get("hash-max-listpack-*")
+        try:  # every node's: on a cluster the masters could be configured differently
+            configs = self.nodes.config_get("hash-max-listpack-*")
         except redis.RedisError as exc:
             return f"CONFIG GET unavailable ({exc})"
         try:
-            max_entries = int(config.get("hash-max-listpack-entries", 0))
-            max_value = int(config.get("hash-max-listpack-value", 0))
+            max_entries = min(int(c.get("hash-max-listpack-entries", 0)) for c in configs)
+            max_value = min(int(c.get("hash-max-listpack-value", 0)) for c in configs)
         except (TypeError, ValueError):
-            return f"unreadable listpack limits {config!r}"
+            return f"unreadable listpack limits {configs!r}"
         nfields = len(self.plan.features) + 1
         if max_entries < nfields or max_value < redis_dump.MAX_SHORT:
             return f"hash-max-listpack-entries {max_entries} / -value {max_value} below {nfields} / 63"
@@ -207,12 +204,13 @@ class RedisTarget(Target):
         good = np.flatnonzero(~bad)
         if not len(good):
             return "no row of the first batch fits a short-string listpack"
-        scratch = STATE_KEY_PREFIX[: -len(b"bulk_state:")] + b"bulk_probe:" + uuid.uuid4().hex.encode()
+        # The {hash tag} puts both scratch keys in one cluster slot (one master, one connection).
+        scratch = STATE_KEY_PREFIX[: -len(b"bulk_state:")] + b"bulk_probe:{" + uuid.uuid4().hex.encode() + b"}"
         row = batch.take(good[:1])
         as_hset = replace(row, keys=pa.array([scratch + b":hset:"], pa.binary()))
         as_restore = replace(row, keys=pa.array([scratch + b":restore:"], pa.binary()))
         hset_key, restore_key = scratch + b":hset:" + self.project, scratch + b":restore:" + self.project
-        conn = self._connection()
+        conn = self.nodes.connection(self.nodes.node_of(hset_key))
         try:
             cmds, replies = self.commands(as_hset)
             send_and_check(conn, buffer_view(cmds), replies)
@@ -251,46 +249,73 @@ class RedisTarget(Target):
             )
         # Mostly existing keys (BUSYKEY) -> HSET straight away, trying RESTORE again every 8th batch.
         use_restore = self._restore is not None and (self._busy_share <= 0.5 or self._hset_batches >= 8)
-        if not use_restore:
-            self._hset_batches += 1
-            cmds, replies = self.commands(batch)
-            self._worker.put(("hset", cmds, replies))
-            return
-        self._hset_batches = 0
-        cmds, rows = self.restore_commands(batch)
-        if len(rows) < batch.n:
-            rest = np.setdiff1d(np.arange(batch.n), rows)
-            self._worker.put(("hset", *self.commands(batch.take(rest))))
-        self._worker.put(("restore", cmds, rows, batch))
+        self._hset_batches = 0 if use_restore else self._hset_batches + 1
+        # One work item holds at most one job per node (a connection's replies are read once, in order), so rows
+        # that cannot be restored go in an item of their own, before.
+        hsets, restores = [], []
+        for node, rows in self.nodes.split(batch.keys, self.project):
+            part = batch if rows is None else batch.take(rows)
+            if not use_restore:
+                hsets.append((node, "hset", *self.commands(part)))
+                continue
+            cmds, restorable = self.restore_commands(part)
+            if len(restorable) < part.n:
+                rest = np.setdiff1d(np.arange(part.n), restorable)
+                hsets.append((node, "hset", *self.commands(part.take(rest))))
+            restores.append((node, "restore", cmds, restorable, part))
+        for item in (hsets, restores):
+            if item:
+                self._worker.put(item)
 
-    def _send(self, item: tuple) -> None:
-        if item[0] == "hset":
-            _, cmds, replies = item
-            send_and_check(self._writer_conn, buffer_view(cmds), replies)
-            return
-        _, cmds, rows, batch = item
-        lines = send_and_read_lines(self._writer_conn, buffer_view(cmds), len(rows))
-        ok = np.fromiter((line == b"+OK" for line in lines), dtype=bool, count=len(lines))
-        busy = np.fromiter((line.startswith(b"-BUSYKEY") for line in lines), dtype=bool, count=len(lines))
-        if not (ok | busy).all():
-            first = lines[int(np.argmin(ok | busy))]
-            raise BulkMaterializeError(f"Redis rejected a bulk RESTORE: {first.decode(errors='replace')}")
-        self.rows_restored += int(ok.sum())
-        self._busy_share = float(busy.mean()) if len(busy) else 0.0
-        if busy.any():  # the key exists (other views' fields, an older write): merge into it with HSET
-            cmds, replies = self.commands(batch.take(rows[busy]))
-            send_and_check(self._writer_conn, buffer_view(cmds), replies)
+    def _send(self, jobs: list[tuple]) -> None:
+        """Write every node's job, then read each node's replies: the nodes work at the same time."""
+        for node, _, cmds, *_ in jobs:
+            self.nodes.writer(node)._sock.sendall(buffer_view(cmds))
+        restored = busy_rows = total = 0
+        for node, kind, _, *rest in jobs:
+            conn = self.nodes.writer(node)
+            if kind == "hset":
+                read_and_check(conn, rest[0])
+                continue
+            rows, batch = rest
+            lines = read_lines(conn, len(rows))
+            ok = np.fromiter((line == b"+OK" for line in lines), dtype=bool, count=len(lines))
+            busy = np.fromiter((line.startswith(b"-BUSYKEY") for line in lines), dtype=bool, count=len(lines))
+            if not (ok | busy).all():
+                first = lines[int(np.argmin(ok | busy))]
+                raise BulkMaterializeError(f"Redis rejected a bulk RESTORE: {first.decode(errors='replace')}")
+            restored += int(ok.sum())
+            busy_rows += int(busy.sum())
+            total += len(lines)
+            if busy.any():  # the key exists (other views' fields, an older write): merge into it with HSET
+                cmds, replies = self.commands(batch.take(rows[busy]))
+                send_and_check(conn, buffer_view(cmds), replies)
+        if total:
+            self.rows_restored += restored
+            self._busy_share = busy_rows / total
 
     def touch(self, batch: pa.RecordBatch, plan: ViewPlan) -> np.ndarray:
         """Refresh the TTL of unchanged keys (EXISTS without a TTL); rows whose key is gone come back to be written."""
-        if self._probe_conn is None:
-            self._probe_conn = self._connection()
-        key_bulks = self._key_bulks(entity_keys(batch, plan))
+        keys = entity_keys(batch, plan)
         # With a TTL, EXPIRE refreshes it and answers 0 for a key that is gone; without one, EXISTS just finds those.
         exists = b"*2\r\n$6\r\nEXISTS\r\n"
-        cmds = join(self._expire, key_bulks, self._ttl_bulk) if self.ttl else join(exists, key_bulks)
-        lines = send_and_read(self._probe_conn, buffer_view(cmds), batch.num_rows)
-        return np.flatnonzero(np.array([line == b":0" for line in lines]))
+        sent = []
+        for node, rows in self.nodes.split(keys, self.project):
+            key_bulks = self._key_bulks(keys if rows is None else keys.take(pa.array(rows)))
+            cmds = join(self._expire, key_bulks, self._ttl_bulk) if self.ttl else join(exists, key_bulks)
+            self.nodes.probe(node)._sock.sendall(buffer_view(cmds))
+            sent.append((node, rows, len(key_bulks)))
+        gone = []
+        for node, rows, n in sent:
+            lines = read_lines(self.nodes.probe(node), n)
+            errors = [line for line in lines if line.startswith(b"-")]
+            if errors:
+                raise BulkMaterializeError(
+                    f"Redis rejected a bulk probe: {errors[:1]!r} ({len(errors)} of {n} replies)"
+                )
+            missing = np.flatnonzero(np.array([line == b":0" for line in lines], dtype=bool))
+            gone.append(missing if rows is None else rows[missing])
+        return np.sort(np.concatenate(gone)) if gone else np.zeros(0, np.int64)
 
     def finish(self) -> None:
         worker, self._worker = self._worker, None
@@ -298,10 +323,7 @@ class RedisTarget(Target):
             if worker is not None:
                 worker.close()
         finally:
-            for conn in (self._writer_conn, self._probe_conn):
-                if conn is not None:
-                    conn.disconnect()
-            self._writer_conn = self._probe_conn = None
+            self.nodes.disconnect()
 
     def verify_row(self, batch, plan, row, entity_key, values, event_ts, created_ts) -> None:
         # The hash fields were checked against Feast's in `begin`; here the key and the `_ts` value of the row.
@@ -310,3 +332,4 @@ class RedisTarget(Target):
 
     def close(self) -> None:
         self.finish()
+        self.nodes.close()

@@ -31,8 +31,13 @@ def buffer_view(arr: pa.Array) -> memoryview:
 
 def send_and_check(conn: Any, data: memoryview, replies: int) -> None:
     """Send pipelined commands whose replies are all single-line (integers or errors); raise on any error reply."""
+    conn._sock.sendall(data)
+    read_and_check(conn, replies)
+
+
+def read_and_check(conn: Any, replies: int) -> None:
+    """Read `replies` single-line replies of commands sent before; raise on any error reply (after reading all)."""
     sock = conn._sock
-    sock.sendall(data)
     seen = 0
     at_line_start = True
     first_error: bytes | None = None
@@ -64,8 +69,13 @@ def send_and_read(conn: Any, data: memoryview, replies: int) -> list[bytes]:
 
 def send_and_read_lines(conn: Any, data: memoryview, replies: int) -> list[bytes]:
     """Send pipelined commands whose replies are single lines; return the lines (errors included)."""
+    conn._sock.sendall(data)
+    return read_lines(conn, replies)
+
+
+def read_lines(conn: Any, replies: int) -> list[bytes]:
+    """Read `replies` single-line replies of commands sent before; return the lines (errors included)."""
     sock = conn._sock
-    sock.sendall(data)
     chunks: list[bytes] = []
     seen = 0
     while seen < replies:
