@@ -244,11 +244,12 @@ class ServingConfig(_Frozen):
     port: int = Field(8000, gt=0, lt=65536)
     budget_ms: float = Field(10.0, gt=0)
     lookup_workers: int = Field(8, gt=0)
-    # Admission (the overload contract): a request whose lookup cannot start within `admission_ms` (every lookup slot
-    # busy) is answered at once, fail-open with reason `overload`; nothing queues beyond that. Lookup slots: the
-    # `lookup_workers` threads (thread-pool readers), or `max_in_flight` concurrent lookups on the event loop. Also
-    # shed: every request while the event loop lags by more than `admission_ms` (CPU saturated).
-    admission_ms: float = Field(2.0, gt=0)
+    # Admission (the overload contract): a request whose lookup cannot start within `admission_ms` of its arrival
+    # in the process (waiting for the event loop, then for a free lookup slot) is answered at once, fail-open with
+    # reason `overload`; nothing queues beyond that. Lookup slots: the `lookup_workers` threads (thread-pool
+    # readers), or `max_in_flight` concurrent lookups on the event loop. Also shed at once: every request while the
+    # event loop runs more than `admission_ms` late, sustained (the CPU is saturated).
+    admission_ms: float = Field(5.0, gt=0)
     max_in_flight: int = Field(32, gt=0)
     # `fast`: read Feast's online store directly (Redis / SQLite), same values as `feast` (get_online_features).
     reader: Literal["fast", "feast"] = "fast"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -256,6 +257,9 @@ class FakeReader:
 
 
 def _client(tmp_path, **kw) -> TestClient:
+    """The app over an in-memory reader. Generous budgets: these tests are about answers, not timing, and a
+    loaded CI box must not turn a decision into a `timeout` or `overload` (the timing tests set their own)."""
+    kw = {"budget_ms": 5000.0, "admission_ms": 1000.0, **kw}
     return TestClient(create_app(load_settings(), policy_path=write_policy(tmp_path), admin_token=TOKEN, **kw))
 
 
@@ -353,6 +357,47 @@ def test_500_candidates_is_fine_and_errors_fail_open(tmp_path):
         resp = client.post("/v1/decide", json=body())
         assert resp.status_code == 200
         assert resp.json()["degraded_reason"] == "internal_error: KeyError"
+
+
+def test_bodies_the_fast_path_leaves_to_fastapi_answer_alike(tmp_path):
+    """The hot path decodes with msgspec and hands what it does not take to FastAPI (pydantic): a numeric `ts`
+    (a form only pydantic reads) gets the same decisions as the same instant in RFC 3339; a non-JSON content type
+    gets FastAPI's 422; a body over the size limit a 413 with a message, before it is parsed."""
+    with _client(tmp_path, reader=FakeReader()) as client:
+        iso = client.post("/v1/decide", json=body())
+        epoch = client.post("/v1/decide", json={**body(), "context": {"format": "feed", "ts": T1.timestamp()}})
+        assert iso.status_code == epoch.status_code == 200, epoch.text
+        assert iso.json() == epoch.json() and iso.json()["degraded"] is False
+        raw = json.dumps(body())
+        typed = client.post("/v1/decide", content=raw, headers={"content-type": "application/json; charset=utf-8"})
+        assert typed.json() == iso.json()
+        plain = client.post("/v1/decide", content=raw, headers={"content-type": "text/plain"})
+        assert plain.status_code == 422 and plain.json()["detail"], plain.text
+        huge = {**body(), "padding": "x" * (2 << 20)}
+        resp = client.post("/v1/decide", json=huge)
+        assert resp.status_code == 413 and "bytes" in resp.json()["detail"], resp.text[:200]
+
+
+def test_a_crash_outside_the_decide_guard_still_fails_open(tmp_path):
+    """FAKE, labelled: the counters raise once (a failure that cannot be produced for real); the ad server still
+    gets 200, every candidate eligible, reason `internal_error`, and the request is counted."""
+    with _client(tmp_path, reader=FakeReader()) as client:
+        metrics = client.app.state.serving.metrics
+        real, calls = metrics.observe, []
+
+        def broken_once(*args, **kw):
+            calls.append(args)
+            if len(calls) == 1:
+                raise RuntimeError("counter broke")
+            return real(*args, **kw)
+
+        metrics.observe = broken_once
+        resp = client.post("/v1/decide", json=body())
+        assert resp.status_code == 200, resp.text
+        got = resp.json()
+        assert got["degraded_reason"] == "internal_error: RuntimeError"
+        assert [d["ad_id"] for d in got["decisions"]] == ADS and all(d["penalty"] == 1.0 for d in got["decisions"])
+        assert 'freqcap_decide_fail_open_total{reason="internal_error"} 1' in client.get("/metrics").text
 
 
 def test_admin_token_required_unless_dev(tmp_path):

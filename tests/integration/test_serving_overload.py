@@ -1,7 +1,7 @@
 """Serving overloaded: more concurrent decisions than lookup slots while the online store is slow.
 
 A private redis-server (DEBUG SLEEP enabled) holds features materialized through Feast; the decision API runs for
-real (uvicorn on loopback) with two lookup slots, a 50 ms budget and the default 2 ms admission budget, on both
+real (uvicorn on loopback) with two lookup slots, a 50 ms budget and the default 5 ms admission budget, on both
 lookup paths: the Redis read on the event loop (`max_in_flight=2`) and the same reader on the thread pool (two
 lookup threads; the reader wrapped so that the app does not recognize it as the event-loop kind). While Redis is
 blocked by `DEBUG SLEEP` (a slow store), 24 clients send decisions at once. The contract:
@@ -160,3 +160,117 @@ def test_a_burst_beyond_the_lookup_slots_on_a_slow_store_is_shed_as_overload_at_
             while client.post("/v1/decide", json=body()).json()["degraded"]:
                 assert time.monotonic() - recovered_at < 10, "no real decision within 10 s of Redis answering"
                 time.sleep(0.05)
+
+
+class _LoopHog:
+    """Real CPU work on the server's event loop: a callback that computes for `busy` seconds, again and again,
+    leaving the loop `gap` seconds in between. The loop runs late by about `busy` for as long as it runs: what a
+    process out of CPU looks like from inside (requests wait in the loop before their handler starts)."""
+
+    def __init__(self, loop, busy: float = 0.02, gap: float = 0.001):
+        self.loop, self.busy, self.gap = loop, busy, gap
+        self.running = threading.Event()
+
+    def _spin(self) -> None:
+        if not self.running.is_set():
+            return
+        until = time.perf_counter() + self.busy
+        while time.perf_counter() < until:
+            pass
+        self.loop.call_later(self.gap, self._spin)
+
+    def __enter__(self):
+        self.running.set()
+        self.loop.call_soon_threadsafe(self._spin)
+        time.sleep(0.3)  # the lag watcher needs a few samples to call the lag sustained
+        return self
+
+    def __exit__(self, *exc):
+        self.running.clear()
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("admission_ms", [5.0, 1000.0])
+def test_a_saturated_event_loop_sheds_as_overload_beyond_the_admission_budget(tmp_path, admission_ms):
+    """While the loop runs ~20 ms late (sustained), every request is answered `overload` at once when the
+    admission budget (`serving.admission_ms`) is 5 ms (the default), and none is shed when it is 1 s; before and
+    after, nothing is."""
+    from tests.integration.test_serving import FakeReader, load_settings
+
+    app = create_app(
+        load_settings(),
+        policy_path=write_policy(tmp_path),
+        reader=FakeReader(),
+        admin_token=TOKEN,
+        admission_ms=admission_ms,
+    )
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        state = app.state.serving
+
+        def reasons(n: int) -> Counter:
+            return Counter(client.post("/v1/decide", json=body()).json()["degraded_reason"] for _ in range(n))
+
+        assert reasons(10) == {None: 10}
+        before = _fail_opens(client).get("overload", 0)
+        with _LoopHog(state.loop):
+            assert state.loop_lag > 0.010, state.loop_lag
+            during = reasons(10)
+        after = reasons(10)
+        if admission_ms < 20:
+            assert during == {"overload": 10}, during
+            assert _fail_opens(client).get("overload", 0) - before == 10
+        else:  # not shed; some may time out (the loop resumes them late): the budget is not the admission's
+            assert "overload" not in during and sum(during.values()) == 10, during
+        assert after == {None: 10}, after
+
+
+def _at_once(url: str, payload: dict) -> list[str | None]:
+    """`CLIENTS` decisions sent at the same instant on connections opened beforehand: their degraded reasons."""
+    gate = threading.Barrier(CLIENTS)
+    reasons: list[str | None] = []
+
+    def one() -> None:
+        with httpx.Client(base_url=url, timeout=10) as own:
+            own.get("/healthz")
+            gate.wait()
+            got = own.post("/v1/decide", json=payload)
+            assert got.status_code == 200, got.text
+            reasons.append(got.json()["degraded_reason"])
+
+    threads = [threading.Thread(target=one) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(reasons) == CLIENTS
+    return reasons
+
+
+def test_requests_read_together_are_shed_once_they_waited_beyond_the_admission_budget(tmp_path):
+    """Admission counts from a request's arrival (stamped by serving's HTTP protocol), not from its handler's start:
+    24 requests of 500 candidates sent at once are read off their sockets together, then wait for the event loop
+    one behind the other (each costs the loop ~1-3 ms of engine and JSON work). Those still waiting after 5 ms are
+    answered `overload` at once, and counted; with a 1 s budget none is shed."""
+    from tests.integration.test_serving import ADS, FakeReader, candidates, load_settings
+
+    big = {**body(), "candidates": candidates(ADS * 42)[:500]}
+    for admission_ms, expect_shed in ((5.0, True), (1000.0, False)):
+        app = create_app(
+            load_settings(),
+            policy_path=write_policy(tmp_path),
+            reader=FakeReader(),
+            admin_token=TOKEN,
+            budget_ms=5000,
+            admission_ms=admission_ms,
+            lookup_workers=CLIENTS,
+        )
+        with live_server(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+            before = _fail_opens(client).get("overload", 0)
+            reasons = _at_once(url, big)
+            shed = reasons.count("overload")
+            assert set(reasons) <= {None, "overload"}, reasons
+            assert _fail_opens(client).get("overload", 0) - before == shed
+            if expect_shed:
+                assert 0 < shed < CLIENTS, reasons  # the first ones in line are decided, the late ones shed
+            else:
+                assert shed == 0, reasons

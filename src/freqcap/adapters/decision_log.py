@@ -35,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from freqcap.domain.monitoring.metrics import prepare_log
 from freqcap.layout import DataLayout
 
@@ -64,6 +66,8 @@ FIELDS = (
     "degraded_reason",
     "fail_open",
 )
+_FIELD_SET = frozenset(FIELDS)
+_encode_lines = msgspec.json.Encoder().encode_lines  # JSON lines, newline after each
 
 
 def is_hit(decision: Any) -> bool:
@@ -90,52 +94,41 @@ def decision_rows(
 ) -> list[dict[str, Any]]:
     """The log rows of one request (one per candidate). `decisions` is None when the request failed open."""
     ts = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
-    base = {
-        "ts": ts.isoformat(),
-        "date": ts.date().isoformat(),
-        "hour": ts.hour,
-        "format": fmt,
-        "policy_version": policy_version,
-        # degraded: the answer is not the full-information one; fail_open: no decision at all (penalty 1 for every
-        # candidate). A stale stream degrades (batch counts alone) without failing open.
-        "degraded": decisions is None or degraded_reason is not None,
-        "degraded_reason": degraded_reason,
-        "fail_open": decisions is None,
-    }
+    # degraded: the answer is not the full-information one; fail_open: no decision at all (penalty 1 for every
+    # candidate). A stale stream degrades (batch counts alone) without failing open.
+    fail_open = decisions is None
+    degraded = fail_open or degraded_reason is not None
+    stamp, date, hour = ts.isoformat(), ts.date().isoformat(), ts.hour
     rows = []
-    for i, cand in enumerate(candidates):
-        row = dict(base, ad_id=cand.ad_id, campaign_id=cand.campaign_id, advertiser_id=cand.advertiser_id)
-        if decisions is None:
-            row.update(
-                audience=None,
-                signal_tier=None,
-                level=None,
-                binding_kind=None,
-                window=None,
-                cap=None,
-                count=None,
-                distance_to_cap=None,
-                penalty=1.0,
-                eligible=True,
-                hit=False,
-            )
-        else:
-            d = decisions[i]
-            b = d.binding
-            row.update(
-                audience=audience,
-                signal_tier=signal_tier,
-                level=b.level if b else None,
-                binding_kind=b.kind if b else None,
-                window=b.window if b else None,
-                cap=b.cap if b else None,
-                count=b.count if b else None,
-                distance_to_cap=d.distance_to_cap,
-                penalty=d.penalty,
-                eligible=d.eligible,
-                hit=is_hit(d),
-            )
-        rows.append(row)
+    append = rows.append
+    # Each row built whole, in FIELDS order (the file's column order): a sampled request is 100-500 rows, and this
+    # runs on the serving process (profiled: per-row dict updates and json.dumps cost a fifth of a worker's CPU).
+    if fail_open:
+        for c in candidates:
+            append(
+                {
+                    "ts": stamp, "date": date, "hour": hour, "format": fmt, "audience": None, "signal_tier": None,
+                    "policy_version": policy_version,
+                    "ad_id": c.ad_id, "campaign_id": c.campaign_id, "advertiser_id": c.advertiser_id,
+                    "level": None, "binding_kind": None, "window": None, "cap": None, "count": None,
+                    "distance_to_cap": None, "penalty": 1.0, "eligible": True, "hit": False,
+                    "degraded": degraded, "degraded_reason": degraded_reason, "fail_open": True,
+                }
+            )  # fmt: skip
+        return rows
+    for c, d in zip(candidates, decisions, strict=True):
+        b = d.binding
+        append(
+            {
+                "ts": stamp, "date": date, "hour": hour, "format": fmt, "audience": audience,
+                "signal_tier": signal_tier, "policy_version": policy_version,
+                "ad_id": c.ad_id, "campaign_id": c.campaign_id, "advertiser_id": c.advertiser_id,
+                "level": b.level if b else None, "binding_kind": b.kind if b else None,
+                "window": b.window if b else None, "cap": b.cap if b else None, "count": b.count if b else None,
+                "distance_to_cap": d.distance_to_cap, "penalty": d.penalty, "eligible": d.eligible, "hit": is_hit(d),
+                "degraded": degraded, "degraded_reason": degraded_reason, "fail_open": False,
+            }
+        )  # fmt: skip
     return rows
 
 
@@ -199,9 +192,10 @@ class DecisionLog:
                 self._seq += 1
                 name = f"part-{int(time.time() * 1000)}-{os.getpid()}-{self._seq:06d}.jsonl"
                 tmp = part / f".{name}.tmp"
-                with tmp.open("w") as fh:
-                    for row in rows:
-                        fh.write(json.dumps({k: row.get(k) for k in FIELDS}, separators=(",", ":")) + "\n")
+                # The documented fields only, in their order (decision_rows builds exactly those; a row from
+                # elsewhere is projected): one msgspec call per file instead of json.dumps per row.
+                lines = _encode_lines([r if r.keys() == _FIELD_SET else {k: r.get(k) for k in FIELDS} for r in rows])
+                tmp.write_bytes(lines)
                 tmp.replace(part / name)
             self.written += len(batch)
             return len(batch)

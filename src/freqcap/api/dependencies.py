@@ -104,19 +104,23 @@ class ServingState:
             i += 1
             self.loop_lag = min(recent)
 
-    async def admit(self) -> bool:
-        """Take a lookup slot: at once when one is free, else wait at most the admission budget. False: overload
-        (answer at once, fail-open); True: the caller must give the slot back (`release` / `release_when_done`).
-        Also False while the event loop lags by more than the admission budget: requests are then waiting in the
-        loop itself (CPU saturated), and answering them cheaply is how the backlog drains instead of growing."""
+    async def admit(self, arrived: float | None = None) -> bool:
+        """Take a lookup slot within the admission budget, counted from `arrived` (perf_counter seconds: when the
+        request reached the process; None: now): at once when one is free, else wait for one for what is left of
+        the budget. False: overload (answer at once, fail-open); True: the caller must give the slot back
+        (`release` / `release_when_done`). Also False while the event loop lags by more than the budget: requests
+        are then waiting in the loop itself (CPU saturated), and answering them cheaply is how the backlog drains."""
         if self.loop_lag > self.admission and asyncio.get_running_loop() is self.loop:
             return False  # (the lag is the lifespan's loop's: a request served on another loop, in tests, is not late)
+        left = self.admission if arrived is None else self.admission - (time.perf_counter() - arrived)
+        if left <= 0:
+            return False  # it waited for the loop longer than the budget already
         slots = self.slots
         if not slots.locked():
             await slots.acquire()  # a free slot: returns without suspending
             return True
         try:
-            await asyncio.wait_for(slots.acquire(), self.admission)
+            await asyncio.wait_for(slots.acquire(), left)
         except TimeoutError:
             return False
         return True

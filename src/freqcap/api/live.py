@@ -22,8 +22,11 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0, timeout
     import httpx
     import uvicorn
 
+    from freqcap.api.server import uvicorn_options
+
     port = port or free_port(host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **uvicorn_options())
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="freqcap-serve", daemon=True)
     thread.start()
     url = f"http://{host}:{port}"

@@ -1,8 +1,7 @@
 """The decision API's endpoints: `POST /v1/decide`, `GET /v1/policy`, `POST /v1/admin/policy`, `/healthz`,
 `/readyz`, `/metrics`, and the error handlers that keep the decide path answering.
 
-Fail-open is a contract: a feature lookup that errs or exceeds its time budget answers 200 with every candidate
-eligible at penalty 1.0, `degraded: true` and a reason, and is counted in `/metrics`. Every handler finds what it
+The decide path itself (admission, lookup, engine, fail-open) is `decide.answer`. Every handler finds what it
 shares with the others (policy, reader, budget, counters) in `serving_state(request)`.
 
 The endpoints carry comments, not docstrings: FastAPI would publish a docstring as the operation's description, and
@@ -12,11 +11,8 @@ the OpenAPI schema is part of the contract.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,11 +20,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from freqcap.adapters.policy_store import PolicyStoreUnavailable
+from freqcap.api.decide import answer, crashed
 from freqcap.api.dependencies import serving_state
 from freqcap.api.policy_sync import live_policy
-from freqcap.api.schemas import DecideRequest, decide_response, fail_open_response, json_response
+from freqcap.api.schemas import DecideRequest, json_response
+from freqcap.api.server import arrived
 from freqcap.domain.policy import PolicyValidationError, parse_policy
-from freqcap.domain.policy.engine import Candidate, Decision, decide
 from freqcap.domain.policy.schema import policy_document
 
 log = logging.getLogger(__name__)
@@ -36,96 +33,13 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-class _NotReady(Exception):
-    """No policy (or no reader) yet: answer fail-open with this reason."""
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
-def _request_time(body: DecideRequest) -> datetime:
-    """`context.ts` (UTC when it has no offset), or the server's clock when the request has none."""
-    ts = body.context.ts
-    return datetime.now(UTC) if ts is None else _utc(ts)
-
-
 # Penalties for the candidates shown to this user now; fail-open (200, degraded) when they cannot be known.
+# (A POST the msgspec fast path decodes never gets here: `fast_path`; this route answers the bodies it leaves to
+# pydantic, and publishes the request schema.)
 @router.post("/v1/decide")
 async def decide_endpoint(body: DecideRequest, request: Request):
     request.state.decide_request = body  # for `unexpected_error`: a crash after this still answers fail-open
-    state = serving_state(request)
-    started = time.perf_counter()
-    policy = state.policy  # one read of the reference: the whole request uses one policy version
-    ad_ids = [c.ad_id for c in body.candidates]
-    version = policy.version if policy else None
-    reason: str | None = None
-    decisions: list[Decision] = []
-    user = None
-    at = _request_time(body)
-    try:
-        if policy is None or state.reader is None:
-            raise _NotReady("no_policy" if policy is None else "not_ready")
-        cands = [Candidate(c.ad_id, c.campaign_id, c.advertiser_id) for c in body.candidates]
-        if await state.admit():
-            reason, user = await _lookup(state, body.user_id, cands, at)
-        else:
-            reason = "overload"  # no lookup slot within the admission budget: answered now, never queued
-        if reason is None:
-            decisions = decide(policy, user.audience, user.signal_tier, cands, user.states, at)
-            # Batch alone because the stream is stale: real decisions, flagged (not a fail-open).
-            out = decide_response(version, decisions, stream_stale=getattr(user, "stream_stale", False))
-    except _NotReady as exc:
-        reason = str(exc)
-    except Exception as exc:
-        log.exception("decide failed")
-        reason = f"internal_error: {type(exc).__name__}"
-    if reason is not None:
-        out = fail_open_response(version, ad_ids, reason)
-        decisions = []
-    state.metrics.observe(time.perf_counter() - started, reason, decisions)
-    if reason is None:
-        stale = getattr(user, "stream_stale", False)
-        if stale:
-            state.metrics.count_stream_stale()
-        stale_reason = "stream_stale" if stale else None
-        state.log_request(body, at, version, user.audience, user.signal_tier, decisions, stale_reason)
-    else:
-        state.log_request(body, at, version, None, None, None, reason)
-    return json_response(out)  # plain values already: no jsonable_encoder, msgspec instead of json
-
-
-async def _lookup(state, user_id: str, cands: list[Candidate], at: datetime):
-    """(None, UserState), or (fail-open reason, None) when the store failed or exceeded the budget. The caller holds
-    a lookup slot; it is given back when the lookup ends (a lookup thread: when the thread is free again)."""
-    reader = state.async_reader
-    if reader is not None:  # on the event loop: the budget covers connecting, sending and the reply
-        try:
-            async with asyncio.timeout(state.budget):
-                return None, await reader.read(user_id, cands, at)
-        except TimeoutError:
-            return "timeout", None
-        except Exception as exc:  # the store failed: fail open, and say why
-            return f"store_error: {type(exc).__name__}", None
-        finally:
-            state.release()
-    if getattr(state.reader, "reads_stream", False):
-        read = functools.partial(state.reader.read, user_id, cands, at)
-    else:
-        read = functools.partial(state.reader.read, user_id, cands)
-    try:
-        lookup = state.pool.submit(read)  # a slot is a free thread: this starts now, it does not queue
-    except BaseException:
-        state.release()
-        raise
-    state.release_when_done(lookup)
-    try:
-        async with asyncio.timeout(state.budget):
-            return None, await asyncio.wrap_future(lookup)
-    except TimeoutError:
-        return "timeout", None
-    except Exception as exc:
-        return f"store_error: {type(exc).__name__}", None
+    return json_response(await answer(serving_state(request), body, arrived(request.scope)))
 
 
 # The policy being served (its version and document); 503 before one is loaded.
@@ -213,10 +127,5 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s", request.url.path)
     body = getattr(request.state, "decide_request", None)
     if request.url.path == "/v1/decide" and body is not None:
-        state = serving_state(request)
-        reason = f"internal_error: {type(exc).__name__}"
-        state.metrics.observe(0.0, reason)
-        version = state.policy_version
-        state.log_request(body, _request_time(body), version, None, None, None, reason)
-        return json_response(fail_open_response(version, [c.ad_id for c in body.candidates], reason))
+        return json_response(crashed(serving_state(request), body, exc))
     return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)

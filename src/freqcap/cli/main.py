@@ -154,7 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise FreqcapError("--workers > 1 needs a shared policy store: set serving.policy_store to file or redis")
     import uvicorn
 
-    from freqcap.api import factory
+    from freqcap.api import factory, server
 
     try:
         app = factory.build_app(settings, policy_path=policy, dev=args.dev)
@@ -164,7 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log_level = logging.getLevelName(min(logging.WARNING, logging.getLogger().getEffectiveLevel())).lower()
     host, port = args.host or serving.host, args.port or serving.port
     if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, **server.uvicorn_options())
         return 0
     # Worker processes import the app by name and rebuild it from the environment (the checks above ran here).
     os.environ.update(
@@ -175,7 +175,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             **({"FREQCAP_CONFIG": str(Path(args.config).resolve())} if args.config else {}),
         }
     )
-    uvicorn.run(factory.FACTORY, factory=True, workers=workers, host=host, port=port, log_level=log_level)
+    options = server.uvicorn_options()
+    uvicorn.run(factory.FACTORY, factory=True, workers=workers, host=host, port=port, log_level=log_level, **options)
     return 0
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -100,6 +101,8 @@ class _RedisPlan:
     # The RESP pieces of `HMGET <key> <fields...>` around the key (see `_hmget_parts`), user view and per level.
     user_tail: tuple[bytes, bytes]
     tier_tails: dict[str, tuple[bytes, bytes]]
+    # Per level: the commands from cached key pieces (`_TierCommands`); None: whole keys by the key builders.
+    tier_commands: dict[str, _TierCommands] | None
     windows: dict[str, tuple[int, ...]]  # per level: window seconds, in column order
     # Per level: the state of a pair with no row (every field absent), one shared object: most candidate pairs of
     # a request were never shown to the user, and the engine judges one object once per request.
@@ -115,6 +118,79 @@ def _hmget_parts(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
 def pack_hmget(key: bytes, parts: tuple[bytes, bytes]) -> bytes:
     """`HMGET key fields...` as RESP bytes (what redis-py's `pack_command` produces, without its per-call cost)."""
     return b"%s$%d\r\n%s\r\n%s" % (parts[0], len(key), key, parts[1])
+
+
+_LEN = struct.Struct("<I").pack  # a key value's length word
+
+
+class _TierCommands:
+    """The `HMGET` commands of one level's (user, entity) keys, from pieces: Feast's key is
+    head + value + value + project (values in sorted join-key order, each a type word, a length and the bytes), so
+    the entity's part is built once and kept (an ad catalog is bounded; the users are not) and the user's part once
+    per request. Profiled: building 132 keys and commands from scratch cost ~180 µs of a ~1 ms decision.
+    `for_level` checks the pieces against the reader's own key builder and returns None on any difference."""
+
+    _MAX_CACHED = 200_000
+
+    def __init__(self, head: bytes, suffix: bytes, entity_first: bool, tail: tuple[bytes, bytes]):
+        self.head, self.suffix, self.entity_first = head, suffix, entity_first
+        self.cmd_head, self.fields = tail[0], b"\r\n" + tail[1]
+        self.cached: dict[str, bytes] = {}
+        self.fronts: dict[str, tuple[int, bytes]] = {}
+
+    @staticmethod
+    def value(v: str) -> bytes:
+        b = v.encode()
+        return b"%s%s%s" % (fmt.STRING_TYPE, _LEN(len(b)), b)
+
+    def user_part(self, user_id: str) -> bytes:
+        """The request's piece of every key of this level."""
+        v = self.value(user_id)
+        return v + self.suffix if self.entity_first else self.head + v
+
+    def entity_part(self, entity: str) -> bytes:
+        part = self.cached.get(entity)
+        if part is None:
+            if len(self.cached) >= self._MAX_CACHED:
+                self.cached.clear()
+            v = self.value(entity)
+            part = self.cached[entity] = self.head + v if self.entity_first else v + self.suffix
+        return part
+
+    def command(self, user_part: bytes, entity: str) -> bytes:
+        if self.entity_first:
+            # Everything before the user's piece is kept per entity and user-piece length (ids of one length
+            # are the common case): the command is then one concatenation.
+            n = len(user_part)
+            front = self.fronts.get(entity)
+            if front is None or front[0] != n:
+                a = self.entity_part(entity)
+                if len(self.fronts) >= self._MAX_CACHED:
+                    self.fronts.clear()
+                front = self.fronts[entity] = (n, b"%s$%d\r\n%s" % (self.cmd_head, len(a) + n, a))
+            return front[1] + user_part + self.fields
+        b = self.entity_part(entity)
+        return b"%s$%d\r\n%s%s%s" % (self.cmd_head, len(user_part) + len(b), user_part, b, self.fields)
+
+    @classmethod
+    def for_level(cls, config: Any, join_keys: Sequence[str], key_of: Callable[..., bytes], tail: tuple[bytes, bytes]):
+        """The commands of a (user_id, entity) view, or None when its layout is not the one assumed here."""
+        if len(join_keys) != 2 or join_keys[0] != "user_id":
+            return None
+        head = fmt.entity_key_head(join_keys, config.entity_key_serialization_version)
+        entity_first = sorted(join_keys)[0] != "user_id"
+        built = cls(head, fmt.redis_key_suffix(config), entity_first, tail)
+        probes = ("u1", "", "ünï-ĉødé", "x" * 300)
+        for i, user in enumerate(probes * 2):  # twice: the second time from the kept pieces
+            entity = probes[(i + 1) % len(probes)]
+            if built.command(built.user_part(user), entity) != pack_hmget(key_of(user, entity), tail):
+                log.warning(
+                    "fast reader: key pieces differ from the key builder for %s; building whole keys", join_keys
+                )
+                return None
+        built.cached.clear()
+        built.fronts.clear()
+        return built
 
 
 def redis_client_for(online_store_config: Any, socket_timeout: float, socket_connect_timeout: float | None = None):
@@ -228,13 +304,19 @@ class RedisFeatureReader:
                 fields = (*fields, batch_fields.ts, *stream_fields.features)
             tiers[cols.level] = (cols, key_of, fields)
             fast = fast and tier_fast
+        tier_tails = {level: _hmget_parts(fields) for level, (_, _, fields) in tiers.items()}
+        tier_commands = {
+            level: _TierCommands.for_level(config, cols.join_keys, key_of, tier_tails[level])
+            for level, (cols, key_of, _) in tiers.items()
+        }
         return _RedisPlan(
             user_key=user_key,
             user_fields=user_fields.features,
             tiers=tiers,
             fast_keys=fast,
             user_tail=_hmget_parts(user_fields.features),
-            tier_tails={level: _hmget_parts(fields) for level, (_, _, fields) in tiers.items()},
+            tier_tails=tier_tails,
+            tier_commands=None if None in tier_commands.values() else tier_commands,
             windows={level: cols.window_seconds for level, (cols, _, _) in tiers.items()},
             empty={
                 level: EntityState(counts=dict.fromkeys(cols.window_seconds, 0))
@@ -256,7 +338,12 @@ class RedisFeatureReader:
         tiers = plan.tiers
         tails = plan.tier_tails
         commands = [pack_hmget(plan.user_key(user_id), plan.user_tail)]
-        commands += [pack_hmget(tiers[level][1](user_id, entity), tails[level]) for level, entity in entities]
+        built = plan.tier_commands
+        if built is None:
+            commands += [pack_hmget(tiers[level][1](user_id, entity), tails[level]) for level, entity in entities]
+        else:
+            parts = {level: c.user_part(user_id) for level, c in built.items()}
+            commands += [built[level].command(parts[level], entity) for level, entity in entities]
         return plan, entities, commands
 
     def decode(self, plan: _RedisPlan, entities: list, replies: list[Any], at: datetime | None = None) -> UserState:
