@@ -8,7 +8,8 @@ to back; one master is SIGKILLed (by the PID this test started) while they run. 
   master is down and reads the same state again once it is back and re-materialized;
 - while the cluster is whole, the decisions equal those computed by brute force from the events;
 - after the kill, an answer is either degraded with a reason (`timeout` or `store_error: ...`: the dead master
-  refuses connections, then the others answer CLUSTERDOWN), every candidate eligible at penalty 1.0, within
+  refuses connections, then the others answer CLUSTERDOWN; `overload` on a busy box, at most half), every
+  candidate eligible at penalty 1.0, within
   budget + 50 ms, or — when none of its keys were on the dead master — exactly the decision from before the kill;
 - `/metrics` counts exactly the fail-opens the clients saw, by reason;
 - the master restarted on the same port with its nodes.conf rejoins (empty): the service recovers by itself
@@ -150,11 +151,15 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
                 assert user in live and got["decisions"] == live[user]["decisions"], user
                 continue
             reason = got["degraded_reason"]
-            assert reason == "timeout" or reason.startswith("store_error: "), reason
+            # `overload` too (as for one node): a busy box can make a request wait for the event loop beyond the
+            # admission budget. The kill itself must show as store failures (checked below).
+            assert reason in ("timeout", "overload") or reason.startswith("store_error: "), reason
             reasons[reason] = reasons.get(reason, 0) + 1
             assert all(d["eligible"] and d["penalty"] == 1.0 for d in got["decisions"])
             assert [d["ad_id"] for d in got["decisions"]] == [c.ad_id for c in cands]
         assert sum(reasons.values()) >= len(after) * 0.9, reasons  # ~every request has a key on every master
+        store_reasons = sum(n for r, n in reasons.items() if r != "overload")
+        assert store_reasons >= len(after) // 2, f"only {store_reasons} of {len(after)} answers saw the dead master"
         lat = sorted((end - start) * 1000 for start, end, *_ in after)
         print(
             f"\n{len(after)} answers after the kill ({reasons}); cluster_state:fail after {failed_in:.1f} s; "
