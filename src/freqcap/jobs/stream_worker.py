@@ -82,7 +82,7 @@ class StreamWorker:
                 self._manage()
                 idle = self._round()
                 self._maybe_log()
-                if until_caught_up and idle and self._all_mine() and all(c.drained for c in self.consumers.values()):
+                if until_caught_up and idle and self._drained():
                     break
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
                     break
@@ -109,8 +109,11 @@ class StreamWorker:
             self._write_status(consumer)
         return got == 0
 
-    def _all_mine(self) -> bool:
-        return set(self._assigned) <= set(self.consumers)
+    def _drained(self) -> bool:
+        """Every partition assigned to this worker is owned by it and drained (a worker assigned nothing, e.g.
+        while a dead worker's membership has not expired yet, is not done)."""
+        mine = set(self.consumers)
+        return bool(self._assigned) and set(self._assigned) <= mine and all(c.drained for c in self.consumers.values())
 
     def _manage(self) -> None:
         """Heartbeat, renew held leases, give back partitions assigned elsewhere, take free assigned ones."""

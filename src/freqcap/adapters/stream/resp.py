@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 
 def _bulk(value: bytes | str | int) -> bytes:
     if isinstance(value, str):
@@ -24,14 +26,20 @@ def pack(*args: bytes | str | int) -> bytes:
 
 
 def round_trip(client: Any, commands: Sequence[bytes], raise_errors: bool = True) -> list[Any]:
-    """Send `commands` in one write and read one reply each. Any error closes the connection."""
+    """Send `commands` in one write and read one reply each (an error reply as its exception, raised after all
+    replies are read unless `raise_errors` is False). Any other error closes the connection."""
     if not commands:
         return []
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
         conn.send_packed_command([b"".join(commands)], check_health=False)
-        replies = [conn.read_response(disable_decoding=True) for _ in commands]
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response(disable_decoding=True))
+            except ResponseError as exc:  # an error reply, read in full: the connection stays in step
+                replies.append(exc)
     except BaseException:
         conn.disconnect()
         raise
