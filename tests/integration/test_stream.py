@@ -388,7 +388,7 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_stream(tmp_path, redi
 def _state_buckets(client, settings, rows):
     """Brute-force bucket counts per pair from unique events vs the worker's Redis state (one partition), as two
     dicts keyed by (level, user, entity)."""
-    from freqcap.adapters.stream.state import decode_pair
+    from freqcap.adapters.feast.stream_push import state_counts as decode_pair
     from freqcap.domain.stream.buckets import KINDS, bucket_end
 
     want: dict = {}
@@ -467,6 +467,7 @@ def test_redis_and_memory_partition_state_agree_on_flushes_replays_and_fencing(
 ):
     """The atomic flush script and the in-memory state are one specification: the same flush units give the same
     outcome (written, replayed: nothing written, fenced: nothing written), the same marks, pairs and counters."""
+    from freqcap.adapters.feast.stream_push import StreamRowEncoder, state_blob, state_counts
     from freqcap.adapters.stream.ownership import LeaseOwnership
     from freqcap.adapters.stream.state import (
         FENCED,
@@ -477,6 +478,11 @@ def test_redis_and_memory_partition_state_agree_on_flushes_replays_and_fencing(
         RedisPartitionState,
     )
     from freqcap.domain.stream.buckets import PairCounts
+
+    encoder = StreamRowEncoder()
+
+    def blob(pair):
+        return state_blob(encoder.values(pair), pair.last_imp_us)
 
     settings, _ = stream_settings(tmp_path, redis_connection_string)
     cfg = settings.stream
@@ -502,7 +508,7 @@ def test_redis_and_memory_partition_state_agree_on_flushes_replays_and_fencing(
                 f"{b * 10 + 5}-1",
                 1_790_000_000_000_000 + b,
                 ids,
-                [(k, pairs[k]) for k in dict.fromkeys(changed)],
+                [(k, blob(pairs[k])) for k in dict.fromkeys(changed)],
                 {"applied": len(ids), "late": b % 3},
             )
             assert red.commit(unit) == mem.commit(unit) == WRITTEN
@@ -515,8 +521,9 @@ def test_redis_and_memory_partition_state_agree_on_flushes_replays_and_fencing(
         keys = sorted(pairs)
         got_r, got_m = red.read_pairs(keys), mem.read_pairs(keys)
         for key in keys:  # brute force: the pairs as built
-            assert got_r[key].buckets == got_m[key].buckets == pairs[key].buckets, key
-            assert got_r[key].last_imp_us == got_m[key].last_imp_us == pairs[key].last_imp_us
+            r, m = state_counts(got_r[key]), state_counts(got_m[key])
+            assert r.buckets == m.buckets == pairs[key].buckets, key
+            assert r.last_imp_us == m.last_imp_us == pairs[key].last_imp_us
         status = {k.decode(): int(v) for k, v in red.status().items() if k != b"last_id"}
         assert status["applied"] == len(marked) == mem.counters["applied"]
         assert status["late"] == sum(b % 3 for b in range(1, 30)) == mem.counters["late"]

@@ -98,8 +98,11 @@ def _brute_force(client, cfg) -> dict:
     return out
 
 
-def _spawn(settings, store, name: str, crash: tuple[str, int] | None = None, seconds: float = 120) -> int:
-    """A worker in a forked process; with `crash=(stage, n)` it SIGKILLs itself at the n-th time it passes `stage`."""
+def _spawn(
+    settings, store, name: str, crash: tuple[str, int] | None = None, seconds: float = 120, until_caught_up=True
+) -> int:
+    """A worker in a forked process; with `crash=(stage, n)` it SIGKILLs itself at the n-th time it passes `stage`;
+    without `until_caught_up` it runs until killed (or `seconds`)."""
     pid = os.fork()
     if pid:
         return pid
@@ -113,7 +116,7 @@ def _spawn(settings, store, name: str, crash: tuple[str, int] | None = None, sec
                     os.kill(os.getpid(), signal.SIGKILL)
 
         with redis_worker(settings, store, consumer=name, crash_hook=hook) as worker:
-            worker.run(until_caught_up=True, max_seconds=seconds)
+            worker.run(until_caught_up=until_caught_up, max_seconds=seconds)
         os._exit(0)
     except BaseException:
         traceback.print_exc()
@@ -237,19 +240,23 @@ def test_partitions_move_between_workers_and_survive_kill_9(world):
     settings, store = make(partitions="3", batch_size="50", flush_events="100", lease_ttl="1s", block_ms="20")
     cfg = settings.stream
     try:
-        produce(client, cfg.stream_key, _messages(2, 4000), coverage_start=T1, partitions=3)
-        a = _spawn(settings, store, "wa")
+        msgs = _messages(2, 4000)
+        thirds = [msgs[: len(msgs) // 3], msgs[len(msgs) // 3 : 2 * len(msgs) // 3], msgs[2 * len(msgs) // 3 :]]
+        produce(client, cfg.stream_key, thirds[0], coverage_start=T1, partitions=3)
+        a = _spawn(settings, store, "wa", until_caught_up=False)
         time.sleep(0.3)
-        b = _spawn(settings, store, "wb")  # joins: the assignment moves partitions from wa to wb
+        b = _spawn(settings, store, "wb", until_caught_up=False)  # joins: the assignment moves partitions to it
         owners: set = set()
         deadline = time.monotonic() + 30
         while len(owners) < 2:  # both own some partition before the kill
             owners = {client.hget(f"{cfg.state_prefix}:{{p{p}}}:status", "owner") for p in range(3)} - {None}
             assert time.monotonic() < deadline, "partitions did not spread over two workers"
             time.sleep(0.01)
+        produce(client, cfg.stream_key, thirds[1], partitions=3)  # the rest comes while workers come and go
         applied = int(read_combined(client, cfg).get("applied", 0))
-        _kill_after(client, cfg, a, applied + 500)  # wa dies holding leases and pending entries
+        _kill_after(client, cfg, a, applied + 300)  # wa dies holding leases and pending entries
         c = _spawn(settings, store, "wc")  # another joins while wb takes over wa's partitions
+        produce(client, cfg.stream_key, thirds[2], partitions=3)
         time.sleep(0.5)
         os.kill(b, signal.SIGKILL)
         os.waitpid(b, 0)

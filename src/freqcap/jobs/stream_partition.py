@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from itertools import islice
 from typing import Any
 
-from freqcap.adapters.feast.stream_push import PairState, pair_row
+from freqcap.adapters.feast.stream_push import PairState, StreamRowEncoder, pair_row, state_blob, state_counts
 from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit
 from freqcap.adapters.stream.transport import Message
 from freqcap.config import StreamConfig
@@ -78,6 +78,7 @@ class PartitionConsumer:
         self.retention_s = cfg.seconds("retention")
         self.flush_after_s = cfg.seconds("push_interval")
         self.cache: dict[PairKey, PairCounts] = {}
+        self.encoder = StreamRowEncoder()
         self.pending: list[Message] = []
         self.batch_started = 0.0
         self.caught_up_at: float | None = None  # wall time of the read that found the stream drained
@@ -91,8 +92,8 @@ class PartitionConsumer:
         self.watermark_us, self.last_id = snap.watermark_us, snap.last_id
         self.transport.take_over()
         if snap.unpushed:
-            pairs = self.state.read_pairs(snap.unpushed)
-            self._push([(k, pairs[k]) for k in snap.unpushed if k in pairs])
+            blobs = self.state.read_pairs(snap.unpushed)
+            self._push([(k, state_counts(blobs[k])) for k in snap.unpushed if k in blobs])
             self.state.pushed()
 
     def step(self, block_ms: int) -> int:
@@ -169,13 +170,14 @@ class PartitionConsumer:
         for _, reason in dead:
             name = f"dead:{reason_group(reason)}"
             counters[name] = counters.get(name, 0) + 1
+        encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]  # once per flush
         unit = FlushUnit(
             self.token,
             todo[0].id,
             todo[-1].id,
             judged.watermark_us,
             judged.new_ids,
-            [(k, self.cache[k]) for k in changed],
+            [(k, state_blob(values, counts.last_imp_us)) for k, counts, values in encoded],
             counters,
         )
         result = self.state.commit(unit)
@@ -185,7 +187,7 @@ class PartitionConsumer:
             raise LostPartition(f"partition {self.partition}: {why}")
         self.crash_hook("commit")
         self.watermark_us, self.last_id = judged.watermark_us, todo[-1].id
-        self._push([(k, self.cache[k]) for k in changed])
+        self._push([(k, counts) for k, counts, _ in encoded], encoded)
         self.state.pushed()
         self.crash_hook("push")
         s = self.stats
@@ -211,10 +213,17 @@ class PartitionConsumer:
         if excess > 0:  # oldest first out (insertion order), never a pair this batch needs
             for key in [k for k in islice(self.cache, excess + len(keys)) if k not in keys][:excess]:
                 del self.cache[key]
-        self.cache.update(self.state.read_pairs(missing))
+        self.cache.update((k, state_counts(b)) for k, b in self.state.read_pairs(missing).items())
 
-    def _push(self, pairs: Sequence[tuple[PairKey, PairCounts]]) -> None:
+    def _push(self, pairs: Sequence[tuple[PairKey, PairCounts]], encoded: Sequence[Any] | None = None) -> None:
+        """One write of the pairs' stream rows: the values encoded for the state when the pusher takes them (Feast's
+        Redis layout), else rows through `FeatureStore.push`."""
         if not pairs:
+            return
+        if hasattr(self.pusher, "push_values"):
+            if encoded is None:
+                encoded = [(k, counts, self.encoder.values(counts)) for k, counts in pairs]
+            self.stats.pushed += self.pusher.push_values(encoded)
             return
         horizon = prune_horizon(self.watermark_us, self.retention_s, self.bucket_s) if self.watermark_us else 0
         rows = []

@@ -15,6 +15,7 @@ newest event time.
 from __future__ import annotations
 
 import random
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from feast.value_type import ValueType
 from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast.repo.feature_views import STREAM_FEATURES, stream_view_name
 from freqcap.adapters.stream.resp import round_trip
-from freqcap.domain.stream.buckets import KIND_PREFIX
+from freqcap.domain.stream.buckets import KIND_PREFIX, PairCounts
 
 ENTITY_COLUMN = {"advertiser": "advertiser_id", "campaign": "campaign_id", "ad": "ad_id"}
 
@@ -123,6 +124,8 @@ class RedisDirectPusher:
             self.fields[level] = fmt.redis_fields(view, STREAM_FEATURES, config)
             self._keys[level], _ = fmt.redis_key_builder(config, ("user_id", column))
         self._rng = random.Random(0)
+        self._refreshed: dict[bytes, float] = {}  # Feast key -> when this process last refreshed its TTL
+        self._wrapped: dict[bytes, bytes] = {}  # value -> the value as a RESP bulk string
         # HSET <key> _ts:<view> <ts> <field> <value> ...: the command header and the field names, pre-packed.
         n_args = 2 + 2 * (1 + len(STREAM_FEATURES))
         self._packed = {
@@ -176,6 +179,131 @@ class RedisDirectPusher:
         round_trip(self.client, commands)
         return len(pairs)
 
+    def push_values(self, items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]]) -> int:
+        """Write rows already encoded by `StreamRowEncoder` (one pipelined write; EXPIRE only when this process
+        has not refreshed the key's TTL within `_EXPIRE_REFRESH_S`). A sample is checked against Feast's own
+        conversion first."""
+        if not items:
+            return 0
+        for i in {0, len(items) - 1, self._rng.randrange(len(items))}:
+            (level, user, entity), counts, values = items[i]
+            row, _ = pair_row(PairState(level, user, entity, counts.buckets, counts.last_imp_us), 0)
+            if values != self.reference_encode(row):
+                raise fmt.FormatMismatch(f"stream row encoding differs from Feast's for {row!r}")
+        ts_value = _bulk(fmt.event_timestamp(self.clock.next()))
+        expire_tail = b"$%d\r\n%d\r\n" % (len(str(self.key_ttl)), self.key_ttl) if self.key_ttl else b""
+        now = time.monotonic()
+        refreshed, wrapped = self._refreshed, self._wrapped
+        if len(refreshed) > 2_000_000:
+            refreshed.clear()
+        commands = []
+        for (level, user, entity), _, values in items:
+            head, fields = self._packed[level]
+            raw_key = self.redis_key(level, user, entity)
+            key = _bulk(raw_key)
+            parts = [head, key, fields[0], ts_value]
+            for f, v in zip(fields[1:], values, strict=True):
+                w = wrapped.get(v)  # most values are the encoder's memoized lists: wrap each once
+                if w is None:
+                    w = b"$%d\r\n%s\r\n" % (len(v), v)
+                    if len(wrapped) > 200_000:
+                        wrapped.clear()
+                    wrapped[v] = w
+                parts += (f, w)
+            commands.append(b"".join(parts))
+            if expire_tail and now - refreshed.get(raw_key, -_EXPIRE_REFRESH_S) >= _EXPIRE_REFRESH_S:
+                refreshed[raw_key] = now
+                commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
+        round_trip(self.client, commands)
+        return len(items)
+
+
+# A key's TTL (`feast.online_key_ttl`, days) is refreshed at most this often per process: it only has to outlive
+# the pair's last write, and an EXPIRE costs Redis about as much as the HSET.
+_EXPIRE_REFRESH_S = 3600.0
+
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+class StreamRowEncoder:
+    """The stream view's values of a pair straight from its counters, in STREAM_FEATURES order: bucket ends and
+    counts per kind (`online_format.int64_list`, with the varints of bucket ends memoized: every pair shares the same
+    few ends), then the last impression (whole seconds). `RedisDirectPusher.push_values` checks a sample of every
+    push against Feast's own conversion."""
+
+    def __init__(self) -> None:
+        self._ends: dict[int, bytes] = {}
+        # (end, count) -> both lists of a kind with one bucket: most pairs of a flush hold one or two buckets.
+        self._single: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+
+    def _list(self, values: list[int], memo: bool) -> bytes:
+        if not values:
+            return fmt.EMPTY_INT64_LIST
+        if memo:
+            ends = self._ends
+            if len(ends) > 100_000:
+                ends.clear()
+            parts = []
+            for v in values:
+                b = ends.get(v)
+                if b is None:
+                    b = ends[v] = fmt.varint(v)
+                parts.append(b)
+            body = b"".join(parts)
+        else:
+            body = b"".join(map(fmt.varint, values))
+        inner = fmt.PACKED_VAL_TAG + fmt.varint(len(body)) + body
+        return _LIST_TAG + fmt.varint(len(inner)) + inner
+
+    def values(self, counts: PairCounts) -> list[bytes]:
+        out = []
+        single = self._single
+        for kind in KIND_PREFIX:
+            buckets = counts.buckets.get(kind)
+            if not buckets:
+                out += _EMPTY_PAIR
+            elif len(buckets) == 1:
+                (item,) = buckets.items()
+                lists = single.get(item)
+                if lists is None:
+                    if len(single) > 100_000:
+                        single.clear()
+                    lists = single[item] = (self._list([item[0]], True), self._list([item[1]], False))
+                out += lists
+            else:
+                items = sorted(buckets.items())
+                ends = [e for e, n in items if n]
+                numbers = [n for _, n in items if n]
+                out += (self._list(ends, True), self._list(numbers, False))
+        last = counts.last_imp_us
+        out.append(fmt.NULL_UNIX_TIMESTAMP if last is None else _TS_TAG + fmt.varint(last // 1_000_000))
+        return out
+
+
+_LIST_TAG = fmt.TAGS[ValueType.INT64_LIST]
+_TS_TAG = fmt.TAGS[ValueType.UNIX_TIMESTAMP]
+_EMPTY_PAIR = (fmt.EMPTY_INT64_LIST, fmt.EMPTY_INT64_LIST)
+_HEADER = struct.Struct("<6Iq")  # the six list lengths, the last impression
+
+
+def state_blob(values: Sequence[bytes], last_imp_us: int | None) -> bytes:
+    """A pair's durable state: the lengths of its six bucket lists and the exact last impression in microseconds
+    (-1: none), then the lists as encoded for the stream row. Encoded once per flush, stored and pushed."""
+    a, b, c, d, e, f = values[:6]
+    head = _HEADER.pack(len(a), len(b), len(c), len(d), len(e), len(f), -1 if last_imp_us is None else last_imp_us)
+    return b"".join((head, a, b, c, d, e, f))
+
+
+def state_counts(blob: bytes) -> PairCounts:
+    """`state_blob` read back into counters."""
+    *lengths, last = _HEADER.unpack_from(blob, 0)
+    lists, pos = [], _HEADER.size
+    for n in lengths:
+        lists.append(fmt.int64_list_values(blob[pos : pos + n]))
+        pos += n
+    pair = PairCounts(last_imp_us=None if last < 0 else last)
+    for i, kind in enumerate(KIND_PREFIX):
+        pair.buckets[kind] = dict(zip(lists[2 * i], lists[2 * i + 1], strict=True))
+    return pair

@@ -14,7 +14,8 @@ Keys (base `B` = `<state_prefix>:{p<k>}`):
 * `B:lease` — the owner's token `<worker>:<epoch>` with a TTL (`freqcap.adapters.stream.ownership`); `B:epoch`.
 * `B:seen:<generation>` — hash of `event_id`s applied; a generation spans `dedup_ttl / 3` of wall time and lives
   4 spans, so a mark is remembered at least `dedup_ttl` (the four generations are checked).
-* `B:s:<level>:<user>\\x1f<entity>` — a pair's counters (`encode_pair`), expiring `retention` after its last change.
+* `B:s:<level>:<user>\\x1f<entity>` — a pair's counters, as encoded by the caller
+  (`freqcap.adapters.feast.stream_push.state_blob`), expiring `retention` after its last change.
 * `B:unpushed` — the state keys changed by flushes whose push has not finished (pushed again after a crash).
 
 `MemoryPartitionState` is the same in process memory, for embedded replays (no Redis, nothing to fence).
@@ -24,48 +25,16 @@ from __future__ import annotations
 
 import struct
 import time
-from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from freqcap.adapters.stream.resp import round_trip
 from freqcap.domain.stream.batch import PairKey
-from freqcap.domain.stream.buckets import KIND_PREFIX, PairCounts
 from freqcap.domain.stream.partitions import compare_ids, state_base
 
 SEP = "\x1f"
 SEEN_GENERATIONS = 4
-_KINDS = tuple(KIND_PREFIX)  # i, c, v
-
-
-# ------------------------------------------------------------------------------------------------ pair encoding
-
-
-def encode_pair(pair: PairCounts) -> bytes:
-    """int64s: last impression (µs, -1 when none), the number of buckets per kind (i, c, v), then per kind its bucket
-    ends ascending followed by their counts."""
-    out = [-1 if pair.last_imp_us is None else pair.last_imp_us]
-    per_kind = [sorted(pair.buckets.get(k, {}).items()) for k in _KINDS]
-    out += [len(items) for items in per_kind]
-    for items in per_kind:
-        out += [e for e, _ in items]
-        out += [n for _, n in items]
-    return array("q", out).tobytes()
-
-
-def decode_pair(blob: bytes) -> PairCounts:
-    """`encode_pair` reversed."""
-    values = array("q")
-    values.frombytes(blob)
-    last = values[0]
-    pos = 4
-    pair = PairCounts(last_imp_us=None if last < 0 else last)
-    for k, n in zip(_KINDS, values[1:4], strict=True):
-        ends, counts = values[pos : pos + n], values[pos + n : pos + 2 * n]
-        pair.buckets[k] = dict(zip(ends, counts, strict=True))
-        pos += 2 * n
-    return pair
 
 
 def pair_state_key(base: str, key: PairKey) -> str:
@@ -106,7 +75,7 @@ class FlushUnit:
     last_id: str
     watermark_us: int | None
     new_ids: Sequence[str]
-    pairs: Sequence[tuple[PairKey, PairCounts]]
+    pairs: Sequence[tuple[PairKey, bytes]]  # each changed pair's state, encoded by the caller
     counters: dict[str, int] = field(default_factory=dict)  # status field -> increment
 
 
@@ -231,12 +200,12 @@ class RedisPartitionState:
             out.update(i for i, v in zip(ids, reply, strict=True) if v is not None)
         return out
 
-    def read_pairs(self, keys: Sequence[PairKey]) -> dict[PairKey, PairCounts]:
+    def read_pairs(self, keys: Sequence[PairKey]) -> dict[PairKey, bytes]:
         """The stored state of each pair that has one."""
         if not keys:
             return {}
         blobs = self.client.mget([pair_state_key(self.base, k) for k in keys])
-        return {k: decode_pair(b) for k, b in zip(keys, blobs, strict=True) if b}
+        return {k: b for k, b in zip(keys, blobs, strict=True) if b}
 
     def commit(self, unit: FlushUnit) -> int:
         """Write a micro-batch atomically: WRITTEN, REPLAYED (already applied: nothing written) or FENCED."""
@@ -252,7 +221,7 @@ class RedisPartitionState:
             "" if unit.watermark_us is None else unit.watermark_us,
             len(unit.new_ids),
             *unit.new_ids,
-            *[encode_pair(p) for _, p in unit.pairs],
+            *[blob for _, blob in unit.pairs],
             _pack_keys(n.encode() for n in names),
         ]
         for name, delta in unit.counters.items():
@@ -274,7 +243,7 @@ class MemoryPartitionState:
     def __init__(self, partition: int = 0, **_: Any):
         self.partition = partition
         self.seen_ids: set[str] = set()
-        self.pairs: dict[PairKey, PairCounts] = {}
+        self.pairs: dict[PairKey, bytes] = {}
         self.watermark_us: int | None = None
         self.last_id: str | None = None
         self.counters: dict[str, int] = {}
@@ -285,15 +254,15 @@ class MemoryPartitionState:
     def seen(self, ids: Sequence[str]) -> set[str]:
         return {i for i in ids if i in self.seen_ids}
 
-    def read_pairs(self, keys: Sequence[PairKey]) -> dict[PairKey, PairCounts]:
-        return {k: decode_pair(encode_pair(self.pairs[k])) for k in keys if k in self.pairs}
+    def read_pairs(self, keys: Sequence[PairKey]) -> dict[PairKey, bytes]:
+        return {k: self.pairs[k] for k in keys if k in self.pairs}
 
     def commit(self, unit: FlushUnit) -> int:
         if self.last_id is not None and compare_ids(unit.first_id, self.last_id) <= 0:
             return REPLAYED
         self.seen_ids.update(unit.new_ids)
-        for key, pair in unit.pairs:
-            self.pairs[key] = decode_pair(encode_pair(pair))
+        for key, blob in unit.pairs:
+            self.pairs[key] = blob
         for name, delta in unit.counters.items():
             self.counters[name] = self.counters.get(name, 0) + delta
         if unit.watermark_us is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 
-from freqcap.domain.stream.buckets import PairCounts
+from freqcap.domain.stream.buckets import PairCounts, bucket_end
 from freqcap.domain.stream.messages import StreamEvent
 
 OK, DUPLICATE, LATE = 0, 1, 2
@@ -71,13 +71,20 @@ def apply_counts(
     pair_of: Callable[[PairKey], PairCounts],
     bucket_s: int,
 ) -> list[PairKey]:
-    """Add the applied events to their pairs' counters (`pair_of` returns the mutable state of a pair); the pairs
-    changed, in first-change order, each once."""
+    """Add the applied events to their pairs' counters (`pair_of` returns the mutable state of a pair) — the same
+    as `PairCounts.add` for each pair, with the bucket computed once per event; the pairs changed, in first-change
+    order, each once."""
     changed: dict[PairKey, None] = {}
     for ev, verdict in zip(events, verdicts, strict=True):
         if verdict != OK:
             continue
+        end = bucket_end(ev.ts_us, bucket_s)
+        kind, ts = ev.kind, ev.ts_us
         for key in pair_keys(ev):
-            pair_of(key).add(ev.kind, ev.ts_us, bucket_s)
+            pair = pair_of(key)
+            counts = pair.buckets[kind]
+            counts[end] = counts.get(end, 0) + 1
+            if kind == "i" and (pair.last_imp_us is None or ts > pair.last_imp_us):
+                pair.last_imp_us = ts
             changed[key] = None
     return list(changed)

@@ -1,4 +1,5 @@
-"""Message parsing (every dead-letter reason), the micro-batch rules (dedup, lateness, counts), partitions."""
+"""Message parsing (every dead-letter reason), the micro-batch rules (dedup, lateness, counts), the pair state's
+encoding, partitions."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from freqcap.adapters.stream.state import decode_pair, encode_pair
+from freqcap.adapters.feast.stream_push import StreamRowEncoder, state_blob, state_counts
 from freqcap.domain.stream.batch import DUPLICATE, LATE, OK, apply_counts, judge
 from freqcap.domain.stream.buckets import PairCounts, bucket_end
 from freqcap.domain.stream.messages import StreamEvent, event_fields, parse_message, parse_ts
@@ -114,9 +115,10 @@ def test_pair_state_encoding_round_trips():
     for ts in (1_790_000_001_000_000, 1_790_000_061_000_000, 1_790_003_000_999_999):
         pair.add("i", ts, 60)
     pair.add("v", 1_790_000_001_000_000, 60)
-    back = decode_pair(encode_pair(pair))
+    encoder = StreamRowEncoder()
+    back = state_counts(state_blob(encoder.values(pair), pair.last_imp_us))
     assert back.buckets == pair.buckets and back.last_imp_us == 1_790_003_000_999_999
-    assert decode_pair(encode_pair(PairCounts())).last_imp_us is None
+    assert state_counts(state_blob(encoder.values(PairCounts()), None)).last_imp_us is None
     assert back.buckets["i"][bucket_end(1_790_000_001_000_000, 60)] == 1
 
 
