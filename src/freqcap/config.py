@@ -270,6 +270,9 @@ class StreamConfig(_Frozen):
     # A micro-batch (one atomic state write, one push, one acknowledgement) is flushed when it holds this many
     # messages, when the stream is drained, or `push_interval` after its first read, whichever comes first.
     flush_events: int = Field(20_000, gt=0)
+    # A micro-batch is written as atomic units of at most this many messages: each unit's script holds the
+    # partition's Redis for a few milliseconds at most (serving may read the same Redis).
+    commit_events: int = Field(1_000, gt=0)
     # Changed pairs are pushed to the online store at least this often.
     push_interval: str = "0.5s"
     # direct: Feast's Redis layout built in Python, written pipelined; feast: FeatureStore.push (any online store).

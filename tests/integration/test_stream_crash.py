@@ -214,11 +214,13 @@ def world(tmp_path):
 
 def test_kill_9_at_every_stage_then_same_name_and_replacement_during_backlog(world):
     client, make = world
-    settings, store = make(batch_size="60", flush_events="120", lease_ttl="1s")
+    settings, store = make(batch_size="60", flush_events="120", commit_events="50", lease_ttl="1s")
     cfg = settings.stream
     try:
         produce(client, cfg.stream_key, _messages(1, 3000), coverage_start=T1)
-        for stage, n in (("commit", 3), ("dead_letters", 2), ("push", 4)):  # each window of a flush
+        # Each window of a flush: a micro-batch is written as units of <= 50 messages, so the third commit lands
+        # between two units of one flush, before its push and acknowledgement.
+        for stage, n in (("commit", 3), ("dead_letters", 2), ("push", 4)):
             _killed_by_itself(_spawn(settings, store, "w1", crash=(stage, n)))
         applied = int(read_combined(client, cfg)["applied"])
         at_kill = _kill_after(client, cfg, _spawn(settings, store, "w1"), applied + random.Random(7).randint(300, 600))

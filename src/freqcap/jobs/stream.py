@@ -29,7 +29,8 @@ def _pusher(settings: Settings, store: Any):
     online = settings.feast.online
     if cfg.push_mode in ("lua", "direct") and online.kind == "redis":
         ttl = int(parse_duration(settings.feast.online_key_ttl).total_seconds())
-        return RedisDirectPusher(store, redis_client(online.redis_connection_string), ttl)
+        # A push of a large micro-batch is several MB in one write: a generous timeout on a busy box.
+        return RedisDirectPusher(store, redis_client(online.redis_connection_string, socket_timeout=30), ttl)
     return FeastPusher(store)
 
 
@@ -62,7 +63,7 @@ def redis_worker(
     status in that Redis."""
     cfg = settings.stream
     name = consumer or default_consumer_name()
-    client = redis_client(cfg.redis_url, socket_timeout=max(5.0, cfg.block_ms / 1000 + 2))
+    client = redis_client(cfg.redis_url, socket_timeout=max(30.0, cfg.block_ms / 1000 + 2))
     ownership = LeaseOwnership(client, cfg.state_prefix, cfg.partitions, name, cfg.seconds("lease_ttl"))
     worker = StreamWorker(
         cfg,

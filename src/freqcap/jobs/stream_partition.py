@@ -7,8 +7,11 @@ The order of a flush is what makes kill -9 harmless anywhere:
    to their pairs' counters, held in memory (read from Redis on a miss);
 3. dead letters (malformed, late) are written under their source ids: a replay adds nothing;
 4. **one atomic write** (`RedisPartitionState.commit`): marks, changed pairs, counters, watermark, `last_id`,
-   the changed pairs' names in `unpushed`; fenced if the lease is no longer ours;
-5. each changed pair's stream row is encoded once and pushed (one pipelined write), then `unpushed` is cleared
+   the changed pairs' names in `unpushed`; fenced if the lease is no longer ours. A micro-batch larger than
+   `stream.commit_events` is decided and written as several such units in stream order (steps 2-4 each), so one
+   write never holds Redis long; a crash between them leaves the first units applied and their entries skipped;
+5. each changed pair's stream row is encoded once per unit and pushed once, with its last encoding (one pipelined
+   write), then `unpushed` is cleared
    (a crash before that re-pushes them on the next start: a push writes a pair's whole state, so repeating it is
    harmless);
 6. the entries are acknowledged.
@@ -138,6 +141,21 @@ class PartitionConsumer:
         return [m for m in messages if compare_ids(m.id, last) > 0]
 
     def _apply(self, todo: list[Message]) -> None:
+        """Commit the micro-batch in atomic units of at most `stream.commit_events` messages (each unit holds the
+        partition's Redis for a few milliseconds at most), then push every changed pair once, with its last
+        encoding."""
+        changed: dict[PairKey, tuple[PairKey, PairCounts, list[bytes]]] = {}
+        step = self.cfg.commit_events
+        for start in range(0, len(todo), step):
+            for item in self._commit_unit(todo[start : start + step]):
+                changed[item[0]] = item
+        encoded = list(changed.values())
+        self._push([(k, counts) for k, counts, _ in encoded], encoded)
+        self.state.pushed()
+        self.crash_hook("push")
+
+    def _commit_unit(self, todo: list[Message]) -> list[tuple[PairKey, PairCounts, list[bytes]]]:
+        """Decide, dead-letter and atomically write one unit; the changed pairs with their encoded rows."""
         events: list[StreamEvent] = []
         sources: list[Message] = []
         dead: list[tuple[Message, str]] = []
@@ -170,7 +188,7 @@ class PartitionConsumer:
         for _, reason in dead:
             name = f"dead:{reason_group(reason)}"
             counters[name] = counters.get(name, 0) + 1
-        encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]  # once per flush
+        encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]  # once per unit
         unit = FlushUnit(
             self.token,
             todo[0].id,
@@ -187,9 +205,6 @@ class PartitionConsumer:
             raise LostPartition(f"partition {self.partition}: {why}")
         self.crash_hook("commit")
         self.watermark_us, self.last_id = judged.watermark_us, todo[-1].id
-        self._push([(k, counts) for k, counts, _ in encoded], encoded)
-        self.state.pushed()
-        self.crash_hook("push")
         s = self.stats
         s.applied += judged.counts[OK]
         s.duplicates += judged.counts[1]
@@ -198,6 +213,7 @@ class PartitionConsumer:
         for _, reason in dead:
             group = reason_group(reason)
             s.dead_by_reason[group] = s.dead_by_reason.get(group, 0) + 1
+        return encoded
 
     def _pair(self, key: PairKey) -> PairCounts:
         pair = self.cache.get(key)
