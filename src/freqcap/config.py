@@ -293,19 +293,35 @@ class StreamConfig(_Frozen):
     dedup_ttl: str = "27h"
     # Serving uses the stream only while the worker was last caught up at most this long ago (wall clock).
     max_lag: str = "30s"
-    batch_size: int = Field(2_000, gt=0)
+    # Events are partitioned by user into this many streams (`<stream_key>:{p<k>}`; 1: `stream_key` itself), each
+    # with its own state, consumed by one worker at a time (freqcap.domain.stream.partitions). Fixed for the life
+    # of the state: changing it re-routes users, so drain and start from a fresh `state_prefix`.
+    partitions: int = Field(1, ge=1, le=1024)
+    batch_size: int = Field(5_000, gt=0)
     block_ms: int = Field(200, ge=0)
+    # A micro-batch (one atomic state write, one push, one acknowledgement) is flushed when it holds this many
+    # messages, when the stream is drained, or `push_interval` after its first read, whichever comes first.
+    flush_events: int = Field(20_000, gt=0)
+    # A micro-batch is written as atomic units of at most this many messages: each unit's script holds the
+    # partition's Redis for a few milliseconds at most (serving may read the same Redis).
+    commit_events: int = Field(1_000, gt=0)
     # Changed pairs are pushed to the online store at least this often.
     push_interval: str = "0.5s"
-    # lua: encoded into Feast's Redis layout inside Redis (state and online store in one Redis); direct: the same
-    # bytes built in Python; feast: FeatureStore.push (any online store).
-    push_mode: Literal["lua", "direct", "feast"] = "lua"
-    # Pending entries of a consumer idle this long are reclaimed by another (XAUTOCLAIM).
+    # direct: Feast's Redis layout built in Python, written pipelined; feast: FeatureStore.push (any online store).
+    # lua: accepted for older settings files, the same as direct (the state is no longer a Redis hash to encode).
+    push_mode: Literal["lua", "direct", "feast"] = "direct"
+    # A worker owns a partition while it renews this lease; a dead worker's partitions are taken over after it
+    # expires (all of its pending entries claimed before anything new is read).
+    lease_ttl: str = "10s"
+    # Pair states kept in the worker's memory (read from Redis on a miss; oldest first out).
+    cache_pairs: int = Field(200_000, gt=0)
+    # Unused since partitions are owned by lease (takeover claims every pending entry at once); kept so older
+    # settings files still load.
     claim_idle: str = "30s"
     # How often serving re-reads the stream's status and the batch cut-off.
     status_refresh: str = "0.5s"
 
-    @field_validator("bucket", "retention", "allowed_lateness", "dedup_ttl", "max_lag", "claim_idle")
+    @field_validator("bucket", "retention", "allowed_lateness", "dedup_ttl", "max_lag", "claim_idle", "lease_ttl")
     @classmethod
     def _positive(cls, value: str) -> str:
         if parse_duration(value).total_seconds() <= 0:

@@ -372,34 +372,46 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_stream(tmp_path, redi
         assert all(fields[b"_source_stream"].decode() == stream for _, fields in dead)
         # Nothing pending: every message was acknowledged, dead or alive.
         assert redis_client.xpending(stream, settings.stream.group)["pending"] == 0
-        status = redis_client.hgetall(f"{settings.stream.state_prefix}:status")
+        status = redis_client.hgetall(f"{settings.stream.state_prefix}:{{p0}}:status")  # the one partition's
         assert int(status[b"dead_letters"]) == len(BAD_MESSAGES) and int(status[b"applied"]) == 2
+        assert int(status[b"late"]) == 1
+        by_reason: dict[str, int] = {}  # per-field reasons are grouped: missing_ad_id -> missing
+        for _, reason in BAD_MESSAGES:
+            group = next((g for g in ("missing", "too_long", "bad_encoding") if reason.startswith(g + "_")), reason)
+            by_reason[group] = by_reason.get(group, 0) + 1
+        assert {k.decode()[5:]: int(v) for k, v in status.items() if k.startswith(b"dead:")} == by_reason
     finally:
         store.teardown()
         cleanup_redis(redis_client, settings)
 
 
 def _state_buckets(client, settings, rows):
-    """Brute-force bucket counts per pair from unique events vs the worker's Redis state, as two dicts."""
+    """Brute-force bucket counts per pair from unique events vs the worker's Redis state (one partition), as two
+    dicts keyed by (level, user, entity)."""
+    from freqcap.adapters.feast.stream_push import state_counts as decode_pair
     from freqcap.domain.stream.buckets import KINDS, bucket_end
 
     want: dict = {}
     for e in rows:
         ts_us = int(e["event_ts"].timestamp() * 1_000_000)
         for level in ("advertiser", "campaign", "ad"):
-            key = f"{settings.stream.state_prefix}:s:{level}:{e['user_id']}\x1f{e[f'{level}_id']}"
+            key = (level, e["user_id"], e[f"{level}_id"])
             field = f"{KINDS[e['event_type']]}:{bucket_end(ts_us, 60)}"
             want.setdefault(key, {}).setdefault(field, 0)
             want[key][field] += 1
     got = {}
+    base = f"{settings.stream.state_prefix}:{{p0}}:s:"
     for key in want:
-        fields = client.hgetall(key)
-        got[key] = {k.decode(): int(v) for k, v in fields.items() if k != b"last_imp"}
+        blob = client.get(f"{base}{key[0]}:{key[1]}\x1f{key[2]}")
+        pair = decode_pair(blob) if blob else None
+        got[key] = {f"{k}:{e}": n for k, b in pair.buckets.items() for e, n in b.items()} if pair else {}
     return want, got
 
 
 def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_connection_string, redis_client):
-    settings, env = stream_settings(tmp_path, redis_connection_string, batch_size="200", push_interval="0.05s")
+    settings, env = stream_settings(
+        tmp_path, redis_connection_string, batch_size="100", flush_events="100", push_interval="0.05s"
+    )
     _, _, stream_rows = _world(tmp_path)
     many = stream_rows + [r for r in random_events(7, 6000, T_B, T_B + timedelta(hours=5)).to_pylist()]
     many = [dict(r, event_id=f"k{i}") for i, r in enumerate(many) if r["event_ts"] > T_B]
@@ -411,7 +423,7 @@ def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_conne
     produce(redis_client, settings.stream.stream_key, messages, coverage_start=T_B)
     cmd = [sys.executable, "-m", "freqcap.cli", "stream", "--consumer", "w1", "--until-caught-up"]
     proc_env = dict(os.environ, **env)
-    status_key = f"{settings.stream.state_prefix}:status"
+    status_key = f"{settings.stream.state_prefix}:{{p0}}:status"
     try:
         kills = 0
         for _ in range(2):  # kill it twice, at different points
@@ -436,10 +448,8 @@ def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_conne
         assert redis_client.xpending(settings.stream.stream_key, settings.stream.group)["pending"] == 0
         # What Feast serves equals the state: read the pushed stream rows back through get_online_features.
         sample = random.Random(1).sample(sorted(want), 40)
-        from freqcap.adapters.stream.state import split_pair_key
-
         for key in sample:
-            level, user, entity = split_pair_key(key, f"{settings.stream.state_prefix}:s:")
+            level, user, entity = key
             out = store.get_online_features(
                 features=[f"user_{level}_stream:imp_buckets", f"user_{level}_stream:imp_counts"],
                 entity_rows=[{"user_id": user, f"{level}_id": entity}],
@@ -452,50 +462,75 @@ def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_conne
         cleanup_redis(redis_client, settings)
 
 
-def test_redis_state_and_memory_state_agree_on_a_messy_sequence(tmp_path, redis_connection_string, redis_client):
-    """The Lua apply and the in-memory rules are one specification: same verdicts, same buckets."""
-    from freqcap.adapters.stream.state import MemoryState, RedisState
-    from freqcap.domain.stream.messages import StreamEvent
+def test_redis_and_memory_partition_state_agree_on_flushes_replays_and_fencing(
+    tmp_path, redis_connection_string, redis_client
+):
+    """The atomic flush script and the in-memory state are one specification: the same flush units give the same
+    outcome (written, replayed: nothing written, fenced: nothing written), the same marks, pairs and counters."""
+    from freqcap.adapters.feast.stream_push import StreamRowEncoder, state_blob, state_counts
+    from freqcap.adapters.stream.ownership import LeaseOwnership
+    from freqcap.adapters.stream.state import (
+        FENCED,
+        REPLAYED,
+        WRITTEN,
+        FlushUnit,
+        MemoryPartitionState,
+        RedisPartitionState,
+    )
+    from freqcap.domain.stream.buckets import PairCounts
+
+    encoder = StreamRowEncoder()
+
+    def blob(pair):
+        return state_blob(encoder.values(pair), pair.last_imp_us)
 
     settings, _ = stream_settings(tmp_path, redis_connection_string)
     cfg = settings.stream
     rng = random.Random(4)
-    base = 1_790_000_000
-    events = []
-    for i in range(3000):
-        ts = base + i * 3 + rng.randint(-900, 60)  # disorder up to 15 min: some beyond the 10-min lateness
-        eid = f"e{rng.randrange(2600)}"  # repeats: duplicates
-        kind = rng.choice("iiicv")
-        events.append(
-            StreamEvent(
-                eid,
-                kind,
-                ts * 1_000_000,
-                f"u{rng.randrange(20)}",
-                "v0",
-                f"c{rng.randrange(3)}",
-                f"ad{rng.randrange(6)}",
-            )
-        )
-    kwargs = dict(
-        bucket_s=60, lateness_s=600, dedup_ttl_s=cfg.seconds("dedup_ttl"), retention_s=cfg.seconds("retention")
-    )
-    red = RedisState(redis_client, cfg.state_prefix, **kwargs)
-    mem = MemoryState(**kwargs)
+    owner = LeaseOwnership(redis_client, cfg.state_prefix, 1, "w1", 30)
+    token = owner.acquire(0)
+    red = RedisPartitionState(redis_client, cfg.state_prefix, 0, dedup_ttl_s=3600, retention_s=7200)
+    mem = MemoryPartitionState(0)
+    pairs: dict = {}
+    marked: set = set()
     try:
-        verdicts_r, verdicts_m = [], []
-        for i in range(0, len(events), 137):
-            verdicts_r += red.apply(events[i : i + 137])
-            verdicts_m += mem.apply(events[i : i + 137])
-        assert verdicts_r == verdicts_m
-        assert {0, 1, 2} <= set(verdicts_r), "the sequence must exercise ok, duplicate and late"
-        keys = [k for k, _ in red.dirty(100_000)]
-        pairs = {(p.level, p.user_id, p.entity_id): p for p in red.read_pairs(keys) if p}
-        assert set(pairs) == set(mem.pairs)
-        for key, pair in pairs.items():
-            assert pair.buckets == {k: v for k, v in mem.pairs[key].buckets.items()}, key
-            assert pair.last_imp_us == mem.pairs[key].last_imp_us
-        assert red.watermark_us() == mem.max_ts_us
+        for b in range(1, 30):
+            changed = []
+            for _ in range(rng.randint(0, 40)):
+                key = (rng.choice(["ad", "campaign"]), f"u{rng.randrange(30)}", f"e{rng.randrange(4)}")
+                pair = pairs.setdefault(key, PairCounts())
+                pair.add(rng.choice("iicv"), (1_790_000_000 + rng.randrange(7200)) * 1_000_000, 60)
+                changed.append(key)
+            ids = [f"id{b}-{i}" for i in range(rng.randint(0, 60))]
+            unit = FlushUnit(
+                token,
+                f"{b * 10}-0",
+                f"{b * 10 + 5}-1",
+                1_790_000_000_000_000 + b,
+                ids,
+                [(k, blob(pairs[k])) for k in dict.fromkeys(changed)],
+                {"applied": len(ids), "late": b % 3},
+            )
+            assert red.commit(unit) == mem.commit(unit) == WRITTEN
+            marked.update(ids)
+            replay = FlushUnit(token, f"{b * 10 + 5}-1", f"{b * 10 + 5}-1", None, ["never"], [], {"applied": 1})
+            assert red.commit(replay) == mem.commit(replay) == REPLAYED  # not newer than the last applied entry
+        assert red.commit(FlushUnit("w9:99", "99999-0", "99999-0", None, ["never"], [], {"applied": 1})) == FENCED
+        probe = [*sorted(marked)[:50], "never", "other"]
+        assert red.seen(probe) == mem.seen(probe) == set(sorted(marked)[:50])
+        keys = sorted(pairs)
+        got_r, got_m = red.read_pairs(keys), mem.read_pairs(keys)
+        for key in keys:  # brute force: the pairs as built
+            r, m = state_counts(got_r[key]), state_counts(got_m[key])
+            assert r.buckets == m.buckets == pairs[key].buckets, key
+            assert r.last_imp_us == m.last_imp_us == pairs[key].last_imp_us
+        status = {k.decode(): int(v) for k, v in red.status().items() if k != b"last_id"}
+        assert status["applied"] == len(marked) == mem.counters["applied"]
+        assert status["late"] == sum(b % 3 for b in range(1, 30)) == mem.counters["late"]
+        assert red.load().last_id == mem.load().last_id == "295-1"
+        assert set(red.load().unpushed) == set(keys)  # written, push not finished
+        red.pushed()
+        assert red.load().unpushed == []
     finally:
         cleanup_redis(redis_client, settings)
 
@@ -523,8 +558,7 @@ def _assert_same_feature_bytes(redis_client, direct, pairs, via_feast):
 
 def test_direct_push_writes_the_bytes_feast_push_writes(tmp_path, redis_connection_string, redis_client):
     from freqcap.adapters.feast.store import apply_definitions
-    from freqcap.adapters.feast.stream_push import RedisDirectPusher, pair_row
-    from freqcap.adapters.stream.state import PairState
+    from freqcap.adapters.feast.stream_push import PairState, RedisDirectPusher, pair_row
 
     settings, _ = stream_settings(tmp_path, redis_connection_string)
     store = open_store(settings, tmp_path / "feast")
@@ -634,61 +668,14 @@ def test_produce_cli_replays_events_after_since_and_declares_coverage(tmp_path, 
         cleanup_redis(redis_client, settings)
 
 
-def test_lua_push_writes_the_bytes_feast_push_writes_and_prunes(tmp_path, redis_connection_string, redis_client):
-    from freqcap.adapters.feast.store import apply_definitions
-    from freqcap.adapters.feast.stream_push import RedisDirectPusher, RedisLuaPusher, pair_row
-    from freqcap.adapters.stream.state import PairState
-
-    settings, _ = stream_settings(tmp_path, redis_connection_string)
-    store = open_store(settings, tmp_path / "feast")
-    apply_definitions(store, settings, tmp_path / "feast")
-    prefix = f"{settings.stream.state_prefix}:s:"
-    dirty = f"{settings.stream.state_prefix}:dirty"
-    horizon = 1_790_000_000
-    pairs = [  # large bucket ends (5-byte varints), counts >= 128 (2-byte varints), empty kinds, no impression
-        PairState(
-            "ad",
-            "u1",
-            "ad0",
-            {"i": {1_790_000_060: 2, 1_790_000_120: 300}, "c": {}, "v": {1_790_000_120: 1}},
-            1_790_000_119_999_999,
-        ),
-        PairState(
-            "campaign", "ünï", "c0", {"i": {1_790_000_060: 1}, "c": {1_790_000_060: 1}, "v": {}}, 1_790_000_001_000_000
-        ),
-        PairState("advertiser", "u2", "v0", {"i": {}, "c": {1_790_000_060: 3}, "v": {}}, None),
-    ]
-    direct = RedisDirectPusher(store, redis_client, key_ttl_seconds=3600)
-    try:
-        rows = [(p, pair_row(p, horizon)[0]) for p in pairs]
-        via_feast = _feast_push_bytes(store, redis_client, direct, rows)
-        for p in pairs:
-            key = f"{prefix}{p.level}:{p.user_id}\x1f{p.entity_id}"
-            mapping = {f"{k}:{e}": n for k, b in p.buckets.items() for e, n in b.items()}
-            mapping["i:1789990000"] = 7  # older than the horizon: pruned, not pushed
-            if p.last_imp_us is not None:
-                mapping["last_imp"] = p.last_imp_us
-            redis_client.hset(key, mapping=mapping)
-            redis_client.zadd(dirty, {key: 1})
-        lua = RedisLuaPusher(direct, redis_client, dirty, prefix)
-        assert lua.push_dirty(redis_client.zrange(dirty, 0, -1, withscores=True), horizon) == 3
-        _assert_same_feature_bytes(redis_client, direct, pairs, via_feast)
-        for p in pairs:
-            assert not redis_client.hexists(f"{prefix}{p.level}:{p.user_id}\x1f{p.entity_id}", "i:1789990000")
-        assert redis_client.zcard(dirty) == 0
-    finally:
-        store.teardown()
-        cleanup_redis(redis_client, settings)
-
-
 def test_another_consumer_reclaims_the_entries_a_dead_consumer_left_pending(
     tmp_path, redis_connection_string, redis_client
 ):
-    """A consumer that read entries and died (never acked) leaves them pending; after `claim_idle` a live worker
-    with another name takes them over (XAUTOCLAIM) and the counts are exact."""
+    """A consumer that read entries and died (never acked) leaves them pending; a live worker with another name that
+    takes the partition's lease claims them (XAUTOCLAIM) before reading anything new, and the counts are exact."""
     from freqcap.adapters.feast.store import apply_definitions
 
-    settings, _ = stream_settings(tmp_path, redis_connection_string, claim_idle="1s")
+    settings, _ = stream_settings(tmp_path, redis_connection_string)
     cfg = settings.stream
     store = open_store(settings, tmp_path / "feast")
     apply_definitions(store, settings, tmp_path / "feast")
@@ -702,7 +689,6 @@ def test_another_consumer_reclaims_the_entries_a_dead_consumer_left_pending(
         redis_client.xgroup_create(cfg.stream_key, cfg.group, id="0", mkstream=True)
         taken = redis_client.xreadgroup(cfg.group, "dead-worker", {cfg.stream_key: ">"}, count=120)
         assert len(taken[0][1]) == 120  # the dead consumer holds these, unacknowledged
-        time.sleep(1.2)  # older than claim_idle
         with redis_worker(settings, store, consumer="live-worker") as worker:
             stats = worker.run(until_caught_up=True)
         assert stats.applied == len(rows)

@@ -282,6 +282,7 @@ def cmd_stream_produce(args: argparse.Namespace) -> int:
         rate=args.rate,
         coverage_start=coverage,
         duplicate_share=args.duplicate_share,
+        partitions=cfg.partitions,
     )
     _print(
         {

@@ -11,85 +11,84 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from freqcap.adapters.feast.stream_push import FeastPusher, RedisDirectPusher, RedisLuaPusher
-from freqcap.adapters.stream.state import MemoryState, RedisState
-from freqcap.adapters.stream.status import redis_client, status_from_hash
+from freqcap.adapters.feast.stream_push import FeastPusher, RedisDirectPusher
+from freqcap.adapters.stream.ownership import LeaseOwnership, StaticOwnership
+from freqcap.adapters.stream.state import MemoryPartitionState, RedisPartitionState
+from freqcap.adapters.stream.status import read_combined, redis_client, status_from_hash, status_keys
 from freqcap.adapters.stream.transport import DirectoryReplayTransport, RedisStreamTransport, default_consumer_name
 from freqcap.config import Settings, parse_duration
+from freqcap.domain.stream.partitions import dead_letter_name, stream_name
 from freqcap.jobs.stream_worker import StreamWorker
 from freqcap.layout import DataLayout
 
 log = logging.getLogger(__name__)
 
 
-def _same_redis(a: str, b: str) -> bool:
-    def norm(url: str) -> str:
-        url = url.split("://", 1)[-1].split(",", 1)[0].split("/", 1)[0]
-        return url.replace("localhost", "127.0.0.1")
-
-    return norm(a) == norm(b)
-
-
-def _pusher(settings: Settings, store: Any, client: Any | None):
+def _pusher(settings: Settings, store: Any):
     cfg = settings.stream
     online = settings.feast.online
     if cfg.push_mode in ("lua", "direct") and online.kind == "redis":
         ttl = int(parse_duration(settings.feast.online_key_ttl).total_seconds())
-        direct = RedisDirectPusher(store, redis_client(online.redis_connection_string), ttl)
-        if cfg.push_mode == "lua" and client is not None and _same_redis(cfg.redis_url, online.redis_connection_string):
-            return RedisLuaPusher(direct, client, f"{cfg.state_prefix}:dirty", f"{cfg.state_prefix}:s:")
-        if cfg.push_mode == "lua":
-            log.warning("stream state and online store are different Redis servers: pushing from Python")
-        return direct
+        # A push of a large micro-batch is several MB in one write: a generous timeout on a busy box.
+        return RedisDirectPusher(store, redis_client(online.redis_connection_string, socket_timeout=30), ttl)
     return FeastPusher(store)
 
 
-@contextlib.contextmanager
-def redis_worker(settings: Settings, store: Any, consumer: str | None = None) -> Iterator[StreamWorker]:
-    """A worker consuming the Redis stream of `settings.stream`, its state and status in that Redis."""
+def redis_partition_opener(settings: Settings, client: Any, consumer: str):
+    """`open_partition(p)` for a worker: the partition's stream transport and its Redis state."""
     cfg = settings.stream
-    client = redis_client(cfg.redis_url, socket_timeout=max(5.0, cfg.block_ms / 1000 + 2))
-    transport = RedisStreamTransport(
-        client,
-        cfg.stream_key,
-        cfg.group,
-        consumer or default_consumer_name(),
-        cfg.dead_letter_key,
-        claim_idle_ms=int(cfg.seconds("claim_idle") * 1000),
-    )
-    state = RedisState(
-        client,
-        cfg.state_prefix,
-        bucket_s=int(cfg.seconds("bucket")),
-        lateness_s=cfg.seconds("allowed_lateness"),
-        dedup_ttl_s=cfg.seconds("dedup_ttl"),
-        retention_s=cfg.seconds("retention"),
-    )
+    n = cfg.partitions
+
+    def open_partition(p: int) -> tuple[RedisStreamTransport, RedisPartitionState]:
+        transport = RedisStreamTransport(
+            client,
+            stream_name(cfg.stream_key, p, n),
+            cfg.group,
+            consumer,
+            dead_letter_name(cfg.dead_letter_key, p, n),
+        )
+        state = RedisPartitionState(
+            client, cfg.state_prefix, p, dedup_ttl_s=cfg.seconds("dedup_ttl"), retention_s=cfg.seconds("retention")
+        )
+        return transport, state
+
+    return open_partition
+
+
+@contextlib.contextmanager
+def redis_worker(
+    settings: Settings, store: Any, consumer: str | None = None, crash_hook: Any = None
+) -> Iterator[StreamWorker]:
+    """A worker consuming the Redis streams of `settings.stream` (the partitions it can lease), its state and
+    status in that Redis."""
+    cfg = settings.stream
+    name = consumer or default_consumer_name()
+    client = redis_client(cfg.redis_url, socket_timeout=max(30.0, cfg.block_ms / 1000 + 2))
+    ownership = LeaseOwnership(client, cfg.state_prefix, cfg.partitions, name, cfg.seconds("lease_ttl"))
     worker = StreamWorker(
         cfg,
-        transport,
-        state,
-        _pusher(settings, store, client),
+        ownership,
+        redis_partition_opener(settings, client, name),
+        _pusher(settings, store),
         status_client=client,
         allowed_formats=settings.validation.allowed_formats,
+        crash_hook=crash_hook,
     )
     try:
         yield worker
     finally:
-        transport.close()
         client.close()
 
 
 def replay_worker(settings: Settings, store: Any, events_dir: Path) -> StreamWorker:
     """Embedded mode: replay an event directory through in-memory state into Feast (`FeatureStore.push`)."""
-    cfg = settings.stream
+    cfg = settings.stream.model_copy(update={"block_ms": 0, "partitions": 1})
     transport = DirectoryReplayTransport(Path(events_dir), DataLayout.of(settings).stream_dead_letters)
-    state = MemoryState(bucket_s=int(cfg.seconds("bucket")), lateness_s=cfg.seconds("allowed_lateness"))
-
+    state = MemoryPartitionState(0)
     return StreamWorker(
-        cfg.model_copy(update={"block_ms": 0}),
-        transport,
-        state,
+        cfg,
+        StaticOwnership(1),
+        lambda p: (transport, state),
         FeastPusher(store),
         allowed_formats=settings.validation.allowed_formats,
     )
@@ -105,9 +104,9 @@ def metrics_text(worker: StreamWorker, settings: Settings) -> str:
         lines.append(f'freqcap_stream_dead_letters_by_reason_total{{reason="{reason}"}} {n}')
     client = worker.status_client
     if client is not None:
-        status = status_from_hash(
-            client.hgetall(f"{settings.stream.state_prefix}:status"), settings.stream.seconds("max_lag")
-        )
+        cfg = settings.stream
+        max_lag = cfg.seconds("max_lag")
+        status = status_from_hash(read_combined(client, cfg), max_lag)
         if status.watermark is not None:
             lines += [
                 "# TYPE freqcap_stream_watermark_seconds gauge",
@@ -116,6 +115,18 @@ def metrics_text(worker: StreamWorker, settings: Settings) -> str:
         if status.lag_seconds is not None:
             lines += ["# TYPE freqcap_stream_lag_seconds gauge", f"freqcap_stream_lag_seconds {status.lag_seconds:.3f}"]
         lines += ["# TYPE freqcap_stream_stale gauge", f"freqcap_stream_stale {int(status.stale)}"]
+        pipe = client.pipeline(transaction=False)
+        for key in status_keys(cfg):
+            pipe.hgetall(key)
+        lines.append("# TYPE freqcap_stream_partition_lag_seconds gauge")
+        for p, raw in enumerate(pipe.execute()):
+            lag = status_from_hash(raw, max_lag).lag_seconds
+            if lag is not None:
+                lines.append(f'freqcap_stream_partition_lag_seconds{{partition="{p}"}} {lag:.3f}')
+        lines += [
+            "# TYPE freqcap_stream_partitions_owned gauge",
+            f"freqcap_stream_partitions_owned {len(worker.consumers)}",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,9 +1,13 @@
-"""`freqcap stream`: the long-running worker. Read -> validate -> apply (dedup, buckets) -> ack -> push -> status.
+"""`freqcap stream`: the long-running worker. It owns some of the stream's partitions (leases,
+`freqcap.adapters.stream.ownership`) and runs each through `freqcap.jobs.stream_partition.PartitionConsumer`:
+read large batches, decide them in process, write each micro-batch with one atomic write, push, acknowledge.
 
-Crash safety: the state lives in Redis and each micro-batch is applied atomically and idempotently before its
-messages are acknowledged; pushes write a pair's whole current state, so repeating one is harmless; a pair leaves
-the dirty set only if it did not change again while it was being pushed. Kill -9 anywhere, restart, and the
-counts converge to exactly what a single delivery would have produced (tests/integration/test_stream.py).
+Crash safety: a partition's state, dedup marks, watermark, counters and the id of the last applied entry are
+written together, atomically, before anything is acknowledged; entries at or before that id are never applied
+again; a new owner claims every entry its predecessor left pending before reading anything new, so events are
+applied in stream order whoever read them. Kill -9 anywhere, restart under the same name or another, move
+partitions between workers: the counts equal a single delivery of every event
+(tests/integration/test_stream_crash.py).
 """
 
 from __future__ import annotations
@@ -15,12 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from freqcap.adapters.feast.stream_push import Pusher, pair_row
-from freqcap.adapters.stream.state import LATE, State
-from freqcap.adapters.stream.transport import Message, Transport
 from freqcap.config import StreamConfig
-from freqcap.domain.stream.buckets import prune_horizon
-from freqcap.domain.stream.messages import StreamEvent, parse_message
+from freqcap.jobs.stream_partition import LostPartition, PartitionConsumer
 
 log = logging.getLogger(__name__)
 _US = 1_000_000
@@ -33,153 +33,159 @@ class WorkerStats:
     duplicates: int = 0
     late: int = 0
     dead_letters: int = 0
+    skipped: int = 0  # entries an earlier flush had applied (a replay after a crash): acknowledged only
     pushed: int = 0
     batches: int = 0
+    takeovers: int = 0
     dead_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class StreamWorker:
-    """One consumer. `run()` loops until `stop()` (or, with `until_caught_up`, until the source is drained)."""
+    """One worker process. `run()` loops until `stop()` (or, with `until_caught_up`, until its partitions are
+    drained). `open_partition(p)` gives a partition's (transport, state)."""
 
     def __init__(
         self,
         cfg: StreamConfig,
-        transport: Transport,
-        state: State,
-        pusher: Pusher,
+        ownership: Any,
+        open_partition: Callable[[int], tuple[Any, Any]],
+        pusher: Any,
         *,
         status_client: Any = None,
         allowed_formats: tuple[str, ...] | None = None,
         coverage_key: str | None = None,
-        on_batch: Callable[[WorkerStats], None] | None = None,
+        crash_hook: Callable[[str], None] | None = None,
     ):
         self.cfg = cfg
-        self.transport = transport
-        self.state = state
+        self.ownership = ownership
+        self.open_partition = open_partition
         self.pusher = pusher
         self.status_client = status_client
         self.allowed_formats = allowed_formats
         self.coverage_key = coverage_key or f"{cfg.stream_key}:meta"
-        self.on_batch = on_batch
+        self.crash_hook = crash_hook
         self.stats = WorkerStats()
+        self.consumers: dict[int, PartitionConsumer] = {}
+        self._assigned: list[int] = []
         self._stop = threading.Event()
-        self._bucket = int(cfg.seconds("bucket"))
-        self._retention = cfg.seconds("retention")
-        self._push_every = cfg.seconds("push_interval")
-        self._last_push = 0.0
+        self._last_manage = float("-inf")
         self._last_log = time.monotonic()
-        self._status_key = f"{cfg.state_prefix}:status"
+        self._pushed_reported = 0
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self, until_caught_up: bool = False, max_seconds: float | None = None) -> WorkerStats:
         started = time.monotonic()
-        while not self._stop.is_set():
-            read_started = time.time()
-            messages = self.transport.read(self.cfg.batch_size, self.cfg.block_ms)
-            self._process(messages)
-            caught_up = self.transport.caught_up
-            now = time.monotonic()
-            if caught_up or now - self._last_push >= self._push_every:
-                self.push_dirty(drain=caught_up)
-                self._last_push = now
-            self._write_status(read_started if caught_up else None)
-            if self.on_batch:
-                self.on_batch(self.stats)
-            self._maybe_log()
-            if until_caught_up and caught_up and not messages:
-                break
-            if max_seconds is not None and now - started > max_seconds:
-                break
-        self.push_dirty(drain=True)
-        self._write_status(None)
+        try:
+            while not self._stop.is_set():
+                self._manage()
+                idle = self._round()
+                self._maybe_log()
+                if until_caught_up and idle and self._drained():
+                    break
+                if max_seconds is not None and time.monotonic() - started > max_seconds:
+                    break
+            for consumer in list(self.consumers.values()):
+                self._flush_and_release(consumer)
+        finally:
+            self.ownership.leave()
         return self.stats
 
-    def _process(self, messages: list[Message]) -> None:
-        if not messages:
-            return
-        self.stats.messages += len(messages)
-        events: list[StreamEvent] = []
-        sources: list[Message] = []
-        for message in messages:
-            parsed = parse_message(message.fields, self.allowed_formats)
-            if isinstance(parsed, str):
-                self._dead(message, parsed)
-            else:
-                events.append(parsed)
-                sources.append(message)
-        results = self.state.apply(events)
-        for message, result in zip(sources, results, strict=True):
-            if result == LATE:
-                self._dead(message, "late")
-        self.stats.applied += sum(1 for r in results if r == 0)
-        self.stats.duplicates += sum(1 for r in results if r == 1)
-        self.stats.late += sum(1 for r in results if r == LATE)
-        self.transport.ack([m.id for m in messages])
-        self.stats.batches += 1
-
-    def _dead(self, message: Message, reason: str) -> None:
-        self.transport.dead_letter(message, reason)
-        self.stats.dead_letters += 1
-        key = reason.split("_", 1)[0] if reason.startswith(("missing_", "too_long_", "bad_encoding_")) else reason
-        self.stats.dead_by_reason[key] = self.stats.dead_by_reason.get(key, 0) + 1
-        if self.status_client is not None:
-            self.status_client.hincrby(self._status_key, "dead_letters", 1)
-
-    def push_dirty(self, drain: bool = False, chunk: int = 5_000) -> int:
-        """Push changed pairs (all of them when `drain`), then remove them from the dirty set."""
-        total = 0
-        while True:
-            dirty = self.state.dirty(chunk)
-            if not dirty:
-                break
-            watermark = self.state.watermark_us()
-            horizon = prune_horizon(watermark, self._retention, self._bucket) if watermark else 0
-            if hasattr(self.pusher, "push_dirty"):  # encoded and written inside Redis (RedisLuaPusher)
-                total += self.pusher.push_dirty(dirty, horizon)
-                if not drain or len(dirty) < chunk:
-                    break
+    def _round(self) -> bool:
+        """One read of every owned partition; True when none had anything."""
+        if not self.consumers:
+            time.sleep(min(0.2, self.cfg.block_ms / 1000 or 0.05))
+            return True
+        got = 0
+        block = self.cfg.block_ms // len(self.consumers)
+        for p, consumer in list(self.consumers.items()):
+            try:
+                got += consumer.step(block)
+            except LostPartition as exc:
+                log.warning("%s: giving it up", exc)
+                del self.consumers[p]
                 continue
-            keys = [k for k, _ in dirty]
-            pairs = self.state.read_pairs(keys)
-            rows = []
-            stale = []
-            for key, pair in zip(keys, pairs, strict=True):
-                if pair is None:
-                    continue
-                row, old = pair_row(pair, horizon)
-                rows.append((pair, row))
-                if old:
-                    stale.append((key, old))
-            self.pusher.push(rows)
-            self.state.prune(stale)
-            self.state.ack_pushed(dirty)
-            total += len(rows)
-            if not drain or len(dirty) < chunk:
-                break
-        self.stats.pushed += total
-        if total and self.status_client is not None:
-            self.status_client.hincrby(self._status_key, "pushed", total)
-        return total
+            self._write_status(consumer)
+        return got == 0
 
-    def _write_status(self, fresh_at: float | None) -> None:
-        if self.status_client is None:
+    def _drained(self) -> bool:
+        """Every partition assigned to this worker is owned by it and drained (a worker assigned nothing, e.g.
+        while a dead worker's membership has not expired yet, is not done)."""
+        mine = set(self.consumers)
+        return bool(self._assigned) and set(self._assigned) <= mine and all(c.drained for c in self.consumers.values())
+
+    def _manage(self) -> None:
+        """Heartbeat, renew held leases, give back partitions assigned elsewhere, take free assigned ones."""
+        now = time.monotonic()
+        if now - self._last_manage < self.ownership.renew_every_s:
             return
-        mapping = {"heartbeat_us": int(time.time() * _US)}
-        if fresh_at is not None:
-            mapping["fresh_at_us"] = int(fresh_at * _US)
-        pipe = self.status_client.pipeline(transaction=False)
-        pipe.hset(self._status_key, mapping=mapping)
+        self._last_manage = now
+        self._assigned = assigned = self.ownership.heartbeat()
+        for p, consumer in list(self.consumers.items()):
+            if p not in assigned:
+                log.info("partition %d is assigned to another worker: releasing it", p)
+                self._flush_and_release(consumer)
+            elif not self.ownership.renew(p, consumer.token):
+                log.warning("partition %d: lease lost, leaving its pending entries to the new owner", p)
+                del self.consumers[p]
+        for p in assigned:
+            if p in self.consumers:
+                continue
+            token = self.ownership.acquire(p)
+            if token is None:
+                continue
+            transport, state = self.open_partition(p)
+            consumer = PartitionConsumer(
+                self.cfg,
+                p,
+                token,
+                transport,
+                state,
+                self.pusher,
+                self.stats,
+                allowed_formats=self.allowed_formats,
+                crash_hook=self.crash_hook,
+            )
+            consumer.start()
+            self.consumers[p] = consumer
+            self.stats.takeovers += 1
+            log.info("partition %d acquired (%s)", p, token)
+
+    def _flush_and_release(self, consumer: PartitionConsumer) -> None:
+        try:
+            consumer.flush()
+            self._write_status(consumer)
+        except LostPartition as exc:
+            log.warning("%s", exc)
+        self.consumers.pop(consumer.partition, None)
+        self.ownership.release(consumer.partition, consumer.token)
+
+    def _write_status(self, consumer: PartitionConsumer) -> None:
+        """Heartbeat, freshness (when the partition is drained and everything read is pushed) and coverage."""
+        client = self.status_client
+        if client is None:
+            return
+        key = consumer.state.status_key
+        mapping: dict[str, Any] = {"heartbeat_us": int(time.time() * _US), "owner": self.ownership.name}
+        if consumer.caught_up_at is not None and not consumer.pending:
+            mapping["fresh_at_us"] = int(consumer.caught_up_at * _US)
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(key, mapping=mapping)
+        pushed = self.stats.pushed - self._pushed_reported
+        if pushed:
+            pipe.hincrby(key, "pushed", pushed)
+            self._pushed_reported = self.stats.pushed
         pipe.hget(self.coverage_key, "coverage_start_us")
-        _, coverage = pipe.execute()
-        if coverage is not None:
-            self.status_client.hset(self._status_key, "coverage_start_us", coverage)
-        else:
-            watermark = self.state.watermark_us()
-            if watermark:  # no producer declared coverage: from about the first event this group applied
-                lateness = int(self.cfg.seconds("allowed_lateness") * _US)
-                self.status_client.hsetnx(self._status_key, "coverage_start_us", watermark - lateness)
+        coverage = pipe.execute()[-1]
+        if coverage is not None and coverage != consumer.coverage_written:
+            client.hset(key, "coverage_start_us", coverage)
+            consumer.coverage_written = coverage
+        elif coverage is None and consumer.coverage_written is None and consumer.watermark_us:
+            # No producer declared coverage: from about the first event this partition applied.
+            lateness = int(self.cfg.seconds("allowed_lateness") * _US)
+            client.hsetnx(key, "coverage_start_us", consumer.watermark_us - lateness)
+            consumer.coverage_written = b""
 
     def _maybe_log(self) -> None:
         now = time.monotonic()
@@ -188,7 +194,8 @@ class StreamWorker:
         self._last_log = now
         s = self.stats
         log.info(
-            "stream: %d messages, %d applied, %d duplicates, %d late, %d dead letters, %d pairs pushed",
+            "stream: partitions %s, %d messages, %d applied, %d duplicates, %d late, %d dead letters, %d pushed",
+            sorted(self.consumers),
             s.messages,
             s.applied,
             s.duplicates,

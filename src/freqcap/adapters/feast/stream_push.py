@@ -4,9 +4,8 @@ Two writers, same stored bytes (tests/integration/test_stream.py compares them f
 * `FeastPusher` — `FeatureStore.push` on the view's push source (any online store; embedded SQLite).
 * `RedisDirectPusher` — the path `push` ends in for Feast's Redis store with `skip_dedup` (one HSET of every
   feature + `_ts:<view>`, then EXPIRE), with keys, fields and values from `freqcap.adapters.feast.online_format`,
-  without the DataFrame -> Arrow -> proto round trip that caps `push` near 15-20 k rows/s (measured on Feast 0.67).
-* `RedisLuaPusher` — the same bytes built inside Redis by a Lua script, straight from the worker's state; every
-  constant of the format it needs (tags, null timestamp, field names, keys) is passed in from `online_format`.
+  without the DataFrame -> Arrow -> proto round trip that caps `push` near 15-20 k rows/s (measured on Feast 0.67);
+  all rows of a flush in one pipelined write.
 
 The row's event timestamp is the push's wall-clock time, strictly increasing per worker: Feast's Redis store drops a
 write whose timestamp is not newer than the stored one, and a late event can change a pair without moving its
@@ -16,8 +15,10 @@ newest event time.
 from __future__ import annotations
 
 import random
+import struct
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -27,10 +28,20 @@ from feast.value_type import ValueType
 from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast.repo.feature_views import STREAM_FEATURES, stream_view_name
 from freqcap.adapters.stream.resp import round_trip
-from freqcap.adapters.stream.state import PairState, split_pair_key
-from freqcap.domain.stream.buckets import KIND_PREFIX, parse_fields
+from freqcap.domain.stream.buckets import KIND_PREFIX, PairCounts
 
 ENTITY_COLUMN = {"advertiser": "advertiser_id", "campaign": "campaign_id", "ad": "ad_id"}
+
+
+@dataclass(frozen=True)
+class PairState:
+    """One (user, entity) pair's counters as pushed: kind -> {bucket end: count}, last impression (µs)."""
+
+    level: str
+    user_id: str
+    entity_id: str
+    buckets: dict[str, dict[int, int]]
+    last_imp_us: int | None
 
 
 def pair_row(pair: PairState, oldest_end_kept: int) -> tuple[dict[str, Any], list[str]]:
@@ -113,6 +124,8 @@ class RedisDirectPusher:
             self.fields[level] = fmt.redis_fields(view, STREAM_FEATURES, config)
             self._keys[level], _ = fmt.redis_key_builder(config, ("user_id", column))
         self._rng = random.Random(0)
+        self._refreshed: dict[bytes, float] = {}  # Feast key -> when this process last refreshed its TTL
+        self._wrapped: dict[bytes, bytes] = {}  # value -> the value as a RESP bulk string
         # HSET <key> _ts:<view> <ts> <field> <value> ...: the command header and the field names, pre-packed.
         n_args = 2 + 2 * (1 + len(STREAM_FEATURES))
         self._packed = {
@@ -166,141 +179,131 @@ class RedisDirectPusher:
         round_trip(self.client, commands)
         return len(pairs)
 
+    def push_values(self, items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]]) -> int:
+        """Write rows already encoded by `StreamRowEncoder` (one pipelined write; EXPIRE only when this process
+        has not refreshed the key's TTL within `_EXPIRE_REFRESH_S`). A sample is checked against Feast's own
+        conversion first."""
+        if not items:
+            return 0
+        for i in {0, len(items) - 1, self._rng.randrange(len(items))}:
+            (level, user, entity), counts, values = items[i]
+            row, _ = pair_row(PairState(level, user, entity, counts.buckets, counts.last_imp_us), 0)
+            if values != self.reference_encode(row):
+                raise fmt.FormatMismatch(f"stream row encoding differs from Feast's for {row!r}")
+        ts_value = _bulk(fmt.event_timestamp(self.clock.next()))
+        expire_tail = b"$%d\r\n%d\r\n" % (len(str(self.key_ttl)), self.key_ttl) if self.key_ttl else b""
+        now = time.monotonic()
+        refreshed, wrapped = self._refreshed, self._wrapped
+        if len(refreshed) > 2_000_000:
+            refreshed.clear()
+        commands = []
+        for (level, user, entity), _, values in items:
+            head, fields = self._packed[level]
+            raw_key = self.redis_key(level, user, entity)
+            key = _bulk(raw_key)
+            parts = [head, key, fields[0], ts_value]
+            for f, v in zip(fields[1:], values, strict=True):
+                w = wrapped.get(v)  # most values are the encoder's memoized lists: wrap each once
+                if w is None:
+                    w = b"$%d\r\n%s\r\n" % (len(v), v)
+                    if len(wrapped) > 200_000:
+                        wrapped.clear()
+                    wrapped[v] = w
+                parts += (f, w)
+            commands.append(b"".join(parts))
+            if expire_tail and now - refreshed.get(raw_key, -_EXPIRE_REFRESH_S) >= _EXPIRE_REFRESH_S:
+                refreshed[raw_key] = now
+                commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
+        round_trip(self.client, commands)
+        return len(items)
+
+
+# A key's TTL (`feast.online_key_ttl`, days) is refreshed at most this often per process: it only has to outlive
+# the pair's last write, and an EXPIRE costs Redis about as much as the HSET.
+_EXPIRE_REFRESH_S = 3600.0
+
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-# Encodes each dirty pair's state into Feast's stream-view bytes and writes them, inside Redis. Lua cannot import the
-# format, so everything about it but the varint arithmetic comes in as arguments from `online_format` (see
-# `RedisLuaPusher._head`): the tags, the null timestamp, the `_ts` value, the hash fields and Feast's Redis keys. The
-# first pair of every call comes back (its state and the bytes written) and is checked in Python against Feast's own
-# conversion (`RedisDirectPusher.reference_encode`).
-# ARGV: dirty key, horizon, `_ts` bytes, null timestamp, ttl, int64-list tag, timestamp tag, packed-values tag,
-# 3 levels x 8 hash fields (`_ts:<view>` + STREAM_FEATURES), n, then per pair: state key, score, Redis key, level.
-_LUA_PUSH = r"""
-local dirty, horizon, ts_bytes, null_ts, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
-local list_tag, ts_tag, val_tag = ARGV[6], ARGV[7], ARGV[8]
-local fields = {}
-for l = 0, 2 do
-  local f = {}
-  for k = 1, 8 do f[k] = ARGV[8 + l * 8 + k] end
-  fields[l] = f
-end
-local n = tonumber(ARGV[33])
-local function varint(x)
-  local out = {}
-  while x >= 128 do
-    local b = x % 128
-    out[#out + 1] = string.char(b + 128)
-    x = (x - b) / 128
-  end
-  out[#out + 1] = string.char(x)
-  return table.concat(out)
-end
-local function int64_list(vals)
-  if #vals == 0 then return list_tag .. '\0' end
-  local parts = {}
-  for i = 1, #vals do parts[i] = varint(vals[i]) end
-  local body = table.concat(parts)
-  local inner = val_tag .. varint(#body) .. body
-  return list_tag .. varint(#inner) .. inner
-end
-local pushed, check_state, check_values = 0, false, false
-for p = 0, n - 1 do
-  local base = 34 + p * 4
-  local skey, score, fkey, level = ARGV[base], ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
-  local flat = redis.call('HGETALL', skey)
-  if #flat > 0 then
-    local ends = {i = {}, c = {}, v = {}}
-    local counts = {i = {}, c = {}, v = {}}
-    local last = false
-    local stale = {}
-    for j = 1, #flat, 2 do
-      local name = flat[j]
-      if name == 'last_imp' then
-        last = tonumber(flat[j + 1])
-      else
-        local kind = string.sub(name, 1, 1)
-        local e = tonumber(string.sub(name, 3))
-        local cnt = tonumber(flat[j + 1])
-        if e < horizon then
-          stale[#stale + 1] = name
-        elseif cnt > 0 and ends[kind] then
-          ends[kind][#ends[kind] + 1] = e
-          counts[kind][e] = cnt
-        end
-      end
-    end
-    for _, name in ipairs(stale) do redis.call('HDEL', skey, name) end
-    local values = {}
-    for idx, kind in ipairs({'i', 'c', 'v'}) do
-      table.sort(ends[kind])
-      local cs = {}
-      for k, e in ipairs(ends[kind]) do cs[k] = counts[kind][e] end
-      values[idx * 2 - 1] = int64_list(ends[kind])
-      values[idx * 2] = int64_list(cs)
-    end
-    if last then
-      values[7] = ts_tag .. varint((last - last % 1000000) / 1000000)
-    else
-      values[7] = null_ts
-    end
-    local f = fields[level]
-    redis.call('HSET', fkey, f[1], ts_bytes, f[2], values[1], f[3], values[2], f[4], values[3], f[5], values[4],
-      f[6], values[5], f[7], values[6], f[8], values[7])
-    if ttl > 0 then redis.call('EXPIRE', fkey, ttl) end
-    pushed = pushed + 1
-    if not check_state then check_state = flat; check_values = values end
-  end
-  local current = redis.call('ZSCORE', dirty, skey)
-  if current and tonumber(current) == tonumber(score) then redis.call('ZREM', dirty, skey) end
-end
-if check_state then return {pushed, check_state, check_values} end
-return {pushed}
-"""
+class StreamRowEncoder:
+    """The stream view's values of a pair straight from its counters, in STREAM_FEATURES order: bucket ends and
+    counts per kind (`online_format.int64_list`, with the varints of bucket ends memoized: every pair shares the same
+    few ends), then the last impression (whole seconds). `RedisDirectPusher.push_values` checks a sample of every
+    push against Feast's own conversion."""
+
+    def __init__(self) -> None:
+        self._ends: dict[int, bytes] = {}
+        # (end, count) -> both lists of a kind with one bucket: most pairs of a flush hold one or two buckets.
+        self._single: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+
+    def _list(self, values: list[int], memo: bool) -> bytes:
+        if not values:
+            return fmt.EMPTY_INT64_LIST
+        if memo:
+            ends = self._ends
+            if len(ends) > 100_000:
+                ends.clear()
+            parts = []
+            for v in values:
+                b = ends.get(v)
+                if b is None:
+                    b = ends[v] = fmt.varint(v)
+                parts.append(b)
+            body = b"".join(parts)
+        else:
+            body = b"".join(map(fmt.varint, values))
+        inner = fmt.PACKED_VAL_TAG + fmt.varint(len(body)) + body
+        return _LIST_TAG + fmt.varint(len(inner)) + inner
+
+    def values(self, counts: PairCounts) -> list[bytes]:
+        out = []
+        single = self._single
+        for kind in KIND_PREFIX:
+            buckets = counts.buckets.get(kind)
+            if not buckets:
+                out += _EMPTY_PAIR
+            elif len(buckets) == 1:
+                (item,) = buckets.items()
+                lists = single.get(item)
+                if lists is None:
+                    if len(single) > 100_000:
+                        single.clear()
+                    lists = single[item] = (self._list([item[0]], True), self._list([item[1]], False))
+                out += lists
+            else:
+                items = sorted(buckets.items())
+                ends = [e for e, n in items if n]
+                numbers = [n for _, n in items if n]
+                out += (self._list(ends, True), self._list(numbers, False))
+        last = counts.last_imp_us
+        out.append(fmt.NULL_UNIX_TIMESTAMP if last is None else _TS_TAG + fmt.varint(last // 1_000_000))
+        return out
 
 
-class RedisLuaPusher:
-    """Pushes dirty pairs straight from the worker's Redis state into Feast's Redis layout in Lua (one short script
-    per `chunk` pairs, so serving reads on the same Redis wait at most a few milliseconds). Needs the worker's state
-    and the online store in the same Redis; `RedisDirectPusher` otherwise."""
+_LIST_TAG = fmt.TAGS[ValueType.INT64_LIST]
+_TS_TAG = fmt.TAGS[ValueType.UNIX_TIMESTAMP]
+_EMPTY_PAIR = (fmt.EMPTY_INT64_LIST, fmt.EMPTY_INT64_LIST)
+_HEADER = struct.Struct("<6Iq")  # the six list lengths, the last impression
 
-    def __init__(self, direct: RedisDirectPusher, client: Any, dirty_key: str, pair_prefix: str, chunk: int = 200):
-        self.direct = direct
-        self.client = client
-        self.dirty_key = dirty_key
-        self.pair_prefix = pair_prefix
-        self.chunk = chunk
-        self._script = client.register_script(_LUA_PUSH)
-        self._head = [
-            fmt.NULL_UNIX_TIMESTAMP,
-            str(direct.key_ttl or 0),
-            fmt.TAGS[ValueType.INT64_LIST],
-            fmt.TAGS[ValueType.UNIX_TIMESTAMP],
-            fmt.PACKED_VAL_TAG,
-        ]
-        self._fields: list[bytes] = []
-        for level in ENTITY_COLUMN:
-            fields = direct.fields[level]
-            self._fields += [fields.ts, *fields.features]
-        self._levels = {level: i for i, level in enumerate(ENTITY_COLUMN)}
 
-    def push_dirty(self, dirty: Sequence[tuple[bytes, float]], horizon: int) -> int:
-        ts_bytes = fmt.event_timestamp(self.direct.clock.next())
-        total = 0
-        for start in range(0, len(dirty), self.chunk):
-            part = dirty[start : start + self.chunk]
-            args: list[Any] = [self.dirty_key, horizon, ts_bytes, *self._head, *self._fields, len(part)]
-            for key, score in part:
-                level, user, entity = split_pair_key(key.decode(), self.pair_prefix)
-                args += [key, repr(float(score)), self.direct.redis_key(level, user, entity), self._levels[level]]
-            reply = self._script(args=args)
-            total += int(reply[0])
-            if len(reply) == 3:  # layout guard: the first pair's bytes vs Feast's own conversion of its state
-                flat, written = reply[1], reply[2]
-                buckets, last = parse_fields(zip(flat[0::2], flat[1::2], strict=True))
-                row, _ = pair_row(PairState("ad", "", "", buckets, last), horizon)
-                if list(written) != self.direct.reference_encode(row):
-                    raise fmt.FormatMismatch(f"Lua stream push encodes {row!r} differently from Feast")
-        return total
+def state_blob(values: Sequence[bytes], last_imp_us: int | None) -> bytes:
+    """A pair's durable state: the lengths of its six bucket lists and the exact last impression in microseconds
+    (-1: none), then the lists as encoded for the stream row. Encoded once per flush, stored and pushed."""
+    a, b, c, d, e, f = values[:6]
+    head = _HEADER.pack(len(a), len(b), len(c), len(d), len(e), len(f), -1 if last_imp_us is None else last_imp_us)
+    return b"".join((head, a, b, c, d, e, f))
+
+
+def state_counts(blob: bytes) -> PairCounts:
+    """`state_blob` read back into counters."""
+    *lengths, last = _HEADER.unpack_from(blob, 0)
+    lists, pos = [], _HEADER.size
+    for n in lengths:
+        lists.append(fmt.int64_list_values(blob[pos : pos + n]))
+        pos += n
+    pair = PairCounts(last_imp_us=None if last < 0 else last)
+    for i, kind in enumerate(KIND_PREFIX):
+        pair.buckets[kind] = dict(zip(lists[2 * i], lists[2 * i + 1], strict=True))
+    return pair

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from freqcap.adapters.stream.status import StreamStatus, redis_client, status_from_hash
+from freqcap.adapters.stream.status import StreamStatus, read_combined, redis_client, status_from_hash
 from freqcap.config import Settings
 from freqcap.domain.stream.buckets import window_seconds
 from freqcap.domain.stream.seam import Seam
@@ -38,7 +38,7 @@ class StreamSeamSource:
         self.settings = settings
         self.store = store
         self.client = client or redis_client(cfg.redis_url, socket_timeout=socket_timeout)
-        self.status_key = f"{cfg.state_prefix}:status"
+        self.cfg = cfg
         self.refresh_s = cfg.seconds("status_refresh")
         self.max_lag_s = cfg.seconds("max_lag")
         self.bucket_s = int(cfg.seconds("bucket"))
@@ -61,7 +61,7 @@ class StreamSeamSource:
 
     def _load(self) -> SeamSnapshot:
         try:
-            raw = self.client.hgetall(self.status_key)
+            raw = read_combined(self.client, self.cfg)
         except Exception as exc:  # stream's Redis unreachable: batch alone, flagged
             log.warning("stream status unreadable (%s): serving from batch", exc)
             return SeamSnapshot(None, self._snapshot.batch_watermarks, None)

@@ -1,6 +1,6 @@
 """`freqcap stream produce`: replay simulator events into the Redis stream at a given rate.
 
-Events go in event-time order (optionally only those after `since`, e.g. the batch cut-off), pipelined in small
+Events go to their user's partition (`stream.partitions`), in event-time order (optionally only those after `since`, e.g. the batch cut-off), pipelined in small
 chunks paced to `rate` events per second (0: as fast as Redis takes them). The producer declares the stream's
 coverage in `<stream_key>:meta` (`coverage_start_us`: the stream holds every event with a later event time), which
 the worker passes on to serving's batch/stream seam.
@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 
 from freqcap.domain.stream.messages import event_fields
+from freqcap.domain.stream.partitions import partition_of, stream_name
 
 log = logging.getLogger(__name__)
 _US = 1_000_000
@@ -63,8 +64,10 @@ def produce(
     seed: int = 0,
     coverage_start: datetime | None = None,
     maxlen: int | None = None,
+    partitions: int = 1,
 ) -> ProduceReport:
-    """XADD `messages` (plus re-sent duplicates) paced to `rate`/s; declares coverage first."""
+    """XADD `messages` (plus re-sent duplicates) paced to `rate`/s, each to its user's partition
+    (`freqcap.domain.stream.partitions`); declares coverage first."""
     rng = random.Random(seed)
     if coverage_start is not None:
         client.hset(f"{stream_key}:meta", "coverage_start_us", int(coverage_start.timestamp() * _US))
@@ -78,7 +81,8 @@ def produce(
         extra = [m for m in batch if duplicate_share and rng.random() < duplicate_share]
         pipe = client.pipeline(transaction=False)
         for m in batch + extra:
-            pipe.xadd(stream_key, m, maxlen=maxlen, approximate=True) if maxlen else pipe.xadd(stream_key, m)
+            key = stream_name(stream_key, partition_of(str(m.get("user_id", "")), partitions), partitions)
+            pipe.xadd(key, m, maxlen=maxlen, approximate=True) if maxlen else pipe.xadd(key, m)
         pipe.execute()
         sent += len(batch)
         dups += len(extra)

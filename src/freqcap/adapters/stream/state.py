@@ -1,271 +1,280 @@
-"""The worker's state: dedup marks, per-pair bucket counters and the set of pairs changed since their last push.
+"""A partition's state: dedup marks, per-pair bucket counters, the watermark, counters and the last applied entry.
 
-`RedisState` keeps all of it in Redis, so a worker killed at any instant loses nothing: each micro-batch of events
-is applied by one Lua script — atomically — that marks each `event_id` seen (SET NX with a TTL) and increments the
-pair counters only for events it had not seen. Delivery is at-least-once (a message is acknowledged after its batch
-is applied); a redelivered event finds its mark and changes nothing. The event-time watermark lives beside it, so
-the lateness rule gives the same answer after a restart. `MemoryState` is the same logic for embedded replays.
+`RedisPartitionState` keeps it in Redis under `<state_prefix>:{p<k>}` (every key carries the partition's hash tag,
+so on a Redis Cluster they share one slot). The worker decides a micro-batch in process
+(`freqcap.domain.stream.batch`) and then writes all of it with **one atomic script** (`write_flush`): the new dedup
+marks, the new state of every changed pair, the counters, the watermark and the id of the last stream entry the
+batch covers. The script first checks that the caller still holds the partition's lease (a worker that lost it is
+fenced off) and that the batch is newer than the last one applied (a replay after kill -9 writes nothing twice).
 
-Keys (prefix `P`, `stream.state_prefix`):
-* `P:seen:<event_id>` — dedup mark, expires after `dedup_ttl`.
-* `P:s:<level>:<user_id>\\x1f<entity_id>` — hash of `i:<bucket end>`, `c:<...>`, `v:<...>` counts and `last_imp`
-  (epoch microseconds); expires `retention` after its last event.
-* `P:dirty` — sorted set of pair keys changed since pushed, scored by a batch sequence number (so a push removes
-  a key only if it did not change again meanwhile).
-* `P:status` — watermark (`max_ts_us`), counters, coverage, the last time the worker was caught up.
+Keys (base `B` = `<state_prefix>:{p<k>}`):
+* `B:status` — hash: `max_ts_us` (watermark), `last_id`, counters `applied`, `duplicates`, `late`,
+  `dead_letters`, `dead:<reason>`, `pushed`; and, written outside the flush, `fresh_at_us`, `heartbeat_us`,
+  `coverage_start_us`, `owner`.
+* `B:lease` — the owner's token `<worker>:<epoch>` with a TTL (`freqcap.adapters.stream.ownership`); `B:epoch`.
+* `B:seen:<generation>` — hash of `event_id`s applied; a generation spans `dedup_ttl / 3` of wall time and lives
+  4 spans, so a mark is remembered at least `dedup_ttl` (the four generations are checked).
+* `B:s:<level>:<user>\\x1f<entity>` — a pair's counters, as encoded by the caller
+  (`freqcap.adapters.feast.stream_push.state_blob`), expiring `retention` after its last change.
+* `B:unpushed` — the state keys changed by flushes whose push has not finished (pushed again after a crash).
+
+`MemoryPartitionState` is the same in process memory, for embedded replays (no Redis, nothing to fence).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+import struct
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from freqcap.adapters.stream.resp import pack, round_trip
-from freqcap.domain.stream.buckets import PairCounts, bucket_end, parse_fields
-from freqcap.domain.stream.messages import StreamEvent
+from freqcap.adapters.stream.resp import round_trip
+from freqcap.domain.stream.batch import PairKey
+from freqcap.domain.stream.partitions import compare_ids, state_base
 
 SEP = "\x1f"
-LEVELS = ("advertiser", "campaign", "ad")
-OK, DUPLICATE, LATE = 0, 1, 2
-
-_APPLY = r"""
-local seen_prefix, pair_prefix, dirty, seq_key, status = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local lateness, dedup_ttl, pair_ttl, n = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local wm_text = redis.call('HGET', status, 'max_ts_us')
-local wm = tonumber(wm_text or '0')
-local seq = redis.call('INCR', seq_key)
-local touched = {}
-local out = {}
-local ok, dup, late = 0, 0, 0
-local base = 9
-for e = 1, n do
-  local eid, kind, ts_text, bucket = ARGV[base+1], ARGV[base+2], ARGV[base+3], ARGV[base+4]
-  local user = ARGV[base+5]
-  local ts = tonumber(ts_text)
-  -- Seen first: a redelivered event that was applied is a duplicate, never "late".
-  if redis.call('EXISTS', seen_prefix .. eid) == 1 then
-    out[e] = 1; dup = dup + 1
-  elseif wm > 0 and ts < wm - lateness then
-    out[e] = 2; late = late + 1
-  else
-    redis.call('SET', seen_prefix .. eid, '1', 'EX', dedup_ttl)
-    local levels = {'advertiser', 'campaign', 'ad'}
-    for l = 1, 3 do
-      local key = pair_prefix .. levels[l] .. ':' .. user .. '\31' .. ARGV[base+5+l]
-      redis.call('HINCRBY', key, kind .. ':' .. bucket, 1)
-      if kind == 'i' then
-        local cur = tonumber(redis.call('HGET', key, 'last_imp') or '0')
-        if ts > cur then redis.call('HSET', key, 'last_imp', ts_text) end
-      end
-      touched[key] = true
-    end
-    if ts > wm then wm = ts; wm_text = ts_text end
-    out[e] = 0; ok = ok + 1
-  end
-  base = base + 8
-end
-for key, _ in pairs(touched) do
-  redis.call('EXPIRE', key, pair_ttl)
-  redis.call('ZADD', dirty, seq, key)
-end
-if wm_text then redis.call('HSET', status, 'max_ts_us', wm_text) end
-redis.call('HINCRBY', status, 'applied', ok)
-redis.call('HINCRBY', status, 'duplicates', dup)
-redis.call('HINCRBY', status, 'late', late)
-return out
-"""
-
-# Remove pushed keys from the dirty set only if their score (the batch that last changed them) is unchanged.
-_ACK_PUSHED = r"""
-local dirty = ARGV[1]
-local removed = 0
-for i = 2, #ARGV, 2 do
-  local score = redis.call('ZSCORE', dirty, ARGV[i])
-  if score and tonumber(score) == tonumber(ARGV[i+1]) then
-    redis.call('ZREM', dirty, ARGV[i]); removed = removed + 1
-  end
-end
-return removed
-"""
+SEEN_GENERATIONS = 4
 
 
-@dataclass(frozen=True)
-class PairState:
-    """One (user, entity) pair's counters as read for a push."""
-
-    level: str
-    user_id: str
-    entity_id: str
-    buckets: dict[str, dict[int, int]]
-    last_imp_us: int | None
+def pair_state_key(base: str, key: PairKey) -> str:
+    level, user, entity = key
+    return f"{base}:s:{level}:{user}{SEP}{entity}"
 
 
-class State(Protocol):
-    def apply(self, events: Sequence[StreamEvent]) -> list[int]: ...
-    def dirty(self, limit: int) -> list[tuple[Any, float]]: ...
-    def read_pairs(self, keys: Sequence[Any]) -> list[PairState | None]: ...
-    def prune(self, pairs: Sequence[tuple[Any, Sequence[str]]]) -> None: ...
-    def ack_pushed(self, keys: Sequence[tuple[Any, float]]) -> int: ...
-    def watermark_us(self) -> int | None: ...
-
-
-def split_pair_key(name: str, pair_prefix: str) -> tuple[str, str, str]:
-    """`P:s:<level>:<user>\\x1f<entity>` -> (level, user, entity)."""
-    rest = name[len(pair_prefix) :]
+def split_state_key(name: str, base: str) -> PairKey:
+    """`B:s:<level>:<user>\\x1f<entity>` -> (level, user, entity)."""
+    rest = name[len(base) + 3 :]
     level, _, pair = rest.partition(":")
     user, _, entity = pair.partition(SEP)
     return level, user, entity
 
 
-class RedisState:
-    """Idempotent, crash-safe state in Redis (see the module docstring)."""
+def _pack_keys(names: Iterable[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(n)) + n for n in names)
+
+
+def _unpack_keys(blob: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(blob):
+        (n,) = struct.unpack_from("<I", blob, pos)
+        out.append(blob[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the flush unit
+
+
+@dataclass
+class FlushUnit:
+    """Everything one micro-batch writes, atomically."""
+
+    token: str  # the lease token the writer holds
+    first_id: str  # first and last stream entry the batch covers
+    last_id: str
+    watermark_us: int | None
+    new_ids: Sequence[str]
+    pairs: Sequence[tuple[PairKey, bytes]]  # each changed pair's state, encoded by the caller
+    counters: dict[str, int] = field(default_factory=dict)  # status field -> increment
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a new owner of a partition starts from."""
+
+    watermark_us: int | None
+    last_id: str | None
+    unpushed: list[PairKey]
+
+
+# KEYS: status, lease, seen generation, unpushed, then the changed pairs' state keys.
+# ARGV: token, first id, last id, seen ttl, pair ttl, watermark ('' = none), n new ids, ids..., one blob per pair,
+# the unpushed blob, then (status field, increment) pairs.
+# Returns -1 when the lease is not the caller's (fenced: nothing written), 0 when the batch is not newer than the
+# last one applied (a replay: nothing written), 1 when written.
+_FLUSH = r"""
+local status, lease, seen, unpushed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('GET', lease) ~= ARGV[1] then return -1 end
+local function split(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local last = redis.call('HGET', status, 'last_id')
+if last then
+  local lm, ls = split(last)
+  local fm, fs = split(ARGV[2])
+  if fm < lm or (fm == lm and fs <= ls) then return 0 end
+end
+local n_ids = tonumber(ARGV[7])
+local pos = 8
+local chunk = 2000
+local i = 0
+while i < n_ids do
+  local j = math.min(i + chunk, n_ids)
+  local args = {}
+  for k = i, j - 1 do
+    args[#args + 1] = ARGV[pos + k]
+    args[#args + 1] = '1'
+  end
+  redis.call('HSET', seen, unpack(args))
+  i = j
+end
+if n_ids > 0 then redis.call('EXPIRE', seen, tonumber(ARGV[4])) end
+pos = pos + n_ids
+local pair_ttl = tonumber(ARGV[5])
+for k = 5, #KEYS do
+  redis.call('SET', KEYS[k], ARGV[pos], 'EX', pair_ttl)
+  pos = pos + 1
+end
+if string.len(ARGV[pos]) > 0 then redis.call('APPEND', unpushed, ARGV[pos]) end
+pos = pos + 1
+while pos < #ARGV do
+  redis.call('HINCRBY', status, ARGV[pos], ARGV[pos + 1])
+  pos = pos + 2
+end
+if ARGV[6] ~= '' then redis.call('HSET', status, 'max_ts_us', ARGV[6]) end
+redis.call('HSET', status, 'last_id', ARGV[3])
+return 1
+"""
+
+FENCED, REPLAYED, WRITTEN = -1, 0, 1
+
+
+def write_flush(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> int:
+    """The one write of a micro-batch: `_FLUSH` with every key in KEYS (one slot: a Redis Cluster client routes it
+    to the partition's node). Kept this small so another client (a cluster client) can be swapped in."""
+    return int(script(keys=keys, args=args, client=client))
+
+
+class RedisPartitionState:
+    """A partition's state in Redis (see the module docstring)."""
 
     def __init__(
-        self, client: Any, prefix: str, *, bucket_s: int, lateness_s: float, dedup_ttl_s: float, retention_s: float
+        self,
+        client: Any,
+        prefix: str,
+        partition: int,
+        *,
+        dedup_ttl_s: float,
+        retention_s: float,
+        clock: Any = time.time,
     ):
         self.client = client
-        self.prefix = prefix
-        self.pair_prefix = f"{prefix}:s:"
-        self.dirty_key = f"{prefix}:dirty"
-        self.status_key = f"{prefix}:status"
-        self.bucket_s = bucket_s
-        self.lateness_us = int(lateness_s * 1_000_000)
-        self.dedup_ttl = max(1, int(dedup_ttl_s))
+        self.partition = partition
+        self.base = state_base(prefix, partition)
+        self.status_key = f"{self.base}:status"
+        self.lease_key = f"{self.base}:lease"
+        self.unpushed_key = f"{self.base}:unpushed"
         self.pair_ttl = max(1, int(retention_s))
-        self._apply = client.register_script(_APPLY)
-        self._ack = client.register_script(_ACK_PUSHED)
+        self.span = max(1.0, dedup_ttl_s / (SEEN_GENERATIONS - 1))
+        self.seen_ttl = int(self.span * SEEN_GENERATIONS) + 60
+        self.clock = clock
+        self._script = client.register_script(_FLUSH)
 
-    def apply(self, events: Sequence[StreamEvent], chunk: int = 200) -> list[int]:
-        """Apply a micro-batch; per event OK, DUPLICATE or LATE. Each `chunk` events run as one atomic script (a
-        few ms of Redis time, so serving reads on the same Redis never wait long); the chunks go in one round trip."""
-        if not events:
-            return []
-        b = self.bucket_s
+    def _seen_key(self, generation: int) -> str:
+        return f"{self.base}:seen:{generation}"
+
+    def load(self) -> Snapshot:
+        """Watermark, last applied entry and the pairs whose push did not finish."""
         pipe = self.client.pipeline(transaction=False)
-        for start in range(0, len(events), chunk):
-            part = events[start : start + chunk]
-            args: list[Any] = [
-                f"{self.prefix}:seen:",
-                self.pair_prefix,
-                self.dirty_key,
-                f"{self.prefix}:seq",
-                self.status_key,
-                self.lateness_us,
-                self.dedup_ttl,
-                self.pair_ttl,
-                len(part),
-            ]
-            for ev in part:
-                args += [
-                    ev.event_id,
-                    ev.kind,
-                    ev.ts_us,
-                    bucket_end(ev.ts_us, b),
-                    ev.user_id,
-                    ev.advertiser_id,
-                    ev.campaign_id,
-                    ev.ad_id,
-                ]
-            self._apply(args=args, client=pipe)
-        return [int(x) for reply in pipe.execute() for x in reply]
+        pipe.hmget(self.status_key, ["max_ts_us", "last_id"])
+        pipe.get(self.unpushed_key)
+        (wm, last), unpushed = pipe.execute()
+        keys = [split_state_key(k.decode(), self.base) for k in _unpack_keys(unpushed or b"")]
+        return Snapshot(int(wm) if wm else None, last.decode() if last else None, list(dict.fromkeys(keys)))
 
-    def dirty(self, limit: int) -> list[tuple[bytes, float]]:
-        return self.client.zrange(self.dirty_key, 0, limit - 1, withscores=True)
-
-    def read_pairs(self, keys: Sequence[bytes]) -> list[PairState | None]:
-        replies = round_trip(self.client, [pack(b"HGETALL", key) for key in keys])
-        out: list[PairState | None] = []
-        for key, flat in zip(keys, replies, strict=True):
-            if not flat:
-                out.append(None)  # expired: nothing in retention
-                continue
-            level, user, entity = split_pair_key(key.decode(), self.pair_prefix)
-            buckets, last = parse_fields(zip(flat[0::2], flat[1::2], strict=True))
-            out.append(PairState(level, user, entity, buckets, last))
+    def seen(self, ids: Sequence[str]) -> set[str]:
+        """The ids among `ids` already marked (any of the live generations)."""
+        if not ids:
+            return set()
+        now = int(self.clock() // self.span)
+        encoded = [i.encode() for i in ids]
+        body = b"".join(b"$%d\r\n%s\r\n" % (len(e), e) for e in encoded)
+        commands = []
+        for g in range(now - SEEN_GENERATIONS + 1, now + 1):
+            key = self._seen_key(g).encode()
+            commands.append(b"*%d\r\n$5\r\nHMGET\r\n$%d\r\n%s\r\n" % (len(ids) + 2, len(key), key) + body)
+        out: set[str] = set()
+        for reply in round_trip(self.client, commands):
+            out.update(i for i, v in zip(ids, reply, strict=True) if v is not None)
         return out
 
-    def prune(self, pairs: Sequence[tuple[bytes, Sequence[str]]]) -> None:
-        round_trip(self.client, [pack(b"HDEL", key, *fields) for key, fields in pairs if fields])
-
-    def ack_pushed(self, keys: Sequence[tuple[bytes, float]]) -> int:
+    def read_pairs(self, keys: Sequence[PairKey]) -> dict[PairKey, bytes]:
+        """The stored state of each pair that has one."""
         if not keys:
-            return 0
-        args: list[Any] = [self.dirty_key]
-        for key, score in keys:
-            args += [key, repr(float(score))]
-        return int(self._ack(args=args))
+            return {}
+        blobs = self.client.mget([pair_state_key(self.base, k) for k in keys])
+        return {k: b for k, b in zip(keys, blobs, strict=True) if b}
 
-    def watermark_us(self) -> int | None:
-        value = self.client.hget(self.status_key, "max_ts_us")
-        return int(value) if value else None
+    def commit(self, unit: FlushUnit) -> int:
+        """Write a micro-batch atomically: WRITTEN, REPLAYED (already applied: nothing written) or FENCED."""
+        names = [pair_state_key(self.base, k) for k, _ in unit.pairs]
+        seen_key = self._seen_key(int(self.clock() // self.span))
+        keys = [self.status_key, self.lease_key, seen_key, self.unpushed_key, *names]
+        args: list[Any] = [
+            unit.token,
+            unit.first_id,
+            unit.last_id,
+            self.seen_ttl,
+            self.pair_ttl,
+            "" if unit.watermark_us is None else unit.watermark_us,
+            len(unit.new_ids),
+            *unit.new_ids,
+            *[blob for _, blob in unit.pairs],
+            _pack_keys(n.encode() for n in names),
+        ]
+        for name, delta in unit.counters.items():
+            if delta:
+                args += [name, delta]
+        return write_flush(self.client, self._script, keys, args)
+
+    def pushed(self) -> None:
+        """Every pair of the flushes so far is in the online store."""
+        self.client.delete(self.unpushed_key)
+
+    def status(self) -> dict[bytes, bytes]:
+        return self.client.hgetall(self.status_key)
 
 
-class MemoryState:
-    """The same semantics in process memory, for embedded replays of an event directory (no Redis)."""
+class MemoryPartitionState:
+    """The same rules in process memory (embedded replay of an event directory: one run, one owner)."""
 
-    def __init__(self, *, bucket_s: int, lateness_s: float, **_: Any):
-        self.bucket_s = bucket_s
-        self.lateness_us = int(lateness_s * 1_000_000)
-        self.seen: set[str] = set()
-        self.pairs: dict[tuple[str, str, str], PairCounts] = {}
-        self._dirty: dict[tuple[str, str, str], float] = {}
-        self._seq = 0
-        self.max_ts_us: int | None = None
-        self.applied = self.duplicates = self.late = 0
+    def __init__(self, partition: int = 0, **_: Any):
+        self.partition = partition
+        self.seen_ids: set[str] = set()
+        self.pairs: dict[PairKey, bytes] = {}
+        self.watermark_us: int | None = None
+        self.last_id: str | None = None
+        self.counters: dict[str, int] = {}
 
-    def apply(self, events: Sequence[StreamEvent]) -> list[int]:
-        self._seq += 1
-        out = []
-        for ev in events:
-            if ev.event_id in self.seen:  # seen first: a redelivered applied event is a duplicate, never late
-                out.append(DUPLICATE)
-                self.duplicates += 1
-                continue
-            if self.max_ts_us is not None and ev.ts_us < self.max_ts_us - self.lateness_us:
-                out.append(LATE)
-                self.late += 1
-                continue
-            self.seen.add(ev.event_id)
-            for level, entity in zip(LEVELS, (ev.advertiser_id, ev.campaign_id, ev.ad_id), strict=True):
-                key = (level, ev.user_id, entity)
-                self.pairs.setdefault(key, PairCounts()).add(ev.kind, ev.ts_us, self.bucket_s)
-                self._dirty[key] = self._seq
-            if self.max_ts_us is None or ev.ts_us > self.max_ts_us:
-                self.max_ts_us = ev.ts_us
-            out.append(OK)
-            self.applied += 1
+    def load(self) -> Snapshot:
+        return Snapshot(self.watermark_us, self.last_id, [])
+
+    def seen(self, ids: Sequence[str]) -> set[str]:
+        return {i for i in ids if i in self.seen_ids}
+
+    def read_pairs(self, keys: Sequence[PairKey]) -> dict[PairKey, bytes]:
+        return {k: self.pairs[k] for k in keys if k in self.pairs}
+
+    def commit(self, unit: FlushUnit) -> int:
+        if self.last_id is not None and compare_ids(unit.first_id, self.last_id) <= 0:
+            return REPLAYED
+        self.seen_ids.update(unit.new_ids)
+        for key, blob in unit.pairs:
+            self.pairs[key] = blob
+        for name, delta in unit.counters.items():
+            self.counters[name] = self.counters.get(name, 0) + delta
+        if unit.watermark_us is not None:
+            self.watermark_us = unit.watermark_us
+        self.last_id = unit.last_id
+        return WRITTEN
+
+    def pushed(self) -> None:
+        pass
+
+    def status(self) -> dict[bytes, bytes]:
+        out = {k.encode(): str(v).encode() for k, v in self.counters.items()}
+        if self.watermark_us is not None:
+            out[b"max_ts_us"] = str(self.watermark_us).encode()
         return out
-
-    def dirty(self, limit: int) -> list[tuple[tuple[str, str, str], float]]:
-        return list(self._dirty.items())[:limit]
-
-    def read_pairs(self, keys: Sequence[tuple[str, str, str]]) -> list[PairState | None]:
-        out: list[PairState | None] = []
-        for key in keys:
-            pair = self.pairs.get(key)
-            if pair is None:
-                out.append(None)
-                continue
-            out.append(PairState(*key, {k: dict(v) for k, v in pair.buckets.items()}, pair.last_imp_us))
-        return out
-
-    def prune(self, pairs: Sequence[tuple[tuple[str, str, str], Sequence[str]]]) -> None:
-        for key, fields in pairs:
-            pair = self.pairs.get(key)
-            if pair is None:
-                continue
-            for name in fields:
-                kind, _, end = name.partition(":")
-                pair.buckets.get(kind, {}).pop(int(end), None)
-
-    def ack_pushed(self, keys: Sequence[tuple[tuple[str, str, str], float]]) -> int:
-        n = 0
-        for key, score in keys:
-            if self._dirty.get(key) == score:
-                del self._dirty[key]
-                n += 1
-        return n
-
-    def watermark_us(self) -> int | None:
-        return self.max_ts_us

@@ -1,11 +1,16 @@
 """The stream worker's status as serving and monitoring read it: watermark, lag, coverage, counters.
 
-Stored in the Redis hash `<state_prefix>:status` by the worker (and, for the watermark, by its apply script):
-`max_ts_us` (newest event time applied), `fresh_at_us` (wall clock of the newest read after which the worker had
-applied *and pushed* everything the stream held when that read was issued), `heartbeat_us`, `coverage_start_us`
-(the stream holds every event with a later event time), counters `applied`, `duplicates`, `late`, `dead_letters`,
-`pushed`. A stream is *stale* when `now - fresh_at > stream.max_lag`: every event produced up to `fresh_at` is
-visible in the online store, so the lag of anything older is bounded by that difference.
+Stored per partition in the Redis hash `<state_prefix>:{p<k>}:status`, by the partition's owner (the watermark and
+counters inside its atomic flush): `max_ts_us` (newest event time applied), `fresh_at_us` (wall clock of the newest
+read after which the worker had applied *and pushed* everything the partition held when that read was issued),
+`heartbeat_us`, `coverage_start_us` (the stream holds every event with a later event time), `owner`, `last_id`,
+counters `applied`, `duplicates`, `late`, `dead_letters` (and `dead:<reason>`), `pushed`.
+
+The stream's status is the partitions' combined (`combine`): fresh only as of the least fresh partition (a partition
+nobody consumes makes the whole stream stale, since its users' counts would be old), the oldest watermark and
+heartbeat, the latest coverage start, counters summed. A stream is *stale* when `now - fresh_at > stream.max_lag`:
+every event produced up to `fresh_at` is visible in the online store, so the lag of anything older is bounded by
+that difference.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Any
 
 import redis
 
-from freqcap.config import Settings
+from freqcap.config import Settings, StreamConfig
+from freqcap.domain.stream.partitions import state_base
 
 _US = 1_000_000
 
@@ -75,6 +81,53 @@ def status_from_hash(raw: dict[Any, Any], max_lag_s: float, now: float | None = 
     )
 
 
+def status_keys(cfg: StreamConfig) -> list[str]:
+    """The status hash of every partition."""
+    return [f"{state_base(cfg.state_prefix, p)}:status" for p in range(cfg.partitions)]
+
+
+def _ints(raw: dict[Any, Any]) -> dict[str, int]:
+    out = {}
+    for k, v in raw.items():
+        k = k.decode() if isinstance(k, bytes) else k
+        try:
+            out[k] = int(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def combine(raws: list[dict[Any, Any]]) -> dict[str, int]:
+    """The partitions' status hashes as one (see the module docstring); {} when no partition has a status."""
+    parts = [_ints(r) for r in raws]
+    if not any(parts):
+        return {}
+    out: dict[str, int] = {}
+    for name in ("fresh_at_us", "heartbeat_us"):  # every partition must have one, the oldest counts
+        values = [p.get(name) for p in parts]
+        if all(v is not None for v in values):
+            out[name] = min(values)  # type: ignore[type-var]
+    marks = [p["max_ts_us"] for p in parts if "max_ts_us" in p]
+    if marks:
+        out["max_ts_us"] = min(marks)
+    starts = [p["coverage_start_us"] for p in parts if "coverage_start_us" in p]
+    if starts:
+        out["coverage_start_us"] = max(starts)
+    for p in parts:
+        for name, value in p.items():
+            if name in ("applied", "duplicates", "late", "dead_letters", "pushed") or name.startswith("dead:"):
+                out[name] = out.get(name, 0) + value
+    return out
+
+
+def read_combined(client: Any, cfg: StreamConfig) -> dict[str, int]:
+    """Every partition's status hash in one round trip, combined."""
+    pipe = client.pipeline(transaction=False)
+    for key in status_keys(cfg):
+        pipe.hgetall(key)
+    return combine(pipe.execute())
+
+
 def redis_client(url: str, socket_timeout: float = 1.0):
     """A redis-py client for `host:port` (or a redis:// URL)."""
     if "://" in url:
@@ -92,7 +145,7 @@ def read_status(settings: Settings, client: Any = None) -> StreamStatus | None:
         return None
     try:
         client = client or redis_client(cfg.redis_url)
-        raw = client.hgetall(f"{cfg.state_prefix}:status")
+        raw = read_combined(client, cfg)
     except Exception:  # no Redis: no stream (monitoring reports it absent, serving falls back to batch)
         return None
     if not raw:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Protocol
 import duckdb
 import redis
 
+from freqcap.adapters.stream.resp import pack, round_trip
 from freqcap.domain.stream.messages import event_fields
 
 log = logging.getLogger(__name__)
@@ -23,19 +23,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Message:
-    id: Any  # transport-specific (a Redis stream id, a Kafka offset, a row number)
+    id: str  # a Redis stream id `<ms>-<seq>` (a replay numbers its rows the same way)
     fields: dict[Any, Any] = field(default_factory=dict)
 
 
 class Transport(Protocol):
-    def read(self, max_count: int, block_ms: int) -> list[Message]:
-        """Up to `max_count` messages not yet acknowledged by this consumer (waiting up to `block_ms`)."""
+    def take_over(self) -> int:
+        """Become the partition's only reader: claim what earlier readers left unacknowledged (read first)."""
 
-    def ack(self, ids: Sequence[Any]) -> None:
+    def read(self, max_count: int, block_ms: int) -> list[Message]:
+        """Up to `max_count` messages not yet acknowledged by this consumer (waiting up to `block_ms`), in stream
+        order: entries pending for this consumer first, then new ones."""
+
+    def ack(self, ids: Sequence[str]) -> None:
         """The messages are applied (or dead-lettered): never deliver them again."""
 
-    def dead_letter(self, message: Message, reason: str) -> None:
-        """Keep a message that cannot be applied, with the reason (then `ack` it)."""
+    def dead_letter(self, dead: Sequence[tuple[Message, str]]) -> None:
+        """Keep messages that cannot be applied, each with its reason; repeating it for the same messages (a replay
+        after a crash) adds nothing."""
 
     @property
     def caught_up(self) -> bool:
@@ -49,65 +54,94 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-worker"
 
 
-class RedisStreamTransport:
-    """A Redis Streams consumer group: XREADGROUP, XACK, pending entries of this consumer first after a restart,
-    and XAUTOCLAIM of entries left pending by a dead consumer for longer than `claim_idle_ms`."""
+def _entries(reply: Any) -> list[Message]:
+    """Raw XREADGROUP reply -> messages (an entry deleted from the stream comes back with no fields)."""
+    if not reply:
+        return []
+    out = []
+    for raw_id, flat in reply[0][1]:
+        fields = dict(zip(flat[0::2], flat[1::2], strict=True)) if flat else {}
+        out.append(Message(raw_id.decode(), fields))
+    return out
 
-    def __init__(
-        self, client: Any, stream: str, group: str, consumer: str, dead_letter_key: str, claim_idle_ms: int = 30_000
-    ):
+
+class RedisStreamTransport:
+    """One partition's stream through a consumer group: after `take_over` every pending entry of the group is this
+    consumer's, read in stream order before anything new (`XREADGROUP` from `0`, then `>`); dead letters go to the
+    partition's dead-letter stream under the source entry's id (idempotent)."""
+
+    def __init__(self, client: Any, stream: str, group: str, consumer: str, dead_letter_key: str):
         self.client = client
         self.stream = stream
         self.group = group
         self.consumer = consumer
         self.dead_letter_key = dead_letter_key
-        self.claim_idle_ms = claim_idle_ms
         self._caught_up = False
-        self._own_pending = True  # first drain what this consumer had been given before a restart
-        self._claim_cursor = "0-0"
-        self._last_claim = 0.0
+        self._cursor: str | None = "0"  # own pending entries after this id; None once all were read
         try:
             client.xgroup_create(stream, group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def take_over(self) -> int:
+        """Claim every entry pending in the group (left by earlier owners, dead or fenced) for this consumer, so
+        they are read before anything new: events are applied in stream order whoever read them first."""
+        cursor, claimed = "0-0", 0
+        while True:
+            cmd = pack(b"XAUTOCLAIM", self.stream, self.group, self.consumer, 0, cursor, b"COUNT", 10_000, b"JUSTID")
+            reply = round_trip(self.client, [cmd])[0]
+            cursor = reply[0].decode()
+            claimed += len(reply[1])
+            if cursor == "0-0":
+                break
+        if claimed:
+            log.info("%s: took over %d pending entries", self.stream, claimed)
+        self._cursor = "0"
+        return claimed
+
     def read(self, max_count: int, block_ms: int) -> list[Message]:
-        if self._own_pending:
-            reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=max_count)
-            entries = reply[0][1] if reply else []
-            if entries:
+        if self._cursor is not None:
+            cmd = pack(b"XREADGROUP", b"GROUP", self.group, self.consumer, b"COUNT", max_count, b"STREAMS",
+                       self.stream, self._cursor)  # fmt: skip
+            messages = _entries(round_trip(self.client, [cmd])[0])
+            if messages:
+                self._cursor = messages[-1].id
                 self._caught_up = False
-                return [Message(i, f) for i, f in entries]
-            self._own_pending = False
-        now = time.monotonic()
-        if now - self._last_claim >= self.claim_idle_ms / 1000 / 2:
-            self._last_claim = now
-            cursor, claimed, *_ = self.client.xautoclaim(
-                self.stream, self.group, self.consumer, self.claim_idle_ms, self._claim_cursor, count=max_count
-            )
-            self._claim_cursor = cursor
-            if claimed:
-                log.info("reclaimed %d pending entries of an idle consumer", len(claimed))
-                self._caught_up = False
-                return [Message(i, f) for i, f in claimed if f is not None]
-        reply = self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=max_count, block=block_ms or None
-        )
-        entries = reply[0][1] if reply else []
-        self._caught_up = len(entries) < max_count
-        return [Message(i, f) for i, f in entries]
+                return messages
+            self._cursor = None
+        args: list[Any] = [b"XREADGROUP", b"GROUP", self.group, self.consumer, b"COUNT", max_count]
+        if block_ms:
+            args += [b"BLOCK", block_ms]
+        messages = _entries(round_trip(self.client, [pack(*args, b"STREAMS", self.stream, b">")])[0])
+        self._caught_up = len(messages) < max_count
+        return messages
 
-    def ack(self, ids: Sequence[Any]) -> None:
-        if ids:
-            self.client.xack(self.stream, self.group, *ids)
+    def ack(self, ids: Sequence[str]) -> None:
+        for i in range(0, len(ids), 10_000):
+            round_trip(self.client, [pack(b"XACK", self.stream, self.group, *ids[i : i + 10_000])])
 
-    def dead_letter(self, message: Message, reason: str) -> None:
-        fields = {k: v for k, v in message.fields.items()}
-        fields[b"_reason"] = reason
-        fields[b"_source_id"] = message.id
-        fields[b"_source_stream"] = self.stream
-        self.client.xadd(self.dead_letter_key, fields, maxlen=1_000_000, approximate=True)
+    def dead_letter(self, dead: Sequence[tuple[Message, str]]) -> None:
+        if not dead:
+            return
+        commands = [self._xadd(message, reason, message.id) for message, reason in dead]
+        replies = round_trip(self.client, commands, raise_errors=False)
+        for (message, reason), reply in zip(dead, replies, strict=True):
+            if not isinstance(reply, Exception):
+                continue
+            if "equal or smaller" not in str(reply):
+                raise reply
+            # Already there (a replay), unless the stream holds newer entries written some other way (an older
+            # worker's auto ids): then add it under a new id rather than lose it.
+            if not self.client.xrange(self.dead_letter_key, message.id, message.id):
+                round_trip(self.client, [self._xadd(message, reason, "*")])
+
+    def _xadd(self, message: Message, reason: str, entry_id: str) -> bytes:
+        args: list[Any] = [b"XADD", self.dead_letter_key, b"MAXLEN", b"~", 1_000_000, entry_id]
+        for k, v in message.fields.items():
+            args += [k, v]
+        args += [b"_reason", reason, b"_source_id", message.id, b"_source_stream", self.stream]
+        return pack(*args)
 
     @property
     def caught_up(self) -> bool:
@@ -143,7 +177,7 @@ class DirectoryReplayTransport:
                 break
             for values in batch:
                 n += 1
-                yield Message(n, event_fields(dict(zip(cols, values, strict=True))))
+                yield Message(f"{n}-0", event_fields(dict(zip(cols, values, strict=True))))
 
     def read(self, max_count: int, block_ms: int) -> list[Message]:
         out = []
@@ -154,13 +188,20 @@ class DirectoryReplayTransport:
         self._done = len(out) < max_count
         return out
 
-    def ack(self, ids: Sequence[Any]) -> None:
+    def take_over(self) -> int:
+        return 0
+
+    def ack(self, ids: Sequence[str]) -> None:
         pass
 
-    def dead_letter(self, message: Message, reason: str) -> None:
+    def dead_letter(self, dead: Sequence[tuple[Message, str]]) -> None:
+        if not dead:
+            return
         self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
         with self.dead_letter_path.open("a") as f:
-            f.write(json.dumps({"id": message.id, "reason": reason, "fields": message.fields}, default=str) + "\n")
+            for message, reason in dead:
+                record = {"id": message.id, "reason": reason, "fields": message.fields}
+                f.write(json.dumps(record, default=str) + "\n")
 
     @property
     def caught_up(self) -> bool:

@@ -55,7 +55,7 @@ class Buckets:
 class PairCounts:
     """Mutable per-pair state used by the in-memory store and tests: kind -> {bucket end: count}, last impression."""
 
-    buckets: dict[str, dict[int, int]] = field(default_factory=lambda: {k: {} for k in KIND_PREFIX})
+    buckets: dict[str, dict[int, int]] = field(default_factory=lambda: {"i": {}, "c": {}, "v": {}})  # KIND_PREFIX
     last_imp_us: int | None = None
 
     def add(self, kind: str, ts_us: int, width_s: int) -> None:
@@ -67,8 +67,9 @@ class PairCounts:
 
     def prune(self, oldest_end_kept: int) -> None:
         for b in self.buckets.values():
-            for end in [e for e in b if e < oldest_end_kept]:
-                del b[end]
+            if b and min(b) < oldest_end_kept:
+                for end in [e for e in b if e < oldest_end_kept]:
+                    del b[end]
 
 
 def prune_horizon(watermark_us: int, retention_s: float, width_s: int) -> int:

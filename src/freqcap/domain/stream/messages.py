@@ -47,6 +47,8 @@ def parse_ts(text: str) -> int | None:
     if not text:
         return None
     try:
+        if text[4:5] == "-":  # ISO-8601 (the producer's format): skip the float attempt
+            raise ValueError
         seconds = float(text)
     except ValueError:
         try:
@@ -65,15 +67,18 @@ def parse_message(
     fields: Mapping[bytes | str, bytes | str], allowed_formats: Collection[str] | None = None
 ) -> StreamEvent | str:
     """The event in a stream message, or a dead-letter reason (`missing_<field>`, `bad_event_type`, ...)."""
-    values: dict[str, str] = {}
-    for key, value in fields.items():
-        name = _text(key)
-        text = _text(value)
-        if name is None:
-            return "bad_encoding"
-        if text is None:
-            return f"bad_encoding_{name}"
-        values[name] = text
+    try:  # the common case: every key and value UTF-8 bytes (a Redis reply)
+        values = {k.decode(): v.decode() for k, v in fields.items()}
+    except (AttributeError, UnicodeDecodeError):  # text, or something to name
+        values = {}
+        for key, value in fields.items():
+            name = _text(key)
+            text = _text(value)
+            if name is None:
+                return "bad_encoding"
+            if text is None:
+                return f"bad_encoding_{name}"
+            values[name] = text
     for name in REQUIRED:
         text = values.get(name)
         if text is None or not text.strip():

@@ -1,13 +1,18 @@
-"""Message parsing (every dead-letter reason) and the in-memory state's dedup / lateness rules."""
+"""Message parsing (every dead-letter reason), the micro-batch rules (dedup, lateness, counts), the pair state's
+encoding, partitions."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
 
-from freqcap.adapters.stream.state import DUPLICATE, LATE, OK, MemoryState
+from freqcap.adapters.feast.stream_push import StreamRowEncoder, state_blob, state_counts
+from freqcap.domain.stream.batch import DUPLICATE, LATE, OK, apply_counts, judge
+from freqcap.domain.stream.buckets import PairCounts, bucket_end
 from freqcap.domain.stream.messages import StreamEvent, event_fields, parse_message, parse_ts
+from freqcap.domain.stream.partitions import assignment, compare_ids, partition_of, stream_name
 
 GOOD = {
     "event_id": "e1",
@@ -63,10 +68,70 @@ def _ev(eid: str, minute: int) -> StreamEvent:
     return StreamEvent(eid, "i", (1_790_000_000 + minute * 60) * 1_000_000, "u", "v", "c", "a")
 
 
-def test_memory_state_dedups_and_rejects_late_events():
-    state = MemoryState(bucket_s=60, lateness_s=600)
-    assert state.apply([_ev("a", 0), _ev("b", 30), _ev("a", 0)]) == [OK, OK, DUPLICATE]
-    # Watermark is minute 30: minute 21 is within 10 minutes, minute 19 is late.
-    assert state.apply([_ev("c", 21), _ev("d", 19), _ev("b", 30)]) == [OK, LATE, DUPLICATE]
-    pair = state.pairs[("ad", "u", "a")]
-    assert sum(pair.buckets["i"].values()) == 3
+def test_judge_dedups_and_rejects_late_events_across_batches():
+    first = judge([_ev("a", 0), _ev("b", 30), _ev("a", 0)], set(), None, 600_000_000)
+    assert first.verdicts == [OK, OK, DUPLICATE] and first.new_ids == ["a", "b"]
+    # Watermark is minute 30: minute 21 is within 10 minutes, minute 19 is late; b was marked by the first batch.
+    second = judge([_ev("c", 21), _ev("d", 19), _ev("b", 30)], {"a", "b"}, first.watermark_us, 600_000_000)
+    assert second.verdicts == [OK, LATE, DUPLICATE] and second.counts == {OK: 1, LATE: 1, DUPLICATE: 1}
+    pairs: dict = {}
+    apply_counts([_ev("a", 0), _ev("b", 30)], first.verdicts[:2], lambda k: pairs.setdefault(k, PairCounts()), 60)
+    assert sum(pairs[("ad", "u", "a")].buckets["i"].values()) == 2
+
+
+def test_verdicts_do_not_depend_on_batch_boundaries():
+    """Brute force: one event at a time (a dict of seen ids and a running maximum) vs `judge` over random cuts."""
+    rng = random.Random(3)
+    events = [
+        StreamEvent(f"e{rng.randrange(300)}", rng.choice("iicv"), (1_790_000_000 + i * 5 + rng.randint(-900, 30)) *
+                    1_000_000, f"u{rng.randrange(9)}", "v", f"c{rng.randrange(2)}", f"a{rng.randrange(4)}")
+        for i in range(1000)
+    ]  # fmt: skip
+    want, seen, wm = [], set(), None
+    for ev in events:
+        if ev.event_id in seen:
+            want.append(DUPLICATE)
+        elif wm is not None and ev.ts_us < wm - 600_000_000:
+            want.append(LATE)
+        else:
+            seen.add(ev.event_id)
+            wm = ev.ts_us if wm is None else max(wm, ev.ts_us)
+            want.append(OK)
+    assert {DUPLICATE, LATE, OK} <= set(want)
+    got, marked, mark = [], set(), None
+    i = 0
+    while i < len(events):
+        j = i + rng.randint(1, 120)
+        out = judge(events[i:j], marked, mark, 600_000_000)
+        got += out.verdicts
+        marked.update(out.new_ids)
+        mark = out.watermark_us
+        i = j
+    assert got == want and mark == wm
+
+
+def test_pair_state_encoding_round_trips():
+    pair = PairCounts()
+    for ts in (1_790_000_001_000_000, 1_790_000_061_000_000, 1_790_003_000_999_999):
+        pair.add("i", ts, 60)
+    pair.add("v", 1_790_000_001_000_000, 60)
+    encoder = StreamRowEncoder()
+    back = state_counts(state_blob(encoder.values(pair), pair.last_imp_us))
+    assert back.buckets == pair.buckets and back.last_imp_us == 1_790_003_000_999_999
+    assert state_counts(state_blob(encoder.values(PairCounts()), None)).last_imp_us is None
+    assert back.buckets["i"][bucket_end(1_790_000_001_000_000, 60)] == 1
+
+
+def test_partitions_route_users_stably_and_assign_every_partition_once():
+    assert partition_of("anyone", 1) == 0 and stream_name("s", 0, 1) == "s"
+    assert stream_name("s", 3, 4) == "s:{p3}"
+    counts = [0] * 4
+    for u in range(4000):
+        counts[partition_of(f"user-{u}", 4)] += 1
+    assert min(counts) > 800  # spread
+    assert partition_of("user-7", 4) == partition_of("user-7", 4)
+    plan = assignment(["w2", "w1", "w3"], 8)
+    assert sorted(p for ps in plan.values() for p in ps) == list(range(8))
+    assert plan["w1"] == [0, 3, 6] and plan["w3"] == [2, 5]
+    assert assignment([], 4) == {}
+    assert compare_ids("10-2", "9-5") == 1 and compare_ids("10-2", "10-10") == -1 and compare_ids("3-0", "3-0") == 0

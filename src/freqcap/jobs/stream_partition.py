@@ -1,0 +1,255 @@
+"""One partition owned by a worker: read -> micro-batch -> decide in process -> one atomic write -> push -> ack.
+
+The order of a flush is what makes kill -9 harmless anywhere:
+1. entries at or before the partition's `last_id` were applied by an earlier flush (whoever read them): they are
+   only acknowledged;
+2. the rest are parsed, judged against the dedup marks and the watermark (`freqcap.domain.stream.batch`), and added
+   to their pairs' counters, held in memory (read from Redis on a miss);
+3. dead letters (malformed, late) are written under their source ids: a replay adds nothing;
+4. **one atomic write** (`RedisPartitionState.commit`): marks, changed pairs, counters, watermark, `last_id`,
+   the changed pairs' names in `unpushed`; fenced if the lease is no longer ours. A micro-batch larger than
+   `stream.commit_events` is decided and written as several such units in stream order (steps 2-4 each), so one
+   write never holds Redis long; a crash between them leaves the first units applied and their entries skipped;
+5. each changed pair's stream row is encoded once per unit and pushed once, with its last encoding (one pipelined
+   write), then `unpushed` is cleared
+   (a crash before that re-pushes them on the next start: a push writes a pair's whole state, so repeating it is
+   harmless);
+6. the entries are acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from itertools import islice
+from typing import Any
+
+from freqcap.adapters.feast.stream_push import PairState, StreamRowEncoder, pair_row, state_blob, state_counts
+from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit
+from freqcap.adapters.stream.transport import Message
+from freqcap.config import StreamConfig
+from freqcap.domain.stream.batch import LATE, OK, PairKey, apply_counts, judge, pair_keys
+from freqcap.domain.stream.buckets import PairCounts, prune_horizon
+from freqcap.domain.stream.messages import StreamEvent, parse_message
+from freqcap.domain.stream.partitions import compare_ids
+
+log = logging.getLogger(__name__)
+_US = 1_000_000
+
+
+class LostPartition(RuntimeError):
+    """The partition's lease is no longer this worker's: its pending work is left for the new owner."""
+
+
+def reason_group(reason: str) -> str:
+    """`missing_user_id` -> `missing`, `too_long_ad_id` -> `too_long`, `bad_encoding_ad_id` -> `bad_encoding`
+    (metrics group the per-field reasons)."""
+    for group in ("missing", "too_long", "bad_encoding"):
+        if reason.startswith(group + "_"):
+            return group
+    return reason
+
+
+class PartitionConsumer:
+    """The consumer of one partition while this worker holds its lease (`token`)."""
+
+    def __init__(
+        self,
+        cfg: StreamConfig,
+        partition: int,
+        token: str,
+        transport: Any,
+        state: Any,
+        pusher: Any,
+        stats: Any,
+        *,
+        allowed_formats: tuple[str, ...] | None = None,
+        crash_hook: Callable[[str], None] | None = None,
+    ):
+        self.cfg = cfg
+        self.partition = partition
+        self.token = token
+        self.transport = transport
+        self.state = state
+        self.pusher = pusher
+        self.stats = stats
+        self.allowed_formats = allowed_formats
+        self.crash_hook = crash_hook or (lambda point: None)
+        self.bucket_s = int(cfg.seconds("bucket"))
+        self.lateness_us = int(cfg.seconds("allowed_lateness") * _US)
+        self.retention_s = cfg.seconds("retention")
+        self.flush_after_s = cfg.seconds("push_interval")
+        self.cache: dict[PairKey, PairCounts] = {}
+        self.encoder = StreamRowEncoder()
+        self.pending: list[Message] = []
+        self.batch_started = 0.0
+        self.caught_up_at: float | None = None  # wall time of the read that found the stream drained
+        self.watermark_us: int | None = None
+        self.last_id: str | None = None
+        self.coverage_written: bytes | None = None  # the coverage start last copied into the status
+
+    def start(self) -> None:
+        """Load the partition's state, claim what earlier owners left pending, finish their unfinished push."""
+        snap = self.state.load()
+        self.watermark_us, self.last_id = snap.watermark_us, snap.last_id
+        self.transport.take_over()
+        if snap.unpushed:
+            blobs = self.state.read_pairs(snap.unpushed)
+            self._push([(k, state_counts(blobs[k])) for k in snap.unpushed if k in blobs])
+            self.state.pushed()
+
+    def step(self, block_ms: int) -> int:
+        """One read (blocking only when nothing is waiting to be flushed); flush when a bound is reached."""
+        read_at = time.time()
+        messages = self.transport.read(self.cfg.batch_size, 0 if self.pending else block_ms)
+        if messages and not self.pending:
+            self.batch_started = time.monotonic()
+        self.pending += messages
+        caught_up = self.transport.caught_up
+        if caught_up:
+            self.caught_up_at = read_at
+        if (
+            caught_up
+            or len(self.pending) >= self.cfg.flush_events
+            or time.monotonic() - self.batch_started >= self.flush_after_s
+        ):
+            self.flush()
+        return len(messages)
+
+    @property
+    def drained(self) -> bool:
+        return self.transport.caught_up and not self.pending
+
+    def flush(self) -> None:
+        """Apply, push and acknowledge the micro-batch (see the module docstring)."""
+        messages, self.pending = self.pending, []
+        if not messages:
+            return
+        todo = self._not_yet_applied(messages)
+        self.stats.messages += len(messages)
+        self.stats.skipped += len(messages) - len(todo)
+        if todo:
+            self._apply(todo)
+        self.transport.ack([m.id for m in messages])
+        self.stats.batches += 1
+
+    def _not_yet_applied(self, messages: Sequence[Message]) -> list[Message]:
+        if self.last_id is None:
+            return list(messages)
+        last = self.last_id
+        return [m for m in messages if compare_ids(m.id, last) > 0]
+
+    def _apply(self, todo: list[Message]) -> None:
+        """Commit the micro-batch in atomic units of at most `stream.commit_events` messages (each unit holds the
+        partition's Redis for a few milliseconds at most), then push every changed pair once, with its last
+        encoding."""
+        changed: dict[PairKey, tuple[PairKey, PairCounts, list[bytes]]] = {}
+        step = self.cfg.commit_events
+        for start in range(0, len(todo), step):
+            for item in self._commit_unit(todo[start : start + step]):
+                changed[item[0]] = item
+        encoded = list(changed.values())
+        self._push([(k, counts) for k, counts, _ in encoded], encoded)
+        self.state.pushed()
+        self.crash_hook("push")
+
+    def _commit_unit(self, todo: list[Message]) -> list[tuple[PairKey, PairCounts, list[bytes]]]:
+        """Decide, dead-letter and atomically write one unit; the changed pairs with their encoded rows."""
+        events: list[StreamEvent] = []
+        sources: list[Message] = []
+        dead: list[tuple[Message, str]] = []
+        allowed = self.allowed_formats
+        for message in todo:
+            parsed = parse_message(message.fields, allowed)
+            if isinstance(parsed, str):
+                dead.append((message, parsed))
+            else:
+                events.append(parsed)
+                sources.append(message)
+        seen = self.state.seen(list({ev.event_id: None for ev in events}))
+        judged = judge(events, seen, self.watermark_us, self.lateness_us)
+        late = [(m, "late") for m, v in zip(sources, judged.verdicts, strict=True) if v == LATE]
+        if late:
+            dead = sorted(dead + late, key=lambda d: _id_key(d[0].id))
+        self._load_pairs({k for ev, v in zip(events, judged.verdicts, strict=True) if v == OK for k in pair_keys(ev)})
+        changed = apply_counts(events, judged.verdicts, self._pair, self.bucket_s)
+        horizon = prune_horizon(judged.watermark_us, self.retention_s, self.bucket_s) if judged.watermark_us else 0
+        for key in changed:
+            self.cache[key].prune(horizon)
+        self.transport.dead_letter(dead)
+        self.crash_hook("dead_letters")
+        counters = {
+            "applied": judged.counts[OK],
+            "duplicates": judged.counts[1],
+            "late": judged.counts[LATE],
+            "dead_letters": len(dead),
+        }
+        for _, reason in dead:
+            name = f"dead:{reason_group(reason)}"
+            counters[name] = counters.get(name, 0) + 1
+        encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]  # once per unit
+        unit = FlushUnit(
+            self.token,
+            todo[0].id,
+            todo[-1].id,
+            judged.watermark_us,
+            judged.new_ids,
+            [(k, state_blob(values, counts.last_imp_us)) for k, counts, values in encoded],
+            counters,
+        )
+        result = self.state.commit(unit)
+        if result != WRITTEN:
+            self.cache.clear()
+            why = "its lease is gone" if result == FENCED else "another worker applied these entries"
+            raise LostPartition(f"partition {self.partition}: {why}")
+        self.crash_hook("commit")
+        self.watermark_us, self.last_id = judged.watermark_us, todo[-1].id
+        s = self.stats
+        s.applied += judged.counts[OK]
+        s.duplicates += judged.counts[1]
+        s.late += judged.counts[LATE]
+        s.dead_letters += len(dead)
+        for _, reason in dead:
+            group = reason_group(reason)
+            s.dead_by_reason[group] = s.dead_by_reason.get(group, 0) + 1
+        return encoded
+
+    def _pair(self, key: PairKey) -> PairCounts:
+        pair = self.cache.get(key)
+        if pair is None:
+            pair = self.cache[key] = PairCounts()
+        return pair
+
+    def _load_pairs(self, keys: set[PairKey]) -> None:
+        missing = [k for k in keys if k not in self.cache]
+        if not missing:
+            return
+        excess = len(self.cache) + len(missing) - self.cfg.cache_pairs
+        if excess > 0:  # oldest first out (insertion order), never a pair this batch needs
+            for key in [k for k in islice(self.cache, excess + len(keys)) if k not in keys][:excess]:
+                del self.cache[key]
+        self.cache.update((k, state_counts(b)) for k, b in self.state.read_pairs(missing).items())
+
+    def _push(self, pairs: Sequence[tuple[PairKey, PairCounts]], encoded: Sequence[Any] | None = None) -> None:
+        """One write of the pairs' stream rows: the values encoded for the state when the pusher takes them (Feast's
+        Redis layout), else rows through `FeatureStore.push`."""
+        if not pairs:
+            return
+        if hasattr(self.pusher, "push_values"):
+            if encoded is None:
+                encoded = [(k, counts, self.encoder.values(counts)) for k, counts in pairs]
+            self.stats.pushed += self.pusher.push_values(encoded)
+            return
+        horizon = prune_horizon(self.watermark_us, self.retention_s, self.bucket_s) if self.watermark_us else 0
+        rows = []
+        for (level, user, entity), counts in pairs:
+            state = PairState(level, user, entity, counts.buckets, counts.last_imp_us)
+            rows.append((state, pair_row(state, horizon)[0]))
+        self.pusher.push(rows)
+        self.stats.pushed += len(rows)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,272 @@
+"""kill -9 of stream workers at every stage of a flush and at random instants, restarts under the same consumer name
+and as a replacement under a new name while a backlog remains, partitions moving between workers: the counts equal
+a single delivery of every distinct event, and the `late` and dead-letter counters are exact.
+
+Workers run in forked processes (the parent has Feast and the worker code imported, so a child starts in
+milliseconds) and are killed with SIGKILL: by the parent at random instants, or by themselves at a chosen stage
+(`crash_hook`: right after the dead letters are written, right after the atomic write, right after the push — the
+windows between the steps of a flush that a random kill rarely hits). Each test has its own redis-server.
+
+Brute force (independent of the worker's code): the streams are read back with XRANGE; per partition, in stream
+order, an event is a duplicate if its id was applied before, late if older than the newest applied event time minus
+the lateness, applied otherwise; malformed messages are known by construction. Counts per pair and bucket come from
+the applied events; what Feast serves is read back through `get_online_features`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import traceback
+from datetime import timedelta
+
+import pytest
+import redis
+
+from freqcap.adapters.feast.store import apply_definitions, open_store
+from freqcap.adapters.stream.produce import produce
+from freqcap.adapters.stream.status import read_combined
+from freqcap.domain.stream.messages import event_fields
+from freqcap.jobs.stream import redis_worker
+from tests.integration.serving_support import RedisServer
+from tests.integration.stream_support import jitter_order, stream_settings
+from tests.integration.test_feast_online import T1, random_events
+
+pytestmark = pytest.mark.redis
+
+LATENESS_S = 600
+KIND = {"impression": "i", "click": "c", "conversion": "v"}
+
+
+def _messages(seed: int, n: int) -> list[dict]:
+    """n events over 4 h for 40 users, out of order within the lateness, with 15 % re-sent duplicates, 3 % copies
+    moved 40 min back under new ids (late once the watermark has passed them) and 1 % malformed messages."""
+    rng = random.Random(seed)
+    rows = random_events(seed, n, T1, T1 + timedelta(hours=4), users=range(40)).to_pylist()
+    msgs = [event_fields(r) for r in jitter_order(rows, timedelta(seconds=LATENESS_S), seed)]
+    for i in rng.sample(range(len(msgs)), len(msgs) * 3 // 100):
+        old = dict(msgs[i], event_id=f"old-{i}")
+        old["event_ts"] = (_ts(msgs[i]) - timedelta(minutes=40)).isoformat()
+        msgs.insert(min(len(msgs), i + rng.randint(50, 400)), old)
+    for i in rng.sample(range(len(msgs)), len(msgs) * 15 // 100):
+        msgs.insert(min(len(msgs), i + rng.randint(1, 300)), dict(msgs[i]))
+    for i in rng.sample(range(len(msgs)), len(msgs) // 100):
+        msgs.insert(i, dict(msgs[i], event_id=f"bad-{i}", event_type="view"))
+    return msgs
+
+
+def _ts(fields):
+    from datetime import datetime
+
+    return datetime.fromisoformat(fields["event_ts"])
+
+
+def _brute_force(client, cfg) -> dict:
+    """Per partition, in stream order: verdicts, counts per (pair, kind, bucket end), last impression per pair."""
+    from freqcap.domain.stream.partitions import stream_name
+
+    out = {"applied": 0, "duplicates": 0, "late": 0, "dead": {}, "pairs": {}, "last_imp": {}}
+    for p in range(cfg.partitions):
+        seen, watermark = set(), None
+        stream = stream_name(cfg.stream_key, p, cfg.partitions)
+        for entry_id, raw in client.xrange(stream):
+            f = {k.decode(): v.decode() for k, v in raw.items()}
+            source = (stream, entry_id.decode())  # ids are per stream: two partitions can hold the same id
+            if f["event_type"] not in KIND:
+                out["dead"][source] = "bad_event_type"
+                continue
+            ts_us = round(_ts(f).timestamp() * 1_000_000)
+            if f["event_id"] in seen:
+                out["duplicates"] += 1
+            elif watermark is not None and ts_us < watermark - LATENESS_S * 1_000_000:
+                out["late"] += 1
+                out["dead"][source] = "late"
+            else:
+                seen.add(f["event_id"])
+                watermark = ts_us if watermark is None else max(watermark, ts_us)
+                out["applied"] += 1
+                end = -(-ts_us // 60_000_000) * 60
+                for level in ("advertiser", "campaign", "ad"):
+                    pair = (level, f["user_id"], f[f"{level}_id"])
+                    counts = out["pairs"].setdefault(pair, {})
+                    key = (KIND[f["event_type"]], end)
+                    counts[key] = counts.get(key, 0) + 1
+                    if f["event_type"] == "impression":
+                        out["last_imp"][pair] = max(out["last_imp"].get(pair, 0), ts_us)
+    return out
+
+
+def _spawn(
+    settings, store, name: str, crash: tuple[str, int] | None = None, seconds: float = 120, until_caught_up=True
+) -> int:
+    """A worker in a forked process; with `crash=(stage, n)` it SIGKILLs itself at the n-th time it passes `stage`;
+    without `until_caught_up` it runs until killed (or `seconds`)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        passed = {"n": 0}
+
+        def hook(stage: str) -> None:
+            if crash and stage == crash[0]:
+                passed["n"] += 1
+                if passed["n"] == crash[1]:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        with redis_worker(settings, store, consumer=name, crash_hook=hook) as worker:
+            worker.run(until_caught_up=until_caught_up, max_seconds=seconds)
+        os._exit(0)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+
+
+def _wait(pid: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"worker {pid} did not finish within {timeout} s")
+
+
+def _killed_by_itself(pid: int) -> None:
+    status = _wait(pid)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"worker ended with status {status}"
+
+
+def _kill_after(client, cfg, pid: int, applied_at_least: int) -> int:
+    """SIGKILL the worker once the partitions' `applied` counter reaches a threshold; the count at the kill."""
+    deadline = time.monotonic() + 120
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        assert not done, f"worker exited ({status}) before the kill"
+        applied = int(read_combined(client, cfg).get("applied", 0))
+        if applied >= applied_at_least:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return applied
+        assert time.monotonic() < deadline, "worker made no progress"
+        time.sleep(0.002)
+
+
+def _check(client, settings, store) -> None:
+    """Everything against brute force: state-independent counters, dead letters, nothing pending, Feast rows."""
+    from freqcap.domain.stream.partitions import dead_letter_name, stream_name
+
+    cfg = settings.stream
+    want = _brute_force(client, cfg)
+    assert want["late"] > 20 and want["duplicates"] > 100 and len(want["dead"]) > want["late"], "weak fixture"
+    status = read_combined(client, cfg)
+    assert status["applied"] == want["applied"]
+    assert status["duplicates"] == want["duplicates"]
+    assert status["late"] == want["late"]
+    assert status["dead_letters"] == len(want["dead"])
+    dead = []
+    for p in range(cfg.partitions):
+        assert client.xpending(stream_name(cfg.stream_key, p, cfg.partitions), cfg.group)["pending"] == 0
+        for _, f in client.xrange(dead_letter_name(cfg.dead_letter_key, p, cfg.partitions)):
+            dead.append(((f[b"_source_stream"].decode(), f[b"_source_id"].decode()), f[b"_reason"].decode()))
+    assert len(dead) == len(set(dead)), "a message was dead-lettered twice"
+    assert dict(dead) == want["dead"]
+    # What serving reads: every pair's stream row through Feast's own reader.
+    by_level: dict[str, list] = {}
+    for pair in want["pairs"]:
+        by_level.setdefault(pair[0], []).append(pair)
+    checked = 0
+    for level, pairs in by_level.items():
+        out = store.get_online_features(
+            features=[f"user_{level}_stream:{c}_{x}" for c in ("imp", "clk", "conv") for x in ("buckets", "counts")]
+            + [f"user_{level}_stream:last_imp_ts"],
+            entity_rows=[{"user_id": u, f"{level}_id": e} for _, u, e in pairs],
+        ).to_dict()
+        for i, pair in enumerate(pairs):
+            got = {}
+            for kind, prefix in (("i", "imp"), ("c", "clk"), ("v", "conv")):
+                ends, counts = out[f"{prefix}_buckets"][i] or [], out[f"{prefix}_counts"][i] or []
+                got.update({(kind, e): n for e, n in zip(ends, counts, strict=True)})
+            assert got == want["pairs"][pair], pair
+            last = want["last_imp"].get(pair)
+            seen_last = out["last_imp_ts"][i]
+            assert (seen_last.timestamp() if seen_last else None) == (last // 1_000_000 if last else None), pair
+            checked += 1
+    assert checked > 300
+
+
+@pytest.fixture
+def world(tmp_path):
+    with RedisServer() as server:
+        client = redis.Redis(port=server.port)
+
+        def make(**stream: str):
+            settings, _ = stream_settings(tmp_path, server.address, **stream)
+            store = open_store(settings, tmp_path / "feast")
+            apply_definitions(store, settings, tmp_path / "feast")
+            return settings, store
+
+        yield client, make
+
+
+def test_kill_9_at_every_stage_then_same_name_and_replacement_during_backlog(world):
+    client, make = world
+    settings, store = make(batch_size="60", flush_events="120", commit_events="50", lease_ttl="1s")
+    cfg = settings.stream
+    try:
+        produce(client, cfg.stream_key, _messages(1, 3000), coverage_start=T1)
+        # Each window of a flush: a micro-batch is written as units of <= 50 messages, so the third commit lands
+        # between two units of one flush, before its push and acknowledgement.
+        for stage, n in (("commit", 3), ("dead_letters", 2), ("push", 4)):
+            _killed_by_itself(_spawn(settings, store, "w1", crash=(stage, n)))
+        applied = int(read_combined(client, cfg)["applied"])
+        at_kill = _kill_after(client, cfg, _spawn(settings, store, "w1"), applied + random.Random(7).randint(300, 600))
+        assert client.xpending(cfg.stream_key, cfg.group)["pending"] > 0, "the kill must leave entries pending"
+        # A replacement under a new name while a backlog remains: it waits out w1's lease, claims w1's pending
+        # entries before reading anything new, and is itself killed right after an atomic write.
+        _killed_by_itself(_spawn(settings, store, "w2", crash=("commit", 2)))
+        assert int(read_combined(client, cfg)["applied"]) < 3000 * 0.9, "the backlog must outlive the takeover"
+        status = _wait(_spawn(settings, store, "w3"))
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        print(f"applied at the random kill: {at_kill}")
+        _check(client, settings, store)
+    finally:
+        store.teardown()
+
+
+def test_partitions_move_between_workers_and_survive_kill_9(world):
+    client, make = world
+    settings, store = make(partitions="3", batch_size="50", flush_events="100", lease_ttl="1s", block_ms="20")
+    cfg = settings.stream
+    try:
+        msgs = _messages(2, 4000)
+        thirds = [msgs[: len(msgs) // 3], msgs[len(msgs) // 3 : 2 * len(msgs) // 3], msgs[2 * len(msgs) // 3 :]]
+        produce(client, cfg.stream_key, thirds[0], coverage_start=T1, partitions=3)
+        a = _spawn(settings, store, "wa", until_caught_up=False)
+        time.sleep(0.3)
+        b = _spawn(settings, store, "wb", until_caught_up=False)  # joins: the assignment moves partitions to it
+        owners: set = set()
+        deadline = time.monotonic() + 30
+        while len(owners) < 2:  # both own some partition before the kill
+            owners = {client.hget(f"{cfg.state_prefix}:{{p{p}}}:status", "owner") for p in range(3)} - {None}
+            assert time.monotonic() < deadline, "partitions did not spread over two workers"
+            time.sleep(0.01)
+        produce(client, cfg.stream_key, thirds[1], partitions=3)  # the rest comes while workers come and go
+        applied = int(read_combined(client, cfg).get("applied", 0))
+        _kill_after(client, cfg, a, applied + 300)  # wa dies holding leases and pending entries
+        c = _spawn(settings, store, "wc")  # another joins while wb takes over wa's partitions
+        produce(client, cfg.stream_key, thirds[2], partitions=3)
+        time.sleep(0.5)
+        os.kill(b, signal.SIGKILL)
+        os.waitpid(b, 0)
+        status = _wait(c)  # wc takes over what the assignment gives it (some of it wa's and wb's), drains it, exits
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        time.sleep(1.2)  # wb's membership expires: the last worker is assigned everything left
+        status = _wait(_spawn(settings, store, "wd"))
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        _check(client, settings, store)
+    finally:
+        store.teardown()
