@@ -54,3 +54,23 @@ def redis_connection_string() -> str:
     except Exception as exc:  # any connection problem means "no Redis here"
         _service_missing("Redis", str(exc))
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test run (start-up costs 7–20 s); fails under CI without Java or
+    pyspark. Builds that open their own session (`features.engine: spark`) reuse it instead of starting another."""
+    from freqcap.adapters.spark.session import SparkUnavailableError, spark_session
+    from freqcap.config import SparkConfig
+
+    # Two shuffle partitions: the test tables are tiny, and every partition is a task on two cores.
+    config = SparkConfig(master="local[2]", driver_memory="1g", shuffle_partitions=2)
+    try:
+        context = spark_session(config)
+        session = context.__enter__()
+    except SparkUnavailableError as exc:
+        _service_missing("Spark", str(exc))
+    try:
+        yield session
+    finally:
+        context.__exit__(None, None, None)
