@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 from freqcap.adapters.duckdb.features import build_features as build_features_duckdb
+from freqcap.adapters.spark.features import build_features_spark  # pyspark itself is imported only when used
+from freqcap.adapters.spark.session import spark_session
 from freqcap.config import FeaturesConfig
 from freqcap.domain.features import FeatureBuild
 
@@ -30,9 +32,6 @@ def feature_builder(config: FeaturesConfig) -> Iterator[FeatureBuilder]:
 
         yield duckdb_build
         return
-    from freqcap.adapters.spark.features import build_features_spark
-    from freqcap.adapters.spark.session import spark_session
-
     with spark_session(config.spark) as spark:
 
         def spark_build(events, as_of, out_dir, *, users=None, deduplicate=True) -> FeatureBuild:

@@ -45,6 +45,7 @@ import numpy as np
 from freqcap.adapters.events_files import parquet_glob
 from freqcap.adapters.feast.snapshots import list_snapshots
 from freqcap.adapters.feast.store import open_store
+from freqcap.adapters.spark.training_join import spark_join  # pyspark itself is imported only when used
 from freqcap.config import Settings, parse_duration
 from freqcap.domain.training.columns import (
     EXACT_COLUMNS,
@@ -458,8 +459,6 @@ def build_training_set(
         elif engine == "duckdb":
             asof_join(con, repo, refs, ttl, snapshot_ts=snapshot_ts)
         elif engine == "spark":
-            from freqcap.adapters.spark.training_join import spark_join
-
             spark_join(con, settings.features.spark, repo, refs, ttl, out_path.parent, snapshot_ts=snapshot_ts)
         else:
             raise ValueError(f"unknown engine {engine!r}")

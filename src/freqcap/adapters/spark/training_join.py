@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from freqcap.adapters.spark.files import read_parquet_tree, write_one_file
+from freqcap.adapters.spark.session import spark_session
 from freqcap.config import SparkConfig
 from freqcap.layout import offline_root
 
@@ -115,8 +116,6 @@ def spark_join(
     """DuckDB table `out` (event_id + one column per ref), as `duckdb.training_set.asof_join` makes it, computed
     on Spark: the impressions of DuckDB table `table` go to Spark as Parquet and the joined columns come back.
     Scratch files live in `work_dir` (beside the training set: they are as large as the impressions)."""
-    from freqcap.adapters.spark.session import spark_session
-
     scratch = Path(tempfile.mkdtemp(prefix=".spark-join-", dir=work_dir))
     try:
         probes, joined = scratch / "probes.parquet", scratch / "joined.parquet"
