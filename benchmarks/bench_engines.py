@@ -73,7 +73,7 @@ def one(engine: str, world: str, partitions: str) -> dict:
             "load": load,
         }
     from freqcap.adapters.spark.features import build_features_spark
-    from freqcap.adapters.spark.session import spark_session
+    from freqcap.adapters.spark.runtime import spark_session
 
     config = SparkConfig(**{**settings.features.spark.model_dump(), "shuffle_partitions": int(partitions)})
     t_start = time.perf_counter()
@@ -196,7 +196,7 @@ def main() -> None:
             ],
             rows,
         )
-        + f"\n\nSpark session start-up (JVM, not in the build time): median {med('spark', 'startup'):.1f} s. "
+        + f"\n\nSpark start-up (JVM and SparkSession, not in the build time): median {med('spark', 'startup'):.1f} s. "
         f"Spark's peak is the Python process's plus the driver JVM's (median JVM peak {med('spark', 'jvm_peak_mb'):.0f} MB; "
         f"`spark.driver.memory=2g`). CPU time is user + system of both processes.\n\n"
         f"Load average (1 min) before each run, in run order (DuckDB, Spark, ...): {', '.join(loads)}. The machine has "

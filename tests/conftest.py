@@ -60,7 +60,7 @@ def redis_connection_string() -> str:
 def spark():
     """One local Spark session for the whole test run (start-up costs 7–20 s); fails under CI without Java or
     pyspark. Builds that open their own session (`features.engine: spark`) reuse it instead of starting another."""
-    from freqcap.adapters.spark.session import SparkUnavailableError, spark_session
+    from freqcap.adapters.spark.runtime import SparkUnavailableError, spark_session
     from freqcap.config import SparkConfig
 
     # Two shuffle partitions: the test tables are tiny, and every partition is a task on two cores.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from freqcap.adapters.duckdb.features import build_features as build_features_duckdb
 from freqcap.adapters.spark.features import build_features_spark  # pyspark itself is imported only when used
-from freqcap.adapters.spark.session import spark_session
+from freqcap.adapters.spark.runtime import spark_session
 from freqcap.config import FeaturesConfig
 from freqcap.domain.features import FeatureBuild
 

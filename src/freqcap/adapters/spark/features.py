@@ -7,7 +7,7 @@ roll-ups of that table (an ad belongs to one campaign and one advertiser); the u
 integer microseconds, exactly as in DuckDB; the tests hold the two engines' tables equal.
 
 Spark-specific care: literals are written as DOUBLE (a bare `2.0` is a DECIMAL in Spark SQL), and timestamps go
-through `unix_micros` / `timestamp_micros` in a UTC session (`freqcap.adapters.spark.session`).
+through `unix_micros` / `timestamp_micros` in a UTC session (`freqcap.adapters.spark.runtime`).
 """
 
 from __future__ import annotations

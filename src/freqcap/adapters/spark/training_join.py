@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from freqcap.adapters.spark.files import read_parquet_tree, write_one_file
-from freqcap.adapters.spark.session import spark_session
+from freqcap.adapters.spark.runtime import spark_session
 from freqcap.config import SparkConfig
 from freqcap.layout import offline_root
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from freqcap.adapters.feature_engine import build_features
-from freqcap.adapters.spark.session import SparkUnavailableError, session_conf
+from freqcap.adapters.spark.runtime import SparkUnavailableError, session_conf
 from freqcap.config import SparkConfig, load_settings
 
 
