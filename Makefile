@@ -25,7 +25,7 @@ help:  ## list targets
 
 $(BIN)/.installed: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
-	$(UV) sync --frozen --extra dev --extra all --extra stack --python $(PYTHON)
+	$(UV) sync --frozen --extra dev --extra all --extra stack --extra spark --python $(PYTHON)
 	@touch $@
 
 setup: $(BIN)/.installed  ## create .venv with every pinned dependency (uv)
@@ -57,6 +57,7 @@ bench: setup  ## reproducible benchmarks; tables go to benchmarks/results/
 	$(BIN)/python benchmarks/bench_simulate.py
 	$(BIN)/python benchmarks/bench_validation.py
 	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_engines.py
 	$(BIN)/python benchmarks/bench_curves.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_online_read.py

@@ -67,3 +67,23 @@ def redis_cluster():
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test run (start-up costs 7–20 s); fails under CI without Java or
+    pyspark. Builds that open their own session (`features.engine: spark`) reuse it instead of starting another."""
+    from freqcap.adapters.spark.runtime import SparkUnavailableError, spark_session
+    from freqcap.config import SparkConfig
+
+    # Two shuffle partitions: the test tables are tiny, and every partition is a task on two cores.
+    config = SparkConfig(master="local[2]", driver_memory="1g", shuffle_partitions=2)
+    try:
+        context = spark_session(config)
+        session = context.__enter__()
+    except SparkUnavailableError as exc:
+        _service_missing("Spark", str(exc))
+    try:
+        yield session
+    finally:
+        context.__exit__(None, None, None)

@@ -67,6 +67,12 @@ def ads_path_for(events_dir: str | Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def feature_table_path(features_dir: str | Path, table: str) -> Path:
+    """The Parquet file of feature table `table` (`user`, `user_ad`, ...) in a features output directory (one file
+    per table, whichever engine wrote it)."""
+    return Path(features_dir) / f"{table}.parquet"
+
+
 @dataclass(frozen=True)
 class FeaturesRun:
     """The files of one features run (`<data_dir>/runs/<stamp>/`)."""

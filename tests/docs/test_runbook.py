@@ -27,6 +27,7 @@ MODES = [
     "a guardrail refusing a policy",
     "mlflow tracking server down",
     "postgresql down",
+    "spark feature build failing",
 ]
 
 

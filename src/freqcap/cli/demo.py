@@ -15,7 +15,6 @@ import pandas as pd
 
 from freqcap.adapters.airflow.local import airflow_environment, init_metadata_db, run_dag, task_states
 from freqcap.adapters.decision_log import DecisionLog, decision_log_from_settings, read_decision_log
-from freqcap.adapters.duckdb.features import table_path
 from freqcap.adapters.duckdb.truth_raw import raw_count_truth
 from freqcap.adapters.feast.online import read_user_features
 from freqcap.adapters.gx.events import REPORT_FILE
@@ -28,7 +27,7 @@ from freqcap.domain.features import USER_TABLE
 from freqcap.domain.simulate import true_cap
 from freqcap.domain.simulate.truth import cap_from_curve
 from freqcap.jobs.monitoring import run_monitoring
-from freqcap.layout import GUARDRAILS_REPORT, DataLayout, ads_path_for, parse_as_of
+from freqcap.layout import GUARDRAILS_REPORT, DataLayout, ads_path_for, feature_table_path, parse_as_of
 
 
 def _step(n: int, text: str) -> float:
@@ -100,7 +99,7 @@ def run_demo(
     materialized = json.loads(run.materialize_report.read_text())
     t = _step(3, "reading one user's features back from the online store through Feast")
 
-    user_table = table_path(run.features_dir, USER_TABLE)
+    user_table = feature_table_path(run.features_dir, USER_TABLE)
     (user_id,) = duckdb.sql(
         f"SELECT user_id FROM read_parquet('{user_table}') WHERE audience = 'high_intent' ORDER BY imp_7d DESC LIMIT 1"
     ).fetchall()[0]
@@ -219,7 +218,7 @@ def _serve_and_publish(settings, layout: DataLayout, as_of) -> int:
             print(f"      {check['name']:22s} {'ok' if check['passed'] else 'FAILED'}  {check['detail']}")
 
         features_dir = layout.features_run(as_of).features_dir
-        user_table, ad_table = table_path(features_dir, USER_TABLE), table_path(features_dir, "user_ad")
+        user_table, ad_table = feature_table_path(features_dir, USER_TABLE), feature_table_path(features_dir, "user_ad")
         heavy, light = duckdb.sql(f"""
             (SELECT user_id, audience, imp_7d FROM read_parquet('{user_table}') ORDER BY imp_7d DESC, user_id LIMIT 1)
             UNION ALL

@@ -54,7 +54,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_features_build(args: argparse.Namespace) -> int:
-    from freqcap.adapters.duckdb.features import build_features
+    from freqcap.adapters.feature_engine import build_features
 
     build = build_features(
         args.events,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from freqcap.config import FeaturesConfig, TierConfig
+from freqcap.config import FeaturesConfig, TierConfig, parse_duration
 
 # Event type -> column prefix.
 COUNT_PREFIXES: dict[str, str] = {"impression": "imp", "click": "clk", "conversion": "conv"}
@@ -46,6 +46,20 @@ def tier_tables(config: FeaturesConfig) -> tuple[TierTable, ...]:
     """The three tier tables in hierarchy order (advertiser, campaign, ad)."""
     order = {"advertiser": 0, "campaign": 1, "ad": 2}
     return tuple(tier_table(t) for t in sorted(config.tiers, key=lambda t: order[t.level]))
+
+
+def user_windows(config: FeaturesConfig) -> dict[str, int]:
+    """Seconds of the user table's windows: 24 h, 7 d and the signal lookback."""
+    return {
+        "24h": 86400,
+        "7d": 7 * 86400,
+        "lookback": int(parse_duration(config.signal_lookback).total_seconds()),
+    }
+
+
+def all_windows(config: FeaturesConfig) -> list[int]:
+    """Every window (seconds) any table needs, shortest first: the engines count each once per (user, ad)."""
+    return sorted({s for t in config.tiers for s in t.window_seconds.values()} | set(user_windows(config).values()))
 
 
 USER_FEATURE_COLUMNS: tuple[str, ...] = (

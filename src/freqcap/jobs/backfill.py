@@ -13,14 +13,15 @@ import logging
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from freqcap.adapters.duckdb.features import build_features
 from freqcap.adapters.feast.snapshots import list_snapshots, publish_snapshot
 from freqcap.adapters.feast.store import apply_definitions, open_store
+from freqcap.adapters.feature_engine import feature_builder
 from freqcap.config import Settings
 from freqcap.domain.features import USER_TABLE, tier_tables
 from freqcap.layout import DataLayout, offline_root
@@ -88,20 +89,24 @@ def publish_daily_snapshots(
     published: list[datetime] = []
     skipped: list[datetime] = []
     rows: dict[str, int] = dict.fromkeys(tables, 0)
+    todo: list[datetime] = []
+    for as_of in daily_times(start, end, every):
+        done = skip_existing and all(as_of in existing[name] for name in tables)
+        (skipped if done else todo).append(as_of)
     work = Path(tempfile.mkdtemp(prefix="freqcap-backfill-"))
     try:
-        for as_of in daily_times(start, end, every):
-            if skip_existing and all(as_of in existing[name] for name in tables):
-                skipped.append(as_of)
-                continue
-            out = work / as_of.strftime("%Y%m%dT%H%M%SZ")
-            build = build_features(events, as_of, out, settings.features, users=users, deduplicate=deduplicate)
-            publish_snapshot(build, root)
-            for name, n in build.rows.items():
-                rows[name] = rows.get(name, 0) + n
-            published.append(as_of)
-            shutil.rmtree(out, ignore_errors=True)
-            log.info("backfill: snapshot %s published (%s)", as_of.isoformat(), build.rows)
+        # One engine (on Spark: one session, started only when a day needs building) for the whole backfill.
+        with ExitStack() as stack:
+            build_features = stack.enter_context(feature_builder(settings.features)) if todo else None
+            for as_of in todo:
+                out = work / as_of.strftime("%Y%m%dT%H%M%SZ")
+                build = build_features(events, as_of, out, users=users, deduplicate=deduplicate)
+                publish_snapshot(build, root)
+                for name, n in build.rows.items():
+                    rows[name] = rows.get(name, 0) + n
+                published.append(as_of)
+                shutil.rmtree(out, ignore_errors=True)
+                log.info("backfill: snapshot %s published (%s)", as_of.isoformat(), build.rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     store = store or open_store(settings, repo)

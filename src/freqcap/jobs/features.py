@@ -13,10 +13,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from freqcap.adapters.duckdb.features import build_features
 from freqcap.adapters.feast.bulk import bulk_materialize
 from freqcap.adapters.feast.snapshots import list_snapshots, publish_snapshot
 from freqcap.adapters.feast.store import apply_definitions, materialize, open_store
+from freqcap.adapters.feature_engine import build_features
 from freqcap.adapters.gx import validate_events
 from freqcap.adapters.gx.features import (
     FeatureGateError,

@@ -95,6 +95,8 @@ def build_training_set_job(
         start=_parse_ts(start),
         end=_parse_ts(end),
         users=users,
+        # Feast's get_historical_features on one machine; the same point-in-time join on Spark at scale.
+        engine="spark" if settings.features.engine == "spark" else "feast",
     )
     return result.to_dict()
 

@@ -16,9 +16,17 @@ from pathlib import Path
 import duckdb
 
 from freqcap.adapters.events_files import parquet_glob
-from freqcap.config import FeaturesConfig, parse_duration
-from freqcap.domain.features import COUNT_PREFIXES, USER_TABLE, FeatureBuild, TierTable, tier_tables
-from freqcap.layout import users_path_for
+from freqcap.config import FeaturesConfig
+from freqcap.domain.features import (
+    COUNT_PREFIXES,
+    USER_TABLE,
+    FeatureBuild,
+    TierTable,
+    all_windows,
+    tier_tables,
+    user_windows,
+)
+from freqcap.layout import feature_table_path, users_path_for
 
 log = logging.getLogger(__name__)
 _US = 1_000_000
@@ -31,7 +39,7 @@ def _sql_str(text: str) -> str:
 def _fine_grain_sql(source: str, config: FeaturesConfig, as_of_us: int) -> str:
     """(user, ad) aggregates covering every tier's windows and half-lives."""
     tiers = tier_tables(config)
-    windows = _all_windows(config)
+    windows = all_windows(config)
     longest = max(windows)
     aggs: list[str] = []
     for event_type, prefix in COUNT_PREFIXES.items():
@@ -88,22 +96,9 @@ def _tier_sql(table: TierTable, config: FeaturesConfig, fine: str) -> str:
     """
 
 
-def _user_windows(config: FeaturesConfig) -> dict[str, int]:
-    """Seconds of the user-level windows (24 h, 7 d and the signal lookback)."""
-    return {
-        "24h": 86400,
-        "7d": 7 * 86400,
-        "lookback": int(parse_duration(config.signal_lookback).total_seconds()),
-    }
-
-
-def _all_windows(config: FeaturesConfig) -> list[int]:
-    return sorted({s for t in config.tiers for s in t.window_seconds.values()} | set(_user_windows(config).values()))
-
-
 def _user_sql(fine: str, config: FeaturesConfig, users_path: Path | None) -> str:
     """User-level features rolled up from the (user, ad) table: activity counts and the signal tier."""
-    w = _user_windows(config)
+    w = user_windows(config)
     base = f"""
         SELECT user_id, sum(imp_{w["24h"]}s)::BIGINT AS imp_24h, sum(imp_{w["7d"]}s)::BIGINT AS imp_7d,
                sum(clk_{w["lookback"]}s)::BIGINT AS clk_28d, sum(conv_{w["lookback"]}s)::BIGINT AS conv_28d,
@@ -122,11 +117,6 @@ def _user_sql(fine: str, config: FeaturesConfig, users_path: Path | None) -> str
         FROM ({base}) b {join}
         WHERE b.active > 0
     """
-
-
-def table_path(out_dir: str | Path, table: str) -> Path:
-    """Where `build_features` writes table `table` (`user`, `user_ad`, ...) in its output directory."""
-    return Path(out_dir) / f"{table}.parquet"
 
 
 def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int:
@@ -169,21 +159,21 @@ def build_features(
         dedup = f"(SELECT DISTINCT ON (event_id) * FROM {raw} ORDER BY event_id, event_ts)"
         source = dedup if deduplicate else raw
         con.execute(f"CREATE OR REPLACE TEMP TABLE fine AS {_fine_grain_sql(source, config, as_of_us)}")
-        longest = _all_windows(config)[-1]
+        longest = all_windows(config)[-1]
         in_window = " + ".join(f"{p}_{longest}s" for p in COUNT_PREFIXES.values())
         events_scanned = con.sql(f"SELECT coalesce(sum({in_window}), 0) FROM fine").fetchall()[0][0]
         ts_literal = f"make_timestamptz({as_of_us})"
         paths: dict[str, Path] = {}
         rows: dict[str, int] = {}
         for table in tier_tables(config):
-            path = table_path(out, table.name)
+            path = feature_table_path(out, table.name)
             query = f"SELECT *, {ts_literal} AS event_timestamp FROM ({_tier_sql(table, config, 'fine')})"
             rows[table.name] = _copy(con, query, path)
             paths[table.name] = path
             log.info("tier %s: %d pairs -> %s", table.name, rows[table.name], path)
         users_path = users_path_for(events, users) if Path(events).is_dir() else (Path(users) if users else None)
         user_query = f"SELECT *, {ts_literal} AS event_timestamp FROM ({_user_sql('fine', config, users_path)})"
-        user_path = table_path(out, USER_TABLE)
+        user_path = feature_table_path(out, USER_TABLE)
         rows[USER_TABLE] = _copy(con, user_query, user_path)
         paths[USER_TABLE] = user_path
         con.execute("DROP TABLE fine")

@@ -25,7 +25,8 @@ How a build goes (`build_training_set`):
    user view, as of the snapshot).
 
 The same join can run as one DuckDB ASOF JOIN directly over the snapshot files (`engine="duckdb"`): it is the
-benchmark's baseline and the tests' independent audit (it can also return each view's snapshot time).
+benchmark's baseline and the tests' independent audit (it can also return each view's snapshot time). On Spark
+(`engine="spark"`, chosen by `features.engine: spark`) the join runs in `freqcap.adapters.spark.training_join`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import numpy as np
 from freqcap.adapters.events_files import parquet_glob
 from freqcap.adapters.feast.snapshots import list_snapshots
 from freqcap.adapters.feast.store import open_store
+from freqcap.adapters.spark.training_join import spark_join  # pyspark itself is imported only when used
 from freqcap.config import Settings, parse_duration
 from freqcap.domain.training.columns import (
     EXACT_COLUMNS,
@@ -396,7 +398,7 @@ def build_training_set(
     users: str | Path | None = None,
     repo_dir: Path | None = None,
     store: Any = None,
-    engine: Literal["feast", "duckdb"] = "feast",
+    engine: Literal["feast", "duckdb", "spark"] = "feast",
     deduplicate: bool | None = None,
     snapshot_ts: bool = False,
 ) -> TrainingSet:
@@ -404,7 +406,8 @@ def build_training_set(
 
     `engine="feast"` joins features with Feast's `get_historical_features` (the production path);
     `engine="duckdb"` with ASOF JOINs over the same snapshot files (baseline and audit; `snapshot_ts=True`
-    adds each view's joined snapshot time as `<view>__snapshot_ts`).
+    adds each view's joined snapshot time as `<view>__snapshot_ts`); `engine="spark"` the same join on Spark
+    (`features.spark`), for snapshots too large for one machine.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -447,7 +450,7 @@ def build_training_set(
         t = time.perf_counter()
         if engine == "feast":
             if snapshot_ts:
-                raise ValueError("snapshot_ts is only available with engine='duckdb'")
+                raise ValueError("snapshot_ts is only available with engine='duckdb' or 'spark'")
             if store is None:
                 store = open_store(settings, repo)
                 timings["open_store"] = time.perf_counter() - t
@@ -455,6 +458,8 @@ def build_training_set(
             feast_join(con, store, refs, chunk_rows=config.data.feast_chunk_rows)
         elif engine == "duckdb":
             asof_join(con, repo, refs, ttl, snapshot_ts=snapshot_ts)
+        elif engine == "spark":
+            spark_join(con, settings.features.spark, repo, refs, ttl, out_path.parent, snapshot_ts=snapshot_ts)
         else:
             raise ValueError(f"unknown engine {engine!r}")
         timings["feature_join"] = time.perf_counter() - t
