@@ -357,7 +357,7 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
         f"Command: `{command}`\n\n"
         f"{drains[0]['events']:,} simulator events (20 k users x 14 d world), private "
         f"redis-server 7.0 on a free port, load avg before {load_before[0]:.1f}/{load_before[1]:.1f}, after "
-        f"{load[0]:.1f}/{load[1]:.1f} (2 cores shared with other sessions). CPU µs per event: the worker "
+        f"{load[0]:.1f}/{load[1]:.1f} (2 cores; other processes may share them). CPU µs per event: the worker "
         "process(es) and redis-server from /proc CPU times over the measured window.\n\n"
         + table(["path", "events/s", "vs floor", "worker CPU µs/event", "Redis CPU µs/event"], rows)
         + "\n\n"
