@@ -178,7 +178,7 @@ def main() -> None:
         world = build_world(redis.address, args.users, args.days, args.seed)
         env = {**settings_env(redis.address), "FREQCAP__SERVING__POLICY_STORE": "none"}
         # No shedding on a loop this benchmark keeps busy on purpose (every request is timed back to back).
-        env["FREQCAP__SERVING__SHED_LAG_MS"] = "1000000"
+        env["FREQCAP__SERVING__ADMISSION_MS"] = "1000000"
         settings = load_settings(environ=env)
         policy = WORK / "serving_cpu" / "policy.json"
         policy.parent.mkdir(parents=True, exist_ok=True)
