@@ -249,8 +249,9 @@ def _at_once(url: str, payload: dict) -> list[str | None]:
 def test_requests_read_together_are_shed_once_they_waited_beyond_the_admission_budget(tmp_path):
     """Admission counts from a request's arrival (stamped by serving's HTTP protocol), not from its handler's start:
     24 requests of 500 candidates sent at once are read off their sockets together, then wait for the event loop
-    one behind the other (each costs the loop ~1-3 ms of engine and JSON work). Those still waiting after 5 ms are
-    answered `overload` at once, and counted; with a 1 s budget none is shed."""
+    one behind the other (each costs the loop ~1-3 ms of engine and JSON work). Those still waiting after 5 ms (at
+    least the second half of the line) are answered `overload` at once, and counted; with a 1 s budget none is
+    shed. (Without the arrival stamp none was shed on a quiet box: the test fails.)"""
     from tests.integration.test_serving import ADS, FakeReader, candidates, load_settings
 
     big = {**body(), "candidates": candidates(ADS * 42)[:500]}
@@ -271,6 +272,8 @@ def test_requests_read_together_are_shed_once_they_waited_beyond_the_admission_b
             assert set(reasons) <= {None, "overload"}, reasons
             assert _fail_opens(client).get("overload", 0) - before == shed
             if expect_shed:
-                assert 0 < shed < CLIENTS, reasons  # the first ones in line are decided, the late ones shed
+                # Each request costs the loop >= 1 ms: the second half of the line waited beyond 5 ms whatever else
+                # the box does (on a busy box the first ones may be shed too: the loop itself runs late).
+                assert shed >= CLIENTS // 2, reasons
             else:
                 assert shed == 0, reasons
