@@ -45,6 +45,8 @@ def test_airflow_ui_shows_the_four_dags_with_docs_and_successful_runs(stack_up, 
     page.locator("input[name=username]").fill("admin")
     page.locator("input[name=password]").fill(stack_up.admin_password)
     page.get_by_role("button", name=re.compile("sign in", re.I)).click()
+    # The sign-in redirects: navigating before it lands aborts one of the two (net::ERR_ABORTED, seen in CI).
+    expect(page).not_to_have_url(re.compile("login", re.I))
     page.goto(f"{stack_up.airflow_url}/dags")
     expect(page.get_by_text(re.compile(r"\b4 Dags\b", re.I))).to_be_visible()
     for dag_id in DAGS:
