@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 # The advertiser -> campaign -> ad hierarchy, broadest first (the event contract's LEVELS; a test keeps them equal).
 Level = Literal["advertiser", "campaign", "ad"]
@@ -463,6 +463,23 @@ class MonitoringConfig(_Frozen):
         return parse_duration(getattr(self, name)).total_seconds()
 
 
+class PrivacyConfig(_Frozen):
+    """Pseudonymous user ids (freqcap.domain.privacy): the HMAC keys used at the ingestion edge.
+
+    Keys are secrets: set them from the environment (`FREQCAP__PRIVACY__KEYS__K1=<at least 32 characters>`), never
+    in a committed file. With no key configured, a random one is generated once into `key_file` (mode 0600) so the
+    embedded defaults work; production sets its own. Rotation: add a key, make it `active_key`, keep the retired one
+    until the longest retention horizon has passed (docs: privacy page).
+    """
+
+    # Off only for tests of the raw pipeline; the ingestion edge pseudonymizes whenever this is on.
+    enabled: bool = True
+    active_key: str = "k1"
+    keys: dict[str, SecretStr] = Field(default_factory=dict)
+    # None: <data_dir>/secrets/pseudonym_keys.yaml (generated when no key is configured).
+    key_file: str | None = None
+
+
 class StackConfig(_Frozen):
     """Where each component of the production-like stack (`freqcap stack up`, `make up`) lives on one machine.
 
@@ -509,6 +526,7 @@ class Settings(_Frozen):
     stream: StreamConfig = StreamConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     stack: StackConfig = StackConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -260,6 +260,12 @@ class DataLayout:
         """The Evidently workspace (`make ui` serves it)."""
         return self.workspace_override or self.monitoring_dir / "workspace"
 
+    # -- secrets and privacy ---------------------------------------------------------------------------------
+    @property
+    def pseudonym_key_file(self) -> Path:
+        """The generated pseudonymization key (mode 0600) used when no key is configured."""
+        return self.root / "secrets" / "pseudonym_keys.yaml"
+
     # -- streaming and data docs -----------------------------------------------------------------------------
     @property
     def stream_dead_letters(self) -> Path:
