@@ -21,6 +21,9 @@ log) owns the files inside it. No I/O happens here.
       monitoring/                    incidents, alarm history, on-call page, workspace/, runs/<stamp>/
       stream/                        the replay transport's dead letters
       gx/                            the Great Expectations Data Docs site
+      secrets/                       the generated pseudonymization key
+      privacy/forget_audit.jsonl     one record per `freqcap forget` request (no raw id)
+      privacy/forget_requests/       the freqcap_forget DAG's drop folder (done/ and failed/ beside the pending files)
 
 `<stamp>` is the as-of time in UTC as `YYYYMMDDTHHMMSSZ` (`stamp`); `parse_as_of` is the one reader of as-of
 times given as text (DAG params, CLI options, XCom values).
@@ -265,6 +268,46 @@ class DataLayout:
     def pseudonym_key_file(self) -> Path:
         """The generated pseudonymization key (mode 0600) used when no key is configured."""
         return self.root / "secrets" / "pseudonym_keys.yaml"
+
+    @property
+    def privacy_dir(self) -> Path:
+        return self.root / "privacy"
+
+    @property
+    def forget_audit(self) -> Path:
+        """One JSON line per forget request: time, request id, hashed subjects, counts per store (no raw id)."""
+        return self.privacy_dir / "forget_audit.jsonl"
+
+    @property
+    def forget_requests(self) -> Path:
+        """The drop folder of deletion requests the `freqcap_forget` DAG picks up (`*.json`, `*.txt`)."""
+        return self.privacy_dir / "forget_requests"
+
+    def store_of(self, path: Path) -> str:
+        """Which store a file under the data directory belongs to, by where it lives (`other` when none)."""
+        try:
+            parts = Path(path).absolute().relative_to(self.root).parts
+        except ValueError:
+            return "outside_data_dir"
+        first = parts[0] if parts else ""
+        if first == "raw":
+            return "users" if parts[-1] == "users.parquet" else "raw_events"
+        if first == "runs" and len(parts) > 3 and parts[2] == "validation":
+            return "quarantine" if parts[-1].startswith("quarantine") else "clean_events"
+        if first == "runs":
+            return "feature_runs"
+        if first == "feast":
+            return "offline_snapshots" if len(parts) > 1 and parts[1] == "offline" else "feast_repo"
+        named = {
+            "training": "training_sets",
+            "monitoring": "monitoring",
+            "curves": "curves",
+            "mlflow": "mlflow",
+            "decision_log": "decision_log",
+            "stream": "stream_dead_letters",
+            "gx": "data_docs",
+        }
+        return named.get(first, "other")
 
     # -- streaming and data docs -----------------------------------------------------------------------------
     @property

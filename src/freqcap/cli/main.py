@@ -202,6 +202,27 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from freqcap.jobs.forget import forget_users, read_request_file
+
+    users, pseudonyms = list(args.user or []), list(args.pseudonym or [])
+    for name in args.from_file or []:
+        u, p = read_request_file(Path(name))
+        users += u
+        pseudonyms += p
+    record = forget_users(
+        users,
+        _settings(args),
+        pseudonyms=pseudonyms,
+        request_id=args.request_id,
+        extra_paths=args.path or [],
+        stream=args.stream,
+        verify=args.verify,
+    )
+    _print(record)
+    return 1 if record["residual"] else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from freqcap.cli.demo import run_demo
 
@@ -426,6 +447,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log an MLflow run (default: when tracking.tracking_uri is configured)")  # fmt: skip
     p.add_argument("--experiment", help="MLflow experiment (default freqcap-evaluation)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "forget", help="remove users from every store (events, snapshots, online store, stream...); audit record"
+    )
+    p.add_argument("--user", action="append", metavar="ID", help="a raw user id (repeat for several)")
+    p.add_argument("--pseudonym", action="append", metavar="P", help="a pseudonym u.<key>.<digest> (repeat)")
+    p.add_argument("--from-file", action="append", metavar="F",
+                   help="ids one per line, or JSON {\"users\": [...], \"pseudonyms\": [...]} (repeat)")  # fmt: skip
+    p.add_argument("--request-id", help="the deletion request's id, recorded in the audit (default: a new one)")
+    p.add_argument("--path", action="append", metavar="DIR",
+                   help="an events directory or table outside the data directory to clean too (repeat)")  # fmt: skip
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="visit the stream's Redis (default: when streaming is on or the online store is Redis)")  # fmt: skip
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="afterwards search every file of the data directory for the ids (default on)")  # fmt: skip
+    p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("monitor", help="one monitoring run: cap hits, fail-open, frequency, drift, alarms, page")
     p.add_argument("--as-of", help="end of the monitored window (ISO 8601; default: the current hour)")

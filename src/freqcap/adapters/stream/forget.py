@@ -1,0 +1,174 @@
+"""Removing one person from the streaming path: the event streams, dead letters, pair state and dedup marks.
+
+What the stream keeps about a user (key names in `freqcap.adapters.stream.state` and
+`freqcap.domain.stream.partitions`), and what forgetting does to each:
+
+* **Event streams** (`stream_key`, or `<stream_key>:{p<k>}` per partition) and **dead-letter streams**: entries
+  whose `user_id` field is one of the forms are read with `XRANGE`, acknowledged in every consumer group (so no
+  worker reads them again) and `XDEL`eted. Their `event_id`s are collected for the dedup marks.
+* **Pair state** `<state_prefix>:{p<k>}:s:<level>:<user>\\x1f<entity>`: found with `SCAN MATCH` on the user's part of
+  the name (the layout puts the user in the key, so no other data is needed), deleted.
+* **Unpushed list** `<state_prefix>:{p<k>}:unpushed` (state keys whose push did not finish): rewritten without the
+  user's keys inside a `WATCH` transaction (the worker `APPEND`s to it; a concurrent append retries the rewrite).
+* **Dedup marks** `<state_prefix>:{p<k>}:seen:<generation>` (hashes of applied `event_id`s): the user's event ids,
+  from the streams and from the event files (the job passes them), are `HDEL`eted from every generation.
+* The embedded replay's dead-letter file (JSON lines, `DataLayout.stream_dead_letters`): rewritten without the
+  user's records, atomically.
+
+Every partition is visited: which partition holds a user depends on the form of the id the producer used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from freqcap.adapters.stream.state import SEP, _pack_keys, _unpack_keys
+from freqcap.config import StreamConfig
+from freqcap.domain.stream.partitions import dead_letter_name, state_base, stream_name
+
+_RANGE_COUNT = 1000
+
+
+@dataclass
+class StreamForgetResult:
+    stream_entries: int = 0
+    dead_letters: int = 0
+    pair_states: int = 0
+    dedup_marks: int = 0
+    event_ids: set[str] = field(default_factory=set)  # of the removed entries (not reported: only counted)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _user_entries(client: Any, key: str, wanted: set[str]) -> tuple[list[bytes], set[str]]:
+    """Ids and event ids of the entries of stream `key` whose `user_id` is in `wanted`."""
+    ids: list[bytes] = []
+    events: set[str] = set()
+    start = "-"
+    while True:
+        batch = client.xrange(key, min=start, max="+", count=_RANGE_COUNT)
+        for entry_id, fields in batch:
+            decoded = {_text(k): _text(v) for k, v in fields.items()}
+            if decoded.get("user_id") in wanted:
+                ids.append(entry_id)
+                if decoded.get("event_id"):
+                    events.add(decoded["event_id"])
+        if len(batch) < _RANGE_COUNT:
+            return ids, events
+        start = "(" + _text(batch[-1][0])  # exclusive: after the last entry read
+
+
+def _delete_entries(client: Any, key: str, ids: list[bytes]) -> int:
+    if not ids:
+        return 0
+    try:
+        groups = [_text(g["name"]) for g in client.xinfo_groups(key)]
+    except redis.ResponseError:  # no such stream
+        groups = []
+    for group in groups:  # acknowledged first: a worker never gets a deleted entry back from its pending list
+        client.xack(key, group, *ids)
+    return int(client.xdel(key, *ids))
+
+
+def _pair_state_keys(client: Any, base: str, wanted: set[str]) -> list[bytes]:
+    keys: list[bytes] = []
+    for user in wanted:
+        pattern = f"{_glob_escape(base)}:s:*:{_glob_escape(user)}{SEP}*"
+        for key in client.scan_iter(match=pattern, count=_RANGE_COUNT):
+            # The pattern's `*` before the user could swallow part of a longer name: check the exact layout.
+            _, _, rest = _text(key)[len(base) + 3 :].partition(":")
+            if rest.partition(SEP)[0] == user:
+                keys.append(key)
+    return keys
+
+
+def _rewrite_unpushed(client: Any, key: str, removed: set[bytes]) -> None:
+    def rewrite(pipe: Any) -> None:
+        blob = pipe.get(key)
+        if not blob:
+            return
+        names = _unpack_keys(blob)
+        kept = [n for n in names if n not in removed]
+        if len(kept) == len(names):
+            return
+        pipe.multi()
+        if kept:
+            pipe.set(key, _pack_keys(kept))
+        else:
+            pipe.delete(key)
+
+    client.transaction(rewrite, key)
+
+
+def _seen_keys(client: Any, base: str) -> list[bytes]:
+    return list(client.scan_iter(match=f"{_glob_escape(base)}:seen:*", count=_RANGE_COUNT))
+
+
+def forget_stream(
+    client: Any, cfg: StreamConfig, forms: Collection[str], event_ids: Iterable[str] = ()
+) -> StreamForgetResult:
+    """Remove `forms` from the stream's Redis keys (every partition); `event_ids`: the user's events known from
+    elsewhere (the event files), whose dedup marks go too."""
+    wanted = set(forms)
+    result = StreamForgetResult()
+    for partition in range(cfg.partitions):
+        for name, is_dead in (
+            (stream_name(cfg.stream_key, partition, cfg.partitions), False),
+            (dead_letter_name(cfg.dead_letter_key, partition, cfg.partitions), True),
+        ):
+            ids, events = _user_entries(client, name, wanted)
+            n = _delete_entries(client, name, ids)
+            if is_dead:
+                result.dead_letters += n
+            else:
+                result.stream_entries += n
+            result.event_ids |= events
+    marks = sorted(result.event_ids | set(event_ids))
+    for partition in range(cfg.partitions):
+        base = state_base(cfg.state_prefix, partition)
+        states = _pair_state_keys(client, base, wanted)
+        if states:
+            result.pair_states += int(client.delete(*states))
+            _rewrite_unpushed(client, f"{base}:unpushed", set(states))
+        if marks:
+            for seen in _seen_keys(client, base):
+                for i in range(0, len(marks), _RANGE_COUNT):
+                    result.dedup_marks += int(client.hdel(seen, *marks[i : i + _RANGE_COUNT]))
+    return result
+
+
+def forget_dead_letter_file(path: Path, forms: Collection[str]) -> int:
+    """Rewrite the replay's dead-letter JSON lines without the records of `forms`; returns the records removed."""
+    if not path.exists():
+        return 0
+    wanted = set(forms)
+    kept: list[str] = []
+    removed = 0
+    for line in path.read_text().splitlines():
+        try:
+            fields = json.loads(line).get("fields") or {}
+        except (ValueError, AttributeError):
+            kept.append(line)
+            continue
+        if str(fields.get("user_id")) in wanted:
+            removed += 1
+        else:
+            kept.append(line)
+    if removed:
+        tmp = path.with_name(path.name + ".forget-tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    return removed
