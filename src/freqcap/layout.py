@@ -290,6 +290,8 @@ class DataLayout:
         except ValueError:
             return "outside_data_dir"
         first = parts[0] if parts else ""
+        if first == "raw" and len(parts) > 2 and parts[1] == "truth":
+            return "simulation_truth"
         if first == "raw":
             return "users" if parts[-1] == "users.parquet" else "raw_events"
         if first == "runs" and len(parts) > 3 and parts[2] == "validation":

@@ -9,7 +9,8 @@ pruned by retention while their Redis hash still lives out its TTL. A scan finds
 over the keyspace per *batch* of users (the DAG batches requests for that reason), however many users it holds.
 
 * SQLite: one `DELETE` per view table of the project, on the key's trailing bytes; every candidate is decoded with
-  Feast's own `deserialize_entity_key` before it is deleted (exact match, never a byte-suffix coincidence).
+  Feast's own `deserialize_entity_key` before it is deleted (exact match, never a byte-suffix coincidence); then
+  `VACUUM`, so no copy of the key survives in index pages, free pages or the write-ahead log.
 * Redis / Redis Cluster: `SCAN` of every master (`MATCH *<project>`: only this project's keys come back), each key
   decoded the same way, then `UNLINK`. One hash holds every view on one entity key (batch and stream views share
   it), so one key deleted removes the pair from both paths.
@@ -87,6 +88,9 @@ def forget_sqlite(db_path: Path, project: str, forms: Collection[str], version: 
     removed = scanned = 0
     con = sqlite3.connect(db_path, timeout=30)
     try:
+        # Without it SQLite leaves deleted rows' bytes in free pages (and the WAL) until they are reused: the id
+        # would still be in the file. With it, deleted content is overwritten with zeros.
+        con.execute("PRAGMA secure_delete = ON")
         with con:  # one transaction: all of the user's rows go, or none
             for table in _view_tables(con, project):
                 keys: set[bytes] = set()
@@ -101,6 +105,14 @@ def forget_sqlite(db_path: Path, project: str, forms: Collection[str], version: 
                     keys.update(bytes(r[0]) for r in rows if user_of_entity_key(r[0], version) in wanted)
                 for key in keys:
                     removed += con.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,)).rowcount
+        if removed:
+            # Deleting is not enough for the bytes to leave the file: an index b-tree keeps copies of keys as
+            # dividers in its interior pages, and those stay after the entry is deleted (measured: the id was
+            # still in online.db). VACUUM rebuilds the file from the live rows; the checkpoint first empties the
+            # write-ahead log, which may hold old pages too. Costs a rewrite of the file (the embedded store).
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            con.execute("VACUUM")
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         con.close()
     return OnlineForgetResult("sqlite", removed, scanned)
