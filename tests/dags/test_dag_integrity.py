@@ -67,3 +67,12 @@ def test_assets_chain_features_training_publish(dagbag):
     assert {t.task_id for t in publish.tasks} == set(order)
     for upstream, downstream in itertools.pairwise(order):
         assert publish.get_task(downstream).upstream_task_ids == {upstream}
+
+
+def test_forget_dag_shape(dagbag):
+    dag = dagbag.dags["freqcap_forget"]
+    assert {t.task_id for t in dag.tasks} == {"collect", "forget"}
+    assert dag.get_task("forget").upstream_task_ids == {"collect"}
+    assert set(dag.params.keys()) == {"users", "pseudonyms"}
+    assert dag.max_active_runs == 1
+    assert "privacy" in dag.tags

@@ -92,3 +92,24 @@ def test_the_config_hierarchy_is_the_event_contracts():
     from freqcap.domain.events import LEVELS
 
     assert tuple(get_args(Level)) == tuple(LEVELS)
+
+
+def test_store_of_names_the_store_of_each_file(tmp_path):
+    from freqcap.layout import DataLayout
+
+    layout = DataLayout(tmp_path.resolve())
+    r = layout.root
+    cases = {
+        r / "raw" / "events" / "date=2026-10-01" / "part-0.parquet": "raw_events",
+        r / "raw" / "users.parquet": "users",
+        r / "raw" / "truth" / "users.parquet": "simulation_truth",
+        layout.features_run("2026-10-01T00:00:00Z").validation_dir / "clean" / "events.parquet": "clean_events",
+        layout.features_run("2026-10-01T00:00:00Z").validation_dir / "quarantine.parquet": "quarantine",
+        layout.features_run("2026-10-01T00:00:00Z").features_dir / "user_ad.parquet": "feature_runs",
+        layout.offline_root / "user_ad" / "snapshot_20261001T000000Z.parquet": "offline_snapshots",
+        layout.training_dir("m", "2026-10-01T00:00:00Z") / "training_set.parquet": "training_sets",
+        r / "elsewhere" / "x.parquet": "other",
+        tmp_path.parent / "x.parquet": "outside_data_dir",
+    }
+    for path, store in cases.items():
+        assert layout.store_of(path) == store, path
