@@ -6,8 +6,8 @@ What the stream keeps about a user (key names in `freqcap.adapters.stream.state`
 * **Event streams** (`stream_key`, or `<stream_key>:{p<k>}` per partition) and **dead-letter streams**: entries
   whose `user_id` field is one of the forms are read with `XRANGE`, acknowledged in every consumer group (so no
   worker reads them again) and `XDEL`eted. Their `event_id`s are collected for the dedup marks.
-* **Pair state** `<state_prefix>:{p<k>}:s:<level>:<user>\\x1f<entity>`: found with `SCAN MATCH` on the user's part of
-  the name (the layout puts the user in the key, so no other data is needed), deleted.
+* **Pair state** `<state_prefix>:{p<k>}:s:<level>:<user>\\x1f<entity>`: the layout puts the user in the name, so one
+  `SCAN` of the partition's pairs finds every user of the batch (no other data needed); deleted.
 * **Unpushed list** `<state_prefix>:{p<k>}:unpushed` (state keys whose push did not finish): rewritten without the
   user's keys inside a `WATCH` transaction (the worker `APPEND`s to it; a concurrent append retries the rewrite).
 * **Dedup marks** `<state_prefix>:{p<k>}:seen:<generation>` (hashes of applied `event_id`s): the user's event ids,
@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from freqcap.adapters.stream.state import SEP, _pack_keys, _unpack_keys
+from freqcap.adapters.stream.state import _pack_keys, _unpack_keys, split_state_key
 from freqcap.config import StreamConfig
 from freqcap.domain.stream.partitions import dead_letter_name, state_base, stream_name
 
@@ -84,14 +84,13 @@ def _delete_entries(client: Any, key: str, ids: list[bytes]) -> int:
 
 
 def _pair_state_keys(client: Any, base: str, wanted: set[str]) -> list[bytes]:
+    """The partition's pair-state keys of users in `wanted`: one `SCAN` of the partition's pairs for the whole
+    batch (a pattern per user would cost a pass over the database per user), each name split by the layout."""
     keys: list[bytes] = []
-    for user in wanted:
-        pattern = f"{_glob_escape(base)}:s:*:{_glob_escape(user)}{SEP}*"
-        for key in client.scan_iter(match=pattern, count=_RANGE_COUNT):
-            # The pattern's `*` before the user could swallow part of a longer name: check the exact layout.
-            _, _, rest = _text(key)[len(base) + 3 :].partition(":")
-            if rest.partition(SEP)[0] == user:
-                keys.append(key)
+    for key in client.scan_iter(match=f"{_glob_escape(base)}:s:*", count=_RANGE_COUNT):
+        _, user, _ = split_state_key(_text(key), base)
+        if user in wanted:
+            keys.append(key)
     return keys
 
 
