@@ -148,3 +148,29 @@ def test_stream_entries_state_and_dedup_marks(tmp_path, redis_connection_string,
         assert (again.stream_entries, again.dead_letters, again.pair_states, again.dedup_marks) == (0, 0, 0, 0)
     finally:
         cleanup_redis(client, settings)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_stream_redis_is_an_error_only_when_streaming_is_on(tmp_path, redis_connection_string):
+    from freqcap.jobs.forget import forget_users
+
+    base = {
+        "FREQCAP__DATA_DIR": str(tmp_path / "data"),
+        "FREQCAP__FEAST__PROJECT": f"t{uuid.uuid4().hex[:10]}",
+        "FREQCAP__FEAST__ONLINE__KIND": "redis",
+        "FREQCAP__FEAST__ONLINE__REDIS_CONNECTION_STRING": redis_connection_string,
+        "FREQCAP__STREAM__REDIS_URL": f"127.0.0.1:{_closed_port()}",
+    }
+    record = forget_users(["u1"], load_settings(environ=base), verify=False)
+    assert record["stream_visited"] is False and "did not answer" in record["stream_note"]
+    with pytest.raises(redis.ConnectionError):
+        forget_users(["u1"], load_settings(environ={**base, "FREQCAP__STREAM__ENABLED": "true"}), verify=False)
+    with pytest.raises(redis.ConnectionError):
+        forget_users(["u1"], load_settings(environ=base), stream=True, verify=False)

@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", action="append", metavar="DIR",
                    help="an events directory or table outside the data directory to clean too (repeat)")  # fmt: skip
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
-                   help="visit the stream's Redis (default: when streaming is on or the online store is Redis)")  # fmt: skip
+                   help="visit the stream's Redis (default: required when streaming is on, tried when the online store is Redis)")  # fmt: skip
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="afterwards search every file of the data directory for the ids (default on)")  # fmt: skip
     p.set_defaults(func=cmd_forget)

@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from freqcap.adapters.audit_log import append_record
 from freqcap.adapters.feast.forget import forget_online
 from freqcap.adapters.parquet_rows import forget_in_tree
@@ -125,7 +127,8 @@ def forget_users(
     """Remove the users `raw_ids` (every form of each) and `pseudonyms` from every store; append the audit record.
 
     `extra_paths`: event directories or tables outside the data directory (`--events`, `--users` of a run).
-    `stream`: visit the stream's Redis (default: when streaming is enabled or the online store is Redis).
+    `stream`: visit the stream's Redis (True: required; False: never; None: required when streaming is enabled,
+    tried when the online store is Redis — unreachable then means no stream, noted in the record).
     `verify`: afterwards, search every file under the data directory for the forms (the `residual` list).
     Returns the audit record (counts, no ids)."""
     started = time.perf_counter()
@@ -145,15 +148,26 @@ def forget_users(
     online = forget_online(settings, layout.feast_repo, forms)
     counts[f"online_{online.store}"] += online.removed
 
-    if stream is None:
-        stream = settings.stream.enabled or settings.feast.online.is_redis
-    if stream:
+    # Visit the stream's Redis when asked, when streaming is on (then it must answer), or when the online store is
+    # Redis (the stream usually shares it; if nothing answers at `stream.redis_url` there is no stream to forget).
+    required = bool(stream) or (stream is None and settings.stream.enabled)
+    stream_note = None
+    if stream is not False and (required or settings.feast.online.is_redis):
         client = stream_client or redis_client(settings.stream.redis_url, socket_timeout=10.0)
-        streamed = forget_stream(client, settings.stream, forms, event_ids)
-        counts["stream_entries"] += streamed.stream_entries
-        counts["stream_dead_letters"] += streamed.dead_letters
-        counts["stream_pair_states"] += streamed.pair_states
-        counts["stream_dedup_marks"] += streamed.dedup_marks
+        try:
+            streamed = forget_stream(client, settings.stream, forms, event_ids)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if required:
+                raise
+            streamed = None
+            stream_note = f"stream.redis_url did not answer ({type(exc).__name__}): stream not visited"
+            log.warning("forget: %s", stream_note)
+        if streamed is not None:
+            counts["stream_entries"] += streamed.stream_entries
+            counts["stream_dead_letters"] += streamed.dead_letters
+            counts["stream_pair_states"] += streamed.pair_states
+            counts["stream_dedup_marks"] += streamed.dedup_marks
+            stream = True
     counts["stream_dead_letter_file"] += forget_dead_letter_file(layout.stream_dead_letters, forms)
 
     residual: list[str] = []
@@ -171,7 +185,8 @@ def forget_users(
         "removed_total": sum(counts.values()),
         "files_rewritten": files_rewritten,
         "online_store": online.store,
-        "stream_visited": bool(stream),
+        "stream_visited": stream is True,
+        "stream_note": stream_note,
         "residual": residual,
         "seconds": round(time.perf_counter() - started, 3),
     }
