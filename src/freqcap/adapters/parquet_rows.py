@@ -84,8 +84,11 @@ def drop_rows(path: Path, forms: Collection[str]) -> FileResult:
     source = pq.ParquetFile(path)
     removed = 0
     event_ids: set[str] = set()
-    for i in range(source.num_row_groups):  # a first pass that only counts: most files hold no such row
-        batch = source.read_row_group(i)
+    # A first pass that only counts, reading only the columns that match (most files hold no such row).
+    names = source.schema_arrow.names
+    needed = [c for c in (USER_COLUMN, RAW_COLUMN, "event_id") if c in names]
+    for i in range(source.num_row_groups):
+        batch = source.read_row_group(i, columns=needed)
         mask = _mask(batch, value_set)
         hits = pc.sum(mask.cast(pa.int64())).as_py() or 0
         if hits and "event_id" in batch.schema.names:
