@@ -71,6 +71,7 @@ bench: setup  ## reproducible benchmarks; tables go to benchmarks/results/
 	$(BIN)/python benchmarks/bench_stack.py
 	$(BIN)/python benchmarks/bench_stream.py
 	$(BIN)/python benchmarks/bench_evaluation.py --seeds 5 --workers 2
+	$(BIN)/python benchmarks/bench_forget.py
 
 mlflow-ui: setup  ## MLflow UI on 127.0.0.1:5000 over the demo's tracking DB
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/demo/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000

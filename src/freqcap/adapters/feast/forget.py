@@ -131,14 +131,30 @@ def _glob_escape(raw: bytes) -> bytes:
     return bytes(out)
 
 
+def _tails(forms: Collection[str]) -> dict[int, set[bytes]]:
+    """The key tails of `forms` (`user_value_suffix`), grouped by length: a key is a candidate when its tail of
+    one of these lengths is in the set — a couple of dict look-ups per key instead of a full decode."""
+    out: dict[int, set[bytes]] = {}
+    for form in forms:
+        tail = user_value_suffix(form)
+        out.setdefault(len(tail), set()).add(tail)
+    return out
+
+
 def _matching_keys(client: Any, project: bytes, wanted: set[str], version: int) -> tuple[list[bytes], int]:
     """Keys of one Redis server (a cluster master) whose entity key holds a user in `wanted`."""
     found: list[bytes] = []
     scanned = 0
     pattern = b"*" + _glob_escape(project)
+    tails = _tails(wanted)
+    cut = len(project)
     for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
         scanned += 1
-        if key.endswith(project) and user_of_entity_key(key[: -len(project)], version) in wanted:
+        if not key.endswith(project):
+            continue
+        body = key[:-cut]
+        # Candidates by their tail, then confirmed by Feast's own decoder (exact, never a byte coincidence).
+        if any(body[-n:] in group for n, group in tails.items()) and user_of_entity_key(body, version) in wanted:
             found.append(key)
     return found, scanned
 
