@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from freqcap.config import Settings, StreamConfig
 from freqcap.domain.stream.partitions import state_base
@@ -142,8 +143,6 @@ def stream_redis_client(cfg: StreamConfig, socket_timeout: float = 1.0):
     """A client of the stream's Redis (`stream.redis_url`): a `redis.Redis`, or on a Redis Cluster a
     `RedisCluster` (single-key commands and non-transactional pipelines route themselves by slot)."""
     if cfg.redis_kind == "redis_cluster":
-        from redis.cluster import ClusterNode, RedisCluster
-
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(cfg.redis_url)],
             socket_timeout=socket_timeout,
