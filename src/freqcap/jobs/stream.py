@@ -16,7 +16,7 @@ from freqcap.adapters.stream.ownership import LeaseOwnership, StaticOwnership
 from freqcap.adapters.stream.state import MemoryPartitionState, RedisPartitionState
 from freqcap.adapters.stream.status import read_combined, redis_client, status_from_hash, status_keys
 from freqcap.adapters.stream.transport import DirectoryReplayTransport, RedisStreamTransport, default_consumer_name
-from freqcap.config import Settings, parse_duration
+from freqcap.config import Settings
 from freqcap.domain.stream.partitions import dead_letter_name, stream_name
 from freqcap.jobs.stream_worker import StreamWorker
 from freqcap.layout import DataLayout
@@ -28,7 +28,7 @@ def _pusher(settings: Settings, store: Any):
     cfg = settings.stream
     online = settings.feast.online
     if cfg.push_mode in ("lua", "direct") and online.kind == "redis":
-        ttl = int(parse_duration(settings.feast.online_key_ttl).total_seconds())
+        ttl = int(settings.online_key_ttl.total_seconds())
         # A push of a large micro-batch is several MB in one write: a generous timeout on a busy box.
         return RedisDirectPusher(store, redis_client(online.redis_connection_string, socket_timeout=30), ttl)
     return FeastPusher(store)
