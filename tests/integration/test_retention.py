@@ -96,11 +96,9 @@ class World:
     def _raw_events(self) -> None:
         # (first, last) event time per file; a file goes when its newest event is before the cut-off.
         spans = [(100, 99), (95, 91), (95, 85), (90.1, 90.05), (89.9, 89.8), (3, 0.5)]
-        n = 0
-        for first, last in spans:
+        for n, (first, last) in enumerate(spans):
             times = [NOW - first * DAY, NOW - last * DAY]
             path = self.layout.events_dir / f"date={times[0].date()}" / f"part-{n}.parquet"
-            n += 1
             write_events(_events(times), path)
             self.mark(path, max(times) < CUT["raw_events"])
         self.expected["raw_events"] = sum(max(NOW - a * DAY, NOW - b * DAY) < CUT["raw_events"] for a, b in spans)
