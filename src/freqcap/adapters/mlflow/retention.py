@@ -48,12 +48,22 @@ def _all_pages(fetch: Any) -> list[Any]:
 
 def _protected_runs(client: Any, registered_models: Iterable[str]) -> tuple[set[str], list[Any]]:
     """The run ids behind aliased versions, and every version of the given registered models."""
+    from mlflow.exceptions import MlflowException
+
     protected: set[str] = set()
     versions: list[Any] = []
     for name in registered_models:
+        try:
+            aliases = client.get_registered_model(name).aliases  # {alias: version}
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue
+            raise
+        # search_model_versions leaves `aliases` empty on the SQL store: the model's alias map is the truth.
         found = client.search_model_versions(f"name = '{name}'")
         versions.extend(found)
-        protected.update(v.run_id for v in found if v.aliases)
+        aliased = {str(v) for v in aliases.values()}
+        protected.update(v.run_id for v in found if str(v.version) in aliased)
     return protected, versions
 
 
