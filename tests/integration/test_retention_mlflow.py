@@ -133,6 +133,8 @@ def test_old_runs_and_their_artifacts_go_the_champions_run_stays(tracked):
             assert model_dirs[mid].is_dir()
     v1, v2 = tracked["versions"]
     assert [v.version for v in client.search_model_versions(f"name = '{MODEL}'")] == [v1]
+    with pytest.raises(MlflowException):
+        client.get_model_version(MODEL, v2)  # the unaliased version of the deleted run went with it
     assert client.get_model_version_by_alias(MODEL, "champion").version == v1
     # Another experiment's run is not ours to prune, however old.
     assert client.get_run(tracked["foreign"].info.run_id).info.lifecycle_stage == "active"
