@@ -60,7 +60,11 @@ def test_airflow_db_clean_removes_old_dag_runs(airflow_db, tmp_path):
     # Airflow's rule, restated: runs started before the cut-off go, except each DAG's last scheduled run.
     cut = now - AIRFLOW_HORIZON
     last_scheduled = min((a for a, k in runs.values() if k == "scheduled"))
-    doomed = {r for r, (age, kind) in runs.items() if now - age * DAY < cut and not (kind == "scheduled" and age == last_scheduled)}
+    doomed = {
+        r
+        for r, (age, kind) in runs.items()
+        if now - age * DAY < cut and not (kind == "scheduled" and age == last_scheduled)
+    }
     assert doomed == {"scheduled__old1", "scheduled__old2", "manual__old"}
     settings = load_settings(environ={"FREQCAP__DATA_DIR": str(tmp_path / "data")})
 
@@ -84,9 +88,7 @@ def _xcoms(dag_run) -> dict[str, object]:
         return {r.task_id: XComModel.deserialize_value(r) for r in rows}
 
 
-def test_the_maintenance_dag_reports_counts_per_task_and_a_dry_run_keeps_everything(
-    airflow_db, tmp_path, monkeypatch
-):
+def test_the_maintenance_dag_reports_counts_per_task_and_a_dry_run_keeps_everything(airflow_db, tmp_path, monkeypatch):
     from freqcap.adapters.airflow.local import run_dag, task_states
     from freqcap.layout import DataLayout
 

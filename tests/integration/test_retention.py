@@ -197,7 +197,8 @@ def test_every_file_store_is_pruned_to_its_horizon_and_dry_run_removes_nothing(t
     assert remaining == [
         line
         for line in world.dead_letter_lines
-        if "dead_at" not in json.loads(line) or datetime.fromisoformat(json.loads(line)["dead_at"]) >= CUT["dead_letters"]
+        if "dead_at" not in json.loads(line)
+        or datetime.fromisoformat(json.loads(line)["dead_at"]) >= CUT["dead_letters"]
     ]
     # A features run with nothing left is gone as a directory; one still holding its quarantine stays.
     assert not world.layout.features_run(NOW - 40 * DAY).root.exists()

@@ -103,9 +103,7 @@ def test_old_runs_and_their_artifacts_go_the_champions_run_stays(tracked):
     artifact_dirs = {name: _local(r.info.artifact_uri) for name, r in runs.items()}
     assert all(d.is_dir() for d in artifact_dirs.values())
     models_before = _logged_models(client, tracked["exp"])
-    model_dirs = {
-        mid: _local(client.get_logged_model(mid).artifact_location) for mid in models_before
-    }
+    model_dirs = {mid: _local(client.get_logged_model(mid).artifact_location) for mid in models_before}
     assert all(d.is_dir() for d in model_dirs.values())
 
     dry = prune(settings, NOW, dry_run=True, groups=["training"])
