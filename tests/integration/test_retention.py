@@ -227,8 +227,12 @@ def test_training_needs_are_checked_against_the_model_config(tmp_path):
     from freqcap.jobs.retention import RetentionConfigError
 
     settings = _settings(tmp_path, FREQCAP__RETENTION__RAW_EVENTS="40d")
-    with pytest.raises(RetentionConfigError, match=r"retention\.raw_events"):
-        prune(settings, NOW, groups=["training"])
+    events = DataLayout.of(settings).events_dir / "part-0.parquet"
+    write_events(_events([NOW - 50 * DAY]), events)  # inside what training needs, outside the 40d asked for
+    for group in ("events", "training"):
+        with pytest.raises(RetentionConfigError, match=r"retention\.raw_events"):
+            prune(settings, NOW, groups=[group])
+    assert events.exists()
 
 
 def _snapshot(ts: datetime):

@@ -77,6 +77,7 @@ def prune_events(settings: Settings, now: datetime, dry_run: bool = False) -> di
     from freqcap.adapters.gx.event_retention import prune_validation_outputs
     from freqcap.adapters.stamped_dirs import stamped_dirs
 
+    check_model_needs(settings)  # before anything goes: raw events are the training set's input
     layout = DataLayout.of(settings)
     runs = [(as_of, layout.features_run(as_of).validation_dir) for as_of, _ in stamped_dirs(layout.runs_root)]
     return {
@@ -92,6 +93,7 @@ def prune_features(settings: Settings, now: datetime, dry_run: bool = False) -> 
     from freqcap.adapters.feast.snapshots import prune_snapshots
     from freqcap.adapters.stamped_dirs import prune_stamped_contents
 
+    check_model_needs(settings)  # point-in-time joins over the training window read the snapshots
     layout = DataLayout.of(settings)
     spare = {layout.features_run(now).validation_dir.name}
     return {
