@@ -28,7 +28,19 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from freqcap.adapters.airflow.cleanup import clean_metadata
+from freqcap.adapters.decision_log import prune_decision_log
+from freqcap.adapters.events_files import prune_event_files
+from freqcap.adapters.feast.snapshots import prune_snapshots
+from freqcap.adapters.gx.event_retention import prune_validation_outputs
+from freqcap.adapters.mlflow.champion import champion_training_set, tracking_available
+from freqcap.adapters.mlflow.retention import prune_runs
+from freqcap.adapters.stamped_dirs import prune_stamped_contents, prune_stamped_dirs, stamped_dirs
+from freqcap.adapters.stream.dead_letters import prune_dead_letter_file, prune_dead_letter_streams
+from freqcap.adapters.stream.status import redis_client
 from freqcap.config import Settings, parse_duration
+from freqcap.domain.stream.partitions import dead_letter_name
+from freqcap.domain.training.config import resolve_model_config
 from freqcap.errors import FreqcapError
 from freqcap.layout import DataLayout, parse_as_of
 
@@ -48,7 +60,6 @@ def check_model_needs(settings: Settings) -> None:
     """The horizons against the model config the training DAG uses (it is not part of `Settings`): training reads
     `data.window` of impressions with `data.exposure_lookback` of history before them and the attribution window
     after, and joins snapshots over `data.window`."""
-    from freqcap.domain.training.config import resolve_model_config
 
     model = resolve_model_config(settings.training.model_config_path)
     r = settings.retention
@@ -73,9 +84,6 @@ def check_model_needs(settings: Settings) -> None:
 
 def prune_events(settings: Settings, now: datetime, dry_run: bool = False) -> dict[str, int]:
     """Raw events, the validated clean copies and the quarantine; then what is left of old features runs."""
-    from freqcap.adapters.events_files import prune_event_files
-    from freqcap.adapters.gx.event_retention import prune_validation_outputs
-    from freqcap.adapters.stamped_dirs import stamped_dirs
 
     check_model_needs(settings)  # before anything goes: raw events are the training set's input
     layout = DataLayout.of(settings)
@@ -90,8 +98,6 @@ def prune_events(settings: Settings, now: datetime, dry_run: bool = False) -> di
 def prune_features(settings: Settings, now: datetime, dry_run: bool = False) -> dict[str, int]:
     """Features runs (their tables and gate reports; the validation outputs have horizons of their own) and the
     Feast offline snapshots (every table's newest kept)."""
-    from freqcap.adapters.feast.snapshots import prune_snapshots
-    from freqcap.adapters.stamped_dirs import prune_stamped_contents
 
     check_model_needs(settings)  # point-in-time joins over the training window read the snapshots
     layout = DataLayout.of(settings)
@@ -105,17 +111,13 @@ def prune_features(settings: Settings, now: datetime, dry_run: bool = False) -> 
 
 
 def _registered_model(settings: Settings) -> Any:
-    from freqcap.domain.training.config import resolve_model_config
 
     return resolve_model_config(settings.training.model_config_path)
 
 
 def prune_training(settings: Settings, now: datetime, dry_run: bool = False) -> dict[str, int]:
     """Training sets (the champion's kept), curves and MLflow runs (aliased versions' runs kept)."""
-    from freqcap.adapters.mlflow.champion import champion_training_set, tracking_available
     from freqcap.adapters.mlflow.evaluation import DEFAULT_EXPERIMENT
-    from freqcap.adapters.mlflow.retention import prune_runs
-    from freqcap.adapters.stamped_dirs import prune_stamped_dirs
 
     check_model_needs(settings)
     layout = DataLayout.of(settings)
@@ -149,9 +151,7 @@ def prune_training(settings: Settings, now: datetime, dry_run: bool = False) -> 
 
 def prune_monitoring(settings: Settings, now: datetime, dry_run: bool = False) -> dict[str, int]:
     """The decision log, the Evidently workspace's snapshots and the monitoring runs' working files."""
-    from freqcap.adapters.decision_log import prune_decision_log
     from freqcap.adapters.evidently import prune_workspace
-    from freqcap.adapters.stamped_dirs import prune_stamped_dirs
 
     layout = DataLayout.of(settings)
     return {
@@ -168,15 +168,11 @@ def prune_monitoring(settings: Settings, now: datetime, dry_run: bool = False) -
 def prune_stream(settings: Settings, now: datetime, dry_run: bool = False) -> dict[str, int]:
     """Dead letters: the replay transport's file and, where the stream runs on Redis (`stream.enabled`), every
     partition's dead-letter stream."""
-    from freqcap.adapters.stream.dead_letters import prune_dead_letter_file, prune_dead_letter_streams
-    from freqcap.domain.stream.partitions import dead_letter_name
 
     horizon = cutoff(settings, "dead_letters", now)
     removed = prune_dead_letter_file(DataLayout.of(settings).stream_dead_letters, horizon, dry_run)
     cfg = settings.stream
     if cfg.enabled:
-        from freqcap.adapters.stream.status import redis_client
-
         client = redis_client(cfg.redis_url, socket_timeout=30)
         try:
             keys = [dead_letter_name(cfg.dead_letter_key, p, cfg.partitions) for p in range(cfg.partitions)]
@@ -195,7 +191,6 @@ def airflow_configured(environ: dict[str, str] | None = None) -> bool:
 
 def prune_airflow(settings: Settings, now: datetime, dry_run: bool = False) -> dict[str, int]:
     """Airflow's metadata DB through `airflow db clean` (rows per table, summed as `airflow_metadata`)."""
-    from freqcap.adapters.airflow.cleanup import clean_metadata
 
     if not airflow_configured():
         log.info("retention airflow: no Airflow configured here (AIRFLOW_HOME / its DB connection unset); skipped")
