@@ -307,7 +307,11 @@ class StreamConfig(_Frozen):
 
     # Serving combines batch and stream features only when enabled (the stream views must be applied).
     enabled: bool = False
+    # The stream's Redis: `host:port` (or a redis:// URL) of one server; with `redis_kind: redis_cluster`, start-up
+    # nodes of a Redis Cluster (`h1:p1,h2:p2`). On a cluster each partition's keys share a hash tag, so a partition
+    # lives on one master and its flush stays one atomic script there.
     redis_url: str = "127.0.0.1:6379"
+    redis_kind: Literal["redis", "redis_cluster"] = "redis"
     stream_key: str = "freqcap:events"
     group: str = "freqcap-stream"
     dead_letter_key: str = "freqcap:events:dead"
@@ -375,6 +379,10 @@ class StreamConfig(_Frozen):
             raise ValueError("allowed_lateness must be shorter than retention")
         if parse_duration(self.dedup_ttl).total_seconds() < retention:
             raise ValueError("dedup_ttl must be at least retention (a redelivered event must still be recognised)")
+        if self.redis_kind == "redis_cluster" and self.partitions < 2:
+            # One partition's stream is the untagged `stream_key` (older producers write it): on a cluster its keys
+            # would fall into different slots, and a partition's flush must stay on one master.
+            raise ValueError("partitions must be at least 2 with redis_kind redis_cluster (keys then carry a hash tag)")
         return self
 
     def seconds(self, name: str) -> float:

@@ -273,12 +273,12 @@ def cmd_stream_run(args: argparse.Namespace) -> int:
 
 def cmd_stream_produce(args: argparse.Namespace) -> int:
     from freqcap.adapters.stream.produce import load_events, produce
-    from freqcap.adapters.stream.status import redis_client
+    from freqcap.adapters.stream.status import stream_redis_client
 
     cfg = _settings(args).stream
     since = parse_as_of(args.since) if args.since else None
     messages = load_events(Path(args.events), since=since)
-    client = redis_client(cfg.redis_url, socket_timeout=10)
+    client = stream_redis_client(cfg, socket_timeout=10)
     coverage = since
     if coverage is None and messages:  # the whole directory: nothing older exists in this world
         from freqcap.domain.stream.messages import parse_ts

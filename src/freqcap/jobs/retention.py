@@ -37,7 +37,7 @@ from freqcap.adapters.mlflow.champion import champion_training_set, tracking_ava
 from freqcap.adapters.mlflow.retention import prune_runs
 from freqcap.adapters.stamped_dirs import prune_stamped_contents, prune_stamped_dirs, stamped_dirs
 from freqcap.adapters.stream.dead_letters import prune_dead_letter_file, prune_dead_letter_streams
-from freqcap.adapters.stream.status import redis_client
+from freqcap.adapters.stream.status import stream_redis_client
 from freqcap.config import Settings, parse_duration
 from freqcap.domain.stream.partitions import dead_letter_name
 from freqcap.domain.training.config import resolve_model_config
@@ -173,7 +173,8 @@ def prune_stream(settings: Settings, now: datetime, dry_run: bool = False) -> di
     removed = prune_dead_letter_file(DataLayout.of(settings).stream_dead_letters, horizon, dry_run)
     cfg = settings.stream
     if cfg.enabled:
-        client = redis_client(cfg.redis_url, socket_timeout=30)
+        # A Redis Cluster client routes each partition's XTRIM to the master holding its hash tag.
+        client = stream_redis_client(cfg, socket_timeout=30)
         try:
             keys = [dead_letter_name(cfg.dead_letter_key, p, cfg.partitions) for p in range(cfg.partitions)]
             removed += prune_dead_letter_streams(client, keys, horizon, dry_run)

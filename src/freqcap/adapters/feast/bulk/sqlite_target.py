@@ -16,7 +16,7 @@ rebuild only won on a table in foreign physical order (1.3x at 90 % changed, 300
 order.
 
 SQLite has no TTL: after each run (at most once per `cleanup_every`) the entities whose last write is older than
-`as_of - settings.feast.online_key_ttl` and that are absent from the current snapshot are deleted (`cleanup`), so
+`as_of - settings.online_key_ttl` and that are absent from the current snapshot are deleted (`cleanup`), so
 the table tracks the same key set Redis would.
 """
 
