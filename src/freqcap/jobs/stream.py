@@ -24,7 +24,7 @@ from freqcap.adapters.stream.status import (
     stream_redis_client,
 )
 from freqcap.adapters.stream.transport import DirectoryReplayTransport, RedisStreamTransport, default_consumer_name
-from freqcap.config import Settings, StreamConfig, parse_duration
+from freqcap.config import Settings, StreamConfig
 from freqcap.domain.stream.partitions import dead_letter_name, stream_name, tag
 from freqcap.jobs.stream_worker import StreamWorker
 from freqcap.layout import DataLayout
@@ -36,7 +36,7 @@ def _pusher(settings: Settings, store: Any):
     cfg = settings.stream
     online = settings.feast.online
     if cfg.push_mode in ("lua", "direct") and online.kind in ("redis", "redis_cluster"):
-        ttl = int(parse_duration(settings.feast.online_key_ttl).total_seconds())
+        ttl = int(settings.online_key_ttl.total_seconds())
         # A push of a large micro-batch is several MB in one write: a generous timeout on a busy box.
         if online.kind == "redis_cluster":
             topology = cluster_topology_for(store.config.online_store, socket_timeout=30, socket_connect_timeout=5)

@@ -236,7 +236,7 @@ class RedisDirectPusher:
         return len(items)
 
 
-# A key's TTL (`feast.online_key_ttl`, days) is refreshed at most this often per process: it only has to outlive
+# A key's TTL (`Settings.online_key_ttl`, days) is refreshed at most this often per process: it only has to outlive
 # the pair's last write, and an EXPIRE costs Redis about as much as the HSET.
 _EXPIRE_REFRESH_S = 3600.0
 
