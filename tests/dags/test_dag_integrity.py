@@ -76,3 +76,22 @@ def test_forget_dag_shape(dagbag):
     assert set(dag.params.keys()) == {"users", "pseudonyms"}
     assert dag.max_active_runs == 1
     assert "privacy" in dag.tags
+
+
+def test_maintenance_dag_shape(dagbag):
+    """Daily retention: one independent task per store group, each calling `jobs.retention.prune_group`."""
+    from freqcap.jobs.retention import GROUPS
+
+    dag = dagbag.dags["freqcap_maintenance"]
+    assert {t.task_id for t in dag.tasks} == {
+        "prune_events",
+        "prune_features",
+        "prune_training",
+        "prune_monitoring",
+        "prune_stream",
+        "clean_airflow_metadata",
+    }
+    assert len(dag.tasks) == len(GROUPS)
+    assert all(not t.upstream_task_ids for t in dag.tasks)  # a failing group does not hold the others back
+    assert set(dag.params.keys()) == {"now", "dry_run"}
+    assert dag.timetable.expression == "0 0 * * *"  # @daily

@@ -92,9 +92,26 @@ def test_redis_cluster_online_store(tmp_path, redis_cluster):
 @pytest.mark.parametrize("partitions", [1, 3])
 def test_stream_entries_state_and_dedup_marks(tmp_path, redis_connection_string, partitions):
     settings, _ = stream_settings(tmp_path, redis_connection_string, partitions=str(partitions))
-    cfg = settings.stream
     host, port = redis_connection_string.split(":")
-    client = redis.Redis(host=host, port=int(port))
+    _check_stream(settings, redis.Redis(host=host, port=int(port)), partitions)
+
+
+@pytest.mark.redis_cluster
+def test_stream_on_a_redis_cluster(tmp_path, redis_cluster):
+    settings, _ = stream_settings(
+        tmp_path, redis_cluster.connection_string, "redis_cluster", partitions="3", redis_kind="redis_cluster"
+    )
+    from freqcap.adapters.stream.status import stream_redis_client
+
+    client = stream_redis_client(settings.stream, socket_timeout=10.0)  # what the forget job uses
+    try:
+        _check_stream(settings, client, 3)
+    finally:
+        client.close()
+
+
+def _check_stream(settings, client, partitions: int) -> None:
+    cfg = settings.stream
     t0 = datetime(2026, 10, 1, tzinfo=UTC)
     users = ["u1", "u10", "u.k1.AAAAAAAAAAAAAAAAAAAAAA", "u2", "xu1"]
     rows = [

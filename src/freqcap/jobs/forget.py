@@ -38,7 +38,7 @@ from freqcap.adapters.parquet_rows import forget_in_tree
 from freqcap.adapters.residual_scan import files_containing
 from freqcap.adapters.secrets import load_pseudonymizer
 from freqcap.adapters.stream.forget import forget_dead_letter_file, forget_stream
-from freqcap.adapters.stream.status import redis_client
+from freqcap.adapters.stream.status import stream_redis_client
 from freqcap.config import Settings
 from freqcap.domain.privacy import Pseudonymizer, is_pseudonym
 from freqcap.errors import FreqcapError
@@ -153,10 +153,10 @@ def forget_users(
     required = bool(stream) or (stream is None and settings.stream.enabled)
     stream_note = None
     if stream is not False and (required or settings.feast.online.is_redis):
-        client = stream_client or redis_client(settings.stream.redis_url, socket_timeout=10.0)
+        client = stream_client or stream_redis_client(settings.stream, socket_timeout=10.0)
         try:
             streamed = forget_stream(client, settings.stream, forms, event_ids)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.RedisClusterException) as exc:
             if required:
                 raise
             streamed = None

@@ -9,7 +9,7 @@ What the stream keeps about a user (key names in `freqcap.adapters.stream.state`
 * **Pair state** `<state_prefix>:{p<k>}:s:<level>:<user>\\x1f<entity>`: the layout puts the user in the name, so one
   `SCAN` of the partition's pairs finds every user of the batch (no other data needed); deleted.
 * **Unpushed list** `<state_prefix>:{p<k>}:unpushed` (state keys whose push did not finish): rewritten without the
-  user's keys inside a `WATCH` transaction (the worker `APPEND`s to it; a concurrent append retries the rewrite).
+  user's keys by one Lua script (atomic against the worker's own `APPEND`, on one server or a cluster).
 * **Dedup marks** `<state_prefix>:{p<k>}:seen:<generation>` (hashes of applied `event_id`s): the user's event ids,
   from the streams and from the event files (the job passes them), are `HDEL`eted from every generation.
 * The embedded replay's dead-letter file (JSON lines, `DataLayout.stream_dead_letters`): rewritten without the
@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from freqcap.adapters.stream.state import _pack_keys, _unpack_keys, split_state_key
+from freqcap.adapters.stream.state import split_state_key
 from freqcap.config import StreamConfig
 from freqcap.domain.stream.partitions import dead_letter_name, state_base, stream_name
 
@@ -94,22 +94,28 @@ def _pair_state_keys(client: Any, base: str, wanted: set[str]) -> list[bytes]:
     return keys
 
 
-def _rewrite_unpushed(client: Any, key: str, removed: set[bytes]) -> None:
-    def rewrite(pipe: Any) -> None:
-        blob = pipe.get(key)
-        if not blob:
-            return
-        names = _unpack_keys(blob)
-        kept = [n for n in names if n not in removed]
-        if len(kept) == len(names):
-            return
-        pipe.multi()
-        if kept:
-            pipe.set(key, _pack_keys(kept))
-        else:
-            pipe.delete(key)
+# The unpushed list rewritten without some names, atomically (the worker APPENDs to it inside its own script; a
+# script is one key on one node, so this works the same on a Redis Cluster). The list is `<I length><name>`...
+_REWRITE_UNPUSHED = """
+local blob = redis.call('GET', KEYS[1])
+if not blob then return 0 end
+local drop = {}
+for i = 1, #ARGV do drop[ARGV[i]] = true end
+local kept, pos, removed = {}, 1, 0
+while pos <= #blob do
+  local n = struct.unpack('<I4', blob, pos)
+  local name = string.sub(blob, pos + 4, pos + 3 + n)
+  if drop[name] then removed = removed + 1 else kept[#kept + 1] = string.sub(blob, pos, pos + 3 + n) end
+  pos = pos + 4 + n
+end
+if removed == 0 then return 0 end
+if #kept == 0 then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], table.concat(kept)) end
+return removed
+"""
 
-    client.transaction(rewrite, key)
+
+def _rewrite_unpushed(client: Any, key: str, removed: set[bytes]) -> None:
+    client.register_script(_REWRITE_UNPUSHED)(keys=[key], args=sorted(removed))
 
 
 def _seen_keys(client: Any, base: str) -> list[bytes]:
