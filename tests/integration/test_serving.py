@@ -27,7 +27,7 @@ from freqcap.domain.policy.engine import Candidate, EntityState, decide
 from tests.bruteforce import WINDOW_SECONDS, tier_features
 from tests.integration.test_feast_online import T1, _run_snapshot, _settings, random_events
 
-TOKEN = "s3cret"
+TOKEN = "s3cret-serving-admin-token-for-tests"
 ADS = [f"ad{i}" for i in range(12)]
 CAMP_OF = {a: f"c{int(a[2:]) // 3}" for a in ADS}
 ADV_OF = {c: f"v{int(c[1:]) // 2}" for c in set(CAMP_OF.values())}
