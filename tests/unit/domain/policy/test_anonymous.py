@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 
 from freqcap.domain.policy import parse_policy
 from freqcap.domain.policy.anonymous import anonymous_decisions, anonymous_verdict, expected_cap_penalty
-from freqcap.domain.policy.engine import Candidate, EntityState, decide
+from freqcap.domain.policy.engine import Candidate, Decision, EntityState, decide
 from freqcap.domain.policy.schema import policy_document
 from tests.unit.domain.policy.test_engine_compiled import TIERS, WINDOWS, policies
 
@@ -143,3 +143,5 @@ def test_no_caps_no_penalty_and_every_candidate_alike():
         (out[0].penalty, 2.0, out[0].binding, out[0].reason)
     }
     assert anonymous_verdict(policy) is anonymous_verdict(policy)  # computed once per policy
+    v = anonymous_verdict(policy)
+    assert out == [Decision(c.ad_id, True, v.penalty, 2.0, v.binding, v.reason) for c in cands]  # real Decisions
