@@ -18,7 +18,7 @@ export FEAST_USAGE := False
 export OMP_WAIT_POLICY := PASSIVE
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast lint lint-imports deps format bench mlflow-ui docs docs-serve data-docs ui chromium up status down image clean
+.PHONY: help setup demo test test-fast lint lint-imports deps format audit bench mlflow-ui docs docs-serve data-docs ui chromium up status down image clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -48,6 +48,13 @@ lint-imports: setup  ## the layer contracts (pyproject.toml [tool.importlinter])
 
 deps: setup  ## the package dependency graph from the code's imports: who imports whom, cycles, upward imports
 	$(BIN)/python scripts/package_graph.py
+
+# Every locked dependency (all extras, from uv.lock) checked by pip-audit against the PyPI advisory service (needs
+# pypi.org's JSON API; AUDIT_ARGS="-s osv" for OSV). --strict: a package that could not be checked fails the audit
+# rather than passing silently. Results and what was done about them: docs/operations/audit.md.
+audit: setup  ## dependency vulnerability audit of uv.lock (pip-audit); fails on a finding or on a package it could not check
+	$(UV) export --quiet --frozen --all-extras --format requirements-txt --no-emit-project --no-hashes -o $(VENV)/audit-requirements.txt
+	$(BIN)/pip-audit --strict --disable-pip --no-deps --progress-spinner off -r $(VENV)/audit-requirements.txt $(AUDIT_ARGS)
 
 format: setup  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 # The advertiser -> campaign -> ad hierarchy, broadest first (the event contract's LEVELS; a test keeps them equal).
 Level = Literal["advertiser", "campaign", "ad"]
@@ -268,6 +268,19 @@ class TrackingConfig(_Frozen):
     artifact_location: str | None = None
 
 
+# An admin token shorter than this is refused at start: a guessable token opens the policy admin endpoint.
+MIN_ADMIN_TOKEN_CHARS = 24
+
+
+def admin_token_problem(token: str) -> str | None:
+    """What is wrong with an admin token, in words that do not repeat it (None: fine; empty counts as unset)."""
+    if token and len(token) < MIN_ADMIN_TOKEN_CHARS:
+        return f"is too short: {len(token)} characters, at least {MIN_ADMIN_TOKEN_CHARS} are required"
+    if token != token.strip():
+        return "has leading or trailing whitespace"
+    return None
+
+
 class ServingConfig(_Frozen):
     """The decision API: bind address, lookup time budget and the admin token (from the environment only)."""
 
@@ -285,8 +298,13 @@ class ServingConfig(_Frozen):
     # `fast`: read Feast's online store directly (Redis / SQLite), same values as `feast` (get_online_features).
     reader: Literal["fast", "feast"] = "fast"
     policy_path: str | None = None
-    # Set from the environment (FREQCAP__SERVING__ADMIN_TOKEN), never in a committed file.
-    admin_token: str = ""
+    # Bearer token of the policy admin endpoint, a secret: set it from the environment
+    # (FREQCAP__SERVING__ADMIN_TOKEN), never in a committed file; at least MIN_ADMIN_TOKEN_CHARS characters.
+    # Empty: serving refuses to start unless --dev. `admin_token_next` is accepted as well, during a rotation
+    # (docs: operations/security.md): serving takes both, publishers move to the new one, then it becomes
+    # `admin_token` and `admin_token_next` is emptied.
+    admin_token: SecretStr = SecretStr("")
+    admin_token_next: SecretStr = SecretStr("")
     # Share of decision requests written to the decision log (0 turns it off); default directory data_dir/decision_log.
     decision_log_sample_rate: float = Field(0.1, ge=0.0, le=1.0)
     decision_log_dir: str | None = None
@@ -300,6 +318,19 @@ class ServingConfig(_Frozen):
     policy_redis_key: str = "freqcap:serving:policy"
     # Every replica checks the store this often (seconds): a push reaches all replicas within about this long.
     policy_refresh: float = Field(1.0, gt=0)
+
+    @field_validator("admin_token", "admin_token_next")
+    @classmethod
+    def _token_long_enough(cls, token: SecretStr, info: ValidationInfo) -> SecretStr:
+        # The message names the setting, never the value (Settings hides inputs in its errors).
+        if problem := admin_token_problem(token.get_secret_value()):
+            raise ValueError(f"serving.{info.field_name} {problem}")
+        return token
+
+    @property
+    def admin_tokens(self) -> tuple[str, ...]:
+        """The admin tokens serving accepts (none: the admin endpoint needs --dev)."""
+        return tuple(t.get_secret_value() for t in (self.admin_token, self.admin_token_next) if t.get_secret_value())
 
 
 class StreamConfig(_Frozen):
@@ -570,6 +601,9 @@ class StackConfig(_Frozen):
 
 class Settings(_Frozen):
     """Everything a freqcap job needs to know, validated once."""
+
+    # Errors name the setting but never echo its value: some settings are secrets (admin tokens, pseudonym keys).
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     data_dir: Path = Path("data")
     features: FeaturesConfig

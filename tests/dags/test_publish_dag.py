@@ -17,7 +17,7 @@ from freqcap.api.app import create_app
 from freqcap.config import load_settings
 from tests.servers import free_port, live_server
 
-TOKEN = "publish-secret"
+TOKEN = "publish-secret-admin-token-0123456789"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
@@ -153,7 +153,9 @@ def test_a_guardrail_violation_stops_publication(env):
 def test_a_policy_serving_rejects_fails_without_retry(env):
     tmp, live, monkeypatch = env
     name = f"m-{uuid.uuid4().hex[:6]}"
-    app = create_app(load_settings(), policy_path=live, reader=NoFeatures(), admin_token="another-token")
+    app = create_app(
+        load_settings(), policy_path=live, reader=NoFeatures(), admin_token="another-token-that-is-long-enough-0123"
+    )
     with live_server(app) as url:
         monkeypatch.setenv("FREQCAP__PUBLISH__SERVING_URL", url)
         make_champion(load_settings(), name, policy_doc("proposed-4", ad_cap=5), tmp)

@@ -239,7 +239,7 @@ def test_serving_only_install_serves_decisions_without_the_pipeline(wheel, tmp_p
 
     assert resp.status_code == 200, resp.text
     decision = resp.json()
-    assert set(decision) == {"policy_version", "degraded", "degraded_reason", "decisions"}
+    assert set(decision) == {"policy_version", "degraded", "degraded_reason", "anonymous", "decisions"}
     assert decision["policy_version"] == "wheel-serving"
     # No features were ever materialized: the lookup fails and the answer fails open (no penalty).
     assert decision["degraded"] is True and decision["degraded_reason"]

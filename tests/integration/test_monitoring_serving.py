@@ -36,7 +36,7 @@ from tests.integration.test_feast_online import _settings
 from tests.unit.domain.monitoring.helpers import simulate_world
 
 pytestmark = pytest.mark.slow
-TOKEN = "monitoring-test"
+TOKEN = "monitoring-test-admin-token-0123456789"
 USERS = 200
 
 

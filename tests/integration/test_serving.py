@@ -27,7 +27,7 @@ from freqcap.domain.policy.engine import Candidate, EntityState, decide
 from tests.bruteforce import WINDOW_SECONDS, tier_features
 from tests.integration.test_feast_online import T1, _run_snapshot, _settings, random_events
 
-TOKEN = "s3cret"
+TOKEN = "s3cret-serving-admin-token-for-tests"
 ADS = [f"ad{i}" for i in range(12)]
 CAMP_OF = {a: f"c{int(a[2:]) // 3}" for a in ADS}
 ADV_OF = {c: f"v{int(c[1:]) // 2}" for c in set(CAMP_OF.values())}
@@ -268,7 +268,7 @@ def _client(tmp_path, **kw) -> TestClient:
 @pytest.mark.parametrize(
     "payload",
     [
-        {"context": {"format": "feed", "ts": T1.isoformat()}, "candidates": candidates()},  # no user_id
+        {**body(), "user_id": ""},  # no id is said by leaving it out (the anonymous decision), not by ""
         {**body(), "candidates": []},
         {**body(), "candidates": candidates(ADS * 42)[:501]},
         {**body(), "user_id": ["u1"]},
@@ -289,24 +289,28 @@ def test_malformed_bodies_get_4xx(tmp_path, payload):
         assert resp.json()["detail"]
 
 
-def test_a_request_without_a_user_id_gets_a_422_naming_the_field(tmp_path):
+def test_an_empty_user_id_gets_a_422_naming_the_field(tmp_path):
+    """An absent or null `user_id` is an id-less request (test_serving_anonymous.py); an empty one is refused."""
     with _client(tmp_path, reader=FakeReader()) as client:
-        for payload in ({k: v for k, v in body().items() if k != "user_id"}, {**body(), "user_id": ""}):
+        for payload in ({**body(), "user_id": ""}, {**body(), "user_id": 7}):
             resp = client.post("/v1/decide", json=payload)
             assert resp.status_code == 422, resp.text
             errors = resp.json()["detail"]
-            assert [e["loc"] for e in errors] == [["body", "user_id"]], errors
-            assert errors[0]["type"] in ("missing", "string_too_short") and errors[0]["msg"], errors
+            assert {tuple(e["loc"][:2]) for e in errors} == {("body", "user_id")}, errors
+            assert errors[0]["type"] in ("string_too_short", "string_type") and errors[0]["msg"], errors
 
 
 def test_the_decide_operation_in_the_openapi_schema(tmp_path):
-    """The request schema of `POST /v1/decide` is the pydantic model's: `user_id`, `context` and `candidates`
-    required; `context.ts` optional (changed deliberately: it was required), `context.format` required."""
+    """The request schema of `POST /v1/decide` is the pydantic model's: `context` and `candidates` required;
+    `user_id` optional (changed deliberately: id-less requests get the anonymous decision), a non-empty string or
+    null; `context.ts` optional (changed deliberately: it was required), `context.format` required."""
     doc = create_app(load_settings(), policy_path=None, admin_token=TOKEN).openapi()
     op = doc["paths"]["/v1/decide"]["post"]
     assert op["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/DecideRequest"}
     schemas = doc["components"]["schemas"]
-    assert schemas["DecideRequest"]["required"] == ["user_id", "context", "candidates"]
+    assert schemas["DecideRequest"]["required"] == ["context", "candidates"]
+    user_id = schemas["DecideRequest"]["properties"]["user_id"]
+    assert user_id["anyOf"] == [{"type": "string", "minLength": 1}, {"type": "null"}]
     assert schemas["DecideRequest"]["additionalProperties"] is False
     context = schemas["DecideContext"]
     assert context["required"] == ["format"]

@@ -25,7 +25,7 @@ import redis
 
 from tests.integration.serving_support import free_port
 
-TOKEN = "service-secret"
+TOKEN = "service-secret-admin-token-0123456789"
 REFRESH = 1.0  # serving.policy_refresh's default: the bound asserted below is the documented one
 FRESH = {"Connection": "close"}  # a new connection per request: the kernel hands each to any worker
 

@@ -51,6 +51,11 @@ class Stack:
         return self.env["FREQCAP_AIRFLOW_ADMIN_PASSWORD"]
 
     @property
+    def mlflow_credentials(self) -> dict[str, str]:
+        """The stack's MLflow user (basic auth), as Playwright's `http_credentials`."""
+        return {"username": self.env["MLFLOW_TRACKING_USERNAME"], "password": self.env["MLFLOW_TRACKING_PASSWORD"]}
+
+    @property
     def data_dir(self) -> Path:
         return Path(self.env["FREQCAP__DATA_DIR"])
 
@@ -81,10 +86,19 @@ def stack_up(tmp_path_factory: pytest.TempPathFactory):
     if not postgres_answers(config):
         redis_server.stop()
         _service_missing("PostgreSQL", f"nothing answers at {config.postgres}")
+    # MLflow runs its basic-auth app: this process's MLflow clients sign in as the stack's processes do.
+    signed_out = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     try:
         with stack.running(settings, PRODUCTION_YAML) as seconds:
-            yield Stack(settings, seconds, stack.environment(settings, PRODUCTION_YAML))
+            env = stack.environment(settings, PRODUCTION_YAML)
+            os.environ.update({k: env[k] for k in signed_out})
+            yield Stack(settings, seconds, env)
     finally:
+        for key, value in signed_out.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         drop_databases(config)
         redis_server.stop()
 

@@ -24,7 +24,7 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def page():
+def page(stack_up):
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium")
@@ -32,7 +32,10 @@ def page():
         _service_missing("chromium", "Debian's chromium is not installed (make chromium)")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        # MLflow's basic-auth app challenges the browser (401 + WWW-Authenticate): answered with the stack's user.
+        context = browser.new_context(
+            viewport={"width": 1400, "height": 900}, http_credentials=stack_up.mlflow_credentials
+        )
         context.set_default_timeout(30_000)
         yield context.new_page()
         browser.close()

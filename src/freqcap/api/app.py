@@ -23,7 +23,7 @@ from freqcap.adapters.feast.fast_reader import DEFAULT_SOCKET_TIMEOUT, make_read
 from freqcap.adapters.feast.reader import FeastReader, FeatureReader
 from freqcap.adapters.feast.store import open_store
 from freqcap.adapters.policy_store import PolicyStore, policy_store_from_settings
-from freqcap.api.dependencies import ServingState
+from freqcap.api.dependencies import AdminTokens, ServingState, admin_token_list
 from freqcap.api.fast_path import handle_decide, is_decide
 from freqcap.api.policy_sync import load_initial_policy, run_sync
 from freqcap.api.routes import invalid_request, router, unexpected_error
@@ -52,7 +52,7 @@ def create_app(
     policy_path: str | Path | None,
     reader: FeatureReader | None = None,
     repo_dir: str | Path | None = None,
-    admin_token: str | None = None,
+    admin_token: AdminTokens = None,
     dev: bool = False,
     budget_ms: float = 10.0,
     lookup_workers: int = 8,
@@ -62,8 +62,9 @@ def create_app(
     policy_store: PolicyStore | None = None,
 ) -> FastAPI:
     """The decision API. Without `reader`, the lifespan opens the Feast store once (runtime repo `repo_dir`,
-    default the features job's) and reads through it. `admin_token` guards `POST /v1/admin/policy`; an empty
-    token is refused unless `dev=True` (then the admin endpoint is open). `decision_log` (optional) receives a
+    default the features job's) and reads through it. `admin_token` (one token, or several: every one is accepted,
+    as during a rotation) guards `POST /v1/admin/policy`; none is refused unless `dev=True` (then the admin endpoint
+    is open), and so is one shorter than `MIN_ADMIN_TOKEN_CHARS`. `decision_log` (optional) receives a
     sample of the decisions; its flusher runs for the app's lifetime. `policy_store` (default: the one
     `serving.policy_store` selects, if any) keeps the live policy: a push is saved there, the store's policy wins
     over `policy_path` at start, and a background task re-reads it every `serving.policy_refresh` seconds.
@@ -79,8 +80,9 @@ def create_app(
     stop the service: it starts not ready (`/readyz` 503), answers decisions fail-open with reason `no_policy`, and
     accepts a policy on the admin endpoint.
     """
-    if not admin_token and not dev:
-        raise ValueError("an admin token is required for the policy admin endpoint (or dev=True)")
+    tokens = admin_token_list(admin_token)
+    if not tokens and not dev:
+        raise ValueError("serving.admin_token is required for the policy admin endpoint (or --dev)")
     if budget_ms <= 0:
         raise ValueError("budget_ms must be positive")
     if admission_ms <= 0 or max_in_flight <= 0:
@@ -89,7 +91,7 @@ def create_app(
         budget_seconds=budget_ms / 1000.0,
         workers=lookup_workers,
         windows=feature_windows(settings.features),
-        admin_token=admin_token,
+        admin_tokens=tokens,
         decision_log=decision_log,
         store=policy_store if policy_store is not None else policy_store_from_settings(settings),
         admission_seconds=admission_ms / 1000.0,

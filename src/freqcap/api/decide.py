@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from freqcap.api.anonymous import answer_anonymous
 from freqcap.api.dependencies import ServingState
 from freqcap.api.schemas import decide_response, fail_open_response
 from freqcap.domain.policy.engine import Decision, decide
@@ -38,6 +39,8 @@ async def answer(state: ServingState, body: Any, arrived: float | None = None) -
     """The answer to a decide request (`schemas.DecideRequest` or `wire.WireDecide`: the same fields), as plain
     values; `arrived`: when the request reached the process (perf_counter seconds, `server.arrived`), from which
     admission counts. Never raises for a store or engine failure: those answer fail-open with the reason."""
+    if body.user_id is None:  # no id, nothing to look up: the policy's cohort-level decision
+        return answer_anonymous(state, body, request_time(body))
     started = time.perf_counter()
     policy = state.policy  # one read of the reference: the whole request uses one policy version
     candidates = body.candidates  # the engine and the readers read the three ids as attributes
@@ -83,7 +86,8 @@ def crashed(state: ServingState, body: Any, exc: BaseException) -> dict[str, Any
     state.metrics.observe(0.0, reason)
     version = state.policy_version
     state.log_request(body, request_time(body), version, None, None, None, reason)
-    return fail_open_response(version, [c.ad_id for c in body.candidates], reason)
+    anonymous = body.user_id is None
+    return fail_open_response(version, [c.ad_id for c in body.candidates], reason, anonymous=anonymous)
 
 
 async def _lookup(state: ServingState, user_id: str, cands: Any, at: datetime):

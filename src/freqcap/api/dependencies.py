@@ -17,24 +17,43 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from freqcap.adapters.decision_log import DecisionLog, decision_rows
 from freqcap.adapters.feast.reader import FeatureReader
 from freqcap.adapters.policy_store import PolicyStore
 from freqcap.api.metrics import Metrics
 from freqcap.api.schemas import DecideRequest
+from freqcap.config import admin_token_problem
 from freqcap.domain.policy import Policy, PolicyValidationError
 from freqcap.domain.policy.engine import Decision, compile_policy
 from freqcap.domain.policy.guardrails import window_errors
 
 log = logging.getLogger(__name__)
 
+# What `create_app` takes as the admin token: none, one, or several (all accepted: a rotation in progress).
+AdminTokens = str | SecretStr | Sequence[str | SecretStr] | None
+
+
+def admin_token_list(tokens: AdminTokens) -> tuple[str, ...]:
+    """The non-empty admin tokens in `tokens`; ValueError naming the setting (never the value) for one that is too
+    short or padded with whitespace."""
+    if tokens is None:
+        return ()
+    if isinstance(tokens, str | SecretStr):
+        tokens = [tokens]
+    plain = [t.get_secret_value() if isinstance(t, SecretStr) else t for t in tokens]
+    for token in plain:
+        if problem := admin_token_problem(token):
+            raise ValueError(f"serving.admin_token {problem}")
+    return tuple(t for t in plain if t)
+
 
 class ServingState:
     """What the handlers share. `policy` is replaced by a single reference assignment (atomic hot reload).
 
-    `windows` are the feature windows per level (a policy capping over another window is refused), `admin_token`
-    guards the policy admin endpoint (None: open), `decision_log` (optional) receives a sample of the decisions,
+    `windows` are the feature windows per level (a policy capping over another window is refused), `admin_tokens`
+    guard the policy admin endpoint (any one of them is accepted; none: open), `decision_log` (optional) receives a sample of the decisions,
     `store` (optional) is the live-policy store every replica reads (`policy_sync`).
     """
 
@@ -44,7 +63,7 @@ class ServingState:
         budget_seconds: float,
         workers: int,
         windows: Mapping[str, set[int]],
-        admin_token: str | None,
+        admin_tokens: Sequence[str],
         decision_log: DecisionLog | None,
         store: PolicyStore | None = None,
         admission_seconds: float = 0.002,
@@ -79,7 +98,8 @@ class ServingState:
         self.loop_lag = 0.0
         self.metrics = Metrics()
         self.windows = windows
-        self.admin_token = admin_token
+        # Bytes for the constant-time comparison; kept off the object's repr (it has none of its own).
+        self._admin_tokens = tuple(t.encode() for t in admin_tokens)
         self.decision_log = decision_log
 
     def new_pool(self) -> ThreadPoolExecutor:
@@ -165,11 +185,16 @@ class ServingState:
             raise PolicyValidationError(errors)
 
     def admin_authorized(self, authorization: str) -> bool:
-        """Does this `Authorization` header carry the admin bearer token? Always, when there is no token (dev)."""
-        if not self.admin_token:
+        """Does this `Authorization` header carry an admin bearer token? Always, when there is none (dev).
+
+        Every accepted token is compared, each in constant time, whichever matches: the time taken says nothing
+        about which token (or how much of one) was right."""
+        if not self._admin_tokens:
             return True
         scheme, _, token = authorization.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.admin_token.encode())
+        offered = token.strip().encode()
+        matches = [hmac.compare_digest(offered, accepted) for accepted in self._admin_tokens]
+        return scheme.lower() == "bearer" and any(matches)
 
     def log_request(
         self,

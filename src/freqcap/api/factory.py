@@ -30,7 +30,7 @@ def build_app(settings: Settings, *, policy_path: str | Path | None, dev: bool) 
     return create_app(
         settings,
         policy_path=Path(policy_path) if policy_path else None,
-        admin_token=serving.admin_token or None,
+        admin_token=serving.admin_tokens,
         dev=dev,
         budget_ms=serving.budget_ms,
         lookup_workers=serving.lookup_workers,

@@ -42,12 +42,18 @@ class Metrics:
         self.decisions = 0
         self.cap_hits: Counter[str] = Counter()
         self.stream_stale = 0
+        self.anonymous = 0
         self.policy_sync_errors: Counter[str] = Counter()
 
     def count_stream_stale(self) -> None:
         """One request decided from batch alone because the stream was stale."""
         with self._lock:
             self.stream_stale += 1
+
+    def count_anonymous(self) -> None:
+        """One request without a user id (answered with the policy's cohort-level decision)."""
+        with self._lock:
+            self.anonymous += 1
 
     def observe(self, seconds: float, reason: str | None, decisions: Sequence[Decision] = ()) -> None:
         """One answered decide request: its latency, its fail-open reason (if any) and its decisions."""
@@ -101,6 +107,9 @@ class Metrics:
                 "# HELP freqcap_decide_stream_stale_total Requests decided from batch alone: the stream was stale.",
                 "# TYPE freqcap_decide_stream_stale_total counter",
                 f"freqcap_decide_stream_stale_total {self.stream_stale}",
+                "# HELP freqcap_decide_anonymous_total Requests without a user id (cohort-level decision, no lookup).",
+                "# TYPE freqcap_decide_anonymous_total counter",
+                f"freqcap_decide_anonymous_total {self.anonymous}",
             ]
             lines += [
                 "# HELP freqcap_policy_reloads_total Policy pushes (ok, invalid) and loads from the store (synced).",

@@ -36,7 +36,9 @@ class CandidateIn(_Strict):
 
 
 class DecideRequest(_Strict):
-    user_id: str = Field(min_length=1)
+    # Optional: a request without one (absent or null) gets the policy's cohort-level decision, flagged
+    # `anonymous` (freqcap.domain.policy.anonymous). An empty string is refused: "no id" is said by leaving it out.
+    user_id: str | None = Field(default=None, min_length=1)
     context: DecideContext
     candidates: list[CandidateIn] = Field(min_length=1, max_length=500)
 
@@ -55,8 +57,11 @@ def decision_json(d: Decision) -> dict[str, Any]:
     }
 
 
-def decide_response(version: str | None, decisions: Sequence[Decision], *, stream_stale: bool) -> dict[str, Any]:
-    """The answer with real decisions; decided from batch alone when the stream was stale (flagged, not failed)."""
+def decide_response(
+    version: str | None, decisions: Sequence[Decision], *, stream_stale: bool, anonymous: bool = False
+) -> dict[str, Any]:
+    """The answer with real decisions; decided from batch alone when the stream was stale (flagged, not failed);
+    `anonymous`: the cohort-level decision of a request without a user id (flagged, not degraded)."""
     bindings: dict[int, dict[str, Any] | None] = {}  # candidates often share a Binding object: one dict each
     wire = []
     for d in decisions:
@@ -78,16 +83,20 @@ def decide_response(version: str | None, decisions: Sequence[Decision], *, strea
         "policy_version": version,
         "degraded": stream_stale,
         "degraded_reason": "stream_stale" if stream_stale else None,
+        "anonymous": anonymous,
         "decisions": wire,
     }
 
 
-def fail_open_response(version: str | None, ad_ids: Sequence[str], reason: str) -> dict[str, Any]:
+def fail_open_response(
+    version: str | None, ad_ids: Sequence[str], reason: str, *, anonymous: bool = False
+) -> dict[str, Any]:
     """The fail-open answer: every candidate eligible at penalty 1.0, `degraded` with the reason."""
     return {
         "policy_version": version,
         "degraded": True,
         "degraded_reason": reason,
+        "anonymous": anonymous,
         "decisions": [
             {"ad_id": a, "eligible": True, "penalty": 1.0, "distance_to_cap": None, "binding": None, "reason": reason}
             for a in ad_ids

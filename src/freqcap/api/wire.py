@@ -32,9 +32,9 @@ class WireCandidate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class WireDecide(msgspec.Struct, forbid_unknown_fields=True):
-    user_id: _NonEmpty
     context: WireContext
     candidates: Annotated[list[WireCandidate], msgspec.Meta(min_length=1, max_length=500)]
+    user_id: _NonEmpty | None = None  # absent or null: the anonymous decision
 
 
 _decoder = msgspec.json.Decoder(WireDecide)

@@ -184,7 +184,7 @@ def _serve_and_publish(settings, layout: DataLayout, as_of) -> int:
     from freqcap.api.app import create_app
 
     t = _step(5, "starting the decision API (uvicorn on loopback) and publishing the champion's policy")
-    token = secrets.token_urlsafe(16)  # this demo's admin token; production reads it from the environment
+    token = secrets.token_urlsafe(32)  # this demo's admin token; production reads it from the environment
     os.environ["FREQCAP__SERVING__ADMIN_TOKEN"] = token
     budget_ms = max(settings.serving.budget_ms, 100.0)  # SQLite on a busy laptop; Redis meets the default
     configured = decision_log_from_settings(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import ipaddress
 import json
 import logging
 import os
@@ -20,9 +21,14 @@ from freqcap.layout import DataLayout, parse_as_of
 
 
 def _settings(args: argparse.Namespace):
+    from pydantic import ValidationError
+
     from freqcap.config import load_settings
 
-    return load_settings(args.config)
+    try:
+        return load_settings(args.config)
+    except ValidationError as exc:  # names each setting at fault, never its value (secrets among them)
+        raise FreqcapError(f"invalid settings: {exc}") from exc
 
 
 def _print(obj: Any) -> None:
@@ -142,6 +148,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    """Is `host` an address only this machine reaches (127.0.0.0/8, ::1, `localhost`)? `0.0.0.0` and `::` are not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve anywhere
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     serving = settings.serving
@@ -152,6 +168,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1 and serving.policy_store == "none":
         # A push reaches the one worker that answers it: the others would serve another policy indefinitely.
         raise FreqcapError("--workers > 1 needs a shared policy store: set serving.policy_store to file or redis")
+    host, port = args.host or serving.host, args.port or serving.port
+    if args.dev and not is_loopback(host):
+        # --dev may leave the admin endpoint open: such a server must not be reachable from another machine.
+        raise FreqcapError(f"--dev serves on loopback only (127.0.0.1, ::1, localhost), not on {host!r}")
     import uvicorn
 
     from freqcap.api import factory, server
@@ -162,7 +182,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise FreqcapError(str(exc)) from exc
     # uvicorn's own warnings stay on by default (a server's operator wants them); -vv adds its access log.
     log_level = logging.getLevelName(min(logging.WARNING, logging.getLogger().getEffectiveLevel())).lower()
-    host, port = args.host or serving.host, args.port or serving.port
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level=log_level, **server.uvicorn_options())
         return 0
@@ -398,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="policy YAML to serve when the policy store holds none (default: serving.policy_path; "
         "neither: start not ready, fail-open, until a policy is pushed)",
     )
-    p.add_argument("--dev", action="store_true", help="allow an empty admin token (local development only)")
+    p.add_argument(
+        "--dev", action="store_true", help="allow an empty admin token (local development only; loopback hosts only)"
+    )
     p.add_argument(
         "--workers",
         type=int,

@@ -59,7 +59,7 @@ def publish_dir(settings: Settings) -> Path:
 def _client(settings: Settings) -> ServingClient:
     return ServingClient(
         settings.publish.serving_url,
-        token=settings.serving.admin_token or None,
+        token=settings.serving.admin_token.get_secret_value() or None,
         timeout=settings.publish.timeout_seconds,
     )
 

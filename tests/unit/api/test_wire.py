@@ -75,7 +75,8 @@ def candidates(draw):
 @st.composite
 def bodies(draw):
     body: dict = {}
-    user = draw(st.one_of(st.text(min_size=1, max_size=6), _maybe(TEXT)))
+    # Absent and null (an id-less request, answered with the anonymous decision) are drawn often, like "".
+    user = draw(st.one_of(st.text(min_size=1, max_size=6), _maybe(TEXT), st.sampled_from([MISSING, None, ""])))
     if user is not MISSING:
         body["user_id"] = user
     context = draw(
@@ -133,9 +134,18 @@ def test_typical_bodies_take_the_fast_path():
         {"format": "feed", "ts": None},
         {"format": "feed"},
     ):
-        raw = json.dumps({"user_id": "u", "context": ctx, "candidates": cands}).encode()
-        assert decode_decide(raw) is not None, ctx
-        assert _pydantic(raw) is not None, ctx
+        for user in ({"user_id": "u"}, {"user_id": None}, {}):  # with an id, null, absent (anonymous)
+            raw = json.dumps({**user, "context": ctx, "candidates": cands}).encode()
+            assert decode_decide(raw) is not None, (ctx, user)
+            assert _pydantic(raw) is not None, (ctx, user)
+
+
+def test_a_missing_or_null_user_id_is_none_in_both_and_an_empty_one_is_refused_by_both():
+    rest = '"context": {"format": "feed"}, "candidates": [{"ad_id": "a", "campaign_id": "c", "advertiser_id": "v"}]'
+    for raw in (b"{" + rest.encode() + b"}", b'{"user_id": null, ' + rest.encode() + b"}"):
+        assert decode_decide(raw).user_id is None and _pydantic(raw).user_id is None
+    raw = b'{"user_id": "", ' + rest.encode() + b"}"
+    assert decode_decide(raw) is None and _pydantic(raw) is None
 
 
 def test_duplicate_keys_take_the_last_in_both():

@@ -93,3 +93,28 @@ def test_a_reused_pid_is_not_ours(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_every_service_with_authentication_gets_it_and_clients_sign_in(settings, monkeypatch):
+    """MLflow runs its basic-auth app with a configuration of the stack's own; its admin user is created with the
+    password every stack process signs in with; the Evidently UI gets its write secret; Airflow its admin password."""
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "EVIDENTLY_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    from freqcap.cli.stack import environment
+    from freqcap.cli.stack.components import mlflow_auth_config, write_mlflow_auth_config
+
+    env = environment(settings, None)
+    (mlflow,) = [c for c in components(settings) if c.name == "mlflow"]
+    assert mlflow.argv[-2:] == ("--app-name", "basic-auth")
+    assert mlflow.env["MLFLOW_AUTH_CONFIG_PATH"] == str(mlflow_auth_config(settings.stack))
+    assert (
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] == env["MLFLOW_TRACKING_PASSWORD"]
+        and len(env["MLFLOW_TRACKING_PASSWORD"]) >= 24
+    )
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == env["MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert env["EVIDENTLY_SECRET"] and env["FREQCAP_AIRFLOW_ADMIN_PASSWORD"] and env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert len(env["FREQCAP__SERVING__ADMIN_TOKEN"]) >= 24  # serving refuses a shorter one at start
+    text = write_mlflow_auth_config(settings.stack).read_text()
+    assert "default_permission = NO_PERMISSIONS" in text
+    assert f"sqlite:///{settings.stack.dir.resolve() / 'mlflow' / 'basic_auth.db'}" in text
+    assert env["MLFLOW_TRACKING_PASSWORD"] not in text  # the password is passed in the environment only

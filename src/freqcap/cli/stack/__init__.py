@@ -32,10 +32,12 @@ from .components import (
     data_dir,
     freqcap_environment,
     log_dir,
+    write_mlflow_auth_config,
 )
 from .processes import ProcessTable
 from .services import (
     create_databases,
+    credentials,
     ensure_postgres,
     ensure_redis,
     load_secrets,
@@ -56,7 +58,9 @@ def environment(settings: Settings, config_file: str | Path | None) -> dict[str,
     env = dict(os.environ)
     env.update(freqcap_environment(settings))
     env.update(airflow_environment(settings))
-    env.update(load_secrets(settings.stack))
+    secret = load_secrets(settings.stack)
+    env.update(secret)
+    env.update(credentials(secret))
     env["PATH"] = f"{bin_dir()}:{env.get('PATH', '')}"  # Airflow 3 hangs when its own executables are not on PATH
     if config_file is not None:
         env["FREQCAP_CONFIG"] = str(Path(config_file).resolve())
@@ -154,6 +158,7 @@ def _prepare(settings: Settings, env: dict[str, str], table: ProcessTable) -> di
     passwords = airflow_home(stack) / "passwords.json"
     passwords.write_text(json.dumps({"admin": env["FREQCAP_AIRFLOW_ADMIN_PASSWORD"]}))
     passwords.chmod(0o600)
+    write_mlflow_auth_config(stack)
     with (log_dir(stack) / "airflow-db-migrate.log").open("ab") as out:
         done = subprocess.run(
             [str(bin_dir() / "airflow"), "db", "migrate"], env=env, stdout=out, stderr=subprocess.STDOUT

@@ -57,6 +57,27 @@ def airflow_home(stack: StackConfig) -> Path:
     return (stack.dir / "airflow").resolve()
 
 
+def mlflow_auth_config(stack: StackConfig) -> Path:
+    """The configuration file of MLflow's basic-auth app (`MLFLOW_AUTH_CONFIG_PATH`): where its users live."""
+    return (stack.dir / "mlflow" / "basic_auth.ini").resolve()
+
+
+def write_mlflow_auth_config(stack: StackConfig) -> Path:
+    """Write `mlflow_auth_config`: users in a SQLite file beside it (not the tracking database: both keep an
+    `alembic_version` table), no permission for a user nobody granted one. No secret in it: the admin's
+    password comes from the environment (`MLFLOW_AUTH_ADMIN_PASSWORD`), read at the first start only."""
+    path = mlflow_auth_config(stack)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{path.parent / 'basic_auth.db'}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "grant_default_workspace_access = false\n"
+    )
+    return path
+
+
 def freqcap_environment(settings: Settings) -> dict[str, str]:
     """`FREQCAP__…` overrides that point every freqcap process (serving, stream, the DAGs' tasks on the Celery
     worker) at the stack's services."""
@@ -141,9 +162,13 @@ def components(settings: Settings) -> list[Component]:
                 str(stack.mlflow_port),
                 "--workers",
                 "1",
+                # MLflow's basic-auth app: every API call and page needs a user (`/health` stays open).
+                "--app-name",
+                "basic-auth",
             ),
             url=f"http://{h}:{stack.mlflow_port}",
             health_url=f"http://{h}:{stack.mlflow_port}/health",
+            env={"MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config(stack))},
         ),
         Component(
             "airflow-api-server",

@@ -34,7 +34,24 @@ SECRETS = {
     "AIRFLOW__CORE__FERNET_KEY": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
     "FREQCAP__SERVING__ADMIN_TOKEN": lambda: secrets.token_urlsafe(32),
     "FREQCAP_AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(16),
+    # MLflow's basic-auth app: the password of its admin user (the one every stack process signs in as) and the
+    # key of its CSRF protection; Evidently's UI: the secret its API asks of writes (reads stay open).
+    "MLFLOW_TRACKING_PASSWORD": lambda: secrets.token_urlsafe(24),
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": lambda: secrets.token_hex(32),
+    "EVIDENTLY_SECRET": lambda: secrets.token_urlsafe(24),
 }
+# The MLflow user every process of the stack signs in as (MLflow creates it at the first start of its auth app).
+MLFLOW_USER = "admin"
+
+
+def credentials(secret: dict[str, str]) -> dict[str, str]:
+    """The environment that makes MLflow's auth app create its admin user with the stack's password and every
+    MLflow client of the stack (training, publish, the UI's users) sign in with it."""
+    return {
+        "MLFLOW_TRACKING_USERNAME": MLFLOW_USER,
+        "MLFLOW_AUTH_ADMIN_USERNAME": MLFLOW_USER,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": secret["MLFLOW_TRACKING_PASSWORD"],
+    }
 
 
 def load_secrets(stack: StackConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
