@@ -514,11 +514,12 @@ def load_unit_costs(results: Path = RESULTS) -> UnitCosts:
 def render(
     u: UnitCosts, t: Targets, a: Assumptions, lines: list[Line], sens: list[dict[str, float]], command: str
 ) -> str:
-    inputs = [
-        [f.name, json.dumps(getattr(u, f.name)) if isinstance(getattr(u, f.name), dict) else _fmt(getattr(u, f.name))]
-        for f in fields(u)
-        if f.name != "sources"
-    ]
+    def cell(value) -> str:
+        if isinstance(value, dict):
+            return ", ".join(f"{k} {_fmt(x)}" for k, x in value.items())
+        return _fmt(value)
+
+    inputs = [[f.name, cell(getattr(u, f.name))] for f in fields(u) if f.name != "sources"]
     sections = []
     for section in dict.fromkeys(ln.section for ln in lines):
         rows = [
@@ -588,7 +589,7 @@ def main() -> None:
     target_day = t.events_per_s * DAY_S / t.users
     levels = sorted({round(u.events_per_user_day, 2), 20.0, 50.0, round(target_day, 2)})
     sens = sensitivity(u, t, a, levels)
-    command = ".venv/bin/python benchmarks/capacity_plan.py " + " ".join(sys.argv[1:])
+    command = " ".join([".venv/bin/python benchmarks/capacity_plan.py", *sys.argv[1:]])
     write_result("capacity", "Capacity plan from the measured per-unit costs", render(u, t, a, lines, sens, command))
     (RESULTS / "capacity.json").write_text(
         json.dumps(
