@@ -174,6 +174,8 @@ def measure_world(name: str, users: int, days: int, advertisers: int | None, sam
         with redis_worker(settings, store, consumer="bytes") as worker:
             stats = worker.run(until_caught_up=True)
         after_stream = client.info("memory")["used_memory"]
+        if stats.applied != len(messages):  # the per-event figures below divide by what was applied
+            raise RuntimeError(f"the stream worker applied {stats.applied:,} of {len(messages):,} events")
         stream_bytes = {k: mean(_usage(client, v)) for k, v in picked.items() if v}
         prefix = settings.stream.state_prefix
         seen_keys = list(client.scan_iter(match=f"{prefix}:*seen:*", count=10_000))

@@ -458,7 +458,32 @@ def render_all() -> None:
         "ad catalog stay the same, so events grow with the users). Outputs live outside the repository and are "
         "deleted after the run.\n\n"
     )
-    write_result("world", "A scaled world end to end on one machine", intro + "\n".join(report(r) for r in runs))
+    write_result(
+        "world", "A scaled world end to end on one machine", intro + scaling(runs) + "\n".join(report(r) for r in runs)
+    )
+
+
+def scaling(runs: list[dict]) -> str:
+    """Each step's CPU seconds and peak tree memory side by side across the recorded scales."""
+    if len(runs) < 2:
+        return ""
+    by = [{m["step"]: m for m in r["runs"]} for r in runs]
+    rows = []
+    for step in STEPS:
+        cells = []
+        for measured in by:
+            m = measured.get(step)
+            cells.append("-" if m is None else f"{m['cpu_s']:,.0f}{'' if m['ok'] else ' (stopped)'}")
+        for measured in by:
+            m = measured.get(step)
+            cells.append("-" if m is None else f"{m['peak_tree_mb']:,.0f}")
+        rows.append([step, *cells])
+    labels = [f"{r['scale']:g}x" for r in runs]
+    return (
+        "## Across scales\n\nCPU seconds and peak tree memory of each step (details per run below; `-`: not run).\n\n"
+        + table(["step", *[f"{x} CPU s" for x in labels], *[f"{x} peak MB" for x in labels]], rows)
+        + "\n\n"
+    )
 
 
 def main() -> None:
