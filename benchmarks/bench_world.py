@@ -445,6 +445,7 @@ def report(run: dict) -> str:
             ["step", "status", "wall s", "CPU s", "peak process MB", "peak tree MB", "output", "load", "what"], rows
         )
         + f"\n\nTotal: {total_wall:,.0f} s wall, {total_cpu:,.0f} s CPU.\n\n{verdict}\n"
+        + "".join(f"\nAdded by hand: {note}\n" for note in run.get("notes", []))
     )
 
 
@@ -567,6 +568,7 @@ def main() -> None:
         "runs": runs,
         "skipped": skipped,
     }
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(run, indent=2) + "\n")
     render_all()
     if not args.keep:
