@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, median, peak_rss_mb, run_isolated, table, write_result
+from _common import RESULTS, WORK, median, peak_rss_mb, run_isolated, table, write_result
 
 HERE = Path(__file__).resolve()
 
@@ -207,6 +207,21 @@ def main() -> None:
         + "\n"
     )
     write_result("engines", "Feature build: DuckDB vs Spark", body)
+    (RESULTS / "engines.json").write_text(  # machine-readable beside the .md (benchmarks/capacity_plan.py)
+        json.dumps(
+            {
+                "events": events,
+                "duckdb_seconds": med("duckdb", "seconds"),
+                "spark_seconds": med("spark", "seconds"),
+                "duckdb_cpu_ns_per_event": med("duckdb", "cpu") / events * 1e9,
+                "spark_cpu_ns_per_event": med("spark", "cpu") / events * 1e9,
+                "duckdb_peak_mb": med("duckdb", "peak_mb"),
+                "spark_peak_mb": med("spark", "peak_mb"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

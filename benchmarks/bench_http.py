@@ -67,7 +67,7 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH_POLICY, WORK, table, write_result
+from _common import BENCH_POLICY, RESULTS, WORK, table, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = WORK / "http"
@@ -854,7 +854,7 @@ def report(args, world, results, keys_per_request, key_hit_share, loop_name, loa
     import platform
 
     cmd = "    .venv/bin/python benchmarks/bench_http.py " + " ".join(sys.argv[1:])
-    serve_rows, floor_rows = [], []
+    serve_rows, floor_rows, phases = [], [], []
     for floor, serve in results:
         label = "one at a time" if serve.rate is None else f"{serve.rate:,.0f}"
         achieved = serve.in_window / serve.wall if serve.wall else 0.0
@@ -882,6 +882,18 @@ def report(args, world, results, keys_per_request, key_hit_share, loop_name, loa
                 fmt_ms(_pct(serve.send_lag, 0.99)) if serve.send_lag else "-",
                 serve.peak_connections or 1,
             ]
+        )
+        degraded = sum(n for k, n in serve.outcomes.items() if k is not None and not k.startswith("error:"))
+        phases.append(  # machine-readable beside the .md (benchmarks/capacity_plan.py reads it)
+            {
+                "rate": serve.rate,
+                "achieved_per_s": achieved,
+                "degraded_pct": 100 * degraded / max(1, serve.answered),
+                "serving_cpu_ms": 1000 * serve.server_cpu / served if served else None,
+                "redis_cpu_ms": 1000 * serve.redis_cpu / served if served else None,
+                "p50_ms": serve.percentile(0.5),
+                "p99_ms": serve.percentile(0.99),
+            }
         )
         f_achieved = floor.in_window / floor.wall if floor.wall else 0.0
         ratio = []
@@ -976,6 +988,7 @@ def report(args, world, results, keys_per_request, key_hit_share, loop_name, loa
         print(f"(quick run: written to {path.relative_to(ROOT)}, not to benchmarks/results/)")
     else:
         write_result("http", title, body)
+        (RESULTS / "http.json").write_text(json.dumps({"command": cmd.strip(), "phases": phases}, indent=2) + "\n")
 
 
 def _pct(values: list[float], q: float) -> float:

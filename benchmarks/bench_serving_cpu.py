@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BENCH_POLICY, WORK, table, write_result
+from _common import BENCH_POLICY, RESULTS, WORK, table, write_result
 from bench_http import PrivateRedis, build_world, make_requests, settings_env
 
 N = 2000
@@ -210,6 +210,9 @@ def main() -> None:
     )
     print(body)
     write_result("serving_cpu", "Serving: CPU per decision, by stage (in process)", body)
+    (RESULTS / "serving_cpu.json").write_text(  # machine-readable beside the .md (benchmarks/capacity_plan.py)
+        json.dumps({"command": command.strip(), "candidates": args.candidates, "stages_us": got}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":
