@@ -1,4 +1,5 @@
-"""The point-in-time training set with the feature join on Spark equals the DuckDB ASOF path on the same snapshots.
+"""The training set on Spark (impressions, exposure indices, labels and the point-in-time feature join) equals the
+DuckDB path on the same snapshots.
 
 The world is `tests/unit/domain/training/test_point_in_time.py`'s (traps: an impression exactly at a snapshot
 time with a conversion and a click at that microsecond, tied impressions, impressions 1 µs either side of a

@@ -45,7 +45,10 @@ import numpy as np
 from freqcap.adapters.events_files import parquet_glob
 from freqcap.adapters.feast.snapshots import list_snapshots
 from freqcap.adapters.feast.store import open_store
-from freqcap.adapters.spark.training_join import spark_join  # pyspark itself is imported only when used
+from freqcap.adapters.spark.training_join import (  # pyspark itself is imported only when used
+    spark_impressions_into,
+    spark_join,
+)
 from freqcap.config import Settings, parse_duration
 from freqcap.domain.training.columns import (
     EXACT_COLUMNS,
@@ -426,7 +429,12 @@ def build_training_set(
         con.execute("SET preserve_insertion_order = false")
         source = _events_source(events)
         start, end, horizon = resolve_window(con, source, config, as_of, start, end)
-        rows = create_impressions(con, source, config, start, end, horizon, deduplicate=dedup)
+        if engine == "spark":
+            rows = spark_impressions_into(
+                con, settings.features.spark, events, config, (start, end, horizon), out_path.parent, dedup
+            )
+        else:
+            rows = create_impressions(con, source, config, start, end, horizon, deduplicate=dedup)
         timings["impressions_and_labels"] = time.perf_counter() - t0
         if rows == 0:
             raise TrainingDataError(f"no impressions in [{start.isoformat()}, {end.isoformat()})")

@@ -15,13 +15,15 @@ import logging
 import shutil
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from freqcap.adapters.spark.files import read_parquet_tree, write_one_file
 from freqcap.adapters.spark.runtime import spark_session
+from freqcap.adapters.spark.training_impressions import spark_impressions
 from freqcap.config import SparkConfig
+from freqcap.domain.training.config import ConversionModelConfig
 from freqcap.layout import offline_root
 
 if TYPE_CHECKING:
@@ -128,3 +130,27 @@ def spark_join(
         con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT * FROM read_parquet('{joined}')")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def spark_impressions_into(
+    con: duckdb.DuckDBPyConnection,
+    spark_config: SparkConfig,
+    events: str | Path,
+    config: ConversionModelConfig,
+    window: tuple[datetime, datetime, datetime],
+    work_dir: Path,
+    deduplicate: bool = True,
+    table: str = "imps",
+) -> int:
+    """DuckDB table `table` as `duckdb.training_set.create_impressions` makes it, computed on Spark
+    (`freqcap.adapters.spark.training_impressions`): `window` is (start, end, horizon). Returns its rows."""
+    start, end, horizon = window
+    scratch = Path(tempfile.mkdtemp(prefix=".spark-imps-", dir=work_dir))
+    try:
+        path = scratch / "imps.parquet"
+        with spark_session(spark_config) as spark:
+            spark_impressions(spark, events, config, start, end, horizon, path, deduplicate)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_parquet('{path}')")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
