@@ -20,6 +20,9 @@ log) owns the files inside it. No I/O happens here.
       serving/live_policy.json       the live policy of the `file` policy store (`serving.policy_store: file`)
       monitoring/                    incidents, alarm history, on-call page, workspace/, runs/<stamp>/
       stream/                        the replay transport's dead letters
+      secrets/                       the generated pseudonymization key (mode 0600) when none is configured
+      pseudonymized/<digest>/        a raw events directory copied with pseudonymous user ids (events/, users.parquet,
+                                     ads.parquet), what the training and monitoring jobs read
       gx/                            the Great Expectations Data Docs site
 
 `<stamp>` is the as-of time in UTC as `YYYYMMDDTHHMMSSZ` (`stamp`); `parse_as_of` is the one reader of as-of
@@ -265,6 +268,12 @@ class DataLayout:
     def pseudonym_key_file(self) -> Path:
         """The generated pseudonymization key (mode 0600) used when no key is configured."""
         return self.root / "secrets" / "pseudonym_keys.yaml"
+
+    @property
+    def pseudonymized_root(self) -> Path:
+        """Pseudonymized copies of raw event directories, one folder per source and content
+        (`freqcap.jobs.privacy.pseudonymous_events`)."""
+        return self.root / "pseudonymized"
 
     # -- streaming and data docs -----------------------------------------------------------------------------
     @property

@@ -41,13 +41,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from freqcap.adapters.gx import validate_events
+    from freqcap.adapters.secrets import load_pseudonymizer
 
+    settings = _settings(args)
     report = validate_events(
         Path(args.events),
         as_of=parse_as_of(args.as_of),
-        config=_settings(args).validation,
+        config=settings.validation,
         out_dir=Path(args.out),
         ads_catalog=Path(args.ads) if args.ads else None,
+        pseudonymizer=load_pseudonymizer(settings),  # an ingestion edge: the outputs hold pseudonyms
     )
     _print(report.to_dict())
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from freqcap.adapters.feast.stream_push import FeastPusher, RedisDirectPusher
+from freqcap.adapters.secrets import load_pseudonymizer
 from freqcap.adapters.stream.ownership import LeaseOwnership, StaticOwnership
 from freqcap.adapters.stream.state import MemoryPartitionState, RedisPartitionState
 from freqcap.adapters.stream.status import read_combined, redis_client, status_from_hash, status_keys
@@ -73,6 +74,7 @@ def redis_worker(
         status_client=client,
         allowed_formats=settings.validation.allowed_formats,
         crash_hook=crash_hook,
+        pseudonymizer=load_pseudonymizer(settings),
     )
     try:
         yield worker
@@ -91,6 +93,7 @@ def replay_worker(settings: Settings, store: Any, events_dir: Path) -> StreamWor
         lambda p: (transport, state),
         FeastPusher(store),
         allowed_formats=settings.validation.allowed_formats,
+        pseudonymizer=load_pseudonymizer(settings),
     )
 
 

@@ -37,7 +37,8 @@ from freqcap.domain.training.config import ConversionModelConfig, resolve_model_
 from freqcap.domain.training.model import train_model
 from freqcap.jobs.backfill import publish_daily_snapshots
 from freqcap.jobs.features import docs_root_for, events_dir_for
-from freqcap.layout import DataLayout, parse_as_of, users_path_for
+from freqcap.jobs.privacy import pseudonymous_events
+from freqcap.layout import DataLayout, parse_as_of
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +277,10 @@ def _cross_check(trained: dict[str, Any], out_dir: Path):
 def resolve_inputs(context: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """as_of, events_dir, users, floor, and the first event day (where snapshot backfills start)."""
     params = context.get("params") or {}
-    events_dir = events_dir_for(settings, params.get("events_dir"))
-    users = users_path_for(events_dir, params.get("users"))
+    # The edge: every task after this one reads the events (and users) with pseudonymous ids.
+    events_dir, users = pseudonymous_events(
+        settings, events_dir_for(settings, params.get("events_dir")), params.get("users")
+    )
     as_of = run_as_of(context)
     first = parse_as_of(
         duckdb.sql(f"SELECT min(event_ts) FROM read_parquet('{parquet_glob(events_dir)}')").fetchall()[0][0]
@@ -288,7 +291,7 @@ def resolve_inputs(context: dict[str, Any], settings: Settings) -> dict[str, Any
     return {
         "as_of": as_of.isoformat(),
         "events_dir": events_dir,
-        "users": str(users) if users else None,
+        "users": users,
         "floor": params.get("floor"),
         "start": start.isoformat(),
     }
