@@ -32,9 +32,7 @@ def register_pseudonyms(
     """Register `_pseudonyms(raw, pseudonym)` for the distinct non-null values of `column` in `source_sql` (a
     table name or a subquery); returns how many ids were hashed."""
     col = _quoted(column)
-    ids = con.execute(
-        f"SELECT DISTINCT CAST({col} AS VARCHAR) FROM {source_sql} WHERE {col} IS NOT NULL"
-    ).to_arrow_table()
+    ids = con.sql(f"SELECT DISTINCT CAST({col} AS VARCHAR) FROM {source_sql} WHERE {col} IS NOT NULL").to_arrow_table()
     raw = ids.column(0).to_pylist() if ids.num_rows else []
     mapping = pa.table({"raw": pa.array(raw, pa.string()), "pseudonym": pa.array(pseudonymizer.many(raw), pa.string())})
     con.register(MAP_TABLE, mapping)
