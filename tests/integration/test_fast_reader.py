@@ -43,6 +43,7 @@ from freqcap.domain.policy.engine import Candidate, EntityState
 from tests.bruteforce import WINDOW_SECONDS, tier_features
 from tests.integration.test_feast_online import T1, T2, _run_snapshot, _settings, random_events
 from tests.integration.test_serving import TOKEN, _free_port, write_policy
+from tests.privacy import pseudonym_of
 
 ADS = [f"ad{i}" for i in range(12)]
 CAMP_OF = {a: f"c{int(a[2:]) // 3}" for a in ADS}
@@ -110,11 +111,12 @@ def _compare(settings, fast, feast, events, as_of, seed, rounds=60):
     rng = random.Random(seed)
     seen = {"nonzero": 0, "zero": 0, "converter": 0, "engaged": 0, "audience": 0}
     ever_active = {e["user_id"] for e in events if e["event_ts"] <= as_of}
+    pseudonym = pseudonym_of(settings)  # the store knows users by pseudonym; the brute force by raw id
     for i in range(rounds):
         user = USERS[i % len(USERS)] if i < len(USERS) else rng.choice(USERS)
         cands = _random_candidates(rng)
-        got = fast.read(user, cands)
-        want = feast.read(user, cands)
+        got = fast.read(pseudonym(user), cands)
+        want = feast.read(pseudonym(user), cands)
         assert got == want, (user, cands)
         # Every distinct entity of every level, nothing else.
         assert set(got.states) == {(lvl, c.entity(lvl)) for c in cands for lvl in ("advertiser", "campaign", "ad")}
@@ -180,7 +182,7 @@ def test_fast_readers_with_different_windows_per_tier(tmp_path, kind, request):
     reader_type = RedisFeatureReader if kind == "redis" else SqliteFeatureReader
     store, fast, _, _ = _roundtrip(tmp_path, settings, reader_type)
     try:
-        state = fast.read("u1", [Candidate("ad1", "c0", "v0")])
+        state = fast.read(pseudonym_of(settings)("u1"), [Candidate("ad1", "c0", "v0")])
         assert [sorted(state.states[(lvl, e)].counts) for lvl, e in (("campaign", "c0"), ("ad", "ad1"))] == [
             [86400, 604800, 2419200],
             [3600, 604800, 2419200],
@@ -326,7 +328,7 @@ def test_redis_cluster_fast_readers_equal_feast_and_brute_force(tmp_path, redis_
         async def async_equals_sync(seed: int, rounds: int) -> None:
             rng = random.Random(seed)
             for i in range(rounds):
-                user = USERS[i % len(USERS)]
+                user = pseudonym_of(settings)(USERS[i % len(USERS)])  # the stored key
                 picked = _random_candidates(rng)
                 assert await read(user, picked) == feast.read(user, picked), (user, picked)
 
@@ -504,7 +506,8 @@ def test_frozen_redis_raises_within_the_socket_timeout(tmp_path):
         reader = make_reader(store, settings, socket_timeout=timeout)
         assert isinstance(reader, RedisFeatureReader) and reader.socket_timeout == timeout
         cands = [Candidate(a, CAMP_OF[a], ADV_OF[CAMP_OF[a]]) for a in ADS]
-        live = reader.read("u1", cands)
+        user = pseudonym_of(settings)("u1")  # as the store knows u1
+        live = reader.read(user, cands)
         assert any(any(st.counts.values()) for st in live.states.values())
 
         os.kill(proc.pid, signal.SIGSTOP)
@@ -515,7 +518,7 @@ def test_frozen_redis_raises_within_the_socket_timeout(tmp_path):
         def one():
             started = time.perf_counter()
             try:
-                reader.read("u1", cands)
+                reader.read(user, cands)
                 outcomes.append((time.perf_counter() - started, None))
             except BaseException as exc:  # recorded and asserted below
                 outcomes.append((time.perf_counter() - started, exc))
@@ -533,7 +536,7 @@ def test_frozen_redis_raises_within_the_socket_timeout(tmp_path):
 
         os.kill(proc.pid, signal.SIGCONT)
         stopped = False
-        assert reader.read("u1", cands) == live, "reads recover once Redis answers again"
+        assert reader.read(user, cands) == live, "reads recover once Redis answers again"
     finally:
         if stopped:
             os.kill(proc.pid, signal.SIGCONT)
