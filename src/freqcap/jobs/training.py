@@ -63,6 +63,7 @@ def backfill_snapshots_job(
     every: str = "1d",
 ) -> dict[str, Any]:
     """Publish feature snapshots every `every` from `start` to `end` (inclusive, ISO times) into the offline store."""
+    events_dir, users = pseudonymous_events(settings, events_dir, users)  # a no-op on a copy `resolve` made
     result = publish_daily_snapshots(
         events_dir, _parse_ts(start), _parse_ts(end), settings, users=users, every=parse_duration(every)
     )
@@ -87,6 +88,7 @@ def build_training_set_job(
     config = resolve_model_config(model_config)
     ts = _parse_ts(as_of)
     out = training_dir(settings, config, ts.isoformat()) / TRAINING_FILE
+    events_dir, users = pseudonymous_events(settings, events_dir, users)  # a no-op on a copy `resolve` made
     result = build_training_set(
         events_dir,
         settings,
@@ -217,6 +219,7 @@ def fit_curves_job(
     """Fit survivorship-robust exposure–response curves and propose caps and a policy (freqcap.domain.curves)."""
     from freqcap.jobs.curves import fit_curves_to_dir
 
+    events_dir, users = pseudonymous_events(settings, events_dir, users)  # a no-op on a copy `resolve` made
     kwargs: dict[str, Any] = {"users": Path(users) if users else None}
     if floor is not None:
         kwargs["floor"] = floor
