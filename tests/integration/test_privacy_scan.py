@@ -29,18 +29,33 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import redis
+import yaml
 
 from freqcap.domain.stream.messages import event_fields
+from freqcap.domain.training.config import default_model_config_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(2400)]
 
-WORLD = ["--users", "300", "--days", "4", "--seed", "5"]
+# Small, and a 2-day attribution window so that a week of events leaves days of complete labels to train on.
+WORLD = ["--users", "800", "--days", "7", "--seed", "5"]
+
+
+def _model_config(path: Path) -> Path:
+    raw = yaml.safe_load(default_model_config_path().read_text())
+    raw["label"]["attribution_window"] = "2d"
+    raw["xgboost"]["num_boost_round"] = 40
+    raw["curve"].update({"max_n": 10, "sample_rows": 500})
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
 def _demo(work: Path, privacy: bool) -> Path:
     """Run `freqcap demo` in `work` (a process of its own: Airflow configures itself per process)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FREQCAP", "AIRFLOW"))}
     env["FREQCAP__PRIVACY__ENABLED"] = "true" if privacy else "false"
+    work.mkdir(parents=True, exist_ok=True)
+    env["FREQCAP__TRAINING__MODEL_CONFIG_PATH"] = str(_model_config(work.parent / f"{work.name}-model.yaml"))
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
     done = subprocess.run(
         [sys.executable, "-m", "freqcap.cli", "demo", "--dir", str(work), *WORLD],
         env=env,
