@@ -35,6 +35,7 @@ from freqcap.adapters.feast.snapshots import publish_snapshot
 from freqcap.adapters.feast.store import apply_definitions, open_store
 from freqcap.domain.policy import parse_policy
 from freqcap.domain.policy.engine import Candidate, decide
+from freqcap.jobs.privacy import pseudonymous_events
 from freqcap.layout import offline_root
 from tests.integration.test_feast_online import T1, _settings, random_events
 from tests.integration.test_serving import _brute_force_state, body, candidates, write_policy
@@ -56,7 +57,8 @@ USERS = [f"u{i}" for i in range(15)]
 
 
 def _materialize(settings, tmp_path, events_dir, store, repo):
-    build = build_features(events_dir, T1, tmp_path / "features", settings.features)
+    # Pseudonymous ids, as the batch ingestion edge passes them on (serving maps each request's raw id alike).
+    build = build_features(pseudonymous_events(settings, events_dir)[0], T1, tmp_path / "features", settings.features)
     snaps = publish_snapshot(build, offline_root(repo))
     apply_definitions(store, settings, repo)
     return bulk_materialize(store, settings, snaps, T1)
