@@ -48,6 +48,7 @@ from tests.integration.test_serving_redis_kill import (
     _same,
     _start_service,
 )
+from tests.privacy import pseudonym_of
 from tests.redis_cluster import LocalRedisCluster
 
 CLIENTS = 2
@@ -85,7 +86,8 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
         # The threaded reader too (serving uses it when the stream seam is on), in this process.
         threaded = make_reader(writer, settings, socket_timeout=0.5)
         assert isinstance(threaded, RedisClusterFeatureReader)
-        before = threaded.read("u1", cands)
+        u1 = pseudonym_of(settings)("u1")  # as the store knows u1
+        before = threaded.read(u1, cands)
         service, url = _start_service(settings, tmp_path, policy_path)
         client = httpx.Client(base_url=url, timeout=10)
 
@@ -131,10 +133,10 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
         cluster.kill(victim)  # SIGKILL by PID + reap: its port refuses connections from here on
         killed_at.append(time.perf_counter())
         with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.ClusterDownError)):
-            threaded.read("u1", cands)  # the dead master refuses: the read fails, promptly (socket timeout 0.5 s)
+            threaded.read(u1, cands)  # the dead master refuses: the read fails, promptly (socket timeout 0.5 s)
         failed_in = cluster.wait_state(cluster.ports[0], "fail", timeout=30)  # the others notice (node timeout)
         with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.ClusterDownError)):
-            threaded.read("u1", cands)
+            threaded.read(u1, cands)
         while after_kill() < AFTER_KILL and time.monotonic() < deadline:
             time.sleep(0.005)
         stop.set()
@@ -199,7 +201,7 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
         for user, want in live.items():
             got = _first_real(client, user)
             assert not got["degraded"] and got["decisions"] == want["decisions"], user
-        assert threaded.read("u1", cands) == before
+        assert threaded.read(u1, cands) == before
         threaded.close()
         client.close()
         writer.teardown()
