@@ -204,8 +204,10 @@ class FeastConfig(_Frozen):
     online: OnlineStoreConfig = OnlineStoreConfig()
     # Point-in-time lookups accept a snapshot at most this old (snapshots are written every features run).
     snapshot_ttl: str = "2d"
-    # Redis keys (one hash per entity key) expire this long after their last write.
-    online_key_ttl: str = "29d"
+    # Online keys (one Redis hash per entity key) expire this long after their last write; SQLite entities quiet
+    # for longer are deleted. None (the default): the longest window the online store serves plus
+    # `retention.online_key_margin` (`Settings.online_key_ttl`). An explicit value is used as is (tests set seconds).
+    online_key_ttl: str | None = None
     # How snapshots reach the online store: `bulk` (freqcap.adapters.feast.bulk: Feast's serialization, changed rows only)
     # or `feast` (FeatureStore.materialize).
     materialization: Literal["bulk", "feast"] = "bulk"
@@ -305,7 +307,11 @@ class StreamConfig(_Frozen):
 
     # Serving combines batch and stream features only when enabled (the stream views must be applied).
     enabled: bool = False
+    # The stream's Redis: `host:port` (or a redis:// URL) of one server; with `redis_kind: redis_cluster`, start-up
+    # nodes of a Redis Cluster (`h1:p1,h2:p2`). On a cluster each partition's keys share a hash tag, so a partition
+    # lives on one master and its flush stays one atomic script there.
     redis_url: str = "127.0.0.1:6379"
+    redis_kind: Literal["redis", "redis_cluster"] = "redis"
     stream_key: str = "freqcap:events"
     group: str = "freqcap-stream"
     dead_letter_key: str = "freqcap:events:dead"
@@ -373,6 +379,10 @@ class StreamConfig(_Frozen):
             raise ValueError("allowed_lateness must be shorter than retention")
         if parse_duration(self.dedup_ttl).total_seconds() < retention:
             raise ValueError("dedup_ttl must be at least retention (a redelivered event must still be recognised)")
+        if self.redis_kind == "redis_cluster" and self.partitions < 2:
+            # One partition's stream is the untagged `stream_key` (older producers write it): on a cluster its keys
+            # would fall into different slots, and a partition's flush must stay on one master.
+            raise ValueError("partitions must be at least 2 with redis_kind redis_cluster (keys then carry a hash tag)")
         return self
 
     def seconds(self, name: str) -> float:
@@ -480,6 +490,55 @@ class PrivacyConfig(_Frozen):
     key_file: str | None = None
 
 
+class RetentionConfig(_Frozen):
+    """How long each store keeps what it holds (`freqcap retention`, the `freqcap_maintenance` DAG).
+
+    A horizon is an age measured from the maintenance run's time: what is older goes. `Settings` checks each
+    horizon against what the jobs downstream still read (e.g. raw events at least the longest feature window plus
+    `lateness`) and rejects a shorter one with a message naming the field. docs/operations/retention.md says why
+    each default is what it is."""
+
+    # <data_dir>/raw/events: a Parquet file goes when its newest event_ts is older than this.
+    raw_events: str = "90d"
+    # Late arrivals and re-runs: raw events are kept at least this much longer than the longest feature window.
+    lateness: str = "2d"
+    # runs/<stamp>/validation/clean: the validated copy a features run aggregates (and a re-run re-reads).
+    clean_events: str = "7d"
+    # runs/<stamp>/validation/quarantine.parquet: the rows set aside, kept for the investigation of bad data.
+    quarantine: str = "30d"
+    # runs/<stamp>/ (feature tables and gate reports of a features run).
+    feature_runs: str = "14d"
+    # feast/offline/<table>/snapshot_<stamp>.parquet (point-in-time joins); the newest per table is always kept.
+    snapshots: str = "60d"
+    # training/<model>/<stamp>/ and curves/<stamp>/; the champion's training set is always kept.
+    training_sets: str = "90d"
+    # The decision log's date=YYYY-MM-DD partitions (sampled decisions, no user ids).
+    decision_log: str = "30d"
+    # Evidently workspace snapshots (one per monitoring run), by their report time.
+    evidently_snapshots: str = "90d"
+    # monitoring/runs/<stamp>/ (metrics, samples, drift and alarm files of each hourly run).
+    monitoring_runs: str = "7d"
+    # MLflow runs (and their artifacts) of the experiments freqcap creates; runs of aliased model versions are kept.
+    mlflow_runs: str = "180d"
+    # The stream's dead letters (Redis dead-letter streams and the replay transport's JSON lines).
+    dead_letters: str = "14d"
+    # Airflow's metadata DB (dag runs, task instances, logs, XComs), via `airflow db clean`.
+    airflow_metadata: str = "30d"
+    # Online keys live this much longer than the longest window they serve (`feast.online_key_ttl` unset).
+    online_key_margin: str = "1d"
+
+    @field_validator("*")
+    @classmethod
+    def _positive(cls, value: str, info: Any) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError(f"retention.{info.field_name} must be a positive duration")
+        return value
+
+    def horizon(self, name: str) -> timedelta:
+        """A horizon as a timedelta (`cfg.horizon("raw_events")`)."""
+        return parse_duration(getattr(self, name))
+
+
 class StackConfig(_Frozen):
     """Where each component of the production-like stack (`freqcap stack up`, `make up`) lives on one machine.
 
@@ -527,6 +586,60 @@ class Settings(_Frozen):
     monitoring: MonitoringConfig = MonitoringConfig()
     stack: StackConfig = StackConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    retention: RetentionConfig = RetentionConfig()
+
+    @property
+    def longest_online_window(self) -> timedelta:
+        """The longest span a feature served online covers: the tiers' windows (decayed sums use the longest),
+        the signal tiers' lookback and the stream's windows."""
+        spans = [parse_duration(w) for t in self.features.tiers for w in t.windows]
+        spans += [parse_duration(self.features.signal_lookback)]
+        spans += [parse_duration(w) for w in self.stream.windows]
+        return max(spans)
+
+    @property
+    def online_key_ttl(self) -> timedelta:
+        """How long an online key lives after its last write: `feast.online_key_ttl` when set, else the longest
+        window served plus `retention.online_key_margin` (a key outlives every window it holds counts for)."""
+        if self.feast.online_key_ttl:
+            return parse_duration(self.feast.online_key_ttl)
+        return self.longest_online_window + self.retention.horizon("online_key_margin")
+
+    @model_validator(mode="after")
+    def _horizons_cover_their_readers(self) -> Settings:
+        """Each retention horizon is at least what the jobs reading that store look back over."""
+        r = self.retention
+        longest = self.longest_online_window
+        monitoring = timedelta(seconds=self.monitoring.seconds("window") + self.monitoring.seconds("baseline_window"))
+        needs = {
+            # Features and curves read the longest window of events before as_of; late events arrive after it.
+            "raw_events": (longest + r.horizon("lateness"), "the longest feature window plus retention.lateness"),
+            # Point-in-time joins look up snapshots over the longest window, each at most feast.snapshot_ttl old.
+            "snapshots": (
+                longest + parse_duration(self.feast.snapshot_ttl),
+                "the longest feature window plus feast.snapshot_ttl",
+            ),
+            # Monitoring compares the last window with the baseline window before it.
+            "decision_log": (monitoring, "monitoring.window plus monitoring.baseline_window"),
+            "monitoring_runs": (timedelta(seconds=self.monitoring.seconds("window")), "monitoring.window"),
+            # A redelivered or replayed event must still find its dead letter while the stream keeps state for it.
+            "dead_letters": (timedelta(seconds=self.stream.seconds("retention")), "stream.retention"),
+        }
+        for name, (minimum, why) in needs.items():
+            if r.horizon(name) < minimum:
+                raise ValueError(
+                    f"retention.{name} = {getattr(r, name)} is shorter than {why} ({_days(minimum)}), "
+                    "which the jobs reading it need"
+                )
+        return self
+
+
+def _days(span: timedelta) -> str:
+    """A span for an error message: whole days as `29d`, anything else in hours or seconds."""
+    seconds = int(span.total_seconds())
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
+    return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds}s"
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

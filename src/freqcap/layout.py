@@ -25,6 +25,8 @@ log) owns the files inside it. No I/O happens here.
                                      ads.parquet), what the training and monitoring jobs read
       gx/                            the Great Expectations Data Docs site
 
+Every store here has a retention horizon (`retention.*` settings; `freqcap retention`, docs/operations/retention.md).
+
 `<stamp>` is the as-of time in UTC as `YYYYMMDDTHHMMSSZ` (`stamp`); `parse_as_of` is the one reader of as-of
 times given as text (DAG params, CLI options, XCom values).
 """
@@ -169,8 +171,13 @@ class DataLayout:
         return self.raw_dir / "events"
 
     # -- features runs and the Feast repo --------------------------------------------------------------------
+    @property
+    def runs_root(self) -> Path:
+        """The features runs, one `<stamp>/` directory each."""
+        return self.root / "runs"
+
     def features_run(self, as_of: datetime | str) -> FeaturesRun:
-        return FeaturesRun(self.root / "runs" / stamp(as_of))
+        return FeaturesRun(self.runs_root / stamp(as_of))
 
     @property
     def feast_repo(self) -> Path:
@@ -186,11 +193,21 @@ class DataLayout:
         return self.offline_root / "row_counts.json"
 
     # -- training --------------------------------------------------------------------------------------------
+    @property
+    def curves_root(self) -> Path:
+        """The curves of the training runs, one `<stamp>/` directory each."""
+        return self.root / "curves"
+
     def curves_dir(self, as_of: datetime | str) -> Path:
-        return self.root / "curves" / stamp(as_of)
+        return self.curves_root / stamp(as_of)
+
+    @property
+    def training_base(self) -> Path:
+        """Every model's training sets (`<model>/<stamp>/`)."""
+        return self.root / "training"
 
     def training_root(self, model: str) -> Path:
-        return self.root / "training" / model
+        return self.training_base / model
 
     def training_dir(self, model: str, as_of: datetime | str) -> Path:
         return self.training_root(model) / stamp(as_of)
@@ -240,8 +257,13 @@ class DataLayout:
     def monitoring_dir(self) -> Path:
         return self.root / "monitoring"
 
+    @property
+    def monitoring_runs_root(self) -> Path:
+        """The monitoring runs, one `<stamp>/` directory each."""
+        return self.monitoring_dir / "runs"
+
     def monitoring_run(self, as_of: datetime | str) -> MonitoringRun:
-        return MonitoringRun(self.monitoring_dir / "runs" / stamp(as_of))
+        return MonitoringRun(self.monitoring_runs_root / stamp(as_of))
 
     @property
     def oncall_page(self) -> Path:

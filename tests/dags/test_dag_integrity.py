@@ -67,3 +67,22 @@ def test_assets_chain_features_training_publish(dagbag):
     assert {t.task_id for t in publish.tasks} == set(order)
     for upstream, downstream in itertools.pairwise(order):
         assert publish.get_task(downstream).upstream_task_ids == {upstream}
+
+
+def test_maintenance_dag_shape(dagbag):
+    """Daily retention: one independent task per store group, each calling `jobs.retention.prune_group`."""
+    from freqcap.jobs.retention import GROUPS
+
+    dag = dagbag.dags["freqcap_maintenance"]
+    assert {t.task_id for t in dag.tasks} == {
+        "prune_events",
+        "prune_features",
+        "prune_training",
+        "prune_monitoring",
+        "prune_stream",
+        "clean_airflow_metadata",
+    }
+    assert len(dag.tasks) == len(GROUPS)
+    assert all(not t.upstream_task_ids for t in dag.tasks)  # a failing group does not hold the others back
+    assert set(dag.params.keys()) == {"now", "dry_run"}
+    assert dag.timetable.expression == "0 0 * * *"  # @daily

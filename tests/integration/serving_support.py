@@ -76,3 +76,62 @@ class RedisServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class DecisionBurst:
+    """`clients` threads sending `POST /v1/decide` back to back (users round-robin) while the test breaks the store.
+
+    `records` holds (start, end, user, status, json) per answer; `mark_kill()` notes when the store was killed, so
+    `after_kill()` counts the requests that started after it."""
+
+    def __init__(self, url: str, users: list[str], body, clients: int = 2):
+        import threading
+
+        self.url, self.users, self.body, self.clients = url, users, body, clients
+        self.records: list[tuple[float, float, str, int, dict]] = []
+        self.killed_at: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(w,), daemon=True) for w in range(clients)]
+
+    def _run(self, worker: int) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=10) as own:
+            i = 0
+            while not self._stop.is_set():
+                user = self.users[(worker + i * self.clients) % len(self.users)]
+                i += 1
+                started = time.perf_counter()
+                resp = own.post("/v1/decide", json=self.body(user))
+                ended = time.perf_counter()
+                with self._lock:
+                    self.records.append((started, ended, user, resp.status_code, resp.json()))
+
+    def start(self) -> DecisionBurst:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def wait_answered(self, n: int, deadline: float) -> None:
+        """Until `n` answers are in (or the monotonic `deadline` passes)."""
+        while len(self.records) < n and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def mark_kill(self) -> None:
+        self.killed_at = time.perf_counter()
+
+    def after_kill(self) -> int:
+        with self._lock:
+            return sum(1 for r in self.records if self.killed_at is not None and r[0] > self.killed_at)
+
+    def wait_after_kill(self, n: int, deadline: float) -> None:
+        while self.after_kill() < n and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        """Stop and join the threads (asserting none hangs)."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in self._threads)

@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 from freqcap.config import load_settings
 
 
-def stream_settings(tmp_path, redis_url: str, **stream: str):
-    """Redis online store + a stream with keys of its own (tests share one Redis)."""
+def stream_settings(tmp_path, redis_url: str, online_kind: str = "redis", **stream: str):
+    """Redis online store (`online_kind`: redis or redis_cluster) + a stream with keys of its own (tests share one
+    Redis)."""
     tag = uuid.uuid4().hex[:10]
     env = {
         "FREQCAP__DATA_DIR": str(tmp_path),
-        "FREQCAP__FEAST__ONLINE__KIND": "redis",
+        "FREQCAP__FEAST__ONLINE__KIND": online_kind,
         "FREQCAP__FEAST__ONLINE__REDIS_CONNECTION_STRING": redis_url,
         "FREQCAP__FEAST__PROJECT": f"t{tag}",
         "FREQCAP__STREAM__ENABLED": "true",

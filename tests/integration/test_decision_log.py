@@ -59,7 +59,13 @@ def test_every_sampled_decision_is_logged_by_cohort_and_level(world, tmp_path):
     policy_path = write_policy(tmp_path)
     log = DecisionLog(tmp_path / "decisions", sample_rate=1.0, flush_seconds=0.05)
     app = create_app(
-        settings, policy_path=policy_path, repo_dir=repo, admin_token=TOKEN, budget_ms=5000, decision_log=log
+        settings,
+        policy_path=policy_path,
+        repo_dir=repo,
+        admin_token=TOKEN,
+        budget_ms=5000,
+        admission_ms=1000,
+        decision_log=log,
     )
     with TestClient(app) as client:
         for user in USERS:
@@ -131,7 +137,15 @@ def test_starts_without_a_valid_policy_fails_open_then_accepts_one(world, tmp_pa
     broken = tmp_path / "broken.yaml"
     broken.write_text("version: p0\ncreated_at: 2026-01-01T00:00:00Z\ndefaults:\n  - level: ad\n    caps: []\n")
     log = DecisionLog(tmp_path / "decisions", sample_rate=1.0)
-    app = create_app(settings, policy_path=broken, repo_dir=repo, admin_token=TOKEN, budget_ms=5000, decision_log=log)
+    app = create_app(
+        settings,
+        policy_path=broken,
+        repo_dir=repo,
+        admin_token=TOKEN,
+        budget_ms=5000,
+        admission_ms=1000,
+        decision_log=log,
+    )
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 503
         resp = client.post("/v1/decide", json=body("u1"))

@@ -285,7 +285,9 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
         ]
         answers = []
         for reader in (fast, feast):
-            app = create_app(settings, policy_path=policy, reader=reader, admin_token=TOKEN, budget_ms=5000)
+            app = create_app(
+                settings, policy_path=policy, reader=reader, admin_token=TOKEN, budget_ms=5000, admission_ms=1000
+            )
             with TestClient(app) as client:
                 answers.append([client.post("/v1/decide", json=b).json() for b in bodies])
         assert all(not a["degraded"] for a in answers[0]), answers[0]

@@ -46,7 +46,13 @@ def log_dir(tmp_path_factory):
     for policy in (write_policy(tmp), None):  # decisions, then fail-open answers of a service with no policy yet
         log = DecisionLog(directory, sample_rate=1.0, flush_seconds=0.05)
         app = create_app(
-            settings, policy_path=policy, repo_dir=repo, admin_token=TOKEN, budget_ms=5000, decision_log=log
+            settings,
+            policy_path=policy,
+            repo_dir=repo,
+            admin_token=TOKEN,
+            budget_ms=5000,
+            admission_ms=1000,
+            decision_log=log,
         )
         with TestClient(app) as client:
             for user in USERS if policy else USERS[:2]:

@@ -90,7 +90,13 @@ def served(tmp_path_factory):
         if store_down:  # the online store's file is gone (a lost volume): every lookup raises, serving fails open
             online.rename(online.with_suffix(".away"))
         app = create_app(
-            settings, policy_path=policy, repo_dir=repo, admin_token=TOKEN, budget_ms=5000, decision_log=log
+            settings,
+            policy_path=policy,
+            repo_dir=repo,
+            admin_token=TOKEN,
+            budget_ms=5000,
+            admission_ms=1000,
+            decision_log=log,
         )
         with TestClient(app) as client:
             for hour, minutes in hours:

@@ -124,8 +124,10 @@ def test_decisions_use_materialized_counts(tmp_path, kind, request):
     pseudonym = pseudonym_of(settings)
     policy_path = write_policy(tmp_path)
     policy = parse_policy(policy_path.read_text())
-    # A generous budget: this test is about the numbers, not the timing.
-    app = create_app(settings, policy_path=policy_path, repo_dir=repo, admin_token=TOKEN, budget_ms=5000)
+    # Generous budgets: this test is about the numbers, not the timing (a loaded box must not shed it as overload).
+    app = create_app(
+        settings, policy_path=policy_path, repo_dir=repo, admin_token=TOKEN, budget_ms=5000, admission_ms=1000
+    )
     bound = tiers = 0
     seen_tiers, binding_levels = set(), set()
     reader = None

@@ -19,7 +19,6 @@ to back; one master is SIGKILLed (by the PID this test started) while they run. 
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from datetime import timedelta
 
@@ -37,6 +36,7 @@ from freqcap.domain.policy import parse_policy
 from freqcap.domain.policy.engine import Candidate, decide
 from freqcap.jobs.privacy import pseudonymous_events
 from freqcap.layout import offline_root
+from tests.integration.serving_support import DecisionBurst
 from tests.integration.test_feast_online import T1, _settings, random_events
 from tests.integration.test_serving import _brute_force_state, body, candidates, write_policy
 from tests.integration.test_serving_redis_kill import (
@@ -102,51 +102,24 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
         requests_before = _requests_total(metrics_before)
         fail_open_before = _fail_open_counts(metrics_before)
 
-        records: list[tuple[float, float, str, int, dict]] = []  # (start, end, user, status, json)
-        lock = threading.Lock()
-        stop = threading.Event()
-        killed_at: list[float] = []
-
-        def after_kill() -> int:
-            with lock:
-                return sum(1 for r in records if killed_at and r[0] > killed_at[0])
-
-        def burst(worker: int) -> None:
-            with httpx.Client(base_url=url, timeout=10) as own:
-                i = 0
-                while not stop.is_set():
-                    user = USERS[(worker + i * CLIENTS) % len(USERS)]
-                    i += 1
-                    started = time.perf_counter()
-                    resp = own.post("/v1/decide", json=body(user))
-                    ended = time.perf_counter()
-                    with lock:
-                        records.append((started, ended, user, resp.status_code, resp.json()))
-
-        threads = [threading.Thread(target=burst, args=(w,), daemon=True) for w in range(CLIENTS)]
-        for t in threads:
-            t.start()
+        burst = DecisionBurst(url, USERS, body, CLIENTS).start()
         deadline = time.monotonic() + 60
-        while len(records) < BEFORE_KILL and time.monotonic() < deadline:
-            time.sleep(0.005)
+        burst.wait_answered(BEFORE_KILL, deadline)
         victim = cluster.ports[1]
         cluster.kill(victim)  # SIGKILL by PID + reap: its port refuses connections from here on
-        killed_at.append(time.perf_counter())
+        burst.mark_kill()
         with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.ClusterDownError)):
             threaded.read(u1, cands)  # the dead master refuses: the read fails, promptly (socket timeout 0.5 s)
         failed_in = cluster.wait_state(cluster.ports[0], "fail", timeout=30)  # the others notice (node timeout)
         with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.ClusterDownError)):
             threaded.read(u1, cands)
-        while after_kill() < AFTER_KILL and time.monotonic() < deadline:
-            time.sleep(0.005)
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
-        assert not any(t.is_alive() for t in threads)
+        burst.wait_after_kill(AFTER_KILL, deadline)
+        burst.stop()
+        records = burst.records
 
-        assert after_kill() >= AFTER_KILL, f"only {after_kill()} requests after the kill"
+        assert burst.after_kill() >= AFTER_KILL, f"only {burst.after_kill()} requests after the kill"
         assert all(r[3] == 200 for r in records), {r[3] for r in records}
-        kill = killed_at[0]
+        kill = burst.killed_at
         after = [r for r in records if r[0] > kill]
         assert any(not r[4]["degraded"] for r in records if r[1] < kill), "some answers before the kill are real"
         reasons: dict[str, int] = {}

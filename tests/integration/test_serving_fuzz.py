@@ -91,7 +91,14 @@ def serve(tmp_path: Path) -> Iterator[Served]:
     repo = tmp_path / "feast"
     _run_snapshot(settings_, tmp_path, events_dir, T1, open_store(settings_, repo), repo)
     # A generous budget: a schema-valid request must get a real (non-degraded) decision from SQLite.
-    app = create_app(settings_, policy_path=write_policy(tmp_path), repo_dir=repo, admin_token=TOKEN, budget_ms=5000)
+    app = create_app(
+        settings_,
+        policy_path=write_policy(tmp_path),
+        repo_dir=repo,
+        admin_token=TOKEN,
+        budget_ms=5000,
+        admission_ms=1000,
+    )
     with TestClient(app, raise_server_exceptions=False) as http:
         yield Served(app, http, asgi.ASGIClient(app))
 

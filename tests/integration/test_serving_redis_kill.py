@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ from freqcap.adapters.events_files import write_events
 from freqcap.adapters.feast.store import materialize, open_store
 from freqcap.domain.policy import parse_policy
 from freqcap.domain.policy.engine import Candidate, decide
-from tests.integration.serving_support import RedisServer, free_port
+from tests.integration.serving_support import DecisionBurst, RedisServer, free_port
 from tests.integration.test_feast_online import T1, _run_snapshot, _settings, random_events
 from tests.integration.test_serving import TOKEN, _brute_force_state, body, candidates, write_policy
 
@@ -135,45 +134,18 @@ def test_redis_killed_mid_burst_fails_open_then_recovers(tmp_path):
         fail_open_before = sum(_fail_open_counts(metrics_before).values())
 
         # The burst: CLIENTS threads send decisions back to back; the main thread kills Redis mid-burst.
-        records: list[tuple[float, float, int, dict]] = []  # (start, end, status, json)
-        lock = threading.Lock()
-        stop = threading.Event()
-        killed_at: list[float] = []
-
-        def after_kill() -> int:
-            with lock:
-                return sum(1 for r in records if killed_at and r[0] > killed_at[0])
-
-        def burst(worker: int) -> None:
-            with httpx.Client(base_url=url, timeout=10) as own:
-                i = 0
-                while not stop.is_set():
-                    user = USERS[(worker + i * CLIENTS) % len(USERS)]
-                    i += 1
-                    started = time.perf_counter()
-                    resp = own.post("/v1/decide", json=body(user))
-                    ended = time.perf_counter()
-                    with lock:
-                        records.append((started, ended, resp.status_code, resp.json()))
-
-        threads = [threading.Thread(target=burst, args=(w,), daemon=True) for w in range(CLIENTS)]
-        for t in threads:
-            t.start()
+        burst = DecisionBurst(url, USERS, body, CLIENTS).start()
         deadline = time.monotonic() + 60
-        while len(records) < BEFORE_KILL and time.monotonic() < deadline:
-            time.sleep(0.005)
+        burst.wait_answered(BEFORE_KILL, deadline)
         redis_server.kill()  # SIGKILL + reap: from here on the port refuses connections
-        killed_at.append(time.perf_counter())
-        while after_kill() < AFTER_KILL and time.monotonic() < deadline:
-            time.sleep(0.005)
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
-        assert not any(t.is_alive() for t in threads)
+        burst.mark_kill()
+        burst.wait_after_kill(AFTER_KILL, deadline)
+        burst.stop()
+        records = [(start, end, status, got) for start, end, _, status, got in burst.records]
 
-        assert after_kill() >= AFTER_KILL, f"only {after_kill()} requests after the kill"
+        assert burst.after_kill() >= AFTER_KILL, f"only {burst.after_kill()} requests after the kill"
         assert all(status == 200 for _, _, status, _ in records), {r[2] for r in records}
-        kill = killed_at[0]
+        kill = burst.killed_at
         before = [r for r in records if r[1] < kill]
         after = [r for r in records if r[0] > kill]
         assert len(before) >= BEFORE_KILL - CLIENTS

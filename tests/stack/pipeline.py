@@ -28,6 +28,8 @@ FEATURES, TRAINING, PUBLISH, MONITORING = (
     "freqcap_monitoring",
 )
 DAGS = (FEATURES, TRAINING, PUBLISH, MONITORING)
+# Daily retention; left paused by the pipeline (it would prune what the run just wrote only past its horizons).
+MAINTENANCE = "freqcap_maintenance"
 USERS, DAYS = 2_500, 14
 REGISTERED_MODEL = "freqcap-conversion"  # resources/models/conversion.yaml
 
@@ -87,7 +89,7 @@ def run_pipeline(stack) -> Observed:
     seen.timings["simulate"] = time.monotonic() - t0
 
     client = AirflowRest.connect(stack.airflow_url, "admin", stack.admin_password)
-    client.wait_for_dags(list(DAGS))
+    client.wait_for_dags([*DAGS, MAINTENANCE])
     # Consumers first: an Asset event that reaches a paused DAG does not queue a run for later.
     for dag_id in (TRAINING, PUBLISH):
         client.set_paused(dag_id, False)

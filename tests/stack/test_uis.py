@@ -48,7 +48,7 @@ def test_airflow_ui_shows_the_four_dags_with_docs_and_successful_runs(stack_up, 
     # The sign-in redirects: navigating before it lands aborts one of the two (net::ERR_ABORTED, seen in CI).
     expect(page).not_to_have_url(re.compile("login", re.I))
     page.goto(f"{stack_up.airflow_url}/dags")
-    expect(page.get_by_text(re.compile(r"\b4 Dags\b", re.I))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"\b5 Dags\b", re.I))).to_be_visible()
     for dag_id in DAGS:
         expect(page.get_by_role("link", name=dag_id, exact=True).first).to_be_visible()
     page.screenshot(path=screenshots / "airflow-dags.png", full_page=True)

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import threading
 import time
 from collections import deque
@@ -273,3 +274,25 @@ def read_log_window(directory: str | Path, start: datetime, end: datetime):
 
     frame = prepare_log(read_log_rows(directory, start, end).reindex(columns=list(FIELDS)))
     return frame[(frame["ts"] > pd.Timestamp(start)) & (frame["ts"] <= pd.Timestamp(end))].reset_index(drop=True)
+
+
+def prune_decision_log(directory: str | Path, cutoff: datetime, dry_run: bool = False) -> int:
+    """Remove the `date=YYYY-MM-DD` partitions whose whole day ended at or before `cutoff` (a day that straddles
+    the cut-off is kept whole: its newest records are still inside the horizon). Returns the number of days."""
+    directory = Path(directory)
+    removed = 0
+    for part in sorted(directory.glob("date=*")) if directory.is_dir() else []:
+        try:
+            day = datetime.strptime(part.name[len("date=") :], "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            continue  # not a partition of ours
+        if day + timedelta(days=1) > cutoff:
+            continue
+        if not dry_run:
+            shutil.rmtree(part)
+        removed += 1
+    if removed:
+        log.info(
+            "%s %d decision-log days before %s", "would remove" if dry_run else "removed", removed, cutoff.isoformat()
+        )
+    return removed

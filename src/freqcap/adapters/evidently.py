@@ -272,3 +272,34 @@ def add_snapshot(workspace_dir: Path, name: str, dashboard: DashboardConfig, sna
     ws, project = open_project(workspace_dir, name, dashboard)
     ref = ws.add_run(project.id, snapshot)
     return {"workspace": str(workspace_dir), "project_id": str(project.id), "snapshot_id": str(ref.id)}
+
+
+def prune_workspace(workspace_dir: Path, cutoff: datetime, dry_run: bool = False) -> int:
+    """Delete the snapshots of every project in the workspace whose report time is before `cutoff`, through
+    Evidently's own workspace API (it owns the file format). Returns the number of snapshots."""
+    from evidently.ui.workspace import Workspace
+
+    if not Path(workspace_dir).is_dir():
+        return 0
+    ws = Workspace(str(workspace_dir))
+    naive_cutoff = cutoff.astimezone(UTC).replace(tzinfo=None)  # snapshot times are naive UTC (run_report)
+    removed = 0
+    for project in ws.list_projects():
+        for snapshot_id in ws.list_runs(project.id):
+            snapshot = ws.get_run(project.id, snapshot_id)
+            taken = snapshot.timestamp
+            if taken.tzinfo is not None:
+                taken = taken.astimezone(UTC).replace(tzinfo=None)
+            if taken >= naive_cutoff:
+                continue
+            if not dry_run:
+                ws.delete_run(project.id, snapshot_id)
+            removed += 1
+    if removed:
+        log.info(
+            "%s %d Evidently snapshots older than %s",
+            "would delete" if dry_run else "deleted",
+            removed,
+            cutoff.isoformat(),
+        )
+    return removed

@@ -210,6 +210,16 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from freqcap.jobs.retention import GROUPS, prune
+
+    now = args.now or datetime.now(UTC).isoformat()
+    groups = args.group or list(GROUPS)
+    counts = prune(_settings(args), now, dry_run=args.dry_run, groups=groups)
+    _print({"now": now, "dry_run": args.dry_run, "groups": groups, "removed": counts})
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from freqcap.cli.demo import run_demo
 
@@ -271,12 +281,12 @@ def cmd_stream_run(args: argparse.Namespace) -> int:
 
 def cmd_stream_produce(args: argparse.Namespace) -> int:
     from freqcap.adapters.stream.produce import load_events, produce
-    from freqcap.adapters.stream.status import redis_client
+    from freqcap.adapters.stream.status import stream_redis_client
 
     cfg = _settings(args).stream
     since = parse_as_of(args.since) if args.since else None
     messages = load_events(Path(args.events), since=since)
-    client = redis_client(cfg.redis_url, socket_timeout=10)
+    client = stream_redis_client(cfg, socket_timeout=10)
     coverage = since
     if coverage is None and messages:  # the whole directory: nothing older exists in this world
         from freqcap.domain.stream.messages import parse_ts
@@ -440,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="events directory (default: <data_dir>/raw/events)")
     p.add_argument("--users", help="users.parquet (default: beside the events directory)")
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("retention", help="prune every store to its retention horizon (retention.* settings)")
+    p.add_argument("--dry-run", action="store_true", help="remove nothing; report what would go")
+    p.add_argument("--now", help="the time horizons count back from (ISO 8601; default: now)")
+    p.add_argument("--group", action="append", choices=["events", "features", "training", "monitoring", "stream",
+                   "airflow"], help="only these store groups (repeatable; default: all)")  # fmt: skip
+    p.set_defaults(func=cmd_retention)
     return parser
 
 

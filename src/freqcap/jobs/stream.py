@@ -11,14 +11,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from freqcap.adapters.feast.cluster_routing import ClusterTopology, cluster_topology_for, key_slot
 from freqcap.adapters.feast.stream_push import FeastPusher, RedisDirectPusher
 from freqcap.adapters.secrets import load_pseudonymizer
 from freqcap.adapters.stream.ownership import LeaseOwnership, StaticOwnership
 from freqcap.adapters.stream.state import MemoryPartitionState, RedisPartitionState
-from freqcap.adapters.stream.status import read_combined, redis_client, status_from_hash, status_keys
+from freqcap.adapters.stream.status import (
+    cluster_nodes,
+    read_combined,
+    redis_client,
+    status_from_hash,
+    status_keys,
+    stream_redis_client,
+)
 from freqcap.adapters.stream.transport import DirectoryReplayTransport, RedisStreamTransport, default_consumer_name
-from freqcap.config import Settings, parse_duration
-from freqcap.domain.stream.partitions import dead_letter_name, stream_name
+from freqcap.config import Settings, StreamConfig
+from freqcap.domain.stream.partitions import dead_letter_name, stream_name, tag
 from freqcap.jobs.stream_worker import StreamWorker
 from freqcap.layout import DataLayout
 
@@ -28,28 +36,42 @@ log = logging.getLogger(__name__)
 def _pusher(settings: Settings, store: Any):
     cfg = settings.stream
     online = settings.feast.online
-    if cfg.push_mode in ("lua", "direct") and online.kind == "redis":
-        ttl = int(parse_duration(settings.feast.online_key_ttl).total_seconds())
+    if cfg.push_mode in ("lua", "direct") and online.kind in ("redis", "redis_cluster"):
+        ttl = int(settings.online_key_ttl.total_seconds())
         # A push of a large micro-batch is several MB in one write: a generous timeout on a busy box.
+        if online.kind == "redis_cluster":
+            topology = cluster_topology_for(store.config.online_store, socket_timeout=30, socket_connect_timeout=5)
+            return RedisDirectPusher(store, None, ttl, topology=topology)
         return RedisDirectPusher(store, redis_client(online.redis_connection_string, socket_timeout=30), ttl)
     return FeastPusher(store)
 
 
-def redis_partition_opener(settings: Settings, client: Any, consumer: str):
+def _partition_client(cfg: StreamConfig, client: Any, topology: ClusterTopology | None, p: int) -> Any:
+    """The client a partition's transport and state use: the one server's, or on a Redis Cluster a plain client of
+    the master that serves the partition's hash tag (every key of the partition lives there, so its pre-packed
+    reads and its one-script flush go to one node as they do on a single server)."""
+    if topology is None:
+        return client
+    slot_map = topology.current
+    return topology.client(slot_map.nodes[slot_map.node_of(key_slot(tag(p).encode()))])
+
+
+def redis_partition_opener(settings: Settings, client: Any, consumer: str, topology: ClusterTopology | None = None):
     """`open_partition(p)` for a worker: the partition's stream transport and its Redis state."""
     cfg = settings.stream
     n = cfg.partitions
 
     def open_partition(p: int) -> tuple[RedisStreamTransport, RedisPartitionState]:
+        client_p = _partition_client(cfg, client, topology, p)
         transport = RedisStreamTransport(
-            client,
+            client_p,
             stream_name(cfg.stream_key, p, n),
             cfg.group,
             consumer,
             dead_letter_name(cfg.dead_letter_key, p, n),
         )
         state = RedisPartitionState(
-            client, cfg.state_prefix, p, dedup_ttl_s=cfg.seconds("dedup_ttl"), retention_s=cfg.seconds("retention")
+            client_p, cfg.state_prefix, p, dedup_ttl_s=cfg.seconds("dedup_ttl"), retention_s=cfg.seconds("retention")
         )
         return transport, state
 
@@ -64,12 +86,20 @@ def redis_worker(
     status in that Redis."""
     cfg = settings.stream
     name = consumer or default_consumer_name()
-    client = redis_client(cfg.redis_url, socket_timeout=max(30.0, cfg.block_ms / 1000 + 2))
+    timeout = max(30.0, cfg.block_ms / 1000 + 2)
+    # Leases, membership and status are single-key commands (or one partition's hash tag): on a cluster the
+    # RedisCluster client routes them; a partition's stream and state use its master's own client.
+    client = stream_redis_client(cfg, socket_timeout=timeout)
+    topology = None
+    if cfg.redis_kind == "redis_cluster":
+        topology = ClusterTopology(
+            cluster_nodes(cfg.redis_url), {"socket_timeout": timeout, "socket_connect_timeout": 5}
+        )
     ownership = LeaseOwnership(client, cfg.state_prefix, cfg.partitions, name, cfg.seconds("lease_ttl"))
     worker = StreamWorker(
         cfg,
         ownership,
-        redis_partition_opener(settings, client, name),
+        redis_partition_opener(settings, client, name, topology),
         _pusher(settings, store),
         status_client=client,
         allowed_formats=settings.validation.allowed_formats,
@@ -80,6 +110,8 @@ def redis_worker(
         yield worker
     finally:
         client.close()
+        if topology is not None:
+            topology.close()
 
 
 def replay_worker(settings: Settings, store: Any, events_dir: Path) -> StreamWorker:

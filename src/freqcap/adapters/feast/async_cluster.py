@@ -20,7 +20,7 @@ from typing import Any
 import hiredis
 import redis
 
-from freqcap.adapters.feast.async_redis import AsyncRedisReader, _pack, _Protocol, setup_commands
+from freqcap.adapters.feast.async_redis import AsyncRedisReader, ConnectionOwner, _pack, _Protocol, setup_commands
 from freqcap.adapters.feast.fast_reader import RedisClusterFeatureReader
 from freqcap.adapters.feast.reader import UserState
 from freqcap.adapters.redis_cluster import ROUTING_ERRORS, Node, SlotMap, parse_cluster_slots
@@ -47,7 +47,7 @@ def reply_error(reply: hiredis.ReplyError) -> redis.RedisError:
     return cls(rest) if cls is not None else redis.ResponseError(text)
 
 
-class AsyncClusterReader:
+class AsyncClusterReader(ConnectionOwner):
     """`RedisClusterFeatureReader.read` as a coroutine on the event loop (same keys, bytes and `UserState`).
 
     Only without the stream seam and on plain TCP (`supports`): the seam refreshes with blocking reads.
@@ -76,18 +76,7 @@ class AsyncClusterReader:
         setup = self._setup.get(node)
         if setup is None:
             setup = self._setup[node] = setup_commands(self.topology.client(node).connection_pool.connection_kwargs)
-        _, proto = await asyncio.get_running_loop().create_connection(_Protocol, node[0], node[1])
-        self.open_connections += 1
-        try:
-            await proto.call(*setup)
-        except BaseException:
-            self._discard(proto)
-            raise
-        return proto
-
-    def _discard(self, proto: _Protocol) -> None:
-        proto.close()
-        self.open_connections -= 1
+        return await self._open(node[0], node[1], setup)
 
     async def _acquire(self, node: Node) -> _Protocol:
         idle = self._idle.get(node)

@@ -110,7 +110,28 @@ def setup_commands(kwargs: dict[str, Any]) -> tuple[bytes, int]:
     return b"".join(setup), len(setup)
 
 
-class AsyncRedisReader:
+class ConnectionOwner:
+    """Opens a reader's connections on the running loop (each set up with its `setup` commands) and counts them
+    (`open_connections`); shared by the single-node and the cluster reader."""
+
+    open_connections: int = 0
+
+    async def _open(self, host: str, port: int, setup: Sequence[bytes]) -> _Protocol:
+        _, proto = await asyncio.get_running_loop().create_connection(_Protocol, host, port)
+        self.open_connections += 1
+        try:
+            await proto.call(*setup)
+        except BaseException:
+            self._discard(proto)
+            raise
+        return proto
+
+    def _discard(self, proto: _Protocol) -> None:
+        proto.close()
+        self.open_connections -= 1
+
+
+class AsyncRedisReader(ConnectionOwner):
     """`RedisFeatureReader.read` as a coroutine, on the event loop (same keys, same bytes, same `UserState`).
 
     Only for a plain TCP connection without the stream seam (`supports` says): the seam refreshes its status with
@@ -138,19 +159,7 @@ class AsyncRedisReader:
         return pool.connection_class is redis.Connection and not pool.connection_kwargs.get("path")
 
     async def _connect(self) -> _Protocol:
-        loop = asyncio.get_running_loop()
-        _, proto = await loop.create_connection(_Protocol, self.host, self.port)
-        self.open_connections += 1
-        try:
-            await proto.call(*self._setup)
-        except BaseException:
-            self._discard(proto)
-            raise
-        return proto
-
-    def _discard(self, proto: _Protocol) -> None:
-        proto.close()
-        self.open_connections -= 1
+        return await self._open(self.host, self.port, self._setup)
 
     async def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
         """The user's cohort and the state of every distinct (level, entity), as `RedisFeatureReader.read`."""

@@ -99,3 +99,25 @@ def publish_snapshot(build: FeatureBuild, root: Path) -> dict[str, Path]:
     finally:
         con.close()
     return written
+
+
+def prune_snapshots(root: Path, cutoff: datetime, dry_run: bool = False) -> int:
+    """Remove the offline snapshots stamped before `cutoff`, every table's newest excepted (the next publish
+    computes its tombstones against it, and point-in-time joins after a pause still find a value). Returns the
+    number of files."""
+    removed = 0
+    tables = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
+    for table in tables:
+        for as_of, path in list_snapshots(root, table)[:-1]:
+            if as_of < cutoff:
+                if not dry_run:
+                    path.unlink()
+                removed += 1
+    if removed:
+        log.info(
+            "%s %d offline snapshots older than %s",
+            "would remove" if dry_run else "removed",
+            removed,
+            cutoff.isoformat(),
+        )
+    return removed

@@ -28,8 +28,9 @@ def repo_config_dict(settings: Settings, repo_dir: Path) -> dict[str, Any]:
         online_store: dict[str, Any] = {
             "type": "redis",
             "connection_string": online.redis_connection_string,
-            # Keys of pairs that fell out of every window expire instead of piling up.
-            "key_ttl_seconds": int(parse_duration(settings.feast.online_key_ttl).total_seconds()),
+            # Keys of pairs that fell out of every window expire instead of piling up: the longest window they
+            # serve plus a margin (`Settings.online_key_ttl`).
+            "key_ttl_seconds": int(settings.online_key_ttl.total_seconds()),
         }
         if online.kind == "redis_cluster":  # the connection string lists start-up nodes; keys spread by slot
             online_store["redis_type"] = "redis_cluster"

@@ -5,7 +5,8 @@ Two writers, same stored bytes (tests/integration/test_stream.py compares them f
 * `RedisDirectPusher` — the path `push` ends in for Feast's Redis store with `skip_dedup` (one HSET of every
   feature + `_ts:<view>`, then EXPIRE), with keys, fields and values from `freqcap.adapters.feast.online_format`,
   without the DataFrame -> Arrow -> proto round trip that caps `push` near 15-20 k rows/s (measured on Feast 0.67);
-  all rows of a flush in one pipelined write.
+  all rows of a flush in one pipelined write; on a Redis Cluster (`topology`) one write per master, every master
+  written before any reply is read (`freqcap.adapters.feast.cluster_routing.round_trip_by_node`).
 
 The row's event timestamp is the push's wall-clock time, strictly increasing per worker: Feast's Redis store drops a
 write whose timestamp is not newer than the stored one, and a late event can change a pair without moving its
@@ -26,6 +27,7 @@ import pandas as pd
 from feast.value_type import ValueType
 
 from freqcap.adapters.feast import online_format as fmt
+from freqcap.adapters.feast.cluster_routing import ClusterTopology, key_slot, round_trip_by_node
 from freqcap.adapters.feast.repo.feature_views import STREAM_FEATURES, stream_view_name
 from freqcap.adapters.stream.resp import round_trip
 from freqcap.domain.stream.buckets import KIND_PREFIX, PairCounts
@@ -105,11 +107,13 @@ class FeastPusher:
 
 
 class RedisDirectPusher:
-    """Feast's Redis layout written directly (see module docstring); `client` is a redis-py client."""
+    """Feast's Redis layout written directly (see module docstring): to `client` (a redis-py client of one server)
+    or, when `topology` is given, to the masters of a Redis Cluster by each key's slot."""
 
-    def __init__(self, store: Any, client: Any, key_ttl_seconds: int | None):
+    def __init__(self, store: Any, client: Any, key_ttl_seconds: int | None, topology: ClusterTopology | None = None):
         self.store = store
         self.client = client
+        self.topology = topology
         self.clock = _Clock()
         self.key_ttl = key_ttl_seconds
         config = store.config
@@ -166,18 +170,30 @@ class RedisDirectPusher:
         ts_value = _bulk(fmt.event_timestamp(self.clock.next()))
         encoded = self.encode([row for _, row in pairs])
         expire_tail = b"$%d\r\n%d\r\n" % (len(str(self.key_ttl)), self.key_ttl) if self.key_ttl else b""
-        commands = []
+        commands, keys = [], []
         for (pair, _), values in zip(pairs, encoded, strict=True):
             head, fields = self._packed[pair.level]
-            key = _bulk(self.redis_key(pair.level, pair.user_id, pair.entity_id))
+            raw_key = self.redis_key(pair.level, pair.user_id, pair.entity_id)
+            key = _bulk(raw_key)
             parts = [head, key, fields[0], ts_value]
             for f, v in zip(fields[1:], values, strict=True):
                 parts += (f, _bulk(v))
             commands.append(b"".join(parts))
+            keys.append(raw_key)
             if expire_tail:
                 commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
-        round_trip(self.client, commands)
+                keys.append(raw_key)
+        self._send(commands, keys)
         return len(pairs)
+
+    def _send(self, commands: list[bytes], keys: list[bytes]) -> None:
+        """One pipelined write (per master on a cluster); `keys[i]` is the key of `commands[i]`."""
+        if self.topology is None:
+            round_trip(self.client, commands)
+            return
+        for reply in round_trip_by_node(self.topology, commands, [key_slot(k) for k in keys]):
+            if isinstance(reply, Exception):
+                raise reply
 
     def push_values(self, items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]]) -> int:
         """Write rows already encoded by `StreamRowEncoder` (one pipelined write; EXPIRE only when this process
@@ -196,11 +212,12 @@ class RedisDirectPusher:
         refreshed, wrapped = self._refreshed, self._wrapped
         if len(refreshed) > 2_000_000:
             refreshed.clear()
-        commands = []
+        commands, keys = [], []
         for (level, user, entity), _, values in items:
             head, fields = self._packed[level]
             raw_key = self.redis_key(level, user, entity)
             key = _bulk(raw_key)
+            keys.append(raw_key)
             parts = [head, key, fields[0], ts_value]
             for f, v in zip(fields[1:], values, strict=True):
                 w = wrapped.get(v)  # most values are the encoder's memoized lists: wrap each once
@@ -214,11 +231,12 @@ class RedisDirectPusher:
             if expire_tail and now - refreshed.get(raw_key, -_EXPIRE_REFRESH_S) >= _EXPIRE_REFRESH_S:
                 refreshed[raw_key] = now
                 commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
-        round_trip(self.client, commands)
+                keys.append(raw_key)
+        self._send(commands, keys)
         return len(items)
 
 
-# A key's TTL (`feast.online_key_ttl`, days) is refreshed at most this often per process: it only has to outlive
+# A key's TTL (`Settings.online_key_ttl`, days) is refreshed at most this often per process: it only has to outlive
 # the pair's last write, and an EXPIRE costs Redis about as much as the HSET.
 _EXPIRE_REFRESH_S = 3600.0
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from freqcap.adapters.stream.status import StreamStatus, read_combined, redis_client, status_from_hash
+from freqcap.adapters.stream.status import StreamStatus, read_combined, status_from_hash, stream_redis_client
 from freqcap.config import Settings
 from freqcap.domain.stream.buckets import window_seconds
 from freqcap.domain.stream.seam import Seam
@@ -37,7 +37,7 @@ class StreamSeamSource:
         cfg = settings.stream
         self.settings = settings
         self.store = store
-        self.client = client or redis_client(cfg.redis_url, socket_timeout=socket_timeout)
+        self.client = client or stream_redis_client(cfg, socket_timeout=socket_timeout)
         self.cfg = cfg
         self.refresh_s = cfg.seconds("status_refresh")
         self.max_lag_s = cfg.seconds("max_lag")

@@ -1,13 +1,9 @@
 """The three feature tiers and the user table on Spark: the same tables as `freqcap.adapters.duckdb.features`.
 
-Same plan as the DuckDB build, in Spark SQL: one GROUP BY at the (user, ad) grain counts every window and sums
-each tier's decayed impressions (its own half-life) in its longest window; the campaign and advertiser tiers are
-roll-ups of that table (an ad belongs to one campaign and one advertiser); the user table rolls up by user. The
-(user, ad) table is cached (memory, then disk) because four outputs read it. Windows are (as_of − W, as_of] in
-integer microseconds, exactly as in DuckDB; the tests hold the two engines' tables equal.
-
-Spark-specific care: literals are written as DOUBLE (a bare `2.0` is a DECIMAL in Spark SQL), and timestamps go
-through `unix_micros` / `timestamp_micros` in a UTC session (`freqcap.adapters.spark.runtime`).
+The same SQL as the DuckDB build (`freqcap.adapters.feature_sql`, Spark's dialect): one GROUP BY at the (user, ad)
+grain, the tiers and the user table rolled up from it. The (user, ad) table is cached (memory, then disk) because
+four outputs read it; timestamps go through `unix_micros` / `timestamp_micros` in a UTC session
+(`freqcap.adapters.spark.runtime`); the tests hold the two engines' tables equal.
 """
 
 from __future__ import annotations
@@ -19,17 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from freqcap.adapters.feature_sql import SPARK, fine_grain_sql, scanned_sql, tier_sql, user_sql
 from freqcap.adapters.spark.files import read_parquet_tree, write_one_file
 from freqcap.config import FeaturesConfig
-from freqcap.domain.features import (
-    COUNT_PREFIXES,
-    USER_TABLE,
-    FeatureBuild,
-    TierTable,
-    all_windows,
-    tier_tables,
-    user_windows,
-)
+from freqcap.domain.features import USER_TABLE, FeatureBuild, tier_tables
 from freqcap.layout import feature_table_path, users_path_for
 
 if TYPE_CHECKING:
@@ -38,80 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _US = 1_000_000
 EVENT_COLUMNS = ("event_id", "event_type", "event_ts", "user_id", "advertiser_id", "campaign_id", "ad_id")
-
-
-def _double(value: float) -> str:
-    return f"CAST({float(value)!r} AS DOUBLE)"
-
-
-def _fine_grain_sql(source: str, config: FeaturesConfig, as_of_us: int) -> str:
-    """(user, ad) aggregates covering every tier's windows and half-lives (the DuckDB build's `fine`)."""
-    windows = all_windows(config)
-    aggs: list[str] = []
-    for event_type, prefix in COUNT_PREFIXES.items():
-        for w in windows:
-            aggs.append(f"count(*) FILTER (WHERE event_type = '{event_type}' AND age_us < {w * _US}) AS {prefix}_{w}s")
-    for table in tier_tables(config):
-        tier = config.tier(table.level)
-        tier_longest = max(tier.window_seconds.values()) * _US
-        in_tier = f"event_type = 'impression' AND age_us < {tier_longest}"
-        decay = f"pow({_double(2.0)}, -CAST(age_us AS DOUBLE) / {_double(tier.half_life_seconds * _US)})"
-        aggs.append(f"sum({decay}) FILTER (WHERE {in_tier}) AS decayed_{table.level}")
-        aggs.append(f"max(ts_us) FILTER (WHERE {in_tier}) AS last_imp_{table.level}")
-    return f"""
-        SELECT user_id, ad_id, campaign_id, advertiser_id, {", ".join(aggs)}
-        FROM (
-            SELECT user_id, advertiser_id, campaign_id, ad_id, event_type,
-                   unix_micros(event_ts) AS ts_us, {as_of_us} - unix_micros(event_ts) AS age_us
-            FROM {source}
-        )
-        WHERE age_us >= 0 AND age_us < {max(windows) * _US}
-        GROUP BY user_id, ad_id, campaign_id, advertiser_id
-    """
-
-
-def _tier_sql(table: TierTable, config: FeaturesConfig, fine: str, as_of_us: int) -> str:
-    """One tier from the (user, ad) table, window columns renamed to their labels (the ad tier is a projection)."""
-    tier = config.tier(table.level)
-    finest = table.level == "ad"
-    agg = (lambda expr: expr) if finest else (lambda expr: f"sum({expr})")
-    cols: list[str] = []
-    for prefix in COUNT_PREFIXES.values():
-        for label, seconds in tier.window_seconds.items():
-            cols.append(f"CAST({agg(f'{prefix}_{seconds}s')} AS BIGINT) AS {prefix}_{label}")
-    cols.append(f"CAST(coalesce({agg(f'decayed_{table.level}')}, {_double(0.0)}) AS DOUBLE) AS {table.decayed_column}")
-    last = f"last_imp_{table.level}" if finest else f"max(last_imp_{table.level})"
-    cols.append(f"timestamp_micros({last}) AS {table.last_ts_column}")
-    cols.append(f"timestamp_micros({as_of_us}) AS event_timestamp")
-    longest = max(tier.window_seconds.values())
-    activity = " + ".join(f"{p}_{longest}s" for p in COUNT_PREFIXES.values())
-    key = table.entity_column
-    group = "" if finest else f"GROUP BY user_id, {key}"
-    return f"SELECT user_id, {key}, {', '.join(cols)} FROM {fine} WHERE {activity} > 0 {group}"
-
-
-def _user_sql(fine: str, config: FeaturesConfig, users_view: str | None, as_of_us: int) -> str:
-    """The user table: activity counts rolled up by user, the signal tier and the audience."""
-    w = user_windows(config)
-    lb = w["lookback"]
-    base = f"""
-        SELECT user_id, CAST(sum(imp_{w["24h"]}s) AS BIGINT) AS imp_24h, CAST(sum(imp_{w["7d"]}s) AS BIGINT) AS imp_7d,
-               CAST(sum(clk_{lb}s) AS BIGINT) AS clk_28d, CAST(sum(conv_{lb}s) AS BIGINT) AS conv_28d,
-               sum(imp_{lb}s + clk_{lb}s + conv_{lb}s) AS active
-        FROM {fine} GROUP BY user_id
-    """
-    audience, join = "'unknown'", ""
-    if users_view is not None:
-        join = f"LEFT JOIN {users_view} u ON u.user_id = b.user_id"
-        audience = "coalesce(u.audience, 'unknown')"
-    return f"""
-        SELECT b.user_id, {audience} AS audience,
-               CASE WHEN b.conv_28d > 0 THEN 'converter' WHEN b.clk_28d > 0 THEN 'engaged'
-                    ELSE 'impression_only' END AS signal_tier,
-               b.imp_24h, b.imp_7d, b.clk_28d, b.conv_28d, timestamp_micros({as_of_us}) AS event_timestamp
-        FROM ({base}) b {join}
-        WHERE b.active > 0
-    """
 
 
 def build_features_spark(
@@ -146,25 +61,23 @@ def build_features_spark(
         source = f"""(SELECT {", ".join(EVENT_COLUMNS)} FROM (
             SELECT *, row_number() OVER (PARTITION BY event_id ORDER BY event_ts) AS _copy FROM {raw}
         ) WHERE _copy = 1)"""
-    fine = spark.sql(_fine_grain_sql(source, config, as_of_us)).persist(StorageLevel.MEMORY_AND_DISK)
+    fine = spark.sql(fine_grain_sql(source, config, as_of_us, SPARK)).persist(StorageLevel.MEMORY_AND_DISK)
     users_path = users_path_for(events, users) if Path(events).is_dir() else (Path(users) if users else None)
     try:
         fine.createOrReplaceTempView(fine_view)
-        longest = all_windows(config)[-1]
-        in_window = " + ".join(f"{p}_{longest}s" for p in COUNT_PREFIXES.values())
-        events_scanned = spark.sql(f"SELECT coalesce(sum({in_window}), 0) AS n FROM {fine_view}").collect()[0]["n"]
+        events_scanned = spark.sql(scanned_sql(fine_view, config)).collect()[0]["n"]
         paths: dict[str, Path] = {}
         rows: dict[str, int] = {}
         for table in tier_tables(config):
             path = feature_table_path(out, table.name)
-            rows[table.name] = write_one_file(spark.sql(_tier_sql(table, config, fine_view, as_of_us)), path)
+            rows[table.name] = write_one_file(spark.sql(tier_sql(table, config, fine_view, as_of_us, SPARK)), path)
             paths[table.name] = path
             log.info("tier %s: %d pairs -> %s (spark)", table.name, rows[table.name], path)
         if users_path is not None:
             spark.read.parquet(str(users_path)).select("user_id", "audience").createOrReplaceTempView(users_view)
-        user_sql = _user_sql(fine_view, config, users_view if users_path else None, as_of_us)
+        user_query = user_sql(fine_view, config, users_view if users_path else None, as_of_us, SPARK)
         paths[USER_TABLE] = feature_table_path(out, USER_TABLE)
-        rows[USER_TABLE] = write_one_file(spark.sql(user_sql), paths[USER_TABLE])
+        rows[USER_TABLE] = write_one_file(spark.sql(user_query), paths[USER_TABLE])
     finally:
         fine.unpersist()
         for view in (raw, fine_view, users_view):

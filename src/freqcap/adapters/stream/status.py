@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from freqcap.config import Settings, StreamConfig
 from freqcap.domain.stream.partitions import state_base
@@ -128,6 +129,28 @@ def read_combined(client: Any, cfg: StreamConfig) -> dict[str, int]:
     return combine(pipe.execute())
 
 
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """Start-up nodes of `h1:p1,h2:p2` (a redis:// URL names one)."""
+    nodes = []
+    for part in url.split(","):
+        part = part.strip().removeprefix("redis://").split("/", 1)[0]
+        host, _, port = part.rpartition(":") if ":" in part else (part, "", "6379")
+        nodes.append((host or "127.0.0.1", int(port or 6379)))
+    return nodes
+
+
+def stream_redis_client(cfg: StreamConfig, socket_timeout: float = 1.0):
+    """A client of the stream's Redis (`stream.redis_url`): a `redis.Redis`, or on a Redis Cluster a
+    `RedisCluster` (single-key commands and non-transactional pipelines route themselves by slot)."""
+    if cfg.redis_kind == "redis_cluster":
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(cfg.redis_url)],
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+        )
+    return redis_client(cfg.redis_url, socket_timeout=socket_timeout)
+
+
 def redis_client(url: str, socket_timeout: float = 1.0):
     """A redis-py client for `host:port` (or a redis:// URL)."""
     if "://" in url:
@@ -144,7 +167,7 @@ def read_status(settings: Settings, client: Any = None) -> StreamStatus | None:
     if not cfg.enabled and client is None:
         return None
     try:
-        client = client or redis_client(cfg.redis_url)
+        client = client or stream_redis_client(cfg)
         raw = read_combined(client, cfg)
     except Exception:  # no Redis: no stream (monitoring reports it absent, serving falls back to batch)
         return None

@@ -9,6 +9,7 @@ import logging
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -199,8 +200,10 @@ class DirectoryReplayTransport:
             return
         self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
         with self.dead_letter_path.open("a") as f:
+            # `dead_at` (wall clock, UTC) dates the line for retention (freqcap.adapters.stream.dead_letters).
+            dead_at = datetime.now(UTC).isoformat()
             for message, reason in dead:
-                record = {"id": message.id, "reason": reason, "fields": message.fields}
+                record = {"id": message.id, "reason": reason, "dead_at": dead_at, "fields": message.fields}
                 f.write(json.dumps(record, default=str) + "\n")
 
     @property

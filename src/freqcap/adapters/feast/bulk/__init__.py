@@ -21,7 +21,7 @@ Incremental runs: after a view is fully written the store records which snapshot
 small Redis key or SQLite table beside Feast's). The next run diffs the new snapshot against it and rewrites only
 changed rows; unchanged rows keep their stored values and event timestamp. Expiry follows Feast's: Redis keys get
 `EXPIRE key_ttl_seconds` on every write and unchanged keys the same `EXPIRE` without a rewrite; SQLite has no TTL,
-so entities absent from the snapshot for longer than `settings.feast.online_key_ttl` are deleted.
+so entities absent from the snapshot for longer than `settings.online_key_ttl` are deleted.
 """
 
 from __future__ import annotations

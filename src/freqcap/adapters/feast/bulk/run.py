@@ -54,7 +54,7 @@ def bulk_materialize(
     `incremental=False` rewrites every row. `batch_rows` bounds memory (rows per Arrow batch; two encoded batches
     queue for the writer). `verify_rows` random rows per batch (plus edge rows) are checked against Feast's own
     conversion; 0 turns the check off. SQLite only: `cleanup` deletes entities absent from the snapshot whose last
-    write is older than `as_of - settings.feast.online_key_ttl`, at most once per `cleanup_every` of as-of time (it
+    write is older than `as_of - settings.online_key_ttl`, at most once per `cleanup_every` of as-of time (it
     scans the view's table). `record_interval` appends the materialization interval to the Feast registry as
     `materialize` does. `duckdb_memory_limit` caps the diff/sort (DuckDB spills beyond it).
 

@@ -16,7 +16,7 @@ rebuild only won on a table in foreign physical order (1.3x at 90 % changed, 300
 order.
 
 SQLite has no TTL: after each run (at most once per `cleanup_every`) the entities whose last write is older than
-`as_of - settings.feast.online_key_ttl` and that are absent from the current snapshot are deleted (`cleanup`), so
+`as_of - settings.online_key_ttl` and that are absent from the current snapshot are deleted (`cleanup`), so
 the table tracks the same key set Redis would.
 """
 
@@ -46,7 +46,7 @@ from freqcap.adapters.feast.bulk.plan import ViewPlan, source_name
 from freqcap.adapters.feast.bulk.reports import BulkState
 from freqcap.adapters.feast.bulk.sqlite_wal import Checkpointer
 from freqcap.adapters.feast.bulk.target import Target, Worker
-from freqcap.config import Settings, parse_duration
+from freqcap.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class SqliteTarget(Target):
         if getattr(online, "vector_enabled", False) or getattr(online, "enable_openai_compatible_store", False):
             raise UnsupportedOnlineStoreError("SQLite with vector/value_num columns: use store.materialize")
         self.path = _feast_sqlite().SqliteOnlineStore._get_db_path(self.config)
-        self.ttl = parse_duration(settings.feast.online_key_ttl) if settings.feast.online_key_ttl else None
+        self.ttl = settings.online_key_ttl
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
         # WAL: readers (serving) are never blocked by the bulk writer's long transactions; persistent per database.
         self.conn.execute("PRAGMA journal_mode=WAL")
