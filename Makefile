@@ -72,6 +72,7 @@ bench: setup  ## reproducible benchmarks; tables go to benchmarks/results/
 	$(BIN)/python benchmarks/bench_decide.py --reader all
 	$(BIN)/python benchmarks/bench_http.py
 	$(BIN)/python benchmarks/bench_serving_cpu.py
+	$(BIN)/python benchmarks/bench_privacy.py
 	$(BIN)/python benchmarks/bench_materialize.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_install.py

@@ -138,6 +138,7 @@ def build_world(redis_address: str, users: int, days: int, seed: int) -> dict:
     from freqcap.adapters.simulation_files import simulate_to_dir
     from freqcap.config import load_settings
     from freqcap.jobs.features import materialize_job
+    from freqcap.jobs.privacy import pseudonymous_events
     from freqcap.layout import DataLayout, parse_as_of
 
     shutil.rmtree(DATA, ignore_errors=True)
@@ -147,7 +148,11 @@ def build_world(redis_address: str, users: int, days: int, seed: int) -> dict:
     sim = settings.simulation.model_copy(update={"users": users, "days": days, "seed": seed})
     world = simulate_to_dir(layout.raw_dir, sim)
     as_of = parse_as_of(sim.start) + timedelta(days=sim.days)
-    build = build_features(world.events_dir, as_of, layout.features_run(as_of).features_dir, settings.features)
+    # The batch ingestion edge: features of pseudonymous ids (serving maps each request's raw id the same way).
+    events_dir, users_path = pseudonymous_events(settings, world.events_dir)
+    build = build_features(
+        events_dir, as_of, layout.features_run(as_of).features_dir, settings.features, users=users_path
+    )
     done = materialize_job(
         {
             "as_of": as_of.isoformat(),

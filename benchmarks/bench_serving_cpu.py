@@ -8,7 +8,7 @@ does (`freqcap.api.factory.build_app`), runs its lifespan, and then, on one even
 
   whole requests   the ASGI app called directly (no sockets): the fast path, and FastAPI's route for the same
                    bodies (what every request paid before the fast path)
-  stages           request decoding (msgspec; pydantic beside it), building the HMGET commands, the Redis round
+  stages           request decoding (msgspec; pydantic beside it), pseudonymizing the user id, building the HMGET commands, the Redis round
                    trip with its parsing, decoding the replies, the policy engine, building and encoding the answer,
                    a fail-open answer (what a shed request costs past HTTP), the decision-log rows of a sampled
                    request, the counters
@@ -74,7 +74,7 @@ async def _asgi(app, body: bytes) -> bytes:
 async def measure(app, world, args) -> dict[str, float]:
     """CPU µs per request of each stage (median over rounds)."""
     from freqcap.adapters.decision_log import decision_rows
-    from freqcap.api.decide import request_time
+    from freqcap.api.decide import pseudonymous_user, request_time
     from freqcap.api.schemas import DecideRequest, decide_response, encode, fail_open_response
     from freqcap.api.wire import decode_decide
     from freqcap.domain.policy.engine import decide
@@ -91,8 +91,14 @@ async def measure(app, world, args) -> dict[str, float]:
     ]
     wires = [decode_decide(b) for b in bodies]
     at = request_time(wires[0])
-    preps = [sync.prepare(w.user_id, w.candidates) for w in wires]
-    users = [await reader.read(w.user_id, w.candidates, at) for w in wires]
+    if state.pseudonymizer is None:
+        raise SystemExit("serving runs without pseudonymization (privacy.enabled is false)")
+    # What the store knows each request's user by (serving maps the raw id once per request).
+    keys = [pseudonymous_user(state, w.user_id) for w in wires]
+    preps = [sync.prepare(k, w.candidates) for k, w in zip(keys, wires, strict=True)]
+    users = [await reader.read(k, w.candidates, at) for k, w in zip(keys, wires, strict=True)]
+    found = sum(u.audience != "unknown" for u in users)
+    assert found > len(users) // 2, f"only {found} users found: raw ids and stored pseudonyms must match"
     replies = []
     for _, _, commands in preps:
         conn = await reader._connect()
@@ -120,7 +126,7 @@ async def measure(app, world, args) -> dict[str, float]:
 
     async def read(i):
         w = wires[i]
-        await reader.read(w.user_id, w.candidates, at)
+        await reader.read(keys[i], w.candidates, at)
 
     stages = {
         "whole request, fast path (msgspec)": lambda i: _asgi(fast_app, bodies[i]),
@@ -129,7 +135,8 @@ async def measure(app, world, args) -> dict[str, float]:
     sync_stages = {
         "decode the body: msgspec": lambda i: decode_decide(bodies[i]),
         "decode the body: pydantic (for comparison)": lambda i: DecideRequest.model_validate_json(bodies[i]),
-        "build the HMGET commands": lambda i: sync.prepare(wires[i].user_id, wires[i].candidates),
+        "pseudonymize the user id (HMAC-SHA256)": lambda i: pseudonymous_user(state, wires[i].user_id),
+        "build the HMGET commands": lambda i: sync.prepare(keys[i], wires[i].candidates),
         "decode the replies": lambda i: sync.decode(preps[i][0], preps[i][1], replies[i], at),
         "policy engine": lambda i: decide(
             policy, users[i].audience, users[i].signal_tier, wires[i].candidates, users[i].states, at

@@ -243,6 +243,7 @@ def drain(server: PrivateRedis, messages: list[dict], partitions: int, workers: 
 
 
 def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: float) -> dict:
+    from freqcap.adapters.secrets import load_pseudonymizer
     from freqcap.adapters.stream.status import read_combined
 
     tag = uuid.uuid4().hex[:8]
@@ -256,6 +257,8 @@ def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: flo
     probes: dict[str, float] = {}
     lags: list[float] = []
     stop = threading.Event()
+    pseudonymizer = load_pseudonymizer(settings)
+    stored_id = pseudonymizer if pseudonymizer is not None else (lambda user_id: user_id)
 
     def prober():
         pending: dict[str, float] = {}
@@ -267,7 +270,8 @@ def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: flo
                 users = sorted(pending)
                 out = store.get_online_features(
                     features=["user_ad_stream:imp_counts"],
-                    entity_rows=[{"user_id": u, "ad_id": "probe-ad"} for u in users],
+                    # The worker stores the probe's user by pseudonym (the stream ingestion edge).
+                    entity_rows=[{"user_id": stored_id(u), "ad_id": "probe-ad"} for u in users],
                 ).to_dict()
                 now = time.perf_counter()
                 for u, counts in zip(users, out["imp_counts"], strict=True):

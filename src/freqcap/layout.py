@@ -20,12 +20,14 @@ log) owns the files inside it. No I/O happens here.
       serving/live_policy.json       the live policy of the `file` policy store (`serving.policy_store: file`)
       monitoring/                    incidents, alarm history, on-call page, workspace/, runs/<stamp>/
       stream/                        the replay transport's dead letters
-
-Every store here has a retention horizon (`retention.*` settings; `freqcap retention`, docs/operations/retention.md).
+      secrets/                       the generated pseudonymization key (mode 0600) when none is configured
+      pseudonymized/<digest>/        a raw events directory copied with pseudonymous user ids (events/, users.parquet,
+                                     ads.parquet), what the training and monitoring jobs read
       gx/                            the Great Expectations Data Docs site
-      secrets/                       the generated pseudonymization key
       privacy/forget_audit.jsonl     one record per `freqcap forget` request (no raw id)
       privacy/forget_requests/       the freqcap_forget DAG's drop folder (done/ and failed/ beside the pending files)
+
+Every store here has a retention horizon (`retention.*` settings; `freqcap retention`, docs/operations/retention.md).
 
 `<stamp>` is the as-of time in UTC as `YYYYMMDDTHHMMSSZ` (`stamp`); `parse_as_of` is the one reader of as-of
 times given as text (DAG params, CLI options, XCom values).
@@ -330,8 +332,15 @@ class DataLayout:
             "decision_log": "decision_log",
             "stream": "stream_dead_letters",
             "gx": "data_docs",
+            "pseudonymized": "pseudonymized_events",
         }
         return named.get(first, "other")
+
+    @property
+    def pseudonymized_root(self) -> Path:
+        """Pseudonymized copies of raw event directories, one folder per source and content
+        (`freqcap.jobs.privacy.pseudonymous_events`)."""
+        return self.root / "pseudonymized"
 
     # -- streaming and data docs -----------------------------------------------------------------------------
     @property

@@ -43,6 +43,7 @@ from freqcap.domain.policy.engine import Candidate, EntityState
 from tests.bruteforce import WINDOW_SECONDS, tier_features
 from tests.integration.test_feast_online import T1, T2, _run_snapshot, _settings, random_events
 from tests.integration.test_serving import TOKEN, _free_port, write_policy
+from tests.privacy import pseudonym_of
 
 ADS = [f"ad{i}" for i in range(12)]
 CAMP_OF = {a: f"c{int(a[2:]) // 3}" for a in ADS}
@@ -110,11 +111,12 @@ def _compare(settings, fast, feast, events, as_of, seed, rounds=60):
     rng = random.Random(seed)
     seen = {"nonzero": 0, "zero": 0, "converter": 0, "engaged": 0, "audience": 0}
     ever_active = {e["user_id"] for e in events if e["event_ts"] <= as_of}
+    pseudonym = pseudonym_of(settings)  # the store knows users by pseudonym; the brute force by raw id
     for i in range(rounds):
         user = USERS[i % len(USERS)] if i < len(USERS) else rng.choice(USERS)
         cands = _random_candidates(rng)
-        got = fast.read(user, cands)
-        want = feast.read(user, cands)
+        got = fast.read(pseudonym(user), cands)
+        want = feast.read(pseudonym(user), cands)
         assert got == want, (user, cands)
         # Every distinct entity of every level, nothing else.
         assert set(got.states) == {(lvl, c.entity(lvl)) for c in cands for lvl in ("advertiser", "campaign", "ad")}
@@ -180,7 +182,7 @@ def test_fast_readers_with_different_windows_per_tier(tmp_path, kind, request):
     reader_type = RedisFeatureReader if kind == "redis" else SqliteFeatureReader
     store, fast, _, _ = _roundtrip(tmp_path, settings, reader_type)
     try:
-        state = fast.read("u1", [Candidate("ad1", "c0", "v0")])
+        state = fast.read(pseudonym_of(settings)("u1"), [Candidate("ad1", "c0", "v0")])
         assert [sorted(state.states[(lvl, e)].counts) for lvl, e in (("campaign", "c0"), ("ad", "ad1"))] == [
             [86400, 604800, 2419200],
             [3600, 604800, 2419200],
@@ -195,6 +197,7 @@ def test_fast_readers_with_different_windows_per_tier(tmp_path, kind, request):
 def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connection_string):
     settings = _settings(tmp_path, "redis", redis_connection_string)
     store, fast, feast, _ = _roundtrip(tmp_path, settings, RedisFeatureReader)
+    p = pseudonym_of(settings)  # the store keys users by pseudonym
     try:
         from feast.infra.online_stores.helpers import _mmh3, _redis_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -202,7 +205,7 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
 
         # Keys and fields are Feast's: computed independently here with Feast's own helpers.
         cands = [Candidate("ad4", "c1", "v0"), Candidate("ad4", "c1", "v0"), Candidate("ad5", "c1", "v0")]
-        sent = fast.keys_and_fields("u1", cands)
+        sent = fast.keys_and_fields(p("u1"), cands)
         version = store.config.entity_key_serialization_version
 
         def key(**kv):
@@ -210,11 +213,11 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
             return _redis_key(store.config.project, ek, entity_key_serialization_version=version)
 
         assert [k for k, _ in sent] == [
-            key(user_id="u1"),
-            key(user_id="u1", advertiser_id="v0"),
-            key(user_id="u1", campaign_id="c1"),
-            key(user_id="u1", ad_id="ad4"),
-            key(user_id="u1", ad_id="ad5"),
+            key(user_id=p("u1")),
+            key(user_id=p("u1"), advertiser_id="v0"),
+            key(user_id=p("u1"), campaign_id="c1"),
+            key(user_id=p("u1"), ad_id="ad4"),
+            key(user_id=p("u1"), ad_id="ad5"),
         ]
         assert list(sent[0][1]) == [_mmh3("user:audience"), _mmh3("user:signal_tier")]
         windows = ["imp_1h", "imp_24h", "imp_7d", "imp_28d", "last_imp_ts", "conv_28d"]
@@ -224,12 +227,12 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
         # A hash that expired (key_ttl_seconds) or was deleted reads as missing, as through Feast.
         rng = random.Random(5)
         cands = [Candidate(a, CAMP_OF[a], ADV_OF[CAMP_OF[a]]) for a in ADS]
-        before = fast.read("u2", cands)
+        before = fast.read(p("u2"), cands)
         assert any(st.counts[604800] for st in before.states.values())
-        for k, _ in fast.keys_and_fields("u2", rng.sample(cands, 6)):
+        for k, _ in fast.keys_and_fields(p("u2"), rng.sample(cands, 6)):
             fast.client.delete(k)
-        after = fast.read("u2", cands)
-        assert after == feast.read("u2", cands)
+        after = fast.read(p("u2"), cands)
+        assert after == feast.read(p("u2"), cands)
         assert after != before and after.audience == "unknown"
 
         # A reply that is an error (a key of the wrong type) raises, and the connection is closed rather than
@@ -256,16 +259,16 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
                 time.sleep(0.02)
 
         cands = [Candidate(a, CAMP_OF[a], ADV_OF[CAMP_OF[a]]) for a in ADS]
-        wrong = fast.keys_and_fields("u4", cands)[1][0]  # the (u4, advertiser) key
+        wrong = fast.keys_and_fields(p("u4"), cands)[1][0]  # the (u4, advertiser) key
         fast.client.delete(wrong)
         fast.client.set(wrong, b"not a hash")
         fast.client.connection_pool.disconnect()  # only the reader's next read opens a connection
         assert named_connections(0) == []
         with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
-            fast.read("u4", cands)
+            fast.read(p("u4"), cands)
         assert named_connections(0) == [], "a connection with unread replies must be closed, not pooled"
         fast.client.delete(wrong)
-        assert fast.read("u4", cands) == feast.read("u4", cands)
+        assert fast.read(p("u4"), cands) == feast.read(p("u4"), cands)
         assert len(named_connections(1)) == 1
 
         # Plugged into the decision API, the answers equal those over FeastReader.
@@ -278,7 +281,7 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
                     {"ad_id": a, "campaign_id": CAMP_OF[a], "advertiser_id": ADV_OF[CAMP_OF[a]]} for a in ADS
                 ],
             }
-            for u in ("u0", "u1", "u3", "u9", "nobody")
+            for u in ("u0", "u1", "u3", "u9", "nobody")  # raw ids: serving maps them
         ]
         answers = []
         for reader in (fast, feast):
@@ -328,7 +331,7 @@ def test_redis_cluster_fast_readers_equal_feast_and_brute_force(tmp_path, redis_
         async def async_equals_sync(seed: int, rounds: int) -> None:
             rng = random.Random(seed)
             for i in range(rounds):
-                user = USERS[i % len(USERS)]
+                user = pseudonym_of(settings)(USERS[i % len(USERS)])  # the stored key
                 picked = _random_candidates(rng)
                 assert await read(user, picked) == feast.read(user, picked), (user, picked)
 
@@ -506,7 +509,8 @@ def test_frozen_redis_raises_within_the_socket_timeout(tmp_path):
         reader = make_reader(store, settings, socket_timeout=timeout)
         assert isinstance(reader, RedisFeatureReader) and reader.socket_timeout == timeout
         cands = [Candidate(a, CAMP_OF[a], ADV_OF[CAMP_OF[a]]) for a in ADS]
-        live = reader.read("u1", cands)
+        user = pseudonym_of(settings)("u1")  # as the store knows u1
+        live = reader.read(user, cands)
         assert any(any(st.counts.values()) for st in live.states.values())
 
         os.kill(proc.pid, signal.SIGSTOP)
@@ -517,7 +521,7 @@ def test_frozen_redis_raises_within_the_socket_timeout(tmp_path):
         def one():
             started = time.perf_counter()
             try:
-                reader.read("u1", cands)
+                reader.read(user, cands)
                 outcomes.append((time.perf_counter() - started, None))
             except BaseException as exc:  # recorded and asserted below
                 outcomes.append((time.perf_counter() - started, exc))
@@ -535,7 +539,7 @@ def test_frozen_redis_raises_within_the_socket_timeout(tmp_path):
 
         os.kill(proc.pid, signal.SIGCONT)
         stopped = False
-        assert reader.read("u1", cands) == live, "reads recover once Redis answers again"
+        assert reader.read(user, cands) == live, "reads recover once Redis answers again"
     finally:
         if stopped:
             os.kill(proc.pid, signal.SIGCONT)

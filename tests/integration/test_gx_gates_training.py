@@ -43,7 +43,7 @@ def world(tmp_path_factory):
     window = load_ground_truth(root / "raw")["window"]
     start, as_of = parse_as_of(window["start"]), parse_as_of(window["end"])
     report = validate_events_job(str(root / "raw" / "events"), as_of.isoformat(), settings)
-    clean, users = report["clean_path"], root / "raw" / "users.parquet"
+    clean, users = report["clean_path"], report["users_path"]  # both pseudonymized at validation
     snapshots = offline_root(root / "data" / "feast")
     day = start + timedelta(days=1)
     while day < as_of:  # the daily snapshots the features DAG would have published

@@ -30,6 +30,7 @@ from freqcap.adapters.decision_log import DecisionLog
 from freqcap.api.app import create_app
 from freqcap.jobs.features import build_features_job, materialize_job
 from freqcap.jobs.monitoring import run_monitoring
+from freqcap.jobs.privacy import pseudonymous_events
 from freqcap.layout import DataLayout, MonitoringRun
 from tests.conftest import _service_missing
 from tests.integration.test_feast_online import _settings
@@ -68,7 +69,9 @@ def served(tmp_path_factory):
     settings = _settings(tmp / "data", "sqlite")
     repo = DataLayout.of(settings).feast_repo
     # The features pipeline's own steps (bulk materialization into the SQLite online store) as of T.
-    materialize_job(build_features_job(str(events_dir), t.isoformat(), settings, users=str(users_path)), settings)
+    # From the events as the batch ingestion edge passes them on (pseudonymous ids, serving maps requests alike).
+    private_events, private_users = pseudonymous_events(settings, events_dir, users_path)
+    materialize_job(build_features_job(private_events, t.isoformat(), settings, users=private_users), settings)
 
     events = pq.read_table(events_dir).to_pandas()
     seen = events[(events["event_type"] == "impression") & (events["event_ts"] <= pd.Timestamp(t))]

@@ -26,6 +26,7 @@ from freqcap.domain.policy import parse_policy
 from freqcap.domain.policy.engine import Candidate, EntityState, decide
 from tests.bruteforce import WINDOW_SECONDS, tier_features
 from tests.integration.test_feast_online import T1, _run_snapshot, _settings, random_events
+from tests.privacy import pseudonym_of
 
 TOKEN = "s3cret-serving-admin-token-for-tests"
 ADS = [f"ad{i}" for i in range(12)]
@@ -120,6 +121,7 @@ def test_decisions_use_materialized_counts(tmp_path, kind, request):
     _run_snapshot(settings, tmp_path, events_dir, T1, writer, repo)
     if kind != "sqlite":
         request.addfinalizer(writer.teardown)  # this test's keys out of the shared Redis / cluster
+    pseudonym = pseudonym_of(settings)
     policy_path = write_policy(tmp_path)
     policy = parse_policy(policy_path.read_text())
     # Generous budgets: this test is about the numbers, not the timing (a loaded box must not shed it as overload).
@@ -158,7 +160,7 @@ def test_decisions_use_materialized_counts(tmp_path, kind, request):
                     binding_levels.add((have["binding"]["level"], have["binding"]["window"]))
             # The state the reader built equals the brute-force state, window by window (missing pairs = zeros).
             reader = app.state.serving.reader
-            read = reader.read(user, cands)
+            read = reader.read(pseudonym(user), cands)  # the store knows the user by pseudonym
             assert (read.audience, read.signal_tier) == (audience, tier), user
             for (level, entity), st in read.states.items():
                 exp = states.get((level, entity), EntityState({s: 0 for s in WINDOW_SECONDS.values()}))

@@ -34,6 +34,7 @@ from freqcap.adapters.feast.snapshots import publish_snapshot
 from freqcap.adapters.feast.store import apply_definitions, open_store
 from freqcap.domain.policy import parse_policy
 from freqcap.domain.policy.engine import Candidate, decide
+from freqcap.jobs.privacy import pseudonymous_events
 from freqcap.layout import offline_root
 from tests.integration.serving_support import DecisionBurst
 from tests.integration.test_feast_online import T1, _settings, random_events
@@ -47,6 +48,7 @@ from tests.integration.test_serving_redis_kill import (
     _same,
     _start_service,
 )
+from tests.privacy import pseudonym_of
 from tests.redis_cluster import LocalRedisCluster
 
 CLIENTS = 2
@@ -56,7 +58,8 @@ USERS = [f"u{i}" for i in range(15)]
 
 
 def _materialize(settings, tmp_path, events_dir, store, repo):
-    build = build_features(events_dir, T1, tmp_path / "features", settings.features)
+    # Pseudonymous ids, as the batch ingestion edge passes them on (serving maps each request's raw id alike).
+    build = build_features(pseudonymous_events(settings, events_dir)[0], T1, tmp_path / "features", settings.features)
     snaps = publish_snapshot(build, offline_root(repo))
     apply_definitions(store, settings, repo)
     return bulk_materialize(store, settings, snaps, T1)
@@ -83,7 +86,8 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
         # The threaded reader too (serving uses it when the stream seam is on), in this process.
         threaded = make_reader(writer, settings, socket_timeout=0.5)
         assert isinstance(threaded, RedisClusterFeatureReader)
-        before = threaded.read("u1", cands)
+        u1 = pseudonym_of(settings)("u1")  # as the store knows u1
+        before = threaded.read(u1, cands)
         service, url = _start_service(settings, tmp_path, policy_path)
         client = httpx.Client(base_url=url, timeout=10)
 
@@ -105,10 +109,10 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
         cluster.kill(victim)  # SIGKILL by PID + reap: its port refuses connections from here on
         burst.mark_kill()
         with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.ClusterDownError)):
-            threaded.read("u1", cands)  # the dead master refuses: the read fails, promptly (socket timeout 0.5 s)
+            threaded.read(u1, cands)  # the dead master refuses: the read fails, promptly (socket timeout 0.5 s)
         failed_in = cluster.wait_state(cluster.ports[0], "fail", timeout=30)  # the others notice (node timeout)
         with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.ClusterDownError)):
-            threaded.read("u1", cands)
+            threaded.read(u1, cands)
         burst.wait_after_kill(AFTER_KILL, deadline)
         burst.stop()
         records = burst.records
@@ -170,7 +174,7 @@ def test_cluster_master_killed_mid_burst_fails_open_then_recovers(tmp_path):
         for user, want in live.items():
             got = _first_real(client, user)
             assert not got["degraded"] and got["decisions"] == want["decisions"], user
-        assert threaded.read("u1", cands) == before
+        assert threaded.read(u1, cands) == before
         threaded.close()
         client.close()
         writer.teardown()

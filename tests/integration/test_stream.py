@@ -29,6 +29,7 @@ from freqcap.domain.stream.messages import event_fields
 from freqcap.jobs.stream import redis_worker
 from tests.integration.stream_support import cleanup_redis, count_between, jitter_order, stream_settings
 from tests.integration.test_feast_online import T1, _run_snapshot, random_events
+from tests.privacy import pseudonym_of, with_pseudonyms
 
 T_B = T1  # the batch cut-off (midnight: a multiple of the 1-minute bucket)
 ADS = [f"ad{i}" for i in range(12)]
@@ -64,10 +65,10 @@ def _expected(rows, key, t, kind="impression"):
     return out
 
 
-def _check_resolved(reader, rows, t):
+def _check_resolved(reader, rows, t, pseudonym):
     checked = nonzero_stream = 0
     for user in USERS:
-        state = reader.read(user, CANDIDATES, at=t)
+        state = reader.read(pseudonym(user), CANDIDATES, at=t)  # stored by pseudonym; brute force by raw id
         assert not state.stream_stale, "a fresh, covering stream must be used"
         for (level, entity), got in state.states.items():
             key = (level, user, entity)
@@ -128,7 +129,7 @@ def test_seam_counts_equal_brute_force_with_duplicates_and_disorder(tmp_path, re
             T_B + timedelta(hours=2, minutes=30),
             T_B + timedelta(hours=5),
         ):
-            checked, nonzero = _check_resolved(reader, rows, t)
+            checked, nonzero = _check_resolved(reader, rows, t, pseudonym_of(settings))
             total += checked
             if t > T_B + timedelta(hours=1):
                 assert nonzero > 50, "the fixture must put stream events on many pairs"
@@ -181,7 +182,7 @@ def test_serving_flags_stream_stale_and_answers_from_batch(tmp_path, redis_conne
             assert all(d["penalty"] is not None for d in out["decisions"])  # real decisions, not fail-open
             metrics = client.get("/metrics").text
             assert "freqcap_decide_stream_stale_total" in metrics
-        state = reader.read("u3", CANDIDATES, at=t)
+        state = reader.read(pseudonym_of(settings)("u3"), CANDIDATES, at=t)
         assert state.stream_stale
         for (level, entity), got in state.states.items():
             key = (level, "u3", entity)
@@ -370,6 +371,14 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_stream(tmp_path, redi
         reasons = [fields[b"_reason"].decode() for _, fields in dead]
         assert reasons == [reason for _, reason in BAD_MESSAGES]
         assert all(fields[b"_source_stream"].decode() == stream for _, fields in dead)
+        # Dead letters keep the pseudonym, never the raw id; a user id that is not text is dropped, not kept.
+        pseudonym = pseudonym_of(settings)
+        for (fields, _), (_, kept) in zip(BAD_MESSAGES, dead, strict=True):
+            raw = fields.get("user_id")
+            if isinstance(raw, str):
+                assert kept[b"user_id"].decode() == pseudonym(raw), kept
+            else:
+                assert b"user_id" not in kept, kept
         # Nothing pending: every message was acknowledged, dead or alive.
         assert redis_client.xpending(stream, settings.stream.group)["pending"] == 0
         status = redis_client.hgetall(f"{settings.stream.state_prefix}:{{p0}}:status")  # the one partition's
@@ -442,7 +451,8 @@ def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_conne
         pending = redis_client.xpending(settings.stream.stream_key, settings.stream.group)["pending"]
         done = subprocess.run(cmd, env=proc_env, capture_output=True, timeout=300)
         assert done.returncode == 0, done.stderr.decode()[-2000:]
-        want, got = _state_buckets(redis_client, settings, many)
+        # Keyed by pseudonym: the worker's Redis state and Feast's stream rows hold no raw id.
+        want, got = _state_buckets(redis_client, settings, with_pseudonyms(settings, many))
         assert got == want
         assert int(redis_client.hget(status_key, "applied")) == len(many)
         assert redis_client.xpending(settings.stream.stream_key, settings.stream.group)["pending"] == 0
@@ -600,8 +610,8 @@ def test_embedded_replay_pushes_through_feast_to_sqlite(tmp_path):
     apply_definitions(store, settings, tmp_path / "feast")
     stats = replay_worker(settings, store, events_dir).run(until_caught_up=True)
     assert stats.applied == 400 and stats.dead_letters == 0
-    rows = live.to_pylist()
-    for user in ("u1", "u4", "u9"):
+    rows = with_pseudonyms(settings, live.to_pylist())  # the worker pushed pseudonymous rows
+    for user in map(pseudonym_of(settings), ("u1", "u4", "u9")):
         for ad in ADS[:6]:
             out = store.get_online_features(
                 features=["user_ad_stream:imp_buckets", "user_ad_stream:imp_counts"],
@@ -693,7 +703,7 @@ def test_another_consumer_reclaims_the_entries_a_dead_consumer_left_pending(
             stats = worker.run(until_caught_up=True)
         assert stats.applied == len(rows)
         assert redis_client.xpending(cfg.stream_key, cfg.group)["pending"] == 0
-        want, got = _state_buckets(redis_client, settings, rows)
+        want, got = _state_buckets(redis_client, settings, with_pseudonyms(settings, rows))
         assert got == want
     finally:
         store.teardown()

@@ -23,6 +23,7 @@ from freqcap.jobs.stream import redis_worker
 from tests.integration.stream_support import cleanup_redis, jitter_order, stream_settings
 from tests.integration.test_feast_online import _run_snapshot
 from tests.integration.test_stream import T_B, _check_resolved, _world
+from tests.privacy import pseudonym_of
 from tests.redis_cluster import keys_per_master
 
 pytestmark = [pytest.mark.redis_cluster, pytest.mark.slow]
@@ -81,7 +82,7 @@ def test_stream_worker_on_a_redis_cluster_equals_brute_force_and_hands_over(tmp_
         assert isinstance(reader, RedisClusterFeatureReader) and reader.reads_stream
         total = nonzero = 0
         for t in (T_B + timedelta(minutes=20), T_B + timedelta(hours=2, minutes=30), T_B + timedelta(hours=5)):
-            checked, touched = _check_resolved(reader, rows, t)
+            checked, touched = _check_resolved(reader, rows, t, pseudonym_of(settings))
             total, nonzero = total + checked, nonzero + touched
         assert total > 500 and nonzero > 100
     finally:

@@ -33,6 +33,7 @@ from freqcap.jobs.stream import redis_worker
 from tests.integration.serving_support import RedisServer
 from tests.integration.stream_support import jitter_order, stream_settings
 from tests.integration.test_feast_online import T1, random_events
+from tests.privacy import pseudonym_of
 
 pytestmark = pytest.mark.redis
 
@@ -63,8 +64,9 @@ def _ts(fields):
     return datetime.fromisoformat(fields["event_ts"])
 
 
-def _brute_force(client, cfg) -> dict:
-    """Per partition, in stream order: verdicts, counts per (pair, kind, bucket end), last impression per pair."""
+def _brute_force(client, cfg, pseudonym) -> dict:
+    """Per partition, in stream order: verdicts, counts per (pair, kind, bucket end), last impression per pair
+    (pairs keyed by the user's pseudonym, `pseudonym(raw id)`: what the worker stores and pushes)."""
     from freqcap.domain.stream.partitions import stream_name
 
     out = {"applied": 0, "duplicates": 0, "late": 0, "dead": {}, "pairs": {}, "last_imp": {}}
@@ -89,7 +91,7 @@ def _brute_force(client, cfg) -> dict:
                 out["applied"] += 1
                 end = -(-ts_us // 60_000_000) * 60
                 for level in ("advertiser", "campaign", "ad"):
-                    pair = (level, f["user_id"], f[f"{level}_id"])
+                    pair = (level, pseudonym(f["user_id"]), f[f"{level}_id"])
                     counts = out["pairs"].setdefault(pair, {})
                     key = (KIND[f["event_type"]], end)
                     counts[key] = counts.get(key, 0) + 1
@@ -160,7 +162,7 @@ def _check(client, settings, store) -> None:
     from freqcap.domain.stream.partitions import dead_letter_name, stream_name
 
     cfg = settings.stream
-    want = _brute_force(client, cfg)
+    want = _brute_force(client, cfg, pseudonym_of(settings))
     assert want["late"] > 20 and want["duplicates"] > 100 and len(want["dead"]) > want["late"], "weak fixture"
     status = read_combined(client, cfg)
     assert status["applied"] == want["applied"]

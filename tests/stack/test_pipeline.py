@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from freqcap.jobs.features import build_features_job, validate_events_job
-from freqcap.layout import DataLayout, users_path_for
+from freqcap.layout import DataLayout
 from tests.stack.pipeline import FEATURES, MONITORING, PUBLISH, TRAINING
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
@@ -99,14 +99,17 @@ def test_the_backfill_gives_the_snapshots_of_three_single_runs(stack_up, observe
         assert set(observed.tasks[run.dag_run_id].values()) == {"success"}, observed.tasks[run.dag_run_id]
 
     stack_settings = stack_up.job_settings()
-    single = stack_settings.model_copy(update={"data_dir": tmp_path / "single"})
+    # Another data directory, the same pseudonymization key as the stack's (else every user id would differ).
+    key_file = str(stack_settings.privacy.key_file or DataLayout.of(stack_settings).pseudonym_key_file)
+    privacy = stack_settings.privacy.model_copy(update={"key_file": key_file})
+    single = stack_settings.model_copy(update={"data_dir": tmp_path / "single", "privacy": privacy})
     events = str(DataLayout.of(stack_settings).events_dir)
     for as_of in days:
-        users = users_path_for(events)  # as the DAG's aggregate task finds them
         report = validate_events_job(
             events, as_of.isoformat(), single, now=observed.runs[FEATURES][0].end_date.isoformat()
         )
-        build = build_features_job(report["clean_path"], as_of.isoformat(), single, str(users))
+        # The users table validate prepared, as the DAG's aggregate task reads it.
+        build = build_features_job(report["clean_path"], as_of.isoformat(), single, report["users_path"])
         backfilled = DataLayout.of(stack_settings).features_run(as_of).features_dir
         for table in sorted(p.name for p in (DataLayout.of(single).features_run(as_of).features_dir).glob("*.parquet")):
             got = pq.read_table(backfilled / table)

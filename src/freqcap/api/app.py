@@ -23,6 +23,7 @@ from freqcap.adapters.feast.fast_reader import DEFAULT_SOCKET_TIMEOUT, make_read
 from freqcap.adapters.feast.reader import FeastReader, FeatureReader
 from freqcap.adapters.feast.store import open_store
 from freqcap.adapters.policy_store import PolicyStore, policy_store_from_settings
+from freqcap.adapters.secrets import load_pseudonymizer
 from freqcap.api.dependencies import AdminTokens, ServingState, admin_token_list
 from freqcap.api.fast_path import handle_decide, is_decide
 from freqcap.api.policy_sync import load_initial_policy, run_sync
@@ -104,6 +105,8 @@ def create_app(
         # A fresh pool per lifespan: the previous one was shut down when its lifespan ended (a second start, e.g.
         # a second TestClient or a test runner restarting the app, would otherwise fail every lookup open).
         state.pool = state.new_pool()
+        # The serving edge's key (privacy.keys, or the data directory's key file): loaded here, not at import.
+        state.pseudonymizer = load_pseudonymizer(settings)
         await load_initial_policy(state, policy_path)
         state.reader = reader if reader is not None else await _open_reader(settings, repo_dir, state.budget)
         # Redis (one node or a cluster) is read on the event loop; other readers on the lookup threads.

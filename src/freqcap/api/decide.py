@@ -35,6 +35,16 @@ def request_time(body: Any) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
+def pseudonymous_user(state: ServingState, user_id: str | None) -> str | None:
+    """The id the stores know the request's user by: its pseudonym (`privacy`), computed once per request before
+    the lookup; the raw id goes no further (the decision log never holds a user). None passes through (a request
+    without a user id)."""
+    pseudonymizer = state.pseudonymizer
+    if user_id is None or pseudonymizer is None:
+        return user_id
+    return pseudonymizer(user_id)
+
+
 async def answer(state: ServingState, body: Any, arrived: float | None = None) -> dict[str, Any]:
     """The answer to a decide request (`schemas.DecideRequest` or `wire.WireDecide`: the same fields), as plain
     values; `arrived`: when the request reached the process (perf_counter seconds, `server.arrived`), from which
@@ -53,7 +63,7 @@ async def answer(state: ServingState, body: Any, arrived: float | None = None) -
         if policy is None or state.reader is None:
             raise _NotReady("no_policy" if policy is None else "not_ready")
         if await state.admit(arrived):
-            reason, user = await _lookup(state, body.user_id, candidates, at)
+            reason, user = await _lookup(state, pseudonymous_user(state, body.user_id), candidates, at)
         else:
             reason = "overload"  # no lookup slot within the admission budget: answered now, never queued
         if reason is None:

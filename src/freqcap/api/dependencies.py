@@ -28,6 +28,7 @@ from freqcap.config import admin_token_problem
 from freqcap.domain.policy import Policy, PolicyValidationError
 from freqcap.domain.policy.engine import Decision, compile_policy
 from freqcap.domain.policy.guardrails import window_errors
+from freqcap.domain.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ class ServingState:
         # that long in the loop before their handler runs; beyond the admission budget the process is out of CPU.
         self.loop_lag = 0.0
         self.metrics = Metrics()
+        # Maps a request's user id to the pseudonym the stores hold (`api.decide.pseudonymous_user`); set by the
+        # lifespan from `privacy` (None: privacy disabled, ids used as given).
+        self.pseudonymizer: Pseudonymizer | None = None
         self.windows = windows
         # Bytes for the constant-time comparison; kept off the object's repr (it has none of its own).
         self._admin_tokens = tuple(t.encode() for t in admin_tokens)

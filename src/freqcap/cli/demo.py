@@ -19,6 +19,7 @@ from freqcap.adapters.duckdb.truth_raw import raw_count_truth
 from freqcap.adapters.feast.online import read_user_features
 from freqcap.adapters.gx.events import REPORT_FILE
 from freqcap.adapters.mlflow.tracking import client
+from freqcap.adapters.secrets import load_pseudonymizer
 from freqcap.adapters.simulation_files import load_ground_truth, simulate_to_dir
 from freqcap.api.live import serve_in_thread
 from freqcap.cli import output
@@ -237,7 +238,10 @@ def _serve_and_publish(settings, layout: DataLayout, as_of) -> int:
             {"ad_id": a, "campaign_id": meta.loc[a, "campaign_id"], "advertiser_id": meta.loc[a, "advertiser_id"]}
             for a in chosen
         ]
+        raw_ids = _raw_ids(settings, layout, [heavy[0], light[0]])
         for label, (user_id, audience, imp_7d) in (("heavy", heavy), ("light", light)):
+            # The feature tables know the user by pseudonym; the ad server sends the raw id, as in production.
+            user_id = raw_ids.get(user_id, user_id)
             resp = httpx.post(
                 url + "/v1/decide",
                 json={
@@ -268,6 +272,17 @@ def _serve_and_publish(settings, layout: DataLayout, as_of) -> int:
         f"\ntry: freqcap serve --dev --policy {guardrails.with_name('policy.yaml')}   (with FREQCAP__DATA_DIR={layout.root})"
     )
     return 0
+
+
+def _raw_ids(settings, layout: DataLayout, pseudonyms: list[str]) -> dict[str, str]:
+    """{pseudonym: raw id} for the given pseudonyms, found by pseudonymizing the simulated users (the demo plays
+    the ad server too: it knows the raw ids). Empty when privacy is off (the tables hold raw ids then)."""
+    pseudonymizer = load_pseudonymizer(settings)
+    if pseudonymizer is None:
+        return {}
+    wanted = set(pseudonyms)
+    users = pd.read_parquet(layout.raw_dir / "users.parquet", columns=["user_id"])["user_id"]
+    return {p: raw for raw, p in zip(users, pseudonymizer.many(users), strict=True) if p in wanted}
 
 
 def _print_training(settings, layout: DataLayout, as_of) -> None:

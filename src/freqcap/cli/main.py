@@ -47,13 +47,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from freqcap.adapters.gx import validate_events
+    from freqcap.adapters.secrets import load_pseudonymizer
 
+    settings = _settings(args)
     report = validate_events(
         Path(args.events),
         as_of=parse_as_of(args.as_of),
-        config=_settings(args).validation,
+        config=settings.validation,
         out_dir=Path(args.out),
         ads_catalog=Path(args.ads) if args.ads else None,
+        pseudonymizer=load_pseudonymizer(settings),  # an ingestion edge: the outputs hold pseudonyms
     )
     _print(report.to_dict())
     return 0
@@ -84,9 +87,14 @@ def cmd_features_build(args: argparse.Namespace) -> int:
 
 def cmd_features_online(args: argparse.Namespace) -> int:
     from freqcap.adapters.feast.online import read_user_features
+    from freqcap.adapters.secrets import load_pseudonymizer
+    from freqcap.domain.privacy import is_pseudonym
 
     settings = _settings(args)
-    _print(read_user_features(settings, DataLayout.of(settings).feast_repo, args.user, limit=args.limit))
+    # The store knows users by pseudonym: a raw id is mapped as serving maps it, a pseudonym is used as given.
+    pseudonymizer = load_pseudonymizer(settings, create=False)
+    user = args.user if pseudonymizer is None or is_pseudonym(args.user) else pseudonymizer(args.user)
+    _print(read_user_features(settings, DataLayout.of(settings).feast_repo, user, limit=args.limit))
     return 0
 
 

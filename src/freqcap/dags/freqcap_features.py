@@ -12,6 +12,9 @@ previous published run; a failure stops the run naming each `table.rule`, report
 → **materialize** (offline snapshot + online store; records the run's row counts; emits the
 `freqcap_online_features` Asset that the training DAG schedules on).
 
+User ids become pseudonyms at validate (`privacy` settings): every later task, the feature tables, Feast and the
+reports see pseudonyms only.
+
 Every gate run is published to the Data Docs site under `<data_dir>/gx` (`make data-docs` opens it).
 
 Params: `as_of` (ISO time; defaults to the run's data interval end — set it for backfills), `events_dir`
@@ -66,20 +69,17 @@ def freqcap_features():
         try:
             # The wall clock bounds "future" events: a backfill's lake holds events later than its as-of time.
             now = datetime.now(UTC).isoformat()
-            return validate_events_job(events_dir, run_as_of(ctx).isoformat(), settings, now=now)
+            users = ctx["params"].get("users")
+            return validate_events_job(events_dir, run_as_of(ctx).isoformat(), settings, now=now, users=users)
         except EventValidationError as exc:
             raise AirflowFailException(str(exc)) from exc  # bad data does not improve on retry
 
     @task
     def aggregate(report: dict) -> dict:
-        from freqcap.jobs.features import build_features_job, events_dir_for
-        from freqcap.layout import users_path_for
+        from freqcap.jobs.features import build_features_job
 
-        ctx = get_current_context()
-        settings = load_settings()
-        events_dir = events_dir_for(settings, ctx["params"].get("events_dir"))
-        users = users_path_for(events_dir, ctx["params"].get("users"))
-        return build_features_job(report["clean_path"], report["as_of"], settings, str(users) if users else None)
+        # The users table validate prepared (pseudonymized like the clean events), never the raw one.
+        return build_features_job(report["clean_path"], report["as_of"], load_settings(), report.get("users_path"))
 
     @task
     def check_features(build: dict) -> dict:

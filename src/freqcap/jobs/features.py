@@ -13,20 +13,23 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from freqcap.adapters.duckdb.pseudonymize import pseudonymize_users_file
 from freqcap.adapters.feast.bulk import bulk_materialize
 from freqcap.adapters.feast.snapshots import list_snapshots, publish_snapshot
 from freqcap.adapters.feast.store import apply_definitions, materialize, open_store
 from freqcap.adapters.feature_engine import build_features
 from freqcap.adapters.gx import validate_events
+from freqcap.adapters.gx.events import CLEAN_USERS_FILE
 from freqcap.adapters.gx.features import (
     FeatureGateError,
     previous_row_counts,
     record_row_counts,
     validate_feature_tables,
 )
+from freqcap.adapters.secrets import load_pseudonymizer
 from freqcap.config import Settings
 from freqcap.domain.features import FeatureBuild
-from freqcap.layout import DataLayout, ads_path_for, parse_as_of
+from freqcap.layout import DataLayout, ads_path_for, parse_as_of, users_path_for
 from freqcap.resources import suite_path
 
 log = logging.getLogger(__name__)
@@ -43,24 +46,46 @@ def docs_root_for(settings: Settings) -> Path | None:
 
 
 def validate_events_job(
-    events_dir: str, as_of: str, settings: Settings, ads_catalog: str | None = None, now: str | None = None
+    events_dir: str,
+    as_of: str,
+    settings: Settings,
+    ads_catalog: str | None = None,
+    now: str | None = None,
+    users: str | None = None,
 ) -> dict[str, Any]:
     """Validate raw events with Great Expectations; quarantine bad rows; fail the run above the bad-share gate.
 
     `now` (ISO time): the run's wall clock. Scheduled and backfilled runs pass it, so events later than `as_of`
-    but not from the future are left out of the run instead of being quarantined as future-stamped."""
+    but not from the future are left out of the run instead of being quarantined as future-stamped.
+
+    This is the batch ingestion edge: with `privacy.enabled` (the default) user ids become pseudonyms here, in the
+    clean events, the quarantine and the reports, and the users table (`users`, default `users.parquet` beside the
+    events) is copied beside the clean events with pseudonymous ids. `users_path` in the result is the users table
+    the next steps must read (the copy; the raw file only when privacy is off)."""
     ts = parse_as_of(as_of)
     catalog = Path(ads_catalog) if ads_catalog else ads_path_for(events_dir)
+    pseudonymizer = load_pseudonymizer(settings)
+    out_dir = DataLayout.of(settings).features_run(ts).validation_dir
     report = validate_events(
         Path(events_dir),
         as_of=ts,
         config=settings.validation,
-        out_dir=DataLayout.of(settings).features_run(ts).validation_dir,
+        out_dir=out_dir,
         ads_catalog=catalog,
         docs_root=docs_root_for(settings),
         now=parse_as_of(now) if now else None,
+        pseudonymizer=pseudonymizer,
     )
-    return report.to_dict()
+    source_users = users_path_for(events_dir, users)
+    users_path = source_users
+    if pseudonymizer is not None and source_users is not None:
+        users_path = out_dir / CLEAN_USERS_FILE
+        pseudonymize_users_file(source_users, users_path, pseudonymizer)
+    return {
+        **report.to_dict(),
+        "users_path": str(users_path) if users_path else None,
+        "pseudonym_key": pseudonymizer.active if pseudonymizer else None,
+    }
 
 
 def build_features_job(clean_events: str, as_of: str, settings: Settings, users: str | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from freqcap.adapters.feast.cluster_routing import ClusterTopology, cluster_topology_for, key_slot
 from freqcap.adapters.feast.stream_push import FeastPusher, RedisDirectPusher
+from freqcap.adapters.secrets import load_pseudonymizer
 from freqcap.adapters.stream.ownership import LeaseOwnership, StaticOwnership
 from freqcap.adapters.stream.state import MemoryPartitionState, RedisPartitionState
 from freqcap.adapters.stream.status import (
@@ -103,6 +104,7 @@ def redis_worker(
         status_client=client,
         allowed_formats=settings.validation.allowed_formats,
         crash_hook=crash_hook,
+        pseudonymizer=load_pseudonymizer(settings),
     )
     try:
         yield worker
@@ -123,6 +125,7 @@ def replay_worker(settings: Settings, store: Any, events_dir: Path) -> StreamWor
         lambda p: (transport, state),
         FeastPusher(store),
         allowed_formats=settings.validation.allowed_formats,
+        pseudonymizer=load_pseudonymizer(settings),
     )
 
 

@@ -3,7 +3,8 @@
 The order of a flush is what makes kill -9 harmless anywhere:
 1. entries at or before the partition's `last_id` were applied by an earlier flush (whoever read them): they are
    only acknowledged;
-2. the rest are parsed, judged against the dedup marks and the watermark (`freqcap.domain.stream.batch`), and added
+2. the rest are parsed, their user ids replaced by pseudonyms (`freqcap.domain.stream.privacy`; with a
+   pseudonymizer, which the worker always has while `privacy.enabled`), judged against the dedup marks and the watermark (`freqcap.domain.stream.batch`), and added
    to their pairs' counters, held in memory (read from Redis on a miss);
 3. dead letters (malformed, late) are written under their source ids: a replay adds nothing;
 4. **one atomic write** (`RedisPartitionState.commit`): marks, changed pairs, counters, watermark, `last_id`,
@@ -29,10 +30,12 @@ from freqcap.adapters.feast.stream_push import PairState, StreamRowEncoder, pair
 from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit
 from freqcap.adapters.stream.transport import Message
 from freqcap.config import StreamConfig
+from freqcap.domain.privacy import Pseudonymizer
 from freqcap.domain.stream.batch import LATE, OK, PairKey, apply_counts, judge, pair_keys
 from freqcap.domain.stream.buckets import PairCounts, prune_horizon
 from freqcap.domain.stream.messages import StreamEvent, parse_message
 from freqcap.domain.stream.partitions import compare_ids
+from freqcap.domain.stream.privacy import pseudonymize_dead, pseudonymize_events
 
 log = logging.getLogger(__name__)
 _US = 1_000_000
@@ -66,8 +69,10 @@ class PartitionConsumer:
         *,
         allowed_formats: tuple[str, ...] | None = None,
         crash_hook: Callable[[str], None] | None = None,
+        pseudonymizer: Pseudonymizer | None = None,
     ):
         self.cfg = cfg
+        self.pseudonymizer = pseudonymizer
         self.partition = partition
         self.token = token
         self.transport = transport
@@ -167,6 +172,8 @@ class PartitionConsumer:
             else:
                 events.append(parsed)
                 sources.append(message)
+        if self.pseudonymizer is not None:  # the edge: nothing below (state, push, dead letters) sees a raw id
+            events = pseudonymize_events(self.pseudonymizer, events)
         seen = self.state.seen(list({ev.event_id: None for ev in events}))
         judged = judge(events, seen, self.watermark_us, self.lateness_us)
         late = [(m, "late") for m, v in zip(sources, judged.verdicts, strict=True) if v == LATE]
@@ -177,6 +184,8 @@ class PartitionConsumer:
         horizon = prune_horizon(judged.watermark_us, self.retention_s, self.bucket_s) if judged.watermark_us else 0
         for key in changed:
             self.cache[key].prune(horizon)
+        if self.pseudonymizer is not None and dead:
+            dead = pseudonymize_dead(self.pseudonymizer, dead)
         self.transport.dead_letter(dead)
         self.crash_hook("dead_letters")
         counters = {

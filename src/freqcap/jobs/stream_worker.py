@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from freqcap.config import StreamConfig
+from freqcap.domain.privacy import Pseudonymizer
 from freqcap.jobs.stream_partition import LostPartition, PartitionConsumer
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,10 @@ class StreamWorker:
         allowed_formats: tuple[str, ...] | None = None,
         coverage_key: str | None = None,
         crash_hook: Callable[[str], None] | None = None,
+        pseudonymizer: Pseudonymizer | None = None,
     ):
         self.cfg = cfg
+        self.pseudonymizer = pseudonymizer
         self.ownership = ownership
         self.open_partition = open_partition
         self.pusher = pusher
@@ -146,6 +149,7 @@ class StreamWorker:
                 self.stats,
                 allowed_formats=self.allowed_formats,
                 crash_hook=self.crash_hook,
+                pseudonymizer=self.pseudonymizer,
             )
             consumer.start()
             self.consumers[p] = consumer

@@ -37,7 +37,8 @@ from freqcap.domain.training.config import ConversionModelConfig, resolve_model_
 from freqcap.domain.training.model import train_model
 from freqcap.jobs.backfill import publish_daily_snapshots
 from freqcap.jobs.features import docs_root_for, events_dir_for
-from freqcap.layout import DataLayout, parse_as_of, users_path_for
+from freqcap.jobs.privacy import pseudonymous_events
+from freqcap.layout import DataLayout, parse_as_of
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def backfill_snapshots_job(
     every: str = "1d",
 ) -> dict[str, Any]:
     """Publish feature snapshots every `every` from `start` to `end` (inclusive, ISO times) into the offline store."""
+    events_dir, users = pseudonymous_events(settings, events_dir, users)  # a no-op on a copy `resolve` made
     result = publish_daily_snapshots(
         events_dir, _parse_ts(start), _parse_ts(end), settings, users=users, every=parse_duration(every)
     )
@@ -86,6 +88,7 @@ def build_training_set_job(
     config = resolve_model_config(model_config)
     ts = _parse_ts(as_of)
     out = training_dir(settings, config, ts.isoformat()) / TRAINING_FILE
+    events_dir, users = pseudonymous_events(settings, events_dir, users)  # a no-op on a copy `resolve` made
     result = build_training_set(
         events_dir,
         settings,
@@ -216,6 +219,7 @@ def fit_curves_job(
     """Fit survivorship-robust exposure–response curves and propose caps and a policy (freqcap.domain.curves)."""
     from freqcap.jobs.curves import fit_curves_to_dir
 
+    events_dir, users = pseudonymous_events(settings, events_dir, users)  # a no-op on a copy `resolve` made
     kwargs: dict[str, Any] = {"users": Path(users) if users else None}
     if floor is not None:
         kwargs["floor"] = floor
@@ -276,8 +280,10 @@ def _cross_check(trained: dict[str, Any], out_dir: Path):
 def resolve_inputs(context: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """as_of, events_dir, users, floor, and the first event day (where snapshot backfills start)."""
     params = context.get("params") or {}
-    events_dir = events_dir_for(settings, params.get("events_dir"))
-    users = users_path_for(events_dir, params.get("users"))
+    # The edge: every task after this one reads the events (and users) with pseudonymous ids.
+    events_dir, users = pseudonymous_events(
+        settings, events_dir_for(settings, params.get("events_dir")), params.get("users")
+    )
     as_of = run_as_of(context)
     first = parse_as_of(
         duckdb.sql(f"SELECT min(event_ts) FROM read_parquet('{parquet_glob(events_dir)}')").fetchall()[0][0]
@@ -288,7 +294,7 @@ def resolve_inputs(context: dict[str, Any], settings: Settings) -> dict[str, Any
     return {
         "as_of": as_of.isoformat(),
         "events_dir": events_dir,
-        "users": str(users) if users else None,
+        "users": users,
         "floor": params.get("floor"),
         "start": start.isoformat(),
     }

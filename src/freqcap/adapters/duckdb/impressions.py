@@ -44,6 +44,7 @@ def impression_counts(
     lookback_us = int(signal_lookback_seconds * _US)
     imp_lo, signal_lo = start_us - longest * _US, start_us - lookback_us
     glob = _sql_str(parquet_glob(events_dir))
+    # A policy without caps has no windows: then there is no window function, and QUALIFY would be refused.
     counts = [
         f"count(*) OVER (PARTITION BY user_id, {level}_id ORDER BY ts_us "
         f"RANGE BETWEEN {w * _US - 1} PRECEDING AND CURRENT ROW) AS {count_column(level, w)}"
@@ -79,7 +80,7 @@ def impression_counts(
                 SELECT user_id, advertiser_id, campaign_id, ad_id, ts_us
                        {", " + ", ".join(counts) if counts else ""}
                 FROM ev WHERE event_type = 'impression'
-                QUALIFY ts_us > {start_us}
+                {"QUALIFY" if counts else "AND"} ts_us > {start_us}
             ),
             tiers AS (
                 SELECT user_id,

@@ -48,6 +48,7 @@ from typing import Any
 
 import duckdb
 
+from freqcap.adapters.duckdb.pseudonymize import pseudonymize_column
 from freqcap.adapters.gx.errors import EventValidationError
 from freqcap.adapters.gx.event_expectations import RuleTally, run_suite, suite_parameters
 from freqcap.adapters.gx.event_outputs import QUARANTINE_SCHEMA, write_clean, write_quarantine
@@ -58,9 +59,11 @@ from freqcap.adapters.gx.report import EventValidationReport, ExpectationOutcome
 from freqcap.adapters.gx.runtime import import_gx
 from freqcap.adapters.gx.suite import EventSuite, Rule, load_suite
 from freqcap.config import ValidationConfig, parse_duration
+from freqcap.domain.privacy import Pseudonymizer
 
 __all__ = [
     "CLEAN_FILE",
+    "CLEAN_USERS_FILE",
     "DEFAULT_CHUNK_ROWS",
     "QUARANTINE_FILE",
     "QUARANTINE_SCHEMA",
@@ -73,6 +76,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 1_000_000
 QUARANTINE_FILE = "quarantine.parquet"
 CLEAN_FILE = Path("clean") / "events.parquet"
+# The users table beside the clean events, pseudonymized like them (written by the features job).
+CLEAN_USERS_FILE = Path("clean") / "users.parquet"
 REPORT_FILE = "validation_report.json"
 
 
@@ -132,6 +137,7 @@ def validate_events(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     docs_root: Path | None = None,
     now: datetime | None = None,
+    pseudonymizer: Pseudonymizer | None = None,
 ) -> EventValidationReport:
     """Validate every event under `events_dir` with Great Expectations; quarantine bad rows; gate on the bad share.
 
@@ -148,6 +154,10 @@ def validate_events(
     writing the quarantine and the report when the bad share is above `config.max_bad_share`, when a batch-level
     expectation fails, or when a file cannot be read at all. With `docs_root`, the run's per-rule summary is
     also published to the Data Docs site there (`freqcap.adapters.gx.docs`).
+
+    With `pseudonymizer`, every user id is replaced by its pseudonym right after the files are read, before Great
+    Expectations sees a row: the clean events, the quarantine (its `raw` JSON too), the report and Data Docs hold
+    pseudonyms only. A null user id stays null (and fails `user_id_not_null`).
     """
     started = time.perf_counter()
     run = _start(events_dir, as_of, config, out_dir, ads_catalog, suite_path, chunk_rows, started)
@@ -159,6 +169,8 @@ def validate_events(
     try:
         con.execute("SET TimeZone = 'UTC'")
         _read_files(con, run, checks, context)
+        if pseudonymizer is not None:
+            _pseudonymize(con, run, pseudonymizer)
         after_as_of = _set_aside_later_events(con, run, later_until)
         verdict = _validate_rows(con, run, checks)
         _write_outputs(con, run, verdict)
@@ -166,6 +178,20 @@ def validate_events(
         con.close()
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return _finish(run, dict(context, after_as_of_rows=after_as_of), verdict, docs_root)
+
+
+def _pseudonymize(con: duckdb.DuckDBPyConnection, run: _Run, pseudonymizer: Pseudonymizer) -> None:
+    """User ids -> pseudonyms in `ev` and `schema_rows`, and in the original rows kept as JSON (`raw`)."""
+    t = time.perf_counter()
+    pseudonymize_column(con, "ev", "user_id", pseudonymizer)
+    pseudonymize_column(con, "schema_rows", "user_id", pseudonymizer)
+    # The JSON keeps the original value under `user_id`: overwrite it with the pseudonym (a null removes the key,
+    # e.g. when the original could not be cast to a string: nothing of it is kept).
+    con.execute(
+        "UPDATE schema_rows SET raw = json_merge_patch(raw, json_object('user_id', user_id)) "
+        "WHERE raw IS NOT NULL AND json_exists(raw, '$.user_id')"
+    )
+    run.timings["pseudonymize"] = time.perf_counter() - t
 
 
 def _set_aside_later_events(con: duckdb.DuckDBPyConnection, run: _Run, later_until: datetime) -> int:

@@ -17,17 +17,15 @@ history, the latest on-call page, the latest drift report and the workspace live
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from freqcap.config import Settings
-from freqcap.jobs.features import events_dir_for
 from freqcap.jobs.monitoring.alarms import alarms_job, drift_signal
 from freqcap.jobs.monitoring.collect import collect_job, validate_log_job
-from freqcap.jobs.monitoring.common import live_policy, resolve_inputs, resolve_reference, run_dir
+from freqcap.jobs.monitoring.common import live_policy, monitored_events, resolve_inputs, resolve_reference, run_dir
 from freqcap.jobs.monitoring.drift import drift_job
 from freqcap.jobs.monitoring.publish import page_context, publish_job
-from freqcap.layout import parse_as_of, users_path_for
+from freqcap.layout import parse_as_of
 
 
 def run_monitoring(
@@ -39,14 +37,8 @@ def run_monitoring(
 ) -> dict[str, Any]:
     """validate the log → collect → drift → alarms → publish for one run (what the DAG does, in one process)."""
 
-    events = events_dir_for(settings, events_dir)
-    events = events if Path(events).exists() else None
-    user_file = users_path_for(events, users) if events else users
-    inputs = {
-        "as_of": parse_as_of(as_of).isoformat(),
-        "events_dir": events,
-        "users": str(user_file) if user_file else None,
-    }
+    events, user_file = monitored_events(settings, events_dir, users)
+    inputs = {"as_of": parse_as_of(as_of).isoformat(), "events_dir": events, "users": user_file}
     validated = validate_log_job(inputs, settings) if validate else {"validated": False, "note": "not asked"}
     collected = collect_job(inputs, settings)
     drifted = drift_job(collected, settings)

@@ -41,6 +41,7 @@ from freqcap.jobs.monitoring.common import (
     windows,
     write_json,
 )
+from freqcap.jobs.privacy import pseudonymous_events
 from freqcap.layout import DataLayout, MonitoringRun, parse_as_of
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ def collect_job(inputs: dict[str, Any], settings: Settings) -> dict[str, Any]:
     if stream is None and settings.stream.enabled:
         notes.append("stream enabled in settings but no status was read (worker down or its Redis unreachable)")
     events_dir, users = inputs.get("events_dir"), inputs.get("users")
-    if events_dir:
+    if events_dir:  # the copy `resolve_inputs` made; pseudonymized here when a caller passed raw events
+        events_dir, users = pseudonymous_events(settings, events_dir, users)
         frequency = _realized_frequency(events_dir, users, settings, start, as_of, notes)
         rows += frequency.rows
         current_path, current_count = _current_sample(events_dir, users, settings, as_of, run, notes)

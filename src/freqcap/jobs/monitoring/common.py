@@ -26,7 +26,8 @@ from freqcap.domain.monitoring.metrics import (
 from freqcap.domain.monitoring.rules import AlertsConfig
 from freqcap.domain.policy import load_policy
 from freqcap.jobs.features import events_dir_for
-from freqcap.layout import DataLayout, users_path_for
+from freqcap.jobs.privacy import pseudonymous_events
+from freqcap.layout import DataLayout
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,17 @@ def resolve_inputs(context: dict[str, Any], settings: Settings) -> dict[str, Any
     """as_of (the `as_of` param, else the end of the run's data interval), events_dir and users (params or the
     defaults; None when there are no events)."""
     params = context.get("params") or {}
-    events_dir = events_dir_for(settings, params.get("events_dir"))
-    if not Path(events_dir).exists():
-        events_dir = None
-    users = users_path_for(events_dir, params.get("users")) if events_dir else params.get("users")
-    return {
-        "as_of": run_as_of(context).isoformat(),
-        "events_dir": events_dir,
-        "users": str(users) if users else None,
-    }
+    events_dir, users = monitored_events(settings, params.get("events_dir"), params.get("users"))
+    return {"as_of": run_as_of(context).isoformat(), "events_dir": events_dir, "users": users}
+
+
+def monitored_events(settings: Settings, events_dir: str | None, users: str | None) -> tuple[str | None, str | None]:
+    """The events directory (None when there is none) and users table monitoring reads: with `privacy.enabled`,
+    their pseudonymized copy (`freqcap.jobs.privacy`), so per-user counts and drift samples hold no raw id."""
+    events = events_dir_for(settings, events_dir)
+    if not Path(events).exists():
+        return None, users
+    return pseudonymous_events(settings, events, users)
 
 
 def newest_training_set(settings: Settings, model_name: str) -> Path | None:

@@ -39,6 +39,7 @@ def make_world(root: Path, *, users: int = 250, days: int = 5, seed: int = 11, *
     as_of = parse_as_of(load_ground_truth(root / "raw")["window"]["end"])
     events_dir = root / "raw" / "events"
     report = validate_events_job(str(events_dir), as_of.isoformat(), settings)
-    users_path = root / "raw" / "users.parquet"
+    # The users table validation copied beside the clean events, pseudonymized like them (the join must match).
+    users_path = Path(report["users_path"])
     build = build_features_job(report["clean_path"], as_of.isoformat(), settings, str(users_path))
     return World(root, settings, as_of, events_dir, users_path, Path(report["clean_path"]), build)

@@ -140,3 +140,14 @@ def test_levels_without_caps_are_left_out(world):
     rows, table = realized_frequency(imps, policy)
     assert set(table) == {"ad"}
     assert {r.segment for r in rows if r.name == "beyond_cap_share" and r.segment.startswith("level=")} == {"level=ad"}
+
+
+def test_a_policy_without_caps_still_lists_the_window_impressions(world):
+    """No cap, no window to count (a tiny world can propose such a policy): the impressions of the window are read,
+    nothing is counted, and no level has a realized-frequency row."""
+    tmp, events = world
+    start, end = T0 - timedelta(hours=20), T0 + timedelta(hours=2)
+    imps = impression_counts(tmp / "events", tmp / "users.parquet", start, end, {}, LOOKBACK)
+    in_window = [e for e in events if e[1] == "impression" and start < e[2] <= end]
+    assert len(imps) == len(in_window) > 50
+    assert not [c for c in imps.columns if c.startswith("c_")]  # no count column (`count_column`)
