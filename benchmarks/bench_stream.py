@@ -160,6 +160,7 @@ def floor(server: PrivateRedis, messages: list[dict], batch: int) -> dict:
 
 
 def _start_workers(env: dict, n: int) -> list[subprocess.Popen]:
+    """`n` `freqcap stream` worker processes (`FREQCAP_STREAM_GC=default` in `env`: Python's default collector)."""
     procs = []
     for i in range(n):
         cmd = [sys.executable, "-m", "freqcap.cli", "stream", "--consumer", f"bench{i}"]
@@ -196,7 +197,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         p.wait(timeout=60)
 
 
-def drain(server: PrivateRedis, messages: list[dict], partitions: int, workers: int) -> dict:
+def drain(server: PrivateRedis, messages: list[dict], partitions: int, workers: int, gc: str = "tuned") -> dict:
     from freqcap.adapters.stream.produce import produce
     from freqcap.adapters.stream.status import read_combined
     from freqcap.domain.stream.partitions import state_base
@@ -205,7 +206,7 @@ def drain(server: PrivateRedis, messages: list[dict], partitions: int, workers: 
     settings, env = _settings(server.address, tag, partitions=str(partitions))
     store = _prepare(settings)
     client = server.client
-    procs = _start_workers(env, workers)
+    procs = _start_workers({**env, "FREQCAP_STREAM_GC": gc}, workers)
     try:
         _wait_owned(client, settings, procs)
         for p in procs:
@@ -231,6 +232,7 @@ def drain(server: PrivateRedis, messages: list[dict], partitions: int, workers: 
     return {
         "partitions": partitions,
         "workers": workers,
+        "gc": gc,
         "events": n,
         "seconds": seconds,
         "events_per_s": n / seconds,
@@ -349,8 +351,8 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
     for d in drains:
         rows.append(
             [
-                f"worker drain, {d['partitions']} partition(s), {d['workers']} worker process(es): per worker "
-                f"(total {d['events_per_s']:,.0f}/s)",
+                f"worker drain, {d['partitions']} partition(s), {d['workers']} worker process(es), {d['gc']} GC: "
+                f"per worker (total {d['events_per_s']:,.0f}/s)",
                 f"{d['per_worker_per_s']:,.0f}",
                 f"{d['per_worker_per_s'] / fl['xreadgroup_xack_per_s']:.2f}x",
                 f"{d['worker_cpu_us']:.1f}",
@@ -362,11 +364,13 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
         f"{drains[0]['events']:,} simulator events (20 k users x 14 d world), private "
         f"redis-server 7.0 on a free port, load avg before {load_before[0]:.1f}/{load_before[1]:.1f}, after "
         f"{load[0]:.1f}/{load[1]:.1f} (2 cores; other processes may share them). CPU µs per event: the worker "
-        "process(es) and redis-server from /proc CPU times over the measured window.\n\n"
+        "process(es) and redis-server from /proc CPU times over the measured window. `default GC`: the worker with "
+        "Python's default garbage collector thresholds (`FREQCAP_STREAM_GC=default`), the baseline of the tuned one "
+        "(`freqcap.cli.main.long_lived_gc`), run back to back.\n\n"
         + table(["path", "events/s", "vs floor", "worker CPU µs/event", "Redis CPU µs/event"], rows)
         + "\n\n"
         + "\n".join(
-            f"Drain {d['partitions']}p/{d['workers']}w: {d['events']:,} events in {d['seconds']:.2f} s, "
+            f"Drain {d['partitions']}p/{d['workers']}w ({d['gc']} GC): {d['events']:,} events in {d['seconds']:.2f} s, "
             f"{d['pairs_pushed']:,} pair rows pushed to Feast's Redis layout."
             for d in drains
         )
@@ -421,8 +425,8 @@ def main() -> None:
         fl = floor(server, messages, args.batch)
         print("floor", fl, flush=True)
         drains = []
-        for partitions, workers in ((1, 1), (2, 2)):
-            d = drain(server, messages, partitions, workers)
+        for partitions, workers, gc in ((1, 1, "default"), (1, 1, "tuned"), (2, 2, "tuned")):
+            d = drain(server, messages, partitions, workers, gc)
             print("drain", d, flush=True)
             drains.append(d)
         lags = []
