@@ -515,7 +515,9 @@ def main() -> None:
         (root / "steps" / f"{args.step}.json").write_text(json.dumps(result, default=str))
         return
 
-    command = "nice -n 15 .venv/bin/python benchmarks/bench_world.py " + " ".join(sys.argv[1:])
+    # The scratch directory is this machine's: the published command names it WORK_DIR.
+    argv = ["WORK_DIR" if a == args.root else a for a in sys.argv[1:]]
+    command = "nice -n 15 .venv/bin/python benchmarks/bench_world.py " + " ".join(argv)
     steps = [s for s in args.steps.split(",") if s]
     if steps[0] == "simulate":
         shutil.rmtree(root, ignore_errors=True)

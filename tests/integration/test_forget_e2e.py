@@ -195,7 +195,11 @@ def test_forget_two_users_everywhere(tmp_path, monkeypatch, redis_connection_str
         store = open_store(settings, layout.feast_repo)
         clean = pq.read_table(report["clean_path"]).to_pylist()
         if kind == "redis":  # the last day through the Redis stream worker: pair state, dedup marks, stream views
-            recent = [e for e in clean if e["event_ts"] > as_of - timedelta(hours=20)]
+            # Raw events, as a producer at the edge sends them (the worker pseudonymizes them itself).
+            recent = sorted(
+                (e for e in raw_events if as_of - timedelta(hours=20) < e["event_ts"] <= as_of),
+                key=lambda e: (e["event_ts"], e["event_id"]),
+            )
             produce(
                 client,
                 settings.stream.stream_key,
