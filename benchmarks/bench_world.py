@@ -14,7 +14,7 @@ subprocess (`--step NAME`, own process group) with a timeout; the parent measure
 On a failure or timeout the run stops at that step and records which step broke first, why (exit status, the
 last lines of its stderr, memory / time at that point) and a proposed fix.
 
-    nice -n 15 .venv/bin/python benchmarks/bench_world.py --scale 1 [--root /tmp/freqcap-world]
+    nice -n 15 .venv/bin/python benchmarks/bench_world.py --scale 1 [--root WORK_DIR]
 """
 
 from __future__ import annotations
