@@ -72,3 +72,20 @@ BENCH_POLICY = {
         },
     ],
 }
+
+
+def free_port() -> int:
+    """A free loopback port (for a private redis-server the benchmark starts and stops itself)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def key_level(key: bytes) -> str:
+    """The feature view level a Feast online key belongs to (`user` when it names no entity column)."""
+    for level in ("advertiser", "campaign", "ad"):
+        if f"{level}_id".encode() in key:
+            return level
+    return "user"

@@ -19,7 +19,6 @@ import argparse
 import json
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,22 +28,9 @@ from pathlib import Path
 from statistics import mean, median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, WORK, table, write_result
+from _common import RESULTS, WORK, free_port, key_level, table, write_result
 
 KINDS = ("user", "advertiser", "campaign", "ad")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _kind(key: bytes) -> str:
-    for level in ("advertiser", "campaign", "ad"):
-        if f"{level}_id".encode() in key:
-            return level
-    return "user"
 
 
 def _unread_fields(store, settings) -> dict[str, list[bytes]]:
@@ -94,7 +80,7 @@ def main() -> None:
     end = parse_as_of(load_ground_truth(world)["window"]["end"])
     as_of = end - timedelta(days=1)  # batch cut-off; the stream replays (as_of, end]
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -132,7 +118,7 @@ def main() -> None:
         keys = [k for k in client.scan_iter(count=10_000) if not k.startswith(b"freqcap:")]
         by_kind: dict[str, list[bytes]] = {k: [] for k in KINDS}
         for k in keys:
-            by_kind[_kind(k)].append(k)
+            by_kind[key_level(k)].append(k)
         rng = random.Random(1)
         sample = {k: rng.sample(v, min(args.sample, len(v))) for k, v in by_kind.items()}
         batch_usage = {k: _usage(client, v) for k, v in sample.items()}

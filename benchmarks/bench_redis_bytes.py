@@ -25,7 +25,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,23 +34,10 @@ from pathlib import Path
 from statistics import mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, WORK, table, write_result
+from _common import RESULTS, WORK, free_port, key_level, table, write_result
 
 KINDS = ("user", "advertiser", "campaign", "ad")
 TIER_TABLES = {"advertiser": "user_advertiser", "campaign": "user_campaign", "ad": "user_ad"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _kind(key: bytes) -> str:
-    for level in ("advertiser", "campaign", "ad"):
-        if f"{level}_id".encode() in key:
-            return level
-    return "user"
 
 
 def _usage(client, keys: list[bytes]) -> list[int]:
@@ -93,7 +79,7 @@ def _pairs_per_user(paths: dict[str, Path], users_total: int) -> dict[str, dict[
 def _start_redis() -> tuple[subprocess.Popen, int]:
     import redis
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -162,7 +148,7 @@ def measure_world(name: str, users: int, days: int, advertisers: int | None, sam
         keys = [k for k in client.scan_iter(count=10_000) if not k.startswith(b"freqcap:")]
         by_kind: dict[str, list[bytes]] = {k: [] for k in KINDS}
         for k in keys:
-            by_kind[_kind(k)].append(k)
+            by_kind[key_level(k)].append(k)
         rng = random.Random(1)
         picked = {k: rng.sample(v, min(sample, len(v))) for k, v in by_kind.items()}
         batch_bytes = {k: mean(_usage(client, v)) for k, v in picked.items() if v}
