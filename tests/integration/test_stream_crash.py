@@ -29,9 +29,10 @@ from freqcap.adapters.feast.store import apply_definitions, open_store
 from freqcap.adapters.stream.produce import produce
 from freqcap.adapters.stream.status import read_combined
 from freqcap.domain.stream.messages import event_fields
+from freqcap.domain.stream.partitions import stream_name
 from freqcap.jobs.stream import redis_worker
 from tests.integration.serving_support import RedisServer
-from tests.integration.stream_support import jitter_order, stream_settings
+from tests.integration.stream_support import cleanup_redis, jitter_order, stream_settings
 from tests.integration.test_feast_online import T1, random_events
 from tests.privacy import pseudonym_of
 
@@ -200,33 +201,64 @@ def _check(client, settings, store) -> None:
     assert checked > 300
 
 
-@pytest.fixture
-def world(tmp_path):
-    with RedisServer() as server:
-        client = redis.Redis(port=server.port)
+@pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.redis_cluster)])
+def world(request, tmp_path):
+    """`(client, make)`: a redis-server of this test's own, or the session's three-master Redis Cluster with the
+    stream, its state and the online store all on it (`stream.redis_kind: redis_cluster`; keys of this test's own,
+    deleted afterwards)."""
+    if request.param == "single":
+        with RedisServer() as server:
+            client = redis.Redis(port=server.port)
 
-        def make(**stream: str):
-            settings, _ = stream_settings(tmp_path, server.address, **stream)
-            store = open_store(settings, tmp_path / "feast")
-            apply_definitions(store, settings, tmp_path / "feast")
-            return settings, store
+            def make(**stream: str):
+                settings, _ = stream_settings(tmp_path, server.address, **stream)
+                store = open_store(settings, tmp_path / "feast")
+                apply_definitions(store, settings, tmp_path / "feast")
+                return settings, store
 
-        yield client, make
+            yield client, make
+        return
+    cluster = request.getfixturevalue("redis_cluster")
+    made = []
+
+    def make_on_cluster(**stream: str):
+        settings, _ = stream_settings(
+            tmp_path, cluster.connection_string, "redis_cluster", redis_kind="redis_cluster", **stream
+        )
+        store = open_store(settings, tmp_path / "feast")
+        apply_definitions(store, settings, tmp_path / "feast")
+        made.append(settings)
+        return settings, store
+
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0], socket_timeout=10)
+    try:
+        yield client, make_on_cluster
+    finally:
+        for settings in made:
+            cleanup_redis(client, settings)
+        client.close()
 
 
-def test_kill_9_at_every_stage_then_same_name_and_replacement_during_backlog(world):
+def test_kill_9_at_every_stage_then_same_name_and_replacement_during_backlog(world, request):
     client, make = world
-    settings, store = make(batch_size="60", flush_events="120", commit_events="50", lease_ttl="1s")
+    # A cluster needs hash-tagged partitions (two, on different masters); one unpartitioned stream on a single node.
+    partitions = 2 if "cluster" in request.node.callspec.id else 1
+    settings, store = make(
+        batch_size="60", flush_events="120", commit_events="50", lease_ttl="1s", partitions=str(partitions)
+    )
     cfg = settings.stream
     try:
-        produce(client, cfg.stream_key, _messages(1, 3000), coverage_start=T1)
+        produce(client, cfg.stream_key, _messages(1, 3000), coverage_start=T1, partitions=partitions)
         # Each window of a flush: a micro-batch is written as units of <= 50 messages, so the third commit lands
         # between two units of one flush, before its push and acknowledgement.
         for stage, n in (("commit", 3), ("dead_letters", 2), ("push", 4)):
             _killed_by_itself(_spawn(settings, store, "w1", crash=(stage, n)))
         applied = int(read_combined(client, cfg)["applied"])
         at_kill = _kill_after(client, cfg, _spawn(settings, store, "w1"), applied + random.Random(7).randint(300, 600))
-        assert client.xpending(cfg.stream_key, cfg.group)["pending"] > 0, "the kill must leave entries pending"
+        pending = sum(
+            client.xpending(stream_name(cfg.stream_key, p, partitions), cfg.group)["pending"] for p in range(partitions)
+        )
+        assert pending > 0, "the kill must leave entries pending"
         # A replacement under a new name while a backlog remains: it waits out w1's lease, claims w1's pending
         # entries before reading anything new, and is itself killed right after an atomic write.
         _killed_by_itself(_spawn(settings, store, "w2", crash=("commit", 2)))
