@@ -595,6 +595,48 @@ def test_direct_push_writes_the_bytes_feast_push_writes(tmp_path, redis_connecti
         store.teardown()
 
 
+def test_push_values_writes_only_the_values_that_changed_since_the_last_write(
+    tmp_path, redis_connection_string, redis_client
+):
+    """With the caller's memory of what it wrote, a second push of a pair sends only its changed values: a field
+    removed behind the writer's back stays removed (it was not sent), the changed ones equal what Feast's own push
+    stores for the new state. Without the memory the whole row is written again."""
+    from freqcap.adapters.feast.store import apply_definitions
+    from freqcap.adapters.feast.stream_push import PairState, RedisDirectPusher, StreamRowEncoder, pair_row
+    from freqcap.domain.stream.buckets import PairCounts
+
+    settings, _ = stream_settings(tmp_path, redis_connection_string)
+    store = open_store(settings, tmp_path / "feast")
+    apply_definitions(store, settings, tmp_path / "feast")
+    direct, encoder = RedisDirectPusher(store, redis_client, key_ttl_seconds=3600), StreamRowEncoder()
+    key = ("ad", "u7", "ad3")
+    pair = PairCounts()
+    for kind, ts in (("i", 1_790_000_010), ("c", 1_790_000_020), ("v", 1_790_000_030)):
+        pair.add(kind, ts * 1_000_000, 60)
+    written: dict = {}
+    redis_key = direct.redis_key(*key)
+    try:
+        direct.push_values([(key, pair, encoder.values(pair))], written)
+        assert len(redis_client.hgetall(redis_key)) == 8  # first write: whole
+        clk_counts = direct.fields["ad"].features[3]  # STREAM_FEATURES order: imp, clk, conv lists, last impression
+        clk_counts = clk_counts if isinstance(clk_counts, bytes) else clk_counts.encode()
+        assert redis_client.hdel(redis_key, clk_counts) == 1
+        pair.add("i", 1_790_000_100 * 1_000_000, 60)  # an impression: impression lists and last impression change
+        direct.push_values([(key, pair, encoder.values(pair))], written)
+        after = redis_client.hgetall(redis_key)
+        assert clk_counts not in after and len(after) == 7
+        state = PairState(*key, pair.buckets, pair.last_imp_us)
+        reference = _feast_push_bytes(store, redis_client, direct, [(state, pair_row(state, 0)[0])])[0]
+        direct.push_values([(key, pair, encoder.values(pair))])  # no memory: whole
+        assert {f: v for f, v in redis_client.hgetall(redis_key).items() if not f.startswith(b"_ts:")} == {
+            f: v for f, v in reference.items() if not f.startswith(b"_ts:")
+        }
+        assert clk_counts in reference
+    finally:
+        store.teardown()
+        redis_client.delete(redis_key)
+
+
 def test_embedded_replay_pushes_through_feast_to_sqlite(tmp_path):
     """No Redis: `freqcap stream --replay DIR` keeps state in memory and pushes with FeatureStore.push."""
     from freqcap.adapters.feast.store import apply_definitions

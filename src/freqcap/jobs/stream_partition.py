@@ -12,7 +12,8 @@ The order of a flush is what makes kill -9 harmless anywhere:
    `stream.commit_events` is decided and written as several such units in stream order (steps 2-4 each), so one
    write never holds Redis long; a crash between them leaves the first units applied and their entries skipped;
 5. each changed pair's stream row is encoded once per unit and pushed once, with its last encoding (one pipelined
-   write), then `unpushed` is cleared
+   write of only the values that changed since this consumer last wrote the pair: usually the impression lists and
+   the last impression), then `unpushed` is cleared
    (a crash before that re-pushes them on the next start: a push writes a pair's whole state, so repeating it is
    harmless);
 6. the entries are acknowledged.
@@ -87,6 +88,9 @@ class PartitionConsumer:
         self.flush_after_s = cfg.seconds("push_interval")
         self.cache: dict[PairKey, PairCounts] = {}
         self.encoder = StreamRowEncoder()
+        # Each pair's values as this consumer last wrote them to the online store (`RedisDirectPusher.push_values`
+        # then writes only what changed). Empty for a new owner: its first write of a pair is whole.
+        self.written: dict[PairKey, list[bytes]] = {}
         self.pending: list[Message] = []
         self.batch_started = 0.0
         self.caught_up_at: float | None = None  # wall time of the read that found the stream drained
@@ -210,6 +214,7 @@ class PartitionConsumer:
         result = self.state.commit(unit)
         if result != WRITTEN:
             self.cache.clear()
+            self.written.clear()
             why = "its lease is gone" if result == FENCED else "another worker applied these entries"
             raise LostPartition(f"partition {self.partition}: {why}")
         self.crash_hook("commit")
@@ -238,6 +243,7 @@ class PartitionConsumer:
         if excess > 0:  # oldest first out (insertion order), never a pair this batch needs
             for key in [k for k in islice(self.cache, excess + len(keys)) if k not in keys][:excess]:
                 del self.cache[key]
+                self.written.pop(key, None)
         self.cache.update((k, state_counts(b)) for k, b in self.state.read_pairs(missing).items())
 
     def _push(self, pairs: Sequence[tuple[PairKey, PairCounts]], encoded: Sequence[Any] | None = None) -> None:
@@ -248,7 +254,7 @@ class PartitionConsumer:
         if hasattr(self.pusher, "push_values"):
             if encoded is None:
                 encoded = [(k, counts, self.encoder.values(counts)) for k, counts in pairs]
-            self.stats.pushed += self.pusher.push_values(encoded)
+            self.stats.pushed += self.pusher.push_values(encoded, self.written)
             return
         horizon = prune_horizon(self.watermark_us, self.retention_s, self.bucket_s) if self.watermark_us else 0
         rows = []

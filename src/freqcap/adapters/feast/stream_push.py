@@ -195,10 +195,20 @@ class RedisDirectPusher:
             if isinstance(reply, Exception):
                 raise reply
 
-    def push_values(self, items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]]) -> int:
+    def push_values(
+        self,
+        items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]],
+        written: dict[tuple[str, str, str], list[bytes]] | None = None,
+    ) -> int:
         """Write rows already encoded by `StreamRowEncoder` (one pipelined write; EXPIRE only when this process
         has not refreshed the key's TTL within `_EXPIRE_REFRESH_S`). A sample is checked against Feast's own
-        conversion first."""
+        conversion first.
+
+        `written` (the caller's memory of what it last wrote for each pair, updated here once the write succeeded):
+        a pair found there gets an HSET of only the fields whose value changed, plus the row's time; any other pair
+        gets all its fields. Most events are impressions, so most rows change two or three of their seven values,
+        and Redis's cost of an HSET grows with its fields. The caller forgets a pair whenever the row in Redis may
+        have been written by someone else (a partition it did not hold throughout)."""
         if not items:
             return 0
         for i in {0, len(items) - 1, self._rng.randrange(len(items))}:
@@ -213,13 +223,17 @@ class RedisDirectPusher:
         if len(refreshed) > 2_000_000:
             refreshed.clear()
         commands, keys = [], []
-        for (level, user, entity), _, values in items:
+        for pair, _, values in items:
+            level, user, entity = pair
             head, fields = self._packed[level]
             raw_key = self.redis_key(level, user, entity)
             key = _bulk(raw_key)
             keys.append(raw_key)
+            before = written.get(pair) if written is not None else None
             parts = [head, key, fields[0], ts_value]
-            for f, v in zip(fields[1:], values, strict=True):
+            for f, v, old in zip(fields[1:], values, before or _NOTHING_WRITTEN, strict=True):
+                if v == old:
+                    continue
                 w = wrapped.get(v)  # most values are the encoder's memoized lists: wrap each once
                 if w is None:
                     w = b"$%d\r\n%s\r\n" % (len(v), v)
@@ -227,18 +241,27 @@ class RedisDirectPusher:
                         wrapped.clear()
                     wrapped[v] = w
                 parts += (f, w)
+            if len(parts) < len(fields) * 2 + 2:  # fewer fields: the header counts the arguments
+                parts[0] = b"*%d\r\n$4\r\nHSET\r\n" % len(parts)
             commands.append(b"".join(parts))
             if expire_tail and now - refreshed.get(raw_key, -_EXPIRE_REFRESH_S) >= _EXPIRE_REFRESH_S:
                 refreshed[raw_key] = now
                 commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
                 keys.append(raw_key)
         self._send(commands, keys)
+        if written is not None:
+            if len(written) > _WRITTEN_MAX:  # bounded: a forgotten pair is only written whole next time
+                written.clear()
+            written.update((pair, values) for pair, _, values in items)
         return len(items)
 
 
 # A key's TTL (`Settings.online_key_ttl`, days) is refreshed at most this often per process: it only has to outlive
 # the pair's last write, and an EXPIRE costs Redis about as much as the HSET.
 _EXPIRE_REFRESH_S = 3600.0
+# A pair nobody remembers writing: every value differs from these.
+_NOTHING_WRITTEN = (None,) * len(STREAM_FEATURES)
+_WRITTEN_MAX = 1_000_000
 
 
 def _bulk(value: bytes) -> bytes:
