@@ -197,15 +197,18 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         p.wait(timeout=60)
 
 
-def drain(server: PrivateRedis, messages: list[dict], partitions: int, workers: int, gc: str = "tuned") -> dict:
+def drain(
+    server: PrivateRedis, messages: list[dict], partitions: int, workers: int, gc: str = "tuned", mode: str = "direct"
+) -> dict:
     from freqcap.adapters.stream.produce import produce
     from freqcap.adapters.stream.status import read_combined
     from freqcap.domain.stream.partitions import state_base
 
     tag = uuid.uuid4().hex[:8]
-    settings, env = _settings(server.address, tag, partitions=str(partitions))
+    settings, env = _settings(server.address, tag, partitions=str(partitions), push_mode=mode)
     store = _prepare(settings)
     client = server.client
+    memory0 = client.info("memory")["used_memory"]
     procs = _start_workers({**env, "FREQCAP_STREAM_GC": gc}, workers)
     try:
         _wait_owned(client, settings, procs)
@@ -225,6 +228,8 @@ def drain(server: PrivateRedis, messages: list[dict], partitions: int, workers: 
         worker_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
         redis_cpu = server.cpu() - r0
         status = read_combined(client, settings.stream)
+        # What this run added (its own keys): the stream entries, marks, pair state and the online rows.
+        memory_mb = (client.info("memory")["used_memory"] - memory0) / 1e6
     finally:
         _stop(procs)
         store.teardown()
@@ -233,6 +238,8 @@ def drain(server: PrivateRedis, messages: list[dict], partitions: int, workers: 
         "partitions": partitions,
         "workers": workers,
         "gc": gc,
+        "mode": mode,
+        "memory_mb": memory_mb,
         "events": n,
         "seconds": seconds,
         "events_per_s": n / seconds,
@@ -339,24 +346,26 @@ def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: flo
 def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], load_before) -> None:
     load = os.getloadavg()
     rows = [
-        ["raw XADD (pipelined 500)", f"{fl['xadd_per_s']:,.0f}", "", "", ""],
+        ["raw XADD (pipelined 500)", f"{fl['xadd_per_s']:,.0f}", "", "", "", ""],
         [
             f"raw XREADGROUP ({args.batch}/read) + XACK: floor",
             f"{fl['xreadgroup_xack_per_s']:,.0f}",
             "1.00x",
             f"{fl['client_cpu_us']:.1f} (client)",
             f"{fl['redis_cpu_us']:.1f}",
+            "",
         ],
     ]
     for d in drains:
         rows.append(
             [
-                f"worker drain, {d['partitions']} partition(s), {d['workers']} worker process(es), {d['gc']} GC: "
-                f"per worker (total {d['events_per_s']:,.0f}/s)",
+                f"worker drain, {d['partitions']} partition(s), {d['workers']} worker process(es), {d['gc']} GC, "
+                f"push {d['mode']}: per worker (total {d['events_per_s']:,.0f}/s)",
                 f"{d['per_worker_per_s']:,.0f}",
                 f"{d['per_worker_per_s'] / fl['xreadgroup_xack_per_s']:.2f}x",
                 f"{d['worker_cpu_us']:.1f}",
                 f"{d['redis_cpu_us']:.1f}",
+                f"{d['memory_mb']:.1f}",
             ]
         )
     body = (
@@ -366,11 +375,14 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
         f"{load[0]:.1f}/{load[1]:.1f} (2 cores; other processes may share them). CPU µs per event: the worker "
         "process(es) and redis-server from /proc CPU times over the measured window. `default GC`: the worker with "
         "Python's default garbage collector thresholds (`FREQCAP_STREAM_GC=default`), the baseline of the tuned one "
-        "(`freqcap.cli.main.long_lived_gc`), run back to back.\n\n"
-        + table(["path", "events/s", "vs floor", "worker CPU µs/event", "Redis CPU µs/event"], rows)
+        "(`freqcap.cli.main.long_lived_gc`), run back to back. `push direct`: pair state in keys of its own, rows "
+        "pushed after the atomic write (the default); `push atomic`: the rows written by the flush script itself and "
+        "used as the state (`stream.push_mode: atomic`). Redis MB: `used_memory` the drain added (its own keys).\n\n"
+        + table(["path", "events/s", "vs floor", "worker CPU µs/event", "Redis CPU µs/event", "Redis MB"], rows)
         + "\n\n"
         + "\n".join(
-            f"Drain {d['partitions']}p/{d['workers']}w ({d['gc']} GC): {d['events']:,} events in {d['seconds']:.2f} s, "
+            f"Drain {d['partitions']}p/{d['workers']}w ({d['gc']} GC, {d['mode']}): {d['events']:,} events in "
+            f"{d['seconds']:.2f} s, "
             f"{d['pairs_pushed']:,} pair rows pushed to Feast's Redis layout."
             for d in drains
         )
@@ -425,8 +437,13 @@ def main() -> None:
         fl = floor(server, messages, args.batch)
         print("floor", fl, flush=True)
         drains = []
-        for partitions, workers, gc in ((1, 1, "default"), (1, 1, "tuned"), (2, 2, "tuned")):
-            d = drain(server, messages, partitions, workers, gc)
+        for partitions, workers, gc, mode in (
+            (1, 1, "default", "direct"),
+            (1, 1, "tuned", "direct"),
+            (1, 1, "tuned", "atomic"),
+            (2, 2, "tuned", "direct"),
+        ):
+            d = drain(server, messages, partitions, workers, gc, mode)
             print("drain", d, flush=True)
             drains.append(d)
         lags = []

@@ -374,8 +374,10 @@ class StreamConfig(_Frozen):
     # Changed pairs are pushed to the online store at least this often.
     push_interval: str = "0.5s"
     # direct: Feast's Redis layout built in Python, written pipelined; feast: FeatureStore.push (any online store).
+    # atomic: the online rows written by the flush's own script, with the marks and `last_id` (the online store
+    # must be the stream's one Redis server); the rows are then the pairs' state (no state keys, no second write).
     # lua: accepted for older settings files, the same as direct (the state is no longer a Redis hash to encode).
-    push_mode: Literal["lua", "direct", "feast"] = "direct"
+    push_mode: Literal["lua", "direct", "atomic", "feast"] = "direct"
     # A worker owns a partition while it renews this lease; a dead worker's partitions are taken over after it
     # expires (all of its pending entries claimed before anything new is read).
     lease_ttl: str = "10s"
@@ -666,6 +668,31 @@ class Settings(_Frozen):
                     "which the jobs reading it need"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _atomic_push_shares_the_server(self) -> Settings:
+        """`stream.push_mode: atomic` writes the online rows inside the stream's flush script: they must live on
+        the stream's one Redis server, and outlive the stream's retention (they are the pairs' state)."""
+        if self.stream.push_mode != "atomic":
+            return self
+        online = self.feast.online
+        if self.stream.redis_kind != "redis" or online.kind != "redis":
+            raise ValueError("stream.push_mode atomic needs stream.redis_kind redis and feast.online.kind redis")
+        if _server(self.stream.redis_url) != _server(online.redis_connection_string):
+            raise ValueError(
+                "stream.push_mode atomic needs feast.online.redis_connection_string on the server of stream.redis_url"
+            )
+        if self.online_key_ttl < timedelta(seconds=self.stream.seconds("retention")):
+            raise ValueError("stream.push_mode atomic needs the online key TTL to be at least stream.retention")
+        return self
+
+
+def _server(address: str) -> tuple[str, int]:
+    """`redis://h:p/0`, `h:p,db=0,...` (Feast's connection string) -> (host, port); localhost is 127.0.0.1."""
+    first = address.split(",", 1)[0].strip().removeprefix("redis://").split("/", 1)[0].rpartition("@")[2]
+    host, _, port = first.rpartition(":") if ":" in first else (first, "", "6379")
+    host = host or "127.0.0.1"
+    return ("127.0.0.1" if host == "localhost" else host), int(port or 6379)
 
 
 def _days(span: timedelta) -> str:

@@ -177,6 +177,8 @@ def _check(client, settings, store) -> None:
             dead.append(((f[b"_source_stream"].decode(), f[b"_source_id"].decode()), f[b"_reason"].decode()))
     assert len(dead) == len(set(dead)), "a message was dead-lettered twice"
     assert dict(dead) == want["dead"]
+    if cfg.push_mode == "atomic":  # the online rows were the only pair state
+        assert not any(client.scan_iter(match=f"{cfg.state_prefix}:*:s:*")), "atomic mode wrote pair state keys"
     # What serving reads: every pair's stream row through Feast's own reader.
     by_level: dict[str, list] = {}
     for pair in want["pairs"]:
@@ -201,17 +203,20 @@ def _check(client, settings, store) -> None:
     assert checked > 300
 
 
-@pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.redis_cluster)])
+@pytest.fixture(params=["single", "single-atomic", pytest.param("cluster", marks=pytest.mark.redis_cluster)])
 def world(request, tmp_path):
-    """`(client, make)`: a redis-server of this test's own, or the session's three-master Redis Cluster with the
-    stream, its state and the online store all on it (`stream.redis_kind: redis_cluster`; keys of this test's own,
-    deleted afterwards)."""
-    if request.param == "single":
+    """`(client, make)`: a redis-server of this test's own (`single-atomic`: the online rows written inside the
+    flush script, `stream.push_mode: atomic`), or the session's three-master Redis Cluster with the stream, its
+    state and the online store all on it (`stream.redis_kind: redis_cluster`; keys of this test's own, deleted
+    afterwards)."""
+    if request.param.startswith("single"):
+        mode = {"push_mode": "atomic"} if request.param == "single-atomic" else {}
         with RedisServer() as server:
             client = redis.Redis(port=server.port)
 
             def make(**stream: str):
-                settings, _ = stream_settings(tmp_path, server.address, **stream)
+                settings, _ = stream_settings(tmp_path, server.address, **stream, **mode)
+                assert settings.stream.push_mode == mode.get("push_mode", "direct")
                 store = open_store(settings, tmp_path / "feast")
                 apply_definitions(store, settings, tmp_path / "feast")
                 return settings, store

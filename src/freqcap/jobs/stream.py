@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def _pusher(settings: Settings, store: Any):
     cfg = settings.stream
     online = settings.feast.online
-    if cfg.push_mode in ("lua", "direct") and online.kind in ("redis", "redis_cluster"):
+    if cfg.push_mode in ("lua", "direct", "atomic") and online.kind in ("redis", "redis_cluster"):
         ttl = int(settings.online_key_ttl.total_seconds())
         # A push of a large micro-batch is several MB in one write: a generous timeout on a busy box.
         if online.kind == "redis_cluster":

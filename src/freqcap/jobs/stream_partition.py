@@ -27,7 +27,14 @@ from collections.abc import Callable, Sequence
 from itertools import islice
 from typing import Any
 
-from freqcap.adapters.feast.stream_push import PairState, StreamRowEncoder, pair_row, state_blob, state_counts
+from freqcap.adapters.feast.stream_push import (
+    PairState,
+    StreamRowEncoder,
+    pair_row,
+    remember,
+    state_blob,
+    state_counts,
+)
 from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit
 from freqcap.adapters.stream.transport import Message
 from freqcap.config import StreamConfig
@@ -91,6 +98,10 @@ class PartitionConsumer:
         # Each pair's values as this consumer last wrote them to the online store (`RedisDirectPusher.push_values`
         # then writes only what changed). Empty for a new owner: its first write of a pair is whole.
         self.written: dict[PairKey, list[bytes]] = {}
+        # `stream.push_mode: atomic`: the rows are written by the flush's own script (no state keys, no push).
+        self.atomic = cfg.push_mode == "atomic"
+        if self.atomic and not hasattr(pusher, "row_updates"):
+            raise ValueError("stream.push_mode atomic needs the online store on the stream's Redis (a direct writer)")
         self.pending: list[Message] = []
         self.batch_started = 0.0
         self.caught_up_at: float | None = None  # wall time of the read that found the stream drained
@@ -158,9 +169,10 @@ class PartitionConsumer:
         for start in range(0, len(todo), step):
             for item in self._commit_unit(todo[start : start + step]):
                 changed[item[0]] = item
-        encoded = list(changed.values())
-        self._push([(k, counts) for k, counts, _ in encoded], encoded)
-        self.state.pushed()
+        if not self.atomic:
+            encoded = list(changed.values())
+            self._push([(k, counts) for k, counts, _ in encoded], encoded)
+            self.state.pushed()
         self.crash_hook("push")
 
     def _commit_unit(self, todo: list[Message]) -> list[tuple[PairKey, PairCounts, list[bytes]]]:
@@ -202,14 +214,20 @@ class PartitionConsumer:
             name = f"dead:{reason_group(reason)}"
             counters[name] = counters.get(name, 0) + 1
         encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]  # once per unit
+        if self.atomic:  # the rows themselves, in the same script: they are the pairs' state
+            rows, blobs = self.pusher.row_updates(encoded, self.written), []
+        else:
+            rows, blobs = [], [(k, state_blob(values, counts.last_imp_us)) for k, counts, values in encoded]
         unit = FlushUnit(
             self.token,
             todo[0].id,
             todo[-1].id,
             judged.watermark_us,
             judged.new_ids,
-            [(k, state_blob(values, counts.last_imp_us)) for k, counts, values in encoded],
+            blobs,
             counters,
+            rows=rows,
+            row_ttl=getattr(self.pusher, "key_ttl", None) or 0,
         )
         result = self.state.commit(unit)
         if result != WRITTEN:
@@ -218,6 +236,9 @@ class PartitionConsumer:
             why = "its lease is gone" if result == FENCED else "another worker applied these entries"
             raise LostPartition(f"partition {self.partition}: {why}")
         self.crash_hook("commit")
+        if self.atomic:
+            remember(self.written, encoded)
+            self.stats.pushed += len(encoded)
         self.watermark_us, self.last_id = judged.watermark_us, todo[-1].id
         s = self.stats
         s.applied += judged.counts[OK]
@@ -244,7 +265,10 @@ class PartitionConsumer:
             for key in [k for k in islice(self.cache, excess + len(keys)) if k not in keys][:excess]:
                 del self.cache[key]
                 self.written.pop(key, None)
-        self.cache.update((k, state_counts(b)) for k, b in self.state.read_pairs(missing).items())
+        if self.atomic:  # the online rows are the state
+            self.cache.update(self.pusher.read_counts(missing))
+        else:
+            self.cache.update((k, state_counts(b)) for k, b in self.state.read_pairs(missing).items())
 
     def _push(self, pairs: Sequence[tuple[PairKey, PairCounts]], encoded: Sequence[Any] | None = None) -> None:
         """One write of the pairs' stream rows: the values encoded for the state when the pusher takes them (Feast's

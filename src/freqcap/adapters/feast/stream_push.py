@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pandas as pd
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
 from freqcap.adapters.feast import online_format as fmt
@@ -130,12 +131,27 @@ class RedisDirectPusher:
         self._rng = random.Random(0)
         self._refreshed: dict[bytes, float] = {}  # Feast key -> when this process last refreshed its TTL
         self._wrapped: dict[bytes, bytes] = {}  # value -> the value as a RESP bulk string
+        self._key_memo: dict[tuple[str, str, str], bytes] = {}
         # HSET <key> _ts:<view> <ts> <field> <value> ...: the command header and the field names, pre-packed.
         n_args = 2 + 2 * (1 + len(STREAM_FEATURES))
         self._packed = {
             level: (b"*%d\r\n$4\r\nHSET\r\n" % n_args, [_bulk(f.ts), *[_bulk(name) for name in f.features]])
             for level, f in self.fields.items()
         }
+        # HMGET <key> <the stream view's fields>: header and field names pre-packed (`read_counts`).
+        self._hmget = {
+            level: (b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(f.features)), b"".join(_bulk(n) for n in f.features))
+            for level, f in self.fields.items()
+        }
+
+    def _key(self, pair: tuple[str, str, str]) -> bytes:
+        """`redis_key` of a pair, memoized (a pair read on a miss is written soon after; bounded)."""
+        key = self._key_memo.get(pair)
+        if key is None:
+            if len(self._key_memo) > 500_000:
+                self._key_memo.clear()
+            key = self._key_memo[pair] = self._keys[pair[0]](pair[1], pair[2])
+        return key
 
     def redis_key(self, level: str, user_id: str, entity_id: str) -> bytes:
         """Feast's Redis key of (user, entity): the fast builder, self-checked against Feast's `_redis_key`."""
@@ -195,6 +211,15 @@ class RedisDirectPusher:
             if isinstance(reply, Exception):
                 raise reply
 
+    def _check_sample(self, items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]]) -> None:
+        """The first, last and a random row of a write checked against Feast's own conversion; any difference
+        raises."""
+        for i in {0, len(items) - 1, self._rng.randrange(len(items))}:
+            (level, user, entity), counts, values = items[i]
+            row, _ = pair_row(PairState(level, user, entity, counts.buckets, counts.last_imp_us), 0)
+            if values != self.reference_encode(row):
+                raise fmt.FormatMismatch(f"stream row encoding differs from Feast's for {row!r}")
+
     def push_values(
         self,
         items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]],
@@ -211,17 +236,11 @@ class RedisDirectPusher:
         have been written by someone else (a partition it did not hold throughout)."""
         if not items:
             return 0
-        for i in {0, len(items) - 1, self._rng.randrange(len(items))}:
-            (level, user, entity), counts, values = items[i]
-            row, _ = pair_row(PairState(level, user, entity, counts.buckets, counts.last_imp_us), 0)
-            if values != self.reference_encode(row):
-                raise fmt.FormatMismatch(f"stream row encoding differs from Feast's for {row!r}")
+        self._check_sample(items)
         ts_value = _bulk(fmt.event_timestamp(self.clock.next()))
         expire_tail = b"$%d\r\n%d\r\n" % (len(str(self.key_ttl)), self.key_ttl) if self.key_ttl else b""
         now = time.monotonic()
-        refreshed, wrapped = self._refreshed, self._wrapped
-        if len(refreshed) > 2_000_000:
-            refreshed.clear()
+        wrapped = self._wrapped
         commands, keys = [], []
         for pair, _, values in items:
             level, user, entity = pair
@@ -229,11 +248,9 @@ class RedisDirectPusher:
             raw_key = self.redis_key(level, user, entity)
             key = _bulk(raw_key)
             keys.append(raw_key)
-            before = written.get(pair) if written is not None else None
             parts = [head, key, fields[0], ts_value]
-            for f, v, old in zip(fields[1:], values, before or _NOTHING_WRITTEN, strict=True):
-                if v == old:
-                    continue
+            for i in _changed(values, written.get(pair) if written is not None else None):
+                f, v = fields[1 + i], values[i]
                 w = wrapped.get(v)  # most values are the encoder's memoized lists: wrap each once
                 if w is None:
                     w = b"$%d\r\n%s\r\n" % (len(v), v)
@@ -244,24 +261,109 @@ class RedisDirectPusher:
             if len(parts) < len(fields) * 2 + 2:  # fewer fields: the header counts the arguments
                 parts[0] = b"*%d\r\n$4\r\nHSET\r\n" % len(parts)
             commands.append(b"".join(parts))
-            if expire_tail and now - refreshed.get(raw_key, -_EXPIRE_REFRESH_S) >= _EXPIRE_REFRESH_S:
-                refreshed[raw_key] = now
+            if expire_tail and self._refresh_due(raw_key, now):
                 commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
                 keys.append(raw_key)
         self._send(commands, keys)
         if written is not None:
-            if len(written) > _WRITTEN_MAX:  # bounded: a forgotten pair is only written whole next time
-                written.clear()
-            written.update((pair, values) for pair, _, values in items)
+            remember(written, items)
         return len(items)
+
+    def _refresh_due(self, raw_key: bytes, now: float) -> bool:
+        """Whether this process should refresh the key's TTL now (at most once per `_EXPIRE_REFRESH_S`)."""
+        refreshed = self._refreshed
+        if not self.key_ttl or now - refreshed.get(raw_key, -_EXPIRE_REFRESH_S) < _EXPIRE_REFRESH_S:
+            return False
+        if len(refreshed) > 2_000_000:
+            refreshed.clear()
+        refreshed[raw_key] = now
+        return True
+
+    def row_updates(
+        self,
+        items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]],
+        written: dict[tuple[str, str, str], list[bytes]],
+    ) -> list[tuple[bytes, list[bytes], bool]]:
+        """The same writes as `push_values` (only the changed values of a pair in `written`), as arguments for a
+        script that writes them itself (`stream.push_mode: atomic`): (Feast key, [field, value, ...], refresh the
+        key's TTL). The caller updates `written` (`remember`) once the script has run."""
+        if not items:
+            return []
+        self._check_sample(items)
+        ts_value = fmt.event_timestamp(self.clock.next())
+        now = time.monotonic()
+        out = []
+        for pair, _, values in items:
+            names = self.fields[pair[0]]
+            raw_key = self._key(pair)
+            flat = [names.ts, ts_value]
+            for i in _changed(values, written.get(pair)):
+                flat += (names.features[i], values[i])
+            out.append((raw_key, flat, self._refresh_due(raw_key, now)))
+        return out
+
+    def read_counts(self, pairs: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], PairCounts]:
+        """Pairs' counters read back from their stream rows (one pipelined HMGET per pair; per master on a
+        cluster); a pair without a row is absent. The last impression comes back in whole seconds, which is all a
+        row ever shows of it (the maximum of truncated times is the truncated maximum)."""
+        if not pairs:
+            return {}
+        commands, keys = [], []
+        heads = self._hmget
+        for pair in pairs:
+            raw_key = self._key(pair)
+            head, tail = heads[pair[0]]
+            commands.append(b"%s$%d\r\n%s\r\n%s" % (head, len(raw_key), raw_key, tail))
+            keys.append(raw_key)
+        if self.topology is None:
+            replies = round_trip(self.client, commands)
+        else:
+            replies = round_trip_by_node(self.topology, commands, [key_slot(k) for k in keys])
+        out = {}
+        for pair, reply in zip(pairs, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            if any(v is not None for v in reply):
+                out[pair] = row_counts(reply)
+        return out
 
 
 # A key's TTL (`Settings.online_key_ttl`, days) is refreshed at most this often per process: it only has to outlive
 # the pair's last write, and an EXPIRE costs Redis about as much as the HSET.
 _EXPIRE_REFRESH_S = 3600.0
-# A pair nobody remembers writing: every value differs from these.
-_NOTHING_WRITTEN = (None,) * len(STREAM_FEATURES)
 _WRITTEN_MAX = 1_000_000
+_ALL = range(len(STREAM_FEATURES))
+
+
+def _changed(values: Sequence[bytes], before: Sequence[bytes] | None) -> Sequence[int]:
+    """Indexes of the values to write: those that differ from what was last written, all when nothing was."""
+    if before is None:
+        return _ALL
+    return [i for i, (v, old) in enumerate(zip(values, before, strict=True)) if v != old]
+
+
+def remember(
+    written: dict[tuple[str, str, str], list[bytes]], items: Sequence[tuple[tuple[str, str, str], Any, list[bytes]]]
+) -> None:
+    """Record what was just written for each pair (bounded: a forgotten pair is only written whole next time)."""
+    if len(written) > _WRITTEN_MAX:
+        written.clear()
+    written.update((pair, values) for pair, _, values in items)
+
+
+def row_counts(values: Sequence[bytes | None]) -> PairCounts:
+    """A stream row's values (STREAM_FEATURES order; None: field absent) -> counters."""
+    lists = [fmt.int64_list_values(v) for v in values[:6]]
+    pair = PairCounts(last_imp_us=_last_imp_us(values[6]))
+    for i, kind in enumerate(KIND_PREFIX):
+        pair.buckets[kind] = dict(zip(lists[2 * i], lists[2 * i + 1], strict=True))
+    return pair
+
+
+def _last_imp_us(raw: bytes | None) -> int | None:
+    if not raw or raw == fmt.NULL_UNIX_TIMESTAMP:
+        return None
+    return ValueProto.FromString(raw).unix_timestamp_val * 1_000_000
 
 
 def _bulk(value: bytes) -> bytes:

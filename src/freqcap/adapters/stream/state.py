@@ -77,6 +77,10 @@ class FlushUnit:
     new_ids: Sequence[str]
     pairs: Sequence[tuple[PairKey, bytes]]  # each changed pair's state, encoded by the caller
     counters: dict[str, int] = field(default_factory=dict)  # status field -> increment
+    # `stream.push_mode: atomic`: the changed pairs' online rows, written by the same script instead of `pairs`
+    # (the online store on the stream's server): (Feast key, [field, value, ...], refresh the key's TTL).
+    rows: Sequence[tuple[bytes, Sequence[bytes], bool]] = ()
+    row_ttl: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,10 @@ class Snapshot:
     unpushed: list[PairKey]
 
 
-# KEYS: status, lease, seen generation, unpushed, then the changed pairs' state keys.
-# ARGV: token, first id, last id, seen ttl, pair ttl, watermark ('' = none), n new ids, ids..., one blob per pair,
-# the unpushed blob, then (status field, increment) pairs.
+# KEYS: status, lease, seen generation, unpushed, then the changed pairs' state keys, then their online rows' keys.
+# ARGV: token, first id, last id, seen ttl, pair ttl, watermark ('' = none), n new ids, n pairs, n rows, row ttl,
+# ids..., one blob per pair, the unpushed blob, per row (n field/value items, refresh TTL 0/1, items...), then
+# (status field, increment) pairs.
 # Returns -1 when the lease is not the caller's (fenced: nothing written), 0 when the batch is not newer than the
 # last one applied (a replay: nothing written), 1 when written.
 _FLUSH = r"""
@@ -106,8 +111,8 @@ if last then
   local fm, fs = split(ARGV[2])
   if fm < lm or (fm == lm and fs <= ls) then return 0 end
 end
-local n_ids = tonumber(ARGV[7])
-local pos = 8
+local n_ids, n_pairs, n_rows = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local pos = 11
 local chunk = 2000
 local i = 0
 while i < n_ids do
@@ -123,12 +128,20 @@ end
 if n_ids > 0 then redis.call('EXPIRE', seen, tonumber(ARGV[4])) end
 pos = pos + n_ids
 local pair_ttl = tonumber(ARGV[5])
-for k = 5, #KEYS do
+for k = 5, 4 + n_pairs do
   redis.call('SET', KEYS[k], ARGV[pos], 'EX', pair_ttl)
   pos = pos + 1
 end
 if string.len(ARGV[pos]) > 0 then redis.call('APPEND', unpushed, ARGV[pos]) end
 pos = pos + 1
+local row_ttl = ARGV[10]
+for k = 5 + n_pairs, 4 + n_pairs + n_rows do
+  local n = tonumber(ARGV[pos])
+  local refresh = ARGV[pos + 1]
+  redis.call('HSET', KEYS[k], unpack(ARGV, pos + 2, pos + 1 + n))
+  if refresh == '1' then redis.call('EXPIRE', KEYS[k], row_ttl) end
+  pos = pos + 2 + n
+end
 while pos < #ARGV do
   redis.call('HINCRBY', status, ARGV[pos], ARGV[pos + 1])
   pos = pos + 2
@@ -211,7 +224,7 @@ class RedisPartitionState:
         """Write a micro-batch atomically: WRITTEN, REPLAYED (already applied: nothing written) or FENCED."""
         names = [pair_state_key(self.base, k) for k, _ in unit.pairs]
         seen_key = self._seen_key(int(self.clock() // self.span))
-        keys = [self.status_key, self.lease_key, seen_key, self.unpushed_key, *names]
+        keys = [self.status_key, self.lease_key, seen_key, self.unpushed_key, *names, *(r[0] for r in unit.rows)]
         args: list[Any] = [
             unit.token,
             unit.first_id,
@@ -220,10 +233,15 @@ class RedisPartitionState:
             self.pair_ttl,
             "" if unit.watermark_us is None else unit.watermark_us,
             len(unit.new_ids),
+            len(names),
+            len(unit.rows),
+            unit.row_ttl,
             *unit.new_ids,
             *[blob for _, blob in unit.pairs],
             _pack_keys(n.encode() for n in names),
         ]
+        for _, items, refresh in unit.rows:
+            args += [len(items), 1 if refresh else 0, *items]
         for name, delta in unit.counters.items():
             if delta:
                 args += [name, delta]
