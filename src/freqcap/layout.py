@@ -131,6 +131,11 @@ class MonitoringRun:
         return self.root / "alarms.json"
 
     @property
+    def paging(self) -> Path:
+        """What this run sent to the webhook receivers (messages, deliveries, suppressed repeats)."""
+        return self.root / "paging.json"
+
+    @property
     def page_context(self) -> Path:
         return self.root / "page_context.json"
 
@@ -281,6 +286,11 @@ class DataLayout:
     def incidents_dir(self) -> Path:
         """The incident store's directory (open incidents and the alarm history)."""
         return self.monitoring_dir
+
+    @property
+    def paging_dir(self) -> Path:
+        """Paging: what each webhook receiver was told (`state.json`) and every delivery (`deliveries.jsonl`)."""
+        return self.monitoring_dir / "paging"
 
     @property
     def workspace_dir(self) -> Path:
