@@ -18,7 +18,7 @@ log) owns the files inside it. No I/O happens here.
       publish/                       published.jsonl, candidates/v<N>/, one directory per publication attempt
       decision_log/                  serving's sampled decision log (unless `serving.decision_log_dir`)
       serving/live_policy.json       the live policy of the `file` policy store (`serving.policy_store: file`)
-      monitoring/                    incidents, alarm history, on-call page, workspace/, runs/<stamp>/
+      monitoring/                    incidents, alarm history, paging/, on-call page, workspace/, runs/<stamp>/
       stream/                        the replay transport's dead letters
       secrets/                       the generated pseudonymization key (mode 0600) when none is configured
       pseudonymized/<digest>/        a raw events directory copied with pseudonymous user ids (events/, users.parquet,

@@ -105,7 +105,9 @@ def _brute_fragmentation(events: pd.DataFrame, end) -> dict[str, dict]:
         c["below"] = sum(1 for x in c["convs"] if x < THRESHOLD)
         c["hhi"] = sum((x / total) ** 2 for x in c["imps"])
         n_target = max(1, int(c["per_week"] // THRESHOLD))
-        c["consolidate"] = c["per_week"] >= THRESHOLD and c["creatives"] > n_target and c["below"] / c["creatives"] >= 0.5
+        c["consolidate"] = (
+            c["per_week"] >= THRESHOLD and c["creatives"] > n_target and c["below"] / c["creatives"] >= 0.5
+        )
         c["target"] = n_target
     return out
 
@@ -113,7 +115,7 @@ def _brute_fragmentation(events: pd.DataFrame, end) -> dict[str, dict]:
 def test_fragmentation_flags_the_campaign_split_over_many_creatives(worlds):
     events_dir, users, end, _ = worlds["fragmented"]
     settings = _settings(worlds["tmp"] / "frag")
-    collected, metrics, _ = _collect(settings, events_dir, users, end)
+    _, metrics, _ = _collect(settings, events_dir, users, end)
     raw = _raw(events_dir)
     truth = _brute_fragmentation(raw, end)
     ads = pq.read_table(Path(events_dir).parent / "ads.parquet").to_pandas()
@@ -179,7 +181,12 @@ def _policy(path: Path, gt: dict, unfair: bool) -> Path:
             if unfair and (a, lv) == ("cold", "advertiser"):
                 cap = 10 * cap
             rules.append({"match": {"audience": a}, "level": lv, "caps": [{"window": "28d", "max": cap}]})
-    doc = {"version": "unfair" if unfair else "fair", "created_at": "2026-10-01T00:00:00Z", "defaults": [], "rules": rules}
+    doc = {
+        "version": "unfair" if unfair else "fair",
+        "created_at": "2026-10-01T00:00:00Z",
+        "defaults": [],
+        "rules": rules,
+    }
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -192,9 +199,10 @@ def _brute_peaks(events: pd.DataFrame, users: pd.DataFrame, start, end, level: s
     tier: dict[str, str] = {}
     for e in ev.itertuples(index=False):
         ts = e.event_ts.to_pydatetime()
-        if lookback < ts <= start and e.event_type in ("click", "conversion"):
-            if e.event_type == "conversion" or tier.get(e.user_id) != "converter":
-                tier[e.user_id] = "converter" if e.event_type == "conversion" else "engaged"
+        if not (lookback < ts <= start) or e.event_type not in ("click", "conversion"):
+            continue
+        if e.event_type == "conversion" or tier.get(e.user_id) != "converter":  # a click never demotes a converter
+            tier[e.user_id] = "converter" if e.event_type == "conversion" else "engaged"
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     for e in ev[ev["event_type"] == "impression"].itertuples(index=False):
         times[(e.user_id, getattr(e, f"{level}_id"))].append(e.event_ts.timestamp())

@@ -198,7 +198,9 @@ def _fairness(ctx: dict[str, Any]) -> str:
     f = ctx.get("fairness")
     head = '<section class="wide" id="fairness"><h2>Fairness: each cohort\'s cap vs its own curve</h2>'
     if not f:
-        return f'{head}<p class="muted">Not computed this run (no curves fit, no live policy or no events).</p></section>'
+        return (
+            f'{head}<p class="muted">Not computed this run (no curves fit, no live policy or no events).</p></section>'
+        )
     below, above = ctx.get("fairness_thresholds", (0.5, 2.0))
     rows = []
     for r in f["cohorts"]:
@@ -216,7 +218,7 @@ def _fairness(ctx: dict[str, Any]) -> str:
             f"<td>{verdict}</td></tr>"
         )
     return (
-        f'{head}<p class="muted">Caps and frequencies count one entity\'s impressions to one user within the curve\'s '
+        f"{head}<p class=\"muted\">Caps and frequencies count one entity's impressions to one user within the curve's "
         f"window; curve cap = where the cohort's fitted curve says the next impression stops paying [plausible "
         f"range], + censored; curves: {escape(f['curves'])}</p><table><tr><th>cohort</th><th>level</th>"
         "<th>policy cap</th><th>curve cap</th><th>cap ÷ curve</th><th>cap hit rate (log)</th><th>pairs at cap</th>"

@@ -180,7 +180,7 @@ def alertmanager_payload(message: Message, external_url: str | None = None) -> d
                     "summary": summary(a),
                     "value": f"{a.incident['value']:.6g}",
                     "threshold": f"{a.incident['threshold']:.6g}",
-                    "runbook": f"docs/operations/runbook.md#{a.incident['rule'].replace('_', '-')}",
+                    "runbook": "docs/operations/runbook.md#alerts-runbook",
                 },
                 "startsAt": _rfc3339(a.starts_at),
                 "endsAt": _rfc3339(a.ends_at) if a.ends_at else ALERTMANAGER_ZERO_TIME,

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 from freqcap.adapters.decision_log import FIELDS, read_log_rows, read_log_window
-from freqcap.adapters.duckdb.current_rows import current_rows, sample
 from freqcap.adapters.duckdb.creatives import creative_counts
+from freqcap.adapters.duckdb.current_rows import current_rows, sample
 from freqcap.adapters.duckdb.impressions import impression_counts
 from freqcap.adapters.gx.decision_log import validate_decision_log
 from freqcap.adapters.stream.monitoring import stream_rows, stream_status
