@@ -6,7 +6,7 @@ Per cohort (`<audience>/<signal_tier>`) and level, side by side:
   W (the level's longest feature window, the `window` column of the caps table): over the caps the policy applies
   to the cohort at that level (`Policy.rules_for`), min of `max` for a cap window ≥ W and `max · ⌈W / window⌉` for
   a shorter one (a 1-day cap of 2 allows up to 2 · 28 in 28 days). None: the cohort is uncapped there.
-- **curve cap** and its plausible range [cap_low, cap_high] — where the cohort's fitted curve says the next
+- **curve cap** (cohort rows the fit marked `usable`) and its plausible range [cap_low, cap_high] — where the cohort's fitted curve says the next
   impression stops paying (`freqcap.domain.curves.caps`; `censored`: the curve never fell below the floor, the cap
   is a lower bound; `fallback`: the cohort had too little data and carries its audience's or everyone's curve).
 - **cap ÷ curve** (`cap_to_curve_ratio`) — policy cap / max(curve cap, 1). Far below 1: the cohort is suppressed
@@ -57,8 +57,11 @@ def effective_cap(policy: Any, audience: str, tier: str, level: str, window_seco
 
 
 def cohort_caps(caps: pd.DataFrame) -> pd.DataFrame:
-    """The cohort rows of a caps table (`caps.parquet` of a curves fit)."""
+    """The cohort rows of a caps table (`caps.parquet` of a curves fit) that carry a curve: rows the fit marked
+    not `usable` (no support anywhere, no cap proposed) say nothing about where impressions stop paying."""
     rows = caps[caps["kind"] == "cohort"] if "kind" in caps.columns else caps[caps["cohort"].str.count("/") == 1]
+    if "usable" in rows.columns:
+        rows = rows[rows["usable"].astype(bool)]
     return rows[~rows["cohort"].str.endswith("/all")]
 
 

@@ -185,13 +185,12 @@ def _frequency(ctx: dict[str, Any]) -> str:
 
 
 def _verdict(row: dict[str, Any], below: float, above: float) -> str:
-    if row["uncapped"]:
+    """As the alarm rules judge it: a censored curve (a lower bound) is not judged above its cap."""
+    if row["censored"] and (row["uncapped"] or row["ratio"] > 1.0):
+        return "not judged"
+    if row["uncapped"] or row["ratio"] > above:
         return "overcapped"
-    if row["ratio"] is None:
-        return "ok"
-    if row["ratio"] < below:
-        return "suppressed"
-    return "overcapped" if row["ratio"] > above and not row["censored"] else "ok"
+    return "suppressed" if row["ratio"] < below else "ok"
 
 
 def _fairness(ctx: dict[str, Any]) -> str:
@@ -205,7 +204,7 @@ def _fairness(ctx: dict[str, Any]) -> str:
     rows = []
     for r in f["cohorts"]:
         verdict = _verdict(r, below, above)
-        cls = ' class="off"' if verdict != "ok" else ""
+        cls = ' class="off"' if verdict in ("suppressed", "overcapped") else ""
         curve = f"{r['curve_cap']} [{r['cap_low']}–{r['cap_high']}]" + ("+" if r["censored"] else "")
         curve += f" ({escape(r['fallback'])})" if r["fallback"] != "none" else ""
         rows.append(

@@ -63,3 +63,16 @@ def test_an_uncapped_cohort_is_reported_as_far_above_its_curve():
     table, rows = fairness_audit(imps, _policy([]), caps)
     assert table[0]["uncapped"] and table[0]["policy_cap"] is None
     assert [r.name for r in rows] == ["cap_to_curve_ratio"] and rows[0].value > 2 and math.isfinite(rows[0].value)
+
+
+def test_cohorts_without_a_usable_curve_are_left_out():
+    base = {"level": "ad", "window": "28d", "kind": "cohort", "support": 500, "censored": False, "fallback": "none"}
+    caps = pd.DataFrame(
+        [
+            {**base, "cohort": "cold/engaged", "cap": 3, "cap_low": 2, "cap_high": 4, "usable": True},
+            {**base, "cohort": "cold/converter", "cap": 0, "cap_low": 0, "cap_high": 0, "usable": False},
+        ]
+    )
+    imps = pd.DataFrame(columns=["user_id", "ad_id", "audience", "signal_tier"])
+    table, _ = fairness_audit(imps, _policy([{"window": "28d", "max": 3}]), caps)
+    assert [r["cohort"] for r in table] == ["cold/engaged"] and table[0]["ratio"] == 1.0
