@@ -31,8 +31,9 @@ from freqcap.domain.events import AUDIENCES, LEVELS, SIGNAL_TIERS
 from freqcap.domain.monitoring.page import render_page
 from freqcap.domain.simulate.params import ModelParams
 from freqcap.domain.simulate.truth import true_cap
-from freqcap.jobs.monitoring import alarms_job, collect_job, drift_job, page_context
+from freqcap.jobs.monitoring import alarms_job, collect_job, drift_job, page_context, paging_job
 from freqcap.layout import parse_as_of
+from tests.unit.jobs.webhook_receiver import Receiver
 
 WEEK = 7 * 86_400
 THRESHOLD = 20.0
@@ -102,6 +103,7 @@ def _brute_fragmentation(events: pd.DataFrame, end) -> dict[str, dict]:
         total = sum(c["imps"])
         c["creatives"] = len(c["ads"])
         c["per_week"] = sum(c["convs"])  # the window is a week
+        c["per_creative"] = dict(zip(c["ads"], c["convs"], strict=True))
         c["below"] = sum(1 for x in c["convs"] if x < THRESHOLD)
         c["hhi"] = sum((x / total) ** 2 for x in c["imps"])
         n_target = max(1, int(c["per_week"] // THRESHOLD))
@@ -131,6 +133,8 @@ def test_fragmentation_flags_the_campaign_split_over_many_creatives(worlds):
         assert got["conversions_per_week"] == pytest.approx(t["per_week"]), cid
         assert got["creatives_below"] == t["below"], cid
         assert got["hhi"] == pytest.approx(t["hhi"], rel=1e-12), cid
+        assert got["per_creative"] == pytest.approx(t["per_creative"]), cid
+        assert got["max_per_creative"] == max(t["convs"]), cid
         assert (got["recommendation"] == "consolidate") == t["consolidate"], cid
     s = truth[split]
     assert s["creatives"] == 24 and s["consolidate"] and s["hhi"] < 0.06  # ~1/24: delivery split evenly
@@ -225,21 +229,32 @@ def test_fairness_alarm_names_the_cohorts_whose_cap_is_far_from_their_curve(worl
     tmp = worlds["tmp"] / ("unfair" if unfair else "fair")
     tmp.mkdir()
     caps = _caps_table(tmp / "curves" / "caps.parquet", gt)
+    chat = Receiver().start()
+    hooks = [{"name": "chat", "url": chat.url("hook"), "format": "slack", "min_severity": "warn"}]
     settings = _settings(
         tmp,
         FREQCAP__MONITORING__FAIRNESS__CURVES_PATH=str(caps),
         FREQCAP__MONITORING__POLICY_PATH=str(_policy(tmp / "policy.yaml", gt, unfair)),
         FREQCAP__MONITORING__WINDOW="24h",
         FREQCAP__PRIVACY__ENABLED="false",  # raw ids in, so the brute force can join users by their own ids
+        FREQCAP__MONITORING__PAGING__RECEIVERS=json.dumps(hooks),
     )
-    _, metrics, alarms = _collect(settings, events_dir, users, end)
+    collected, metrics, alarms = _collect(settings, events_dir, users, end)
+    try:
+        paging_job(collected, alarms, settings)
+    finally:
+        chat.stop()
+    paged = sorted(line for b in chat.bodies for line in b["text"].splitlines() if "cohort_" in line)
     fired = sorted((i["rule"], i["segment"]) for i in alarms["fired"] if i["rule"].startswith("cohort_"))
     if unfair:
         expected = [("cohort_overcapped", f"cohort=cold/{t},level=advertiser") for t in SIGNAL_TIERS]
         expected += [("cohort_suppressed", f"cohort=high_intent/{t},level=campaign") for t in SIGNAL_TIERS]
         assert fired == sorted(expected)
+        assert len(paged) == 2 + 6  # two messages (one per rule), one line per cohort
+        for rule, segment in expected:
+            assert any(f"{rule} [{segment}] cap_to_curve_ratio=" in line for line in paged), (rule, segment)
     else:
-        assert fired == []
+        assert fired == [] and paged == []
 
     audit = {(r["cohort"], r["level"]): r for r in metrics["fairness"]["cohorts"]}
     assert len(audit) == len(AUDIENCES) * len(SIGNAL_TIERS) * len(LEVELS)

@@ -18,10 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-import socket
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -30,54 +27,11 @@ from freqcap.config import load_settings
 from freqcap.jobs.monitoring import alarms_job, collect_job, drift_job, paging_job
 from freqcap.layout import DataLayout
 from tests.unit.domain.monitoring.helpers import log_row, write_log
+from tests.unit.jobs.webhook_receiver import Receiver
 
 T0 = datetime(2026, 10, 4, 0, 0, tzinfo=UTC)
 TOKEN = "T0KEN-sekret-4f9a8b7c6d5e"
 PER_HOUR = 240
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1:<port> recording every JSON body it is sent; can be stopped and restarted
-    on the same port (a receiver that is down, then up)."""
-
-    def __init__(self, port: int | None = None):
-        self.bodies: list[dict] = []
-        self.paths: list[str] = []
-        self.port = port or _free_port()
-        self.server: ThreadingHTTPServer | None = None
-
-    def start(self) -> Receiver:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers["Content-Length"])
-                owner.bodies.append(json.loads(self.rfile.read(length)))
-                owner.paths.append(self.path)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):  # quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        assert self.server is not None
-        self.server.shutdown()
-        self.server.server_close()
-        self.server = None
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{name}/{TOKEN}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _hour(directory: Path, start: datetime, fail_share: float, rng: random.Random) -> tuple[int, int]:
@@ -103,8 +57,8 @@ def receivers():
 def test_alarms_page_once_repeat_after_the_interval_and_resolve_through_an_outage(tmp_path, receivers, caplog):
     am, slack = receivers
     hooks = [
-        {"name": "oncall", "url": am.url("am"), "format": "alertmanager", "min_severity": "page"},
-        {"name": "chat", "url": slack.url("slack"), "format": "slack", "min_severity": "warn"},
+        {"name": "oncall", "url": am.url(f"hooks/am/{TOKEN}"), "format": "alertmanager", "min_severity": "page"},
+        {"name": "chat", "url": slack.url(f"hooks/slack/{TOKEN}"), "format": "slack", "min_severity": "warn"},
     ]
     env = {
         "FREQCAP__DATA_DIR": str(tmp_path / "data"),

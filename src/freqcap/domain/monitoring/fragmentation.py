@@ -4,7 +4,8 @@ conversions a bidding or creative-optimization system needs to learn (pure panda
 Input: one row per (campaign, ad) that served at least one impression in the window, with its impressions and
 conversions there (`freqcap.adapters.duckdb.impressions.creative_counts`). Per campaign:
 
-- **conversions per creative per week** = a creative's conversions in the window × 7 days / window;
+- **conversions per creative per week** = a creative's conversions in the window × 7 days / window (each
+  creative's in `per_creative`, their median and max);
 - **share below learning** = creatives whose weekly conversions are below `learning_conversions_per_week` /
   creatives (the platforms' "learning phase" needs about 50 a week; scale it to your traffic);
 - **HHI** (Herfindahl–Hirschman index) of impressions across the campaign's creatives = Σ shareᵢ², from 1/n
@@ -47,7 +48,8 @@ def _hhi(values: pd.Series) -> float:
 def fragmentation(counts: pd.DataFrame, params: FragmentationParams) -> tuple[pd.DataFrame, list[MetricRow]]:
     """Per campaign diagnostics (one row each, sorted: to consolidate first, then by share below) and metric rows."""
     columns = [
-        "campaign_id", "creatives", "impressions", "conversions", "conversions_per_week", "creatives_below",
+        "campaign_id", "creatives", "impressions", "conversions", "conversions_per_week", "per_creative",
+        "median_per_creative", "max_per_creative", "creatives_below",
         "share_below", "hhi", "effective_creatives", "conversion_hhi", "top_creative_share", "target_creatives",
         "recommendation",
     ]  # fmt: skip
@@ -77,6 +79,9 @@ def fragmentation(counts: pd.DataFrame, params: FragmentationParams) -> tuple[pd
                 "impressions": int(g["impressions"].sum()),
                 "conversions": int(g["conversions"].sum()),
                 "conversions_per_week": total_week,
+                "per_creative": {str(a): float(v) for a, v in sorted(zip(g["ad_id"], weekly, strict=True))},
+                "median_per_creative": float(weekly.median()),
+                "max_per_creative": float(weekly.max()),
                 "creatives_below": below,
                 "share_below": share_below,
                 "hhi": hhi,

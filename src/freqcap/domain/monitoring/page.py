@@ -235,6 +235,7 @@ def _fragmentation(ctx: dict[str, Any]) -> str:
         f'<tr{" class=off" if c["recommendation"] == "consolidate" else ""} data-campaign="{escape(c["campaign_id"])}" '
         f'data-recommendation="{escape(c["recommendation"])}"><td>{escape(c["campaign_id"])}</td>'
         f'<td class="num">{c["creatives"]}</td><td class="num">{c["conversions_per_week"]:,.1f}</td>'
+        f'<td class="num">{c["median_per_creative"]:,.1f} / {c["max_per_creative"]:,.1f}</td>'
         f'<td class="num">{_pct(c["share_below"])}</td><td class="num">{_num(c["hhi"])}</td>'
         f'<td class="num">{_num(c["effective_creatives"])}</td><td>{escape(c["text"])}</td></tr>'
         for c in f["shown"]
@@ -244,7 +245,8 @@ def _fragmentation(ctx: dict[str, Any]) -> str:
         f'{head}<p class="{cls}">{f["to_consolidate"]} of {f["campaigns"]} campaigns should consolidate creatives '
         f"(learning threshold {f['threshold']:g} conversions per creative per week, over the last "
         f"{escape(f['window'])}); {f['underfunded']} below it even as one creative</p>"
-        "<table><tr><th>campaign</th><th>creatives</th><th>conversions / week</th><th>creatives below</th>"
+        "<table><tr><th>campaign</th><th>creatives</th><th>conversions / week</th><th>per creative: median / max</th>"
+        "<th>creatives below</th>"
         f"<th>HHI (impressions)</th><th>effective creatives</th><th>recommendation</th></tr>{rows}</table></section>"
     )
 
