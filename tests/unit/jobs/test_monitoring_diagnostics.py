@@ -223,8 +223,16 @@ def _brute_peaks(events: pd.DataFrame, users: pd.DataFrame, start, end, level: s
     return out
 
 
+@pytest.fixture(scope="module")
+def brute_peaks(worlds):
+    """level -> cohort -> peaks, over the last 24 h of the fragmented world (the same for every policy)."""
+    events_dir, users, end, _ = worlds["fragmented"]
+    raw, user_table = _raw(events_dir), pq.read_table(users).to_pandas()
+    return {lv: _brute_peaks(raw, user_table, end - timedelta(hours=24), end, lv) for lv in LEVELS}
+
+
 @pytest.mark.parametrize("unfair", [True, False], ids=["unfair", "fair"])
-def test_fairness_alarm_names_the_cohorts_whose_cap_is_far_from_their_curve(worlds, unfair):
+def test_fairness_alarm_names_the_cohorts_whose_cap_is_far_from_their_curve(worlds, brute_peaks, unfair):
     events_dir, users, end, gt = worlds["fragmented"]
     tmp = worlds["tmp"] / ("unfair" if unfair else "fair")
     tmp.mkdir()
@@ -258,10 +266,8 @@ def test_fairness_alarm_names_the_cohorts_whose_cap_is_far_from_their_curve(worl
 
     audit = {(r["cohort"], r["level"]): r for r in metrics["fairness"]["cohorts"]}
     assert len(audit) == len(AUDIENCES) * len(SIGNAL_TIERS) * len(LEVELS)
-    raw, user_table = _raw(events_dir), pq.read_table(users).to_pandas()
-    start = end - timedelta(hours=24)
     for level in LEVELS:
-        peaks = _brute_peaks(raw, user_table, start, end, level)
+        peaks = brute_peaks[level]
         for (a, t), values in peaks.items():
             row = audit[(f"{a}/{t}", level)]
             curve = true_cap(gt, a, level)
