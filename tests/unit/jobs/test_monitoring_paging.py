@@ -3,7 +3,7 @@ through the monitoring job functions over a synthetic decision log, hour by hour
 
     h1  healthy serving                           → nothing sent (the world built not to page)
     h2  30 % of decisions fail open               → serving_fail_open fires: an Alertmanager message (page receiver)
-                                                     and a Slack one (warn receiver)
+                                                     and a Slack one (warn receiver); a rerun of h2 sends nothing
     h3, h4 still failing                          → suppressed (repeat_interval 3h)
     h5  still failing, 3 h after the first message → a reminder to both
     h6  healthy again, the Alertmanager receiver is down → its resolve fails after 3 attempts (recorded, pending);
@@ -85,6 +85,11 @@ def test_alarms_page_once_repeat_after_the_interval_and_resolve_through_an_outag
 
     paged, share = run(2, 0.3)
     assert len(am.bodies) == 1 and len(slack.bodies) == 1
+    # A retried run of the same hour (Airflow retries the task; alarms_job returns what it decided): nothing again.
+    inputs = {"as_of": (T0 + timedelta(hours=2)).isoformat(), "events_dir": None, "users": None}
+    collected = collect_job(inputs, settings)
+    rerun = paging_job(collected, alarms_job(collected, drift_job(collected, settings), settings), settings)
+    assert rerun["messages"] == [] and len(am.bodies) == 1 and len(slack.bodies) == 1
     body = am.bodies[0]
     assert am.paths == ["/hooks/am/" + TOKEN]
     labels = {
