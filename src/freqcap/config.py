@@ -471,6 +471,92 @@ class DriftSettings(_Frozen):
     prediction: bool = True
 
 
+class WebhookReceiver(_Frozen):
+    """One place alarms are delivered to (`freqcap.jobs.monitoring.paging`).
+
+    `url` may carry a token (Slack incoming webhooks do): it is a secret, never logged or written; deliveries are
+    recorded under the receiver's `name`. Set it from the environment, e.g.
+    `FREQCAP__MONITORING__PAGING__RECEIVERS='[{"name": "oncall", "url": "https://..."}]'`."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    url: SecretStr
+    # `alertmanager`: the Alertmanager webhook payload (version "4"), which PagerDuty, Opsgenie and Grafana OnCall
+    # accept; `slack`: {"text": ...} (Slack, Mattermost, Teams workflows, any plain JSON receiver).
+    format: Literal["alertmanager", "slack"] = "alertmanager"
+    # Alarms of at least this severity are delivered (`page` only pages; `warn` also sends warnings).
+    min_severity: Literal["page", "warn"] = "warn"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: SecretStr) -> SecretStr:
+        if not re.match(r"^https?://[^/\s]+", url.get_secret_value()):
+            raise ValueError("must be an http:// or https:// URL")  # the value itself is never echoed
+        return url
+
+
+class PagingConfig(_Frozen):
+    """Alarm delivery to webhooks: firing, repeats of what keeps firing, resolves, retries."""
+
+    receivers: tuple[WebhookReceiver, ...] = ()
+    # An alarm that keeps firing is sent again only after this long (Alertmanager's repeat_interval).
+    repeat_interval: str = "4h"
+    # Send a message when an alarm clears.
+    send_resolved: bool = True
+    # Attempts per message within one run, waiting backoff_seconds · 2^k between them (at most backoff_max_seconds).
+    # A message still undelivered stays pending and is tried again by the next run: an alarm is never dropped.
+    attempts: int = Field(3, ge=1)
+    backoff_seconds: float = Field(0.5, ge=0.0)
+    backoff_max_seconds: float = Field(8.0, ge=0.0)
+    timeout_seconds: float = Field(5.0, gt=0.0)
+    # Link in each message (Alertmanager `externalURL`, the Slack text): where the on-call page is served.
+    page_url: str | None = None
+
+    @field_validator("repeat_interval")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("must be a positive duration")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PagingConfig:
+        names = [r.name for r in self.receivers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"receiver names must be unique: {sorted(names)}")
+        return self
+
+
+class FairnessSettings(_Frozen):
+    """The fairness audit (freqcap.domain.monitoring.fairness): each cohort's cap against its own fitted curve.
+    The alarm thresholds are the `cohort_suppressed` / `cohort_overcapped` rules of the alerts file."""
+
+    enabled: bool = True
+    # caps.parquet of a curves fit; None: the newest under <data_dir>/curves (what training wrote).
+    curves_path: str | None = None
+
+
+class FragmentationSettings(_Frozen):
+    """The signal-fragmentation diagnostic (freqcap.domain.monitoring.fragmentation), per campaign."""
+
+    enabled: bool = True
+    # Conversions and impressions per creative are counted over this last span, scaled to a week.
+    window: str = "7d"
+    # Conversions per creative and week a creative needs to learn (the platforms' learning phase is ~50/week;
+    # scale it with your traffic: a simulated world of a few thousand users needs ~20).
+    learning_conversions_per_week: float = Field(50.0, gt=0.0)
+    # A campaign is told to consolidate when at least this share of its creatives is below the threshold.
+    min_share_below: float = Field(0.5, gt=0.0, le=1.0)
+    # Campaigns listed on the on-call page (those to consolidate first).
+    max_campaigns_shown: int = Field(15, ge=1)
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("must be a positive duration")
+        return value
+
+
 class MonitoringConfig(_Frozen):
     """The hourly monitoring job (freqcap.domain.monitoring): windows, where its inputs and outputs live, drift settings."""
 
@@ -493,6 +579,9 @@ class MonitoringConfig(_Frozen):
     workspace_dir: str | None = None
     project: str = "freqcap"
     drift: DriftSettings = DriftSettings()
+    paging: PagingConfig = PagingConfig()
+    fairness: FairnessSettings = FairnessSettings()
+    fragmentation: FragmentationSettings = FragmentationSettings()
 
     @field_validator("window", "baseline_window", "drift_window", "since_bucket")
     @classmethod

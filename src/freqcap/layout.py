@@ -18,7 +18,7 @@ log) owns the files inside it. No I/O happens here.
       publish/                       published.jsonl, candidates/v<N>/, one directory per publication attempt
       decision_log/                  serving's sampled decision log (unless `serving.decision_log_dir`)
       serving/live_policy.json       the live policy of the `file` policy store (`serving.policy_store: file`)
-      monitoring/                    incidents, alarm history, on-call page, workspace/, runs/<stamp>/
+      monitoring/                    incidents, alarm history, paging/, on-call page, workspace/, runs/<stamp>/
       stream/                        the replay transport's dead letters
       secrets/                       the generated pseudonymization key (mode 0600) when none is configured
       pseudonymized/<digest>/        a raw events directory copied with pseudonymous user ids (events/, users.parquet,
@@ -129,6 +129,11 @@ class MonitoringRun:
     @property
     def alarms(self) -> Path:
         return self.root / "alarms.json"
+
+    @property
+    def paging(self) -> Path:
+        """What this run sent to the webhook receivers (messages, deliveries, suppressed repeats)."""
+        return self.root / "paging.json"
 
     @property
     def page_context(self) -> Path:
@@ -281,6 +286,11 @@ class DataLayout:
     def incidents_dir(self) -> Path:
         """The incident store's directory (open incidents and the alarm history)."""
         return self.monitoring_dir
+
+    @property
+    def paging_dir(self) -> Path:
+        """Paging: what each webhook receiver was told (`state.json`) and every delivery (`deliveries.jsonl`)."""
+        return self.monitoring_dir / "paging"
 
     @property
     def workspace_dir(self) -> Path:

@@ -76,7 +76,7 @@ def test_drift_alarm_updates_the_asset_that_schedules_training(worlds, monkeypat
     dag_run = run_dag("freqcap_monitoring", logical_date=later, conf=conf)
     states = task_states(dag_run)
     assert dag_run.state == "success", states
-    assert states["signal_drift"] == "skipped" and states["publish"] == "success"
+    assert states["signal_drift"] == "skipped" and states["publish"] == "success" and states["page"] == "success"
     assert len(_asset_events("freqcap_drift_alarm")) == before + 1  # one incident, one event
 
 
@@ -86,10 +86,11 @@ def test_monitoring_dag_shape():
     dag = load_dag("freqcap_monitoring")
     assert dag.tags and "freqcap" in dag.tags and len(dag.doc_md) > 200
     assert "expression='0 * * * *'" in repr(dag.timetable)  # monitoring.schedule: @hourly
-    order = ["resolve", "validate_decision_log", "collect", "drift", "evaluate_alarms", "publish"]
+    order = ["resolve", "validate_decision_log", "collect", "drift", "evaluate_alarms", "page", "publish"]
     assert {t.task_id for t in dag.tasks} == {*order, "signal_drift"}
+    assert dag.get_task("page").upstream_task_ids == {"collect", "evaluate_alarms"}
     assert dag.get_task("collect").upstream_task_ids == {"resolve", "validate_decision_log"}
     assert dag.get_task("signal_drift").upstream_task_ids == {"evaluate_alarms"}
-    assert dag.get_task("publish").upstream_task_ids == {"collect", "drift", "evaluate_alarms"}
+    assert dag.get_task("publish").upstream_task_ids == {"collect", "drift", "evaluate_alarms", "page"}
     assert [a.name for a in dag.get_task("signal_drift").outlets] == ["freqcap_drift_alarm"]
     assert all(t.retries >= 1 for t in dag.tasks)

@@ -28,6 +28,9 @@ MODES = [
     "mlflow tracking server down",
     "postgresql down",
     "spark feature build failing",
+    "a cohort capped far from its curve",
+    "paging not delivered",
+    "a campaign to consolidate",
 ]
 
 

@@ -222,6 +222,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             "open": [f"{i['rule']} [{i['segment']}] since {i['opened_at']}" for i in alarms["open"]],
             "decisions": result["collected"]["decisions"],
             "drift": (result["drift"].get("drift") or {}).get("drifted_columns"),
+            "paged": [
+                f"{m['receiver']}: {m['status']} {m['rule']} ({'ok' if m['ok'] else m['error']})"
+                for m in result["paging"]["messages"]
+            ],
             "page": result["published"]["page"],
             "workspace": result["published"]["workspace"],
             "notes": result["collected"]["notes"] + result["drift"]["notes"],

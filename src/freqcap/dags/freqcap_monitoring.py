@@ -11,7 +11,9 @@ cohort, format, level and hour of day and its move against the previous 24 h; fa
 when; realized vs configured frequency from the events and the live policy; stream lag; the last 24 h of
 impressions for drift) → **drift** (Evidently: feature drift against the champion's training set, prediction drift
 with the champion model) → **evaluate_alarms** (rules in `resources/monitoring/alerts.yaml`; an incident fires once, stays
-quiet while it lasts and resolves when it clears; state kept between runs) → **publish** (one snapshot in the
+quiet while it lasts and resolves when it clears; state kept between runs) → **page** (the alarms due to the webhook receivers of
+`monitoring.paging`: new ones, reminders after `repeat_interval`, resolves; retried, every delivery recorded) →
+**publish** (one snapshot in the
 Evidently workspace project with its dashboard, and the on-call page `<data_dir>/monitoring/oncall.html`);
 **signal_drift** updates the `freqcap_drift_alarm` Asset — which schedules freqcap_training — only when a new drift
 incident fired in this run (skipped otherwise).
@@ -86,7 +88,13 @@ def freqcap_monitoring():
         return alarms_job(collected, drifted, load_settings())
 
     @task
-    def publish(collected: dict, drifted: dict, alarms: dict) -> dict:
+    def page(collected: dict, alarms: dict) -> dict:
+        from freqcap.jobs.monitoring import paging_job
+
+        return paging_job(collected, alarms, load_settings())
+
+    @task
+    def publish(collected: dict, drifted: dict, alarms: dict, _paged: dict) -> dict:
         from freqcap.jobs.monitoring import publish_job
 
         return publish_job(collected, drifted, alarms, load_settings())
@@ -107,7 +115,7 @@ def freqcap_monitoring():
     collected = collect(inputs, validate_decision_log(inputs))
     drifted = drift(collected)
     alarms = evaluate_alarms(collected, drifted)
-    publish(collected, drifted, alarms)
+    publish(collected, drifted, alarms, page(collected, alarms))
     signal_drift(alarms)
 
 

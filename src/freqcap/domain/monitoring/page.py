@@ -4,7 +4,8 @@
 `render_page(context)` is pure: it formats a plain dict that the monitoring job assembles (`jobs.page_context`).
 Elements tests and people look for carry ids: `#serving-status` (`data-state` = `degraded` or `ok`),
 `#since`, `#alarms`, `#cohorts` (rows `data-cohort`, class `off` when an incident is open for the cohort),
-`#drift`, `#stream`, `#frequency`.
+`#drift`, `#stream`, `#frequency`, `#fairness` (rows `data-cohort`, `data-level`, `data-verdict`),
+`#fragmentation` (rows `data-campaign`, `data-recommendation`), `#paging`.
 """
 
 from __future__ import annotations
@@ -183,6 +184,89 @@ def _frequency(ctx: dict[str, Any]) -> str:
     )
 
 
+def _verdict(row: dict[str, Any], below: float, above: float) -> str:
+    """As the alarm rules judge it: a censored curve (a lower bound) is not judged above its cap."""
+    if row["censored"] and (row["uncapped"] or row["ratio"] > 1.0):
+        return "not judged"
+    if row["uncapped"] or row["ratio"] > above:
+        return "overcapped"
+    return "suppressed" if row["ratio"] < below else "ok"
+
+
+def _fairness(ctx: dict[str, Any]) -> str:
+    f = ctx.get("fairness")
+    head = '<section class="wide" id="fairness"><h2>Fairness: each cohort\'s cap vs its own curve</h2>'
+    if not f:
+        return (
+            f'{head}<p class="muted">Not computed this run (no curves fit, no live policy or no events).</p></section>'
+        )
+    below, above = ctx.get("fairness_thresholds", (0.5, 2.0))
+    rows = []
+    for r in f["cohorts"]:
+        verdict = _verdict(r, below, above)
+        cls = ' class="off"' if verdict in ("suppressed", "overcapped") else ""
+        curve = f"{r['curve_cap']} [{r['cap_low']}–{r['cap_high']}]" + ("+" if r["censored"] else "")
+        curve += f" ({escape(r['fallback'])})" if r["fallback"] != "none" else ""
+        rows.append(
+            f'<tr{cls} data-cohort="{escape(r["cohort"])}" data-level="{escape(r["level"])}" data-verdict="{verdict}">'
+            f"<td>{escape(r['cohort'])}</td><td>{escape(r['level'])}</td>"
+            f'<td class="num">{"none" if r["uncapped"] else r["policy_cap"]}</td><td class="num">{curve}</td>'
+            f'<td class="num">{_num(r["ratio"])}</td><td class="num">{_pct(r["cap_hit_rate"])}</td>'
+            f'<td class="num">{_pct(r["at_cap_share"])}</td><td class="num">{_num(r["mean_frequency"])}</td>'
+            f'<td class="num">{_num(r["p90_frequency"])}</td><td class="num">{_pct(r["beyond_curve_share"])}</td>'
+            f"<td>{verdict}</td></tr>"
+        )
+    return (
+        f"{head}<p class=\"muted\">Caps and frequencies count one entity's impressions to one user within the curve's "
+        f"window; curve cap = where the cohort's fitted curve says the next impression stops paying [plausible "
+        f"range], + censored; curves: {escape(f['curves'])}</p><table><tr><th>cohort</th><th>level</th>"
+        "<th>policy cap</th><th>curve cap</th><th>cap ÷ curve</th><th>cap hit rate (log)</th><th>pairs at cap</th>"
+        "<th>mean freq.</th><th>p90 freq.</th><th>past curve cap</th><th></th></tr>"
+        f"{''.join(rows)}</table></section>"
+    )
+
+
+def _fragmentation(ctx: dict[str, Any]) -> str:
+    f = ctx.get("fragmentation")
+    head = '<section class="wide" id="fragmentation"><h2>Signal fragmentation (creatives per campaign)</h2>'
+    if not f:
+        return f'{head}<p class="muted">Not computed this run.</p></section>'
+    rows = "".join(
+        f'<tr{" class=off" if c["recommendation"] == "consolidate" else ""} data-campaign="{escape(c["campaign_id"])}" '
+        f'data-recommendation="{escape(c["recommendation"])}"><td>{escape(c["campaign_id"])}</td>'
+        f'<td class="num">{c["creatives"]}</td><td class="num">{c["conversions_per_week"]:,.1f}</td>'
+        f'<td class="num">{c["median_per_creative"]:,.1f} / {c["max_per_creative"]:,.1f}</td>'
+        f'<td class="num">{_pct(c["share_below"])}</td><td class="num">{_num(c["hhi"])}</td>'
+        f'<td class="num">{_num(c["effective_creatives"])}</td><td>{escape(c["text"])}</td></tr>'
+        for c in f["shown"]
+    )
+    cls = "bad" if f["to_consolidate"] else "ok"
+    return (
+        f'{head}<p class="{cls}">{f["to_consolidate"]} of {f["campaigns"]} campaigns should consolidate creatives '
+        f"(learning threshold {f['threshold']:g} conversions per creative per week, over the last "
+        f"{escape(f['window'])}); {f['underfunded']} below it even as one creative</p>"
+        "<table><tr><th>campaign</th><th>creatives</th><th>conversions / week</th><th>per creative: median / max</th>"
+        "<th>creatives below</th>"
+        f"<th>HHI (impressions)</th><th>effective creatives</th><th>recommendation</th></tr>{rows}</table></section>"
+    )
+
+
+def _paging(ctx: dict[str, Any]) -> str:
+    p = ctx.get("paging")
+    head = '<section id="paging"><h2>Paging</h2>'
+    if not p or not p.get("receivers"):
+        return f'{head}<p class="muted">No webhook receivers configured (monitoring.paging.receivers).</p></section>'
+    items = "".join(
+        f'<li class="{"ok" if m["ok"] else "bad"}">{escape(m["receiver"])}: {escape(m["status"])} {escape(m["rule"])} '
+        f"— {'delivered' if m['ok'] else 'FAILED: ' + escape(str(m['error']))} after {m['attempts']} attempt(s)</li>"
+        for m in p.get("messages", [])
+    )
+    pending = p.get("pending", 0)
+    state = f'<p class="bad">{pending} message(s) pending: retried next run</p>' if pending else ""
+    quiet = f"<p class='muted'>{len(p.get('suppressed', []))} still-firing alarm(s) not repeated yet</p>"
+    return f"{head}{state}<ul>{items or '<li>nothing due this run</li>'}</ul>{quiet}</section>"
+
+
 def _notes(ctx: dict[str, Any]) -> str:
     links = []
     if ctx.get("report_html"):
@@ -204,5 +288,5 @@ def render_page(ctx: dict[str, Any]) -> str:
         f"<span>cap hits and fail-open over the last {escape(ctx.get('window', ''))}; drift over the last "
         f"{escape(ctx.get('drift_window', ''))}</span></header><main>"
         f'<section class="wide">{_status(ctx)}</section>{_alarms(ctx)}{_cohorts(ctx)}{_drift(ctx)}{_stream(ctx)}'
-        f"{_frequency(ctx)}{_notes(ctx)}</main></body></html>\n"
+        f"{_frequency(ctx)}{_paging(ctx)}{_fairness(ctx)}{_fragmentation(ctx)}{_notes(ctx)}</main></body></html>\n"
     )

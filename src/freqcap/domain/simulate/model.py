@@ -5,7 +5,8 @@ The story, in the order it is sampled (every random stage has its own stream spa
 1. **Ad catalog.** `n_advertisers` advertisers with Zipf popularity (weight ∝ 1/rank^s, ranks randomly
    assigned to ids). Each has a Zipf-distributed number of campaigns (1 … `max_campaigns_per_advertiser`;
    the popular advertisers get the most), each campaign a Zipf-distributed number of ads
-   (1 … `max_ads_per_campaign`). Within an advertiser, campaigns are chosen with weight ∝ 1/rank^0.8;
+   (1 … `max_ads_per_campaign`; `fragmented_campaign_ads` > 0 gives the top advertiser's first campaign that many
+   equally weighted ads, a campaign whose delivery is split over many creatives). Within an advertiser, campaigns are chosen with weight ∝ 1/rank^0.8;
    within a campaign, ads likewise. Each advertiser has an average order value (log-normal).
 
 2. **Users.** Each user belongs to an audience (`high_intent` 15 %, `returning` 35 %, `cold` 50 %). A latent
@@ -215,13 +216,19 @@ def sample_catalog(rng: np.random.Generator, p: ModelParams) -> Catalog:
     adv_campaigns[perm] = n_campaigns
     campaign_advertiser = np.repeat(np.arange(n_adv), adv_campaigns).astype(np.int32)
     ads_per_campaign = _zipf_counts(rng, p.ads_zipf_a, len(campaign_advertiser), p.max_ads_per_campaign)
+    fragmented = int(np.flatnonzero(campaign_advertiser == perm[0])[0])  # the top advertiser's first campaign
+    if p.fragmented_campaign_ads:  # after every draw: the rest of the world is the same as without it
+        ads_per_campaign[fragmented] = p.fragmented_campaign_ads
     ad_campaign = np.repeat(np.arange(len(campaign_advertiser)), ads_per_campaign).astype(np.int32)
+    ad_weight = _weights_by_rank(ad_campaign, p.ad_weight_exponent)
+    if p.fragmented_campaign_ads:
+        ad_weight[ad_campaign == fragmented] = 1.0 / p.fragmented_campaign_ads
     value = p.value_median * np.exp(p.advertiser_value_sigma * rng.standard_normal(n_adv))
     return Catalog(
         campaign_advertiser=campaign_advertiser,
         campaign_weight=_weights_by_rank(campaign_advertiser, p.campaign_weight_exponent),
         ad_campaign=ad_campaign,
-        ad_weight=_weights_by_rank(ad_campaign, p.ad_weight_exponent),
+        ad_weight=ad_weight,
         advertiser_popularity=adv_popularity,
         advertiser_value=np.round(value, 2),
     )

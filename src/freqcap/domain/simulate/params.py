@@ -136,6 +136,10 @@ class ModelParams(_Frozen):
     max_ads_per_campaign: int = Field(12, gt=0)
     campaign_weight_exponent: float = Field(0.8, ge=0.0)
     ad_weight_exponent: float = Field(0.8, ge=0.0)
+    # Signal fragmentation (freqcap.domain.monitoring.fragmentation): when > 0, the most popular advertiser's
+    # first campaign runs this many ads with equal weight, its delivery split evenly over them. 0: off (the
+    # catalog is then exactly what the draws above give).
+    fragmented_campaign_ads: int = Field(0, ge=0)
 
     # --- users ------------------------------------------------------------------------------------
     audiences: dict[str, AudienceParams] = DEFAULT_AUDIENCES

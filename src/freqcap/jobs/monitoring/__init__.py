@@ -7,10 +7,12 @@ and `run_monitoring` which runs them in a row (`freqcap monitor`).
                                                                                           → drift.json + HTML report
     alarms_job    alarm rules over every number → incidents fired / resolved (state kept between runs)
                                                                                           → alarms.json
+    paging_job    what is due (new, repeated after `repeat_interval`, resolved, still pending) to the webhook
+                  receivers (Alertmanager / Slack format), retried, every delivery recorded   → paging.json
     publish_job   one Evidently snapshot with all of it added to the workspace project; the on-call page
 
 Modules: `common` (locations and inputs), `collect` (the decision-log gate and collect), `drift`, `alarms`,
-`publish`. Everything a run writes lives in its run directory (`DataLayout.monitoring_run`); the incident state, the alarm
+`paging`, `publish`. Everything a run writes lives in its run directory (`DataLayout.monitoring_run`); the incident state, the alarm
 history, the latest on-call page, the latest drift report and the workspace live beside the runs (`freqcap.layout`).
 """
 
@@ -24,6 +26,7 @@ from freqcap.jobs.monitoring.alarms import alarms_job, drift_signal
 from freqcap.jobs.monitoring.collect import collect_job, validate_log_job
 from freqcap.jobs.monitoring.common import live_policy, monitored_events, resolve_inputs, resolve_reference, run_dir
 from freqcap.jobs.monitoring.drift import drift_job
+from freqcap.jobs.monitoring.paging import paging_job
 from freqcap.jobs.monitoring.publish import page_context, publish_job
 from freqcap.layout import parse_as_of
 
@@ -35,7 +38,7 @@ def run_monitoring(
     users: str | None = None,
     validate: bool = True,
 ) -> dict[str, Any]:
-    """validate the log → collect → drift → alarms → publish for one run (what the DAG does, in one process)."""
+    """validate the log → collect → drift → alarms → paging → publish for one run (what the DAG does, in one process)."""
 
     events, user_file = monitored_events(settings, events_dir, users)
     inputs = {"as_of": parse_as_of(as_of).isoformat(), "events_dir": events, "users": user_file}
@@ -43,8 +46,16 @@ def run_monitoring(
     collected = collect_job(inputs, settings)
     drifted = drift_job(collected, settings)
     alarms = alarms_job(collected, drifted, settings)
+    paged = paging_job(collected, alarms, settings)
     published = publish_job(collected, drifted, alarms, settings)
-    return {"validated": validated, "collected": collected, "drift": drifted, "alarms": alarms, "published": published}
+    return {
+        "validated": validated,
+        "collected": collected,
+        "drift": drifted,
+        "alarms": alarms,
+        "paging": paged,
+        "published": published,
+    }
 
 
 __all__ = [
@@ -54,6 +65,7 @@ __all__ = [
     "drift_signal",
     "live_policy",
     "page_context",
+    "paging_job",
     "publish_job",
     "resolve_inputs",
     "resolve_reference",

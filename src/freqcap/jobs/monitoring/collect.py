@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,11 +13,14 @@ from typing import Any
 import pandas as pd
 
 from freqcap.adapters.decision_log import FIELDS, read_log_rows, read_log_window
+from freqcap.adapters.duckdb.creatives import creative_counts
 from freqcap.adapters.duckdb.current_rows import current_rows, sample
 from freqcap.adapters.duckdb.impressions import impression_counts
 from freqcap.adapters.gx.decision_log import validate_decision_log
 from freqcap.adapters.stream.monitoring import stream_rows, stream_status
-from freqcap.config import Settings
+from freqcap.config import Settings, parse_duration
+from freqcap.domain.monitoring.fairness import curve_windows, fairness_audit
+from freqcap.domain.monitoring.fragmentation import FragmentationParams, fragmentation, recommendation_text
 from freqcap.domain.monitoring.frequency import cap_windows, realized_frequency
 from freqcap.domain.monitoring.metrics import (
     ALL,
@@ -89,11 +92,14 @@ def collect_job(inputs: dict[str, Any], settings: Settings) -> dict[str, Any]:
     events_dir, users = inputs.get("events_dir"), inputs.get("users")
     if events_dir:  # the copy `resolve_inputs` made; pseudonymized here when a caller passed raw events
         events_dir, users = pseudonymous_events(settings, events_dir, users)
-        frequency = _realized_frequency(events_dir, users, settings, start, as_of, notes)
-        rows += frequency.rows
+        frequency = _realized_frequency(events_dir, users, settings, start, as_of, notes, served)
+        rows += frequency.rows + frequency.fairness_rows
+        fragmented = _fragmentation(events_dir, settings, as_of, notes)
+        rows += fragmented.rows
         current_path, current_count = _current_sample(events_dir, users, settings, as_of, run, notes)
     else:
         frequency = _Frequency(rows=[], table={}, policy_version=None, note="no events directory")
+        fragmented = _Fragmentation(rows=[], summary=None)
         current_path, current_count = None, 0
         notes.append("no events directory: realized frequency and drift not computed")
 
@@ -113,6 +119,8 @@ def collect_job(inputs: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "frequency": frequency.table,
         "frequency_note": frequency.note,
         "policy_version": frequency.policy_version,
+        "fairness": frequency.fairness,
+        "fragmentation": fragmented.summary,
         "events_dir": events_dir,
         "users": users,
         "current_rows": current_count,
@@ -187,22 +195,35 @@ class _Frequency:
     table: dict[str, Any]
     policy_version: str | None
     note: str | None
+    fairness_rows: list[MetricRow] = field(default_factory=list)
+    fairness: dict[str, Any] | None = None
 
 
 def _realized_frequency(
-    events_dir: str, users: str | None, settings: Settings, start: datetime, as_of: datetime, notes: list[str]
+    events_dir: str,
+    users: str | None,
+    settings: Settings,
+    start: datetime,
+    as_of: datetime,
+    notes: list[str],
+    served: _ServedDecisions,
 ) -> _Frequency:
-    """Impressions per user over each cap window of the live policy, from the events of (start, as_of]."""
+    """Impressions per user over each cap window of the live policy (and each curve window of the fairness
+    audit), from the events of (start, as_of]."""
     policy, source = live_policy(settings)
     if policy is None:
         notes.append(f"realized frequency not computed: {source}")
         return _Frequency(rows=[], table={}, policy_version=None, note=source)
+    caps, caps_source = _curve_caps(settings, notes)
+    windows = cap_windows(policy)
+    for level, w in (curve_windows(caps) if caps is not None else {}).items():
+        windows.setdefault(level, set()).add(w)
     imps = impression_counts(
         events_dir,
         users,
         start,
         as_of,
-        cap_windows(policy),
+        windows,
         signal_lookback_seconds(settings),
         threads=settings.features.threads,
         memory_limit=settings.features.memory_limit,
@@ -210,7 +231,63 @@ def _realized_frequency(
     rows, table = realized_frequency(imps, policy)
     note = None if table else f"no capped impressions in ({start.isoformat()}, {as_of.isoformat()}]"
     notes.append(f"policy for realized frequency: {policy.version} ({source})")
-    return _Frequency(rows=rows, table=table, policy_version=policy.version, note=note)
+    fairness, fairness_rows = None, []
+    if caps is not None:
+        hit = {c["cohort"]: c["rate"] for c in cohort_table(served.current, served.baseline)}
+        audit, fairness_rows = fairness_audit(imps, policy, caps, hit)
+        fairness = {"curves": caps_source, "cohorts": audit}
+    return _Frequency(rows, table, policy.version, note, fairness_rows, fairness)
+
+
+def _curve_caps(settings: Settings, notes: list[str]) -> tuple[pd.DataFrame | None, str]:
+    """The caps table of the fairness audit: `monitoring.fairness.curves_path`, else the newest curves fit."""
+    cfg = settings.monitoring.fairness
+    if not cfg.enabled:
+        return None, "off"
+    path = Path(cfg.curves_path) if cfg.curves_path else None
+    if path is None:
+        found = sorted(DataLayout.of(settings).curves_root.glob("*/caps.parquet"))
+        path = found[-1] if found else None
+    if path is None or not path.is_file():
+        notes.append(f"fairness audit not computed: no curves ({path or 'no curves fit under <data_dir>/curves'})")
+        return None, "none"
+    return pd.read_parquet(path), str(path)
+
+
+@dataclass(frozen=True)
+class _Fragmentation:
+    rows: list[MetricRow]
+    summary: dict[str, Any] | None
+
+
+def _fragmentation(events_dir: str, settings: Settings, as_of: datetime, notes: list[str]) -> _Fragmentation:
+    """Conversions per creative per week, the share below learning and the HHI per campaign."""
+    cfg = settings.monitoring.fragmentation
+    if not cfg.enabled:
+        return _Fragmentation([], None)
+    window = parse_duration(cfg.window).total_seconds()
+    counts = creative_counts(
+        events_dir,
+        as_of - timedelta(seconds=window),
+        as_of,
+        threads=settings.features.threads,
+        memory_limit=settings.features.memory_limit,
+    )
+    params = FragmentationParams(window, cfg.learning_conversions_per_week, cfg.min_share_below)
+    table, rows = fragmentation(counts, params)
+    shown = [{**r, "text": recommendation_text(r)} for r in table.head(cfg.max_campaigns_shown).to_dict("records")]
+    summary = {
+        "window": cfg.window,
+        "threshold": cfg.learning_conversions_per_week,
+        "campaigns": len(table),
+        "to_consolidate": int((table["recommendation"] == "consolidate").sum()) if len(table) else 0,
+        "underfunded": int((table["recommendation"] == "underfunded").sum()) if len(table) else 0,
+        "creatives": len(counts),
+        "shown": shown,
+    }
+    if summary["to_consolidate"]:
+        notes.append(f"{summary['to_consolidate']} campaign(s) split delivery over too many creatives to learn")
+    return _Fragmentation(rows, summary)
 
 
 def _current_sample(

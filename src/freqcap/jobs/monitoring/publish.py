@@ -52,10 +52,24 @@ def page_context(
         "frequency": metrics.get("frequency"),
         "frequency_note": metrics.get("frequency_note"),
         "policy_version": metrics.get("policy_version"),
+        "fairness": metrics.get("fairness"),
+        "fairness_thresholds": _fairness_thresholds(settings),
+        "fragmentation": metrics.get("fragmentation"),
+        "paging": links.get("paging"),
         "report_html": drifted.get("report_html"),
         "workspace": links.get("workspace"),
         "notes": [*metrics.get("notes", []), *drifted.get("notes", [])],
     }
+
+
+def _fairness_thresholds(settings: Settings) -> tuple[float, float]:
+    """(below, above) of the cap ÷ curve rules, for the page's verdicts (0 / inf when a rule is removed)."""
+    below, above = 0.0, float("inf")
+    for rule in load_alerts(settings.monitoring.alerts_path).rules:
+        if rule.metric == "cap_to_curve_ratio":
+            below = rule.below if rule.below is not None else below
+            above = rule.above if rule.above is not None else above
+    return below, above
 
 
 def publish_job(
@@ -93,9 +107,11 @@ def publish_job(
     ids = evidently_io.add_snapshot(
         DataLayout.of(settings).workspace_dir, cfg.project, load_dashboard(cfg.dashboard_path), snapshot
     )
-    html = render_page(page_context(settings, metrics, drifted, alarms, ids))
+    paging = read_json(run.paging) if run.paging.exists() else None  # what paging_job sent in this run
+    context = page_context(settings, metrics, drifted, alarms, {**ids, "paging": paging})
+    html = render_page(context)
     page = DataLayout.of(settings).oncall_page
-    write_json(run.page_context, page_context(settings, metrics, drifted, alarms, ids))
+    write_json(run.page_context, context)
     run.page.write_text(html)
     tmp = page.with_name(".oncall.html.tmp")
     tmp.write_text(html)

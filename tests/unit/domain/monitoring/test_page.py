@@ -74,3 +74,23 @@ def test_healthy_page():
     parsed.feed(html)
     assert parsed.ids["serving-status"]["data-state"] == "ok" and "since" not in parsed.ids
     assert "No open alarms." in html and "No stream configured" in html and parsed.off == []
+
+
+def test_paging_section_shows_failed_deliveries_and_what_is_pending():
+    paging = {
+        "receivers": ["oncall", "chat"],
+        "messages": [
+            {"receiver": "oncall", "status": "resolved", "rule": "serving_fail_open", "ok": False, "attempts": 3,
+             "error": "URLError: [Errno 111] Connection refused"},
+            {"receiver": "chat", "status": "resolved", "rule": "serving_fail_open", "ok": True, "attempts": 1,
+             "error": None},
+        ],
+        "suppressed": [],
+        "pending": 1,
+    }  # fmt: skip
+    html = render_page({"as_of": "2026-10-04T06:00:00+00:00", "paging": paging})
+    section = html.split('<section id="paging">', 1)[1].split("</section>", 1)[0]
+    assert "1 message(s) pending" in section
+    assert "oncall: resolved serving_fail_open — FAILED: URLError: [Errno 111] Connection refused" in section
+    assert "chat: resolved serving_fail_open — delivered after 1 attempt(s)" in section
+    assert "No webhook receivers configured" in render_page({"as_of": "2026-10-04T06:00:00+00:00"})
