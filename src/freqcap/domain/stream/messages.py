@@ -46,11 +46,13 @@ def parse_ts(text: str) -> int | None:
     text = text.strip()
     if not text:
         return None
-    try:
-        if text[4:5] == "-":  # ISO-8601 (the producer's format): skip the float attempt
-            raise ValueError
-        seconds = float(text)
-    except ValueError:
+    seconds = None
+    if text[4:5] != "-":  # not ISO-8601 (the producer's format): epoch seconds? (no exception on the common path)
+        try:
+            seconds = float(text)
+        except ValueError:
+            pass
+    if seconds is None:
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -81,7 +83,7 @@ def parse_message(
             values[name] = text
     for name in REQUIRED:
         text = values.get(name)
-        if text is None or not text.strip():
+        if not text or text.isspace():
             return f"missing_{name}"
         if len(text) > _MAX_ID:
             return f"too_long_{name}"
