@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -75,6 +75,10 @@ class PrivateRedis:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def _ts(message: dict) -> datetime:
+    return datetime.fromisoformat(message["event_ts"])
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -288,6 +292,18 @@ def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: flo
                         lags.append(now - pending.pop(u))
             time.sleep(0.005)
 
+    # Past the end of the events the producer starts over, each time shifted by the events' whole span: event time
+    # keeps moving forward, as live traffic's does (a replay from the start would be dead-lettered as late).
+    span = _ts(messages[-1]) - _ts(messages[0]) + timedelta(seconds=1)
+    cycles: dict[int, list[dict]] = {0: messages}
+
+    for cycle in range(1, total // len(messages) + 2):  # built before the clock starts: no stall mid-run
+        cycles[cycle] = [dict(m, event_ts=(_ts(m) + span * cycle).isoformat()) for m in messages]
+
+    def replayed(k: int) -> dict:
+        cycle, i = divmod(k, len(messages))
+        return cycles[cycle][i]
+
     thread = threading.Thread(target=prober, daemon=True)
     thread.start()
     sent = 0
@@ -298,7 +314,7 @@ def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: flo
     chunk = max(50, int(rate / 100))  # ~10 ms of events per round trip
     try:
         while sent < total:
-            batch = [dict(messages[(sent + j) % len(messages)], event_id=f"{tag}-{sent + j}") for j in range(chunk)]
+            batch = [dict(replayed(sent + j), event_id=f"{tag}-{sent + j}") for j in range(chunk)]
             probe = None
             now = time.perf_counter()
             if now >= next_probe:
