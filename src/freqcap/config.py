@@ -252,6 +252,9 @@ class TrainingSettings(_Frozen):
     model_config_path: str | None = None
     # Default relative floor R of the proposed caps (a DAG param can override it per run).
     floor: float = Field(0.5, gt=0.0, le=1.0)
+    # Curve fits count an impression once its observed window covers this share of the learned conversion delay
+    # mass (freqcap.domain.curves.maturity); 1.0: only impressions older than the whole attribution window.
+    maturity_share: float = Field(0.99, gt=0.0, le=1.0)
 
 
 class TrackingConfig(_Frozen):

@@ -190,9 +190,7 @@ def fit_curves(ev: EventArrays, cfg: FitConfig) -> CurveFit:
             learned = learned_maturity(ev.imp_ts, ev.data_end_us, window, delays, cfg.maturity_share)
             if learned.count > maturity.count:
                 maturity = learned
-                credit = em_credit(
-                    ev, window, maturity.mature, seqs, candidate_window_us=cfg.em_candidate_window_us
-                )
+                credit = em_credit(ev, window, maturity.mature, seqs, candidate_window_us=cfg.em_candidate_window_us)
     else:
         credit = last_touch_credit(ev, window)
     if not maturity.mature.any():
@@ -224,7 +222,17 @@ def fit_curves(ev: EventArrays, cfg: FitConfig) -> CurveFit:
     published, caps = propose_caps(curves, ev.audiences, cfg, mean_value)
     lap("caps")
     return CurveFit(
-        curves, published, caps, credit, maturity.count, mean_value, ev.audiences, cfg, stages, notes, maturity.horizon_s
+        curves,
+        published,
+        caps,
+        credit,
+        maturity.count,
+        mean_value,
+        ev.audiences,
+        cfg,
+        stages,
+        notes,
+        maturity.horizon_s,
     )
 
 
