@@ -36,7 +36,6 @@ from scipy import stats
 
 from freqcap.domain.curves.smooth import unimodal_fit
 
-
 ZERO_CREDIT = 0.5  # credited conversions at a point below which it is treated as having none
 
 
