@@ -71,7 +71,8 @@ def fetch_champion_policy_job(settings: Settings, registered_model: str) -> dict
     version = alias_version(settings, registered_model, CHAMPION)
     if version is None:
         raise NoChampion(f"no version of {registered_model!r} is marked {CHAMPION!r}: nothing to publish")
-    tagged = (version.tags or {}).get("policy_version")
+    tags = version.tags or {}
+    tagged = tags.get("policy_version")
     if not tagged:
         raise NoChampion(f"{registered_model} v{version.version} ({CHAMPION}) has no policy_version tag")
     out = DataLayout.of(settings).publish_candidate_dir(version.version)
@@ -88,6 +89,8 @@ def fetch_champion_policy_job(settings: Settings, registered_model: str) -> dict
         "run_id": version.run_id,
         "policy_version": policy.version,
         "policy_path": str(Path(local).resolve()),
+        # why this version holds the alias: the champion gate's decision, as tagged on the version by training
+        "gate": {"decision": tags.get("freqcap.gate"), "reason": tags.get("freqcap.gate_reason")},
     }
 
 
