@@ -46,7 +46,7 @@ import pandas as pd
 from freqcap.config import FeaturesConfig, parse_duration
 from freqcap.domain.curves.caps import FloorSpec, select_cap
 from freqcap.domain.curves.estimate import EstimatorParams, GroupedInput, estimate_curves, smooth_curve
-from freqcap.domain.curves.maturity import DelayDistribution, fixed_maturity, learned_maturity
+from freqcap.domain.curves.maturity import DelayDistribution, Maturity, fixed_maturity, learned_maturity
 from freqcap.domain.curves.sequences import (
     LEVEL_NAMES,
     TIER_NAMES,
@@ -104,6 +104,7 @@ class CurveFit:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     maturity_horizon_s: float | None = None  # age from which an impression counts (see curves.maturity)
+    maturity: Maturity | None = None  # which impressions count, and their credit's survival weight
 
     def with_floor(self, floor: FloorSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(published curves, caps) for another floor, without refitting."""
@@ -233,6 +234,7 @@ def fit_curves(ev: EventArrays, cfg: FitConfig) -> CurveFit:
         stages,
         notes,
         maturity.horizon_s,
+        maturity,
     )
 
 
