@@ -35,10 +35,10 @@ def _longest_cap_seconds(*policies: Policy | None) -> int:
 
 
 def forecast_for_publish(
-    proposed: Policy, live: Policy | None, candidate: dict[str, Any], settings: Settings
+    proposed: Policy, live: Policy | None, candidate: dict[str, Any], settings: Settings, skip: str | None = None
 ) -> tuple[Check, dict[str, Any]]:
-    """(guardrail check, summary for the report and the task's return value); skipped, and saying why, without a
-    live policy, with `publish.forecast.enabled` off, or without events."""
+    """(guardrail check, summary for the report and the task's return value); skipped, and saying why, with a
+    `skip` reason from the caller, without a live policy, with `publish.forecast.enabled` off, or without events."""
     cfg = settings.publish.forecast
     limits = ForecastLimits(cfg.max_conversion_drop, cfg.max_reach_drop)
 
@@ -46,6 +46,8 @@ def forecast_for_publish(
         log.info("forecast skipped: %s", reason)
         return check_forecast(None, limits, reason=reason), {"skipped": reason}
 
+    if skip:
+        return skipped(skip)
     if not cfg.enabled:
         return skipped("publish.forecast.enabled is false")
     if live is None:

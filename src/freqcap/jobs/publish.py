@@ -147,7 +147,9 @@ def check_guardrails_job(candidate: dict[str, Any], settings: Settings) -> dict[
     report = check_guardrails(proposed, live, limits=limits, windows_by_level=windows, pairs=pairs)
     unchanged = live is not None and live.version == proposed.version
     # the what-if forecast (freqcap.jobs.forecast) adds its guardrail on projected conversions and reach
-    forecast_check, forecast = forecast_for_publish(proposed, None if unchanged else live, candidate, settings)
+    forecast_check, forecast = forecast_for_publish(
+        proposed, live, candidate, settings, skip="serving already runs this version" if unchanged else None
+    )
     report = GuardrailReport((*report.checks, forecast_check))
     result = {
         **candidate,
