@@ -142,6 +142,22 @@ def _metrics(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         }
 
 
+def _bootstrap_totals(
+    sums: dict[str, dict[str, np.ndarray]], params: ForecastParams, n_users: int, block: int = 20_000
+) -> dict[str, dict[str, np.ndarray]]:
+    """(B, G) bootstrap totals of every ingredient, Poisson weights per user drawn block by block (memory stays
+    B × block, whatever the number of users); one weight per user shared by both policies (paired)."""
+    rng = np.random.default_rng(params.seed)
+    out = {k: {n: np.zeros((params.bootstrap, s.shape[1])) for n, s in v.items()} for k, v in sums.items()}
+    for lo in range(0, n_users, block):
+        hi = min(lo + block, n_users)
+        w = rng.poisson(1.0, size=(params.bootstrap, hi - lo)).astype(np.float64)
+        for k, v in sums.items():
+            for n, s in v.items():
+                out[k][n] += w @ s[lo:hi]
+    return out
+
+
 def forecast_policies(
     ev: EventArrays,
     fit: CurveFit,
@@ -168,10 +184,8 @@ def forecast_policies(
         "candidate": replay_policy(ev, candidate, period_start_us, tiers, params.longest_window_us),
     }
     sums = {k: _per_user(ev, rp, base, fit, in_period, groups, ratios, len(labels)) for k, rp in runs.items()}
-    rng = np.random.default_rng(params.seed)
-    weights = rng.poisson(1.0, size=(params.bootstrap, ev.n_users)).astype(np.float64)
     point = {k: _metrics({n: s.sum(axis=0) for n, s in v.items()}) for k, v in sums.items()}
-    boot = {k: _metrics({n: weights @ s for n, s in v.items()}) for k, v in sums.items()}
+    boot = {k: _metrics(t) for k, t in _bootstrap_totals(sums, params, ev.n_users).items()}
     z = float(stats.norm.ppf(0.5 + params.confidence / 2.0)) * np.sqrt(2.0)
     rows = []
     for metric in METRICS:
