@@ -252,6 +252,9 @@ class TrainingSettings(_Frozen):
     model_config_path: str | None = None
     # Default relative floor R of the proposed caps (a DAG param can override it per run).
     floor: float = Field(0.5, gt=0.0, le=1.0)
+    # Curve fits count an impression once its observed window covers this share of the learned conversion delay
+    # mass (freqcap.domain.curves.maturity); 1.0: only impressions older than the whole attribution window.
+    maturity_share: float = Field(0.99, gt=0.0, le=1.0)
 
 
 class TrackingConfig(_Frozen):
@@ -434,6 +437,21 @@ class GuardrailsConfig(_Frozen):
     max_hit_rate_change: float = Field(0.15, ge=0.0, le=1.0)
 
 
+class ForecastSettings(_Frozen):
+    """The what-if forecast of a candidate policy against the live one before publishing (freqcap.domain.forecast)."""
+
+    enabled: bool = True
+    # Recent traffic the policies are replayed on (the period ending at the newest event); the impressions of the
+    # longest cap window before it are read as history (counts already reached).
+    period: str = "7d"
+    attribution_window: str = "7d"
+    bootstrap: int = Field(200, ge=20)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    # Guardrail: relative drop of projected conversions / reach (everyone, any level) vs the live policy.
+    max_conversion_drop: float = Field(0.05, ge=0.0, le=1.0)
+    max_reach_drop: float = Field(0.10, ge=0.0, le=1.0)
+
+
 class PublishConfig(_Frozen):
     """Where the publish DAG pushes policies, and its guardrails. The admin token is `serving.admin_token`."""
 
@@ -446,6 +464,7 @@ class PublishConfig(_Frozen):
     verify_consecutive: int = Field(5, ge=1)
     verify_interval: float = Field(0.25, gt=0)
     guardrails: GuardrailsConfig = GuardrailsConfig()
+    forecast: ForecastSettings = ForecastSettings()
 
 
 class DriftSettings(_Frozen):

@@ -42,6 +42,8 @@ from typing import Any
 
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 GUARDRAILS_REPORT = "guardrails.json"
+FORECAST_TABLE = "forecast.csv"
+FORECAST_PLOT = "forecast.png"
 
 
 def parse_as_of(value: str | datetime) -> datetime:
@@ -249,6 +251,16 @@ class DataLayout:
     def guardrails_report(candidate_policy: Path) -> Path:
         """The guardrail report written beside a downloaded candidate policy."""
         return Path(candidate_policy).with_name(GUARDRAILS_REPORT)
+
+    @staticmethod
+    def forecast_table(candidate_policy: Path) -> Path:
+        """The what-if forecast (candidate vs live, per cohort × level) written beside a candidate policy."""
+        return Path(candidate_policy).with_name(FORECAST_TABLE)
+
+    @staticmethod
+    def forecast_plot(candidate_policy: Path) -> Path:
+        """The forecast's plot, beside the table."""
+        return Path(candidate_policy).with_name(FORECAST_PLOT)
 
     @property
     def live_policy(self) -> Path:

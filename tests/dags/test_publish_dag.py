@@ -114,6 +114,7 @@ def test_champion_policy_is_published_and_verified(env):
     assert tags["published_to"] == url and tags["published_at"]
     report = yaml.safe_load((tmp / "data" / "publish" / "candidates" / f"v{version}" / "guardrails.json").read_text())
     assert report["live_version"] == "proposed-2" and report["unchanged"] is True  # the second run's report
+    assert report["forecast"] == {"skipped": "serving already runs this version"}
     published = (tmp / "data" / "publish" / "published.jsonl").read_text().splitlines()
     assert len(published) == 2
 

@@ -169,3 +169,76 @@ def test_gate_promotes_the_first_model_and_refuses_a_worse_one(pipeline):
     assert str(client.get_model_version_by_alias(NAME, "challenger").version) == refused["version"]
     tags = client.get_model_version(NAME, refused["version"]).tags
     assert tags["freqcap.gate"] == "refused" and "roc_auc" in tags["freqcap.gate_reason"]
+
+
+def _auc_of_version(settings, name: str, version: str, rows: pd.DataFrame) -> float:
+    """ROC AUC of a registered version on `rows`, computed here with scikit-learn (not the gate's own metric)."""
+    import mlflow.pyfunc
+    from sklearn.metrics import roc_auc_score
+
+    from freqcap.adapters.mlflow.tracking import ENCODING_KEY, configure
+    from freqcap.domain.training.encoding import FeatureEncoding
+
+    configure(settings)
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    encoding = FeatureEncoding.from_dict(loaded.metadata.metadata[ENCODING_KEY])
+    preds = np.asarray(loaded.predict(encoding.transform(rows)), dtype=np.float64).ravel()
+    return float(roc_auc_score(rows["label_conversion"].to_numpy(), preds))
+
+
+def test_better_challenger_replaces_an_existing_champion_and_a_worse_one_does_not(pipeline):
+    """Champion/challenger through the real registry (SQLite): a weak model holds `champion`; the pipeline's
+    model, better on rows out of sample for both, takes the alias over with the reason tagged on its version;
+    a weak one after it is refused; publishing's fetch reports why the champion holds the alias."""
+    from mlflow import MlflowClient
+
+    from freqcap.jobs.publish import fetch_champion_policy_job
+
+    settings, tmp = pipeline["settings"], pipeline["tmp"]
+    name = f"{NAME}-cc"
+    client = MlflowClient(tracking_uri=pipeline["trained"]["tracking_uri"])
+    weak_config = _write_config(
+        tmp / "weak.yaml",
+        xgboost={"num_boost_round": 2, "early_stopping_rounds": None, "params": {"max_depth": 1, "eta": 0.05}},
+    )
+    weak = train_job(pipeline["training_set"], settings, model_config=weak_config, validation=pipeline["validation"])
+    first = register_and_gate_job({**weak, "registered_model": name}, settings, model_config=weak_config)
+    assert first["promoted"] and first["decision"]["basis"] == "no_champion"
+
+    better = register_and_gate_job({**pipeline["trained"], "registered_model": name}, settings, pipeline["config"])
+    assert better["promoted"], better["reason"]
+    assert better["decision"]["basis"] == "head_to_head"
+    assert better["decision"]["champion_version"] == first["version"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == better["version"]
+    tags = client.get_model_version(name, better["version"]).tags
+    assert tags["freqcap.gate"] == "promoted" and tags["freqcap.gate_reason"].startswith("passes every gate metric")
+    # independent of the gate: the promoted model really ranks the validation rows better than the old champion
+    frame = pq.read_table(pipeline["training_set"]["path"]).to_pandas()
+    rows = frame[frame["impression_ts"] >= pd.Timestamp(pipeline["trained"]["split"]["valid_cut"])]
+    assert _auc_of_version(settings, name, better["version"], rows) > _auc_of_version(
+        settings, name, first["version"], rows
+    )
+
+    again = train_job(pipeline["training_set"], settings, model_config=weak_config, validation=pipeline["validation"])
+    refused = register_and_gate_job({**again, "registered_model": name}, settings, model_config=weak_config)
+    assert not refused["promoted"] and refused["decision"]["champion_version"] == better["version"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == better["version"]
+    assert client.get_model_version(name, refused["version"]).tags["freqcap.gate"] == "refused"
+
+    # publishing fetches the new champion's policy and carries the gate's reason into its report
+    policy = tmp / "cc-policy" / "policy.yaml"
+    policy.parent.mkdir()
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "version": "cc-1",
+                "created_at": "2026-05-01T00:00:00Z",
+                "defaults": [{"level": "ad", "caps": [{"window": "7d", "max": 4}]}],
+            }
+        )
+    )
+    client.log_artifact(better["run_id"], str(policy), artifact_path="curves")
+    client.set_model_version_tag(name, better["version"], "policy_version", "cc-1")
+    fetched = fetch_champion_policy_job(settings, name)
+    assert fetched["model_version"] == better["version"] and fetched["policy_version"] == "cc-1"
+    assert fetched["gate"] == {"decision": "promoted", "reason": tags["freqcap.gate_reason"]}

@@ -112,6 +112,9 @@ def cmd_curves_fit(args: argparse.Namespace) -> int:
         value_per_conversion=args.value_per_conversion,
         attribution_window=args.attribution_window,
         features=_settings(args).features,
+        maturity_share=args.maturity_share
+        if args.maturity_share is not None
+        else _settings(args).training.maturity_share,
     )
     _print(summary.to_dict())
     return 0
@@ -486,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-per-impression", type=float, help="economic floor: cost of one impression")
     p.add_argument("--value-per-conversion", type=float, help="economic floor: value (default: mean in the data)")
     p.add_argument("--attribution-window", default="7d")
+    p.add_argument(
+        "--maturity-share",
+        type=float,
+        help="count an impression once its observed window covers this share of the learned delays "
+        "(default: training.maturity_share; 1 = the whole attribution window)",
+    )
     p.set_defaults(func=cmd_curves_fit)
 
     p = sub.add_parser(

@@ -5,7 +5,10 @@ Pushes refreshed caps to online serving, safely: **fetch_champion_policy** (the 
 the model version marked `champion`, cross-checked with its `policy_version` tag; schema-validated) →
 **check_guardrails** (every cap window is a feature window; caps within configured bounds; no shared cap changes
 by more than a factor vs the live policy; the projected share of active pairs at or over their cap moves by at most
-the configured amount per level — report written beside the candidate) → **push_policy** (serving's token-protected
+the configured amount per level; the what-if forecast of the candidate against the live policy on recent traffic —
+projected impressions, conversions, reach and past-cap share per cohort and level with intervals — must not cost
+more conversions or reach than `publish.forecast.*` allows; report, `forecast.csv` and `forecast.png` written beside
+the candidate, the forecast logged to the champion's MLflow run and its headline returned as the task's summary) → **push_policy** (serving's token-protected
 admin endpoint; a no-op when serving already runs that version) → **verify** (serving reports the new version; the
 model version is tagged `published_at`).
 

@@ -80,6 +80,7 @@ def fit_curves_to_dir(
     min_cohort_support: int = 300,
     min_cohort_conversions: float = 30.0,
     data_end: datetime | None = None,
+    maturity_share: float | None = None,
     deduplicate: bool = True,
     plots: bool = True,
     created_at: datetime | None = None,
@@ -87,10 +88,13 @@ def fit_curves_to_dir(
     """Fit exposure–response curves per cohort × level from an events directory and write curves, caps, plots
     and a proposed policy to `out_dir` (see the module docstring). `floor` is R for a relative floor, a rate
     for an absolute one; an economic floor uses `cost_per_impression` / `value_per_conversion` (default: the
-    mean conversion value in the data)."""
+    mean conversion value in the data). `maturity_share` defaults to `training.maturity_share`."""
     started = time.perf_counter()
     events_dir, out_dir = Path(events_dir), Path(out_dir)
-    features = features or load_settings().features
+    if features is None or maturity_share is None:
+        settings = load_settings()
+        features = features or settings.features
+        maturity_share = settings.training.maturity_share if maturity_share is None else maturity_share
     spec = FloorSpec(floor_kind, floor, cost_per_impression, value_per_conversion)
     cfg = fit_config_from_features(
         features,
@@ -100,6 +104,7 @@ def fit_curves_to_dir(
         estimator=estimator,
         min_cohort_support=min_cohort_support,
         min_cohort_conversions=min_cohort_conversions,
+        maturity_share=maturity_share,
     )
     users_path = users_path_for(events_dir, users) if events_dir.is_dir() else (Path(users) if users else None)
     log.info("loading events from %s (users: %s)", events_dir, users_path or "none")
@@ -146,6 +151,7 @@ def fit_curves_to_dir(
         "floor": spec.label,
         "attribution": fit.credit.method,
         "attribution_window": attribution_window,
+        "maturity_share": maturity_share,
         "count": "impressions of one entity to one user within the level's longest feature window",
     }
     policy = build_policy(fit.caps, created_at=created_at, source=source)
@@ -182,6 +188,7 @@ def fit_curves_to_dir(
             "share": fit.credit.delay_density.tolist(),
         },
         "em_iterations": fit.credit.iterations,
+        "maturity_horizon_seconds": fit.maturity_horizon_s,
         "written_at": datetime.now(UTC).isoformat(),
     }
     paths["summary"] = out_dir / "summary.json"

@@ -1,6 +1,7 @@
 """Publishing a proposed policy to serving: the publish DAG's task functions (plain JSON values in and out).
 
-champion's policy (MLflow) → guardrails (schema, caps in bounds, change vs live, projected cap-hit change) →
+champion's policy (MLflow) → guardrails (schema, caps in bounds, change vs live, projected cap-hit change, and the
+what-if forecast's projected conversions and reach, `freqcap.jobs.forecast`) →
 push to serving's admin endpoint → verify that serving reports the new version.
 
 Failures are typed for the DAG: `GuardrailViolation` and `PolicyRejected` will not improve on retry (the task fails
@@ -25,8 +26,15 @@ from freqcap.adapters.serving_client import PolicyRejected, ServingClient, Servi
 from freqcap.config import Settings
 from freqcap.domain.features import USER_TABLE, tier_tables
 from freqcap.domain.policy import load_policy, parse_policy
-from freqcap.domain.policy.guardrails import GuardrailLimits, check_guardrails, count_column, feature_windows
+from freqcap.domain.policy.guardrails import (
+    GuardrailLimits,
+    GuardrailReport,
+    check_guardrails,
+    count_column,
+    feature_windows,
+)
 from freqcap.errors import FreqcapError
+from freqcap.jobs.forecast import forecast_for_publish
 from freqcap.layout import DataLayout, offline_root
 
 log = logging.getLogger(__name__)
@@ -71,7 +79,8 @@ def fetch_champion_policy_job(settings: Settings, registered_model: str) -> dict
     version = alias_version(settings, registered_model, CHAMPION)
     if version is None:
         raise NoChampion(f"no version of {registered_model!r} is marked {CHAMPION!r}: nothing to publish")
-    tagged = (version.tags or {}).get("policy_version")
+    tags = version.tags or {}
+    tagged = tags.get("policy_version")
     if not tagged:
         raise NoChampion(f"{registered_model} v{version.version} ({CHAMPION}) has no policy_version tag")
     out = DataLayout.of(settings).publish_candidate_dir(version.version)
@@ -88,6 +97,8 @@ def fetch_champion_policy_job(settings: Settings, registered_model: str) -> dict
         "run_id": version.run_id,
         "policy_version": policy.version,
         "policy_path": str(Path(local).resolve()),
+        # why this version holds the alias: the champion gate's decision, as tagged on the version by training
+        "gate": {"decision": tags.get("freqcap.gate"), "reason": tags.get("freqcap.gate_reason")},
     }
 
 
@@ -134,11 +145,18 @@ def check_guardrails_job(candidate: dict[str, Any], settings: Settings) -> dict[
     pairs = load_pair_states(DataLayout.of(settings).feast_repo, settings)
     limits = GuardrailLimits(**settings.publish.guardrails.model_dump())
     report = check_guardrails(proposed, live, limits=limits, windows_by_level=windows, pairs=pairs)
+    unchanged = live is not None and live.version == proposed.version
+    # the what-if forecast (freqcap.jobs.forecast) adds its guardrail on projected conversions and reach
+    forecast_check, forecast = forecast_for_publish(
+        proposed, live, candidate, settings, skip="serving already runs this version" if unchanged else None
+    )
+    report = GuardrailReport((*report.checks, forecast_check))
     result = {
         **candidate,
         "live_version": live.version if live else None,
-        "unchanged": live is not None and live.version == proposed.version,
+        "unchanged": unchanged,
         "guardrails": report.to_dict(),
+        "forecast": forecast,
     }
     report_path = DataLayout.guardrails_report(Path(candidate["policy_path"]))
     report_path.write_text(json.dumps(result, indent=2, default=str))

@@ -220,7 +220,11 @@ def fit_curves_job(
     from freqcap.jobs.curves import fit_curves_to_dir
 
     events_dir, users = pseudonymous_events(settings, events_dir, users)  # a no-op on a copy `resolve` made
-    kwargs: dict[str, Any] = {"users": Path(users) if users else None}
+    kwargs: dict[str, Any] = {
+        "users": Path(users) if users else None,
+        "features": settings.features,
+        "maturity_share": settings.training.maturity_share,
+    }
     if floor is not None:
         kwargs["floor"] = floor
     summary = fit_curves_to_dir(Path(events_dir), curves_dir(settings, as_of), **kwargs)

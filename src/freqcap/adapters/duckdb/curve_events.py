@@ -41,13 +41,14 @@ def load_event_arrays(
     *,
     deduplicate: bool = True,
     data_end: datetime | None = None,
+    since: datetime | None = None,
     threads: int = 2,
     memory_limit: str = "4GB",
 ) -> tuple[EventArrays, LoadReport]:
     """Events (a Parquet file or directory) and optional users.parquet → `EventArrays`.
 
     `data_end` is the end of the observation (default: the latest event time); it decides which impressions
-    have a complete attribution window.
+    have a complete attribution window. `since`: only events at or after it are read.
     """
     con = duckdb.connect()
     try:
@@ -60,7 +61,8 @@ def load_event_arrays(
             "event_type IN ('impression', 'click', 'conversion') AND event_ts IS NOT NULL AND user_id IS NOT NULL "
             "AND advertiser_id IS NOT NULL AND campaign_id IS NOT NULL AND ad_id IS NOT NULL"
         )
-        con.execute(f"CREATE TEMP TABLE raw AS SELECT {cols} FROM {src}")
+        where = "" if since is None else f" WHERE event_ts >= TIMESTAMPTZ {_lit(since.isoformat())}"
+        con.execute(f"CREATE TEMP TABLE raw AS SELECT {cols} FROM {src}{where}")
         rows_read, bad, distinct_ids = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE NOT coalesce({keys_ok}, false)), count(DISTINCT event_id) "
             "FROM raw"

@@ -5,6 +5,8 @@ Steps, per level (advertiser, campaign, ad):
 1. Sequences: the rank n of every impression within its (user, entity) pair's 28-day window, its entry
    impression, the user's signal tier as of that entry, the decayed count (`freqcap.domain.curves.sequences`).
 2. Credit: conversions deconvolved over the impressions that could have caused them (EM; or last touch).
+   Maturity: an impression counts once its observed window covers `maturity_share` of the delay mass the EM
+   learnt (`freqcap.domain.curves.maturity`), with its credit survival-weighted; last touch: the whole window.
 3. Curves per cohort (audience/tier), per audience (`<audience>/all`) and for everyone (`all`), with the
    fixed-cohort estimator and its CIs (`freqcap.domain.curves.estimate`), smoothed to a unimodal shape.
 4. Caps (`freqcap.domain.curves.caps`): a cohort with too little support (first-exposure impressions or conversions
@@ -44,6 +46,7 @@ import pandas as pd
 from freqcap.config import FeaturesConfig, parse_duration
 from freqcap.domain.curves.caps import FloorSpec, select_cap
 from freqcap.domain.curves.estimate import EstimatorParams, GroupedInput, estimate_curves, smooth_curve
+from freqcap.domain.curves.maturity import DelayDistribution, Maturity, fixed_maturity, learned_maturity
 from freqcap.domain.curves.sequences import (
     LEVEL_NAMES,
     TIER_NAMES,
@@ -79,6 +82,13 @@ class FitConfig:
     min_cohort_conversions: float = 30.0  # credited first-exposure conversions a group needs
     max_cap_range: int = 4  # a cap is "determined" when its 95 % range (cap_high − cap_low) is at most this
     levels: tuple[str, ...] = LEVEL_NAMES
+    # an impression counts once its observed window covers this share of the learned delay mass (1: the whole
+    # attribution window must have passed); see freqcap.domain.curves.maturity
+    maturity_share: float = 0.99
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.maturity_share <= 1.0:
+            raise ValueError(f"maturity_share must be in (0, 1], got {self.maturity_share}")
 
 
 @dataclass
@@ -93,6 +103,8 @@ class CurveFit:
     config: FitConfig
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    maturity_horizon_s: float | None = None  # age from which an impression counts (see curves.maturity)
+    maturity: Maturity | None = None  # which impressions count, and their credit's survival weight
 
     def with_floor(self, floor: FloorSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(published curves, caps) for another floor, without refitting."""
@@ -168,21 +180,38 @@ def fit_curves(ev: EventArrays, cfg: FitConfig) -> CurveFit:
     seqs = {lv: level_sequences(ev, lv, cfg.window_us[lv], tier_imp, cfg.half_life_us[lv]) for lv in LEVEL_NAMES}
     lap("sequences")
     log.info("sequences: %d impressions × %d levels", ev.n_impressions, len(seqs))
-    mature = ev.imp_ts <= ev.data_end_us - cfg.attribution_window_us
+    window = cfg.attribution_window_us
+    maturity = fixed_maturity(ev.imp_ts, ev.data_end_us, window)
     notes: list[str] = []
-    if not mature.any():
-        notes.append("no impression has a complete attribution window: the data are shorter than the window")
     if cfg.attribution == "deconvolved":
-        credit = em_credit(ev, cfg.attribution_window_us, mature, seqs, candidate_window_us=cfg.em_candidate_window_us)
+        credit = em_credit(ev, window, maturity.mature, seqs, candidate_window_us=cfg.em_candidate_window_us)
+        if cfg.maturity_share < 1.0 and len(credit.delay_edges_s):
+            # maturity from the learned delays; the EM runs again so that its rate model sees those impressions
+            delays = DelayDistribution(credit.delay_edges_s, credit.delay_density)
+            learned = learned_maturity(ev.imp_ts, ev.data_end_us, window, delays, cfg.maturity_share)
+            if learned.count > maturity.count:
+                maturity = learned
+                credit = em_credit(ev, window, maturity.mature, seqs, candidate_window_us=cfg.em_candidate_window_us)
     else:
-        credit = last_touch_credit(ev, cfg.attribution_window_us)
+        credit = last_touch_credit(ev, window)
+    if not maturity.mature.any():
+        notes.append("no impression is mature: the data are shorter than the conversion delays need")
     lap("credit")
     log.info(
-        "credit (%s): %.0f of %d conversions credited to impressions", credit.method, credit.y.sum(), credit.conversions
+        "credit (%s): %.0f of %d conversions credited to impressions; %d of %d impressions mature (horizon %.1f h)",
+        credit.method,
+        credit.y.sum(),
+        credit.conversions,
+        maturity.count,
+        ev.n_impressions,
+        maturity.horizon_s / 3600,
     )
+    # survival weight: a mature impression younger than the window gets its credit scaled up to a whole window's
+    y = credit.y * maturity.weight
+    y_var = credit.y_var * maturity.weight**2
     own = []
     for lv in cfg.levels:
-        c = group_curves(ev, seqs[lv], credit.y, mature, cfg.estimator, credit.y_var)
+        c = group_curves(ev, seqs[lv], y, maturity.mature, cfg.estimator, y_var)
         if not c.empty:
             c.insert(1, "level", lv)
             own.append(c)
@@ -193,7 +222,20 @@ def fit_curves(ev: EventArrays, cfg: FitConfig) -> CurveFit:
     mean_value = float(values.mean()) if len(values) else None
     published, caps = propose_caps(curves, ev.audiences, cfg, mean_value)
     lap("caps")
-    return CurveFit(curves, published, caps, credit, int(mature.sum()), mean_value, ev.audiences, cfg, stages, notes)
+    return CurveFit(
+        curves,
+        published,
+        caps,
+        credit,
+        maturity.count,
+        mean_value,
+        ev.audiences,
+        cfg,
+        stages,
+        notes,
+        maturity.horizon_s,
+        maturity,
+    )
 
 
 def propose_caps(
@@ -305,6 +347,7 @@ def fit_config_from_features(
     estimator: EstimatorParams | None = None,
     min_cohort_support: int = 300,
     min_cohort_conversions: float = 30.0,
+    maturity_share: float = 0.99,
 ) -> FitConfig:
     """Windows and half-lives from the features config: n counts within each level's longest window."""
     levels = ("advertiser", "campaign", "ad")
@@ -320,4 +363,5 @@ def fit_config_from_features(
         estimator=estimator or EstimatorParams(),
         min_cohort_support=min_cohort_support,
         min_cohort_conversions=min_cohort_conversions,
+        maturity_share=maturity_share,
     )

@@ -22,8 +22,8 @@ b_u (entry credit), c_u (first-exposure credit) and d_u (first exposures),
     Var(log rate(n)) ≈ Σ_u (a_u/A − b_u/B + c_u/C − d_u/D)²
 
 (capitals: group totals), plus the variance of the EM credit assignment (Σ w(1 − w) over the credited
-conversions, divided by A² and B²). A point with no credited conversion gets [0, first_rate × 3.69 / B] (the exact
-Poisson upper bound for zero events).
+conversions, divided by A² and B²). A point with no credited conversion (under half of one: EM credit is a sum
+of fractions, never exactly 0) gets [0, first_rate × 3.69 / B] (the exact Poisson upper bound for zero events).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import pandas as pd
 from scipy import stats
 
 from freqcap.domain.curves.smooth import unimodal_fit
+
+ZERO_CREDIT = 0.5  # credited conversions at a point below which it is treated as having none
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,9 @@ def estimate_curves(inp: GroupedInput, params: EstimatorParams) -> pd.DataFrame:
         half = zq * np.sqrt(np.maximum(var, 0.0))
         lo = rate * np.exp(-half)
         hi = rate * np.exp(half)
-        zero = (A <= 0) & (B > 0)
+        # under half a credited conversion counts as none: EM credit is never exactly 0, and the log-scale
+        # interval of a sliver (A → 0) explodes to [0, 1], dragging the whole smoothed band up with it
+        zero = (A < ZERO_CREDIT) & (B > 0)
         lo = np.where(zero, 0.0, lo)
         hi = np.minimum(np.where(zero, first * _zero_upper(params.confidence) / B, hi), 1.0)  # a rate ≤ 1
         naive = np.where(K > 0, A / K, np.nan)

@@ -245,6 +245,7 @@ def em_credit(
     bins: int = 40,
     max_n: int = 60,
     tol: float = 1e-4,
+    settled_share: float = 0.25,
 ) -> Credit:
     """Deconvolve conversions over the impressions that could have caused them (EM).
 
@@ -258,13 +259,14 @@ def em_credit(
 
         P(conversion came from i) ∝ λ_i · f(t_conv − t_i)
 
-    with f the conversion delay density (a histogram on log-spaced delay bins) and λ_i the impression's
+    with f the conversion delay density (a histogram on log-spaced delay bins; on young data learnt under
+    right censoring, each bin from the impressions observed for longer than it) and λ_i the impression's
     relative conversion rate, modelled as λ_i = φ_format(i) · Π_L h_{audience,L}(d_i^L) — one factor per
     level's *decayed* exposure count d (the serving feature `imp_decayed`, tier half-lives from the features
     config, in steps of 0.5) and one per format. (Raw counts are not enough here: among one conversion's
     candidates, a burst of impressions minutes apart is more fatigued than the same count spread over days,
     and a raw-count λ left the curves visibly flattened.) EM alternates the responsibilities (E) with f (from the credit
-    that lands on mature impressions, whose whole window is observed) and with λ, fitted as a Poisson model of
+    that lands on impressions observed for the whole reach, or per bin for at least that delay) and with λ, fitted as a Poisson model of
     the credit with one fixed effect per (user, advertiser) pair (so a user's own propensity cancels, as it does
     among one conversion's candidates: no survivorship in λ either), by cyclic proportional fitting, each h
     unimodal-smoothed. The result, y_i = Σ credit, is the expected number of conversions caused by
@@ -279,11 +281,18 @@ def em_credit(
     widths = np.diff(edges)
     f = 1.0 / np.maximum(np.sqrt(edges[:-1] * edges[1:]), 0.5)  # start: flat in log-delay
     n_conv = len(ev.conv_ts)
-    # the delay density is learnt from impressions whose whole candidate reach is observed
-    settled = ev.imp_ts <= ev.data_end_us - reach
-    if not settled.any():
-        settled = mature
-    cand_mature = settled[imp_idx]
+    # The delay density: when at least `settled_share` of the impressions have been observed for the whole reach,
+    # from those alone (no censoring). Otherwise (young data: days, not the reach) under right censoring: delay
+    # bin b counts only the candidates whose impression has been observed for at least the bin's upper edge,
+    # divided by how many impressions that is (those "at risk" of a delay in b), so every bin estimates the same
+    # per-impression quantity; a bin longer than the data has none at risk and keeps only the regularizing floor.
+    observed_s = (ev.data_end_us - ev.imp_ts) / 1e6
+    settled = observed_s >= reach / 1e6
+    if settled.sum() >= settled_share * len(settled) and settled.any():
+        # enough impressions observed for the whole reach: every bin from those alone (no censoring at all)
+        observed_s = np.where(settled, np.inf, -np.inf)
+    at_risk = len(observed_s) - np.searchsorted(np.sort(observed_s), edges[1:], side="left")
+    cand_observed = observed_s[imp_idx] >= edges[1:][b]
     in_window = delay <= window_us
     lam_model = _RateModel(ev, mature, sequences, imp_idx, max_n)
     y = np.zeros(ev.n_impressions)
@@ -294,8 +303,9 @@ def em_credit(
         total = np.bincount(conv_idx, weights=w, minlength=n_conv)
         w /= np.where(total > 0, total, 1.0)[conv_idx]
         y_new = np.bincount(imp_idx, weights=np.where(in_window, w, 0.0), minlength=ev.n_impressions)
-        mass = np.bincount(b[cand_mature], weights=w[cand_mature], minlength=len(widths))
-        f = (mass + 1e-3 * max(mass.sum(), 1.0) / len(widths)) / widths
+        mass = np.bincount(b[cand_observed], weights=w[cand_observed], minlength=len(widths))
+        per_imp = np.where(at_risk > 0, mass / np.maximum(at_risk, 1), 0.0)
+        f = (per_imp + 1e-3 * max(per_imp.sum(), 1e-12) / len(widths)) / widths
         lam_model.update(y_new)
         change = np.abs(y_new - y).sum() / max(y_new.sum(), 1.0)
         y = y_new

@@ -8,6 +8,7 @@ carry the attributed ad). Nothing here raises on bad input: a bad message yields
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -48,10 +49,8 @@ def parse_ts(text: str) -> int | None:
         return None
     seconds = None
     if text[4:5] != "-":  # not ISO-8601 (the producer's format): epoch seconds? (no exception on the common path)
-        try:
+        with contextlib.suppress(ValueError):
             seconds = float(text)
-        except ValueError:
-            pass
     if seconds is None:
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
