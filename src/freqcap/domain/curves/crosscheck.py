@@ -110,6 +110,13 @@ def compare_model_curves(
     for key in sorted((keys_emp ^ keys_model) - borrowed):
         side = "empirical" if key in keys_emp else "model"
         rows.append(
-            {"cohort": key[0], "level": key[1], "points": 0, "flagged": True, "reason": f"only in {side}", "compared": True}
+            {
+                "cohort": key[0],
+                "level": key[1],
+                "points": 0,
+                "flagged": True,
+                "reason": f"only in {side}",
+                "compared": True,
+            }
         )
     return pd.DataFrame(rows)

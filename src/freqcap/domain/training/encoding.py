@@ -121,9 +121,7 @@ class FeatureEncoding:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureEncoding:
-        return cls(
-            {k: tuple(v) for k, v in data["vocabularies"].items()}, tuple(data["numeric"]), data.get("wear_in")
-        )
+        return cls({k: tuple(v) for k, v in data["vocabularies"].items()}, tuple(data["numeric"]), data.get("wear_in"))
 
 
 _EXPOSURE_LEVEL: dict[str, str] = {exposure_column(lv): lv for lv in LEVEL_ORDER}

@@ -153,7 +153,11 @@ def train_model(
     t = time.perf_counter()
     valid_rows = frame.iloc[split.valid]
     curve = model_curve(
-        booster, valid_rows, encoding, config.curve, label_column=label,
+        booster,
+        valid_rows,
+        encoding,
+        config.curve,
+        label_column=label,
         lookback_us=config.data.lookback_seconds * 1_000_000,
         runs=frame,
     )

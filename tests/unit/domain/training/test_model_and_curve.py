@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from freqcap.domain.training.config import ConversionModelConfig, CurveConfig, XGBoostConfig
+from freqcap.domain.training.config import ConversionModelConfig, CurveConfig, ExposureConfig, XGBoostConfig
 from freqcap.domain.training.curve import CURVE_COLUMNS, implied_curve, model_curve, run_entries
 from freqcap.domain.training.encoding import default_encoding
 from freqcap.domain.training.metrics import roc_auc
@@ -38,7 +38,9 @@ def test_metrics_split_and_trim(trained):
     assert s["train_start"] < s["early_cut"] < s["valid_cut"] <= s["valid_end"]
     valid = frame[frame["impression_ts"] >= pd.Timestamp(s["valid_cut"])]
     assert len(valid) == s["valid_rows"]
-    assert model.metrics["valid_roc_auc"] == pytest.approx(roc_auc(valid[CONFIG.label.target_column], model.predict(valid)))
+    assert model.metrics["valid_roc_auc"] == pytest.approx(
+        roc_auc(valid[CONFIG.label.target_column], model.predict(valid))
+    )
 
 
 def test_plain_dmatrix_predictions_match(trained):
@@ -69,6 +71,23 @@ def test_curve_shape_and_direction(trained):
         assert pd_n[0] > pd_n[-1]  # the synthetic rate decays with n_ad
         # the monotone constraint beyond the wear-in (2): never rises from n = 2 on
         assert np.all(np.diff(pd_n[1:]) <= 1e-12)
+
+
+def test_monotone_constraint_beyond_the_wear_in():
+    """Data whose rate *rises* with n_ad beyond 2: the constrained model's partial dependence may not follow it
+    there (it may during the wear-in); the unconstrained one does (so the check can fail)."""
+    frame = synthetic_training_frame(12_000, seed=8)
+    rng = np.random.default_rng(8)
+    p = 0.02 * np.minimum(frame["n_ad"].to_numpy(), 8)  # rises all the way
+    frame["label_attributed_conversion"] = (rng.random(len(frame)) < p).astype(np.int32)
+    curves = {}
+    for monotone in (True, False):
+        config = CONFIG.model_copy(update={"exposure": ExposureConfig(wear_in=2, monotone=monotone)})
+        model = train_model(frame, config, feature_columns())
+        ad = model.curve[(model.curve["cohort"] == "all") & (model.curve["level"] == "ad")].sort_values("n")
+        curves[monotone] = ad["partial_dependence"].to_numpy()
+    assert np.all(np.diff(curves[True][1:]) <= 1e-12)  # n = 2 .. max_n: never rises
+    assert curves[False][5] > curves[False][1] * 1.2  # unconstrained, it follows the data up
 
 
 class _FakeBooster:
@@ -108,8 +127,15 @@ def _runs_frame(seed: int) -> pd.DataFrame:
     frame["impression_ts"] = pd.Timestamp("2026-10-01T00:00:00Z") + pd.to_timedelta(frame["us"], unit="us")
     look = 28 * 86400 * 10**6
     frame["n_ad"] = [
-        1 + int(((frame["user_id"] == r.user_id) & (frame["ad_id"] == r.ad_id) & (frame["us"] < r.us)
-                 & (frame["us"] > r.us - look)).sum())
+        1
+        + int(
+            (
+                (frame["user_id"] == r.user_id)
+                & (frame["ad_id"] == r.ad_id)
+                & (frame["us"] < r.us)
+                & (frame["us"] > r.us - look)
+            ).sum()
+        )
         for r in frame.itertuples()
     ]
     return frame.reset_index(drop=True)
