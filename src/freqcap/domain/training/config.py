@@ -216,7 +216,7 @@ class ExposureConfig(_Frozen):
 
 
 class CurveConfig(_Frozen):
-    """The model-based exposure curve: partial dependence of the predicted rate on n at one level."""
+    """The model-based exposure curve (`freqcap.domain.training.curve`): implied rate and partial dependence on n."""
 
     max_n: int = Field(20, ge=2)
     levels: tuple[Literal["advertiser", "campaign", "ad"], ...] = LEVELS  # type: ignore[assignment]
