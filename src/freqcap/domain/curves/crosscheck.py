@@ -8,6 +8,11 @@ with the empirical CI at each n the empirical curve supports. A 95 % interval mi
 20, so a few misses are expected; the pair is flagged when the model falls outside the CI at more than
 `max_outside_share` of the points (and at least `min_outside` of them), or when the caps they imply at the
 same floor differ by more than `max_cap_gap` exposures (when a floor is given).
+
+Only curves with enough support are compared: an empirical curve that is its parent's (`fallback` other than
+`none`: the cohort had too little support for its own) is listed with `compared` False and never flagged, and
+a model point resting on fewer than `min_model_support` rows (the model curve's `support`, when it has one)
+is left out.
 """
 
 from __future__ import annotations
@@ -29,12 +34,20 @@ def compare_model_curves(
     min_outside: int = 2,
     relative_floor: float | None = None,
     max_cap_gap: int = 1,
+    min_model_support: int = 30,
 ) -> pd.DataFrame:
     """One row per cohort × level present in both: points, outside (model outside the CI), share_outside,
     mean_log_ratio (model vs empirical, >0: model higher), max_abs_z, cap_empirical, cap_model, flagged,
-    reason. Pairs present only on one side are listed with flagged=True and a reason."""
+    reason, compared. Pairs present only on one side are listed with flagged=True and a reason."""
     if not isinstance(empirical, pd.DataFrame):
         empirical = pd.read_parquet(empirical)
+    borrowed: set[tuple[str, str]] = set()
+    if "fallback" in empirical.columns:
+        own = empirical["fallback"].fillna("none") == "none"
+        borrowed = set(map(tuple, empirical.loc[~own, ["cohort", "level"]].drop_duplicates().to_numpy()))
+        empirical = empirical[own]
+    if "support" in model.columns:
+        model = model[(model["support"] >= min_model_support) & model["rate"].notna()]
     need = {"cohort", "level", "n", "rate"}
     if missing := need - set(model.columns):
         raise ValueError(f"model curve lacks columns {sorted(missing)}")
@@ -80,9 +93,30 @@ def compare_model_curves(
                 "cap_model": cap_m,
                 "flagged": bool(reasons),
                 "reason": "; ".join(reasons),
+                "compared": True,
             }
         )
-    for key in sorted(keys_emp ^ keys_model):
+    for key in sorted(borrowed):
+        rows.append(
+            {
+                "cohort": key[0],
+                "level": key[1],
+                "points": 0,
+                "flagged": False,
+                "reason": "empirical curve is a fallback to its parent's: too little support to compare",
+                "compared": False,
+            }
+        )
+    for key in sorted((keys_emp ^ keys_model) - borrowed):
         side = "empirical" if key in keys_emp else "model"
-        rows.append({"cohort": key[0], "level": key[1], "points": 0, "flagged": True, "reason": f"only in {side}"})
+        rows.append(
+            {
+                "cohort": key[0],
+                "level": key[1],
+                "points": 0,
+                "flagged": True,
+                "reason": f"only in {side}",
+                "compared": True,
+            }
+        )
     return pd.DataFrame(rows)

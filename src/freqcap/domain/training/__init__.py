@@ -7,7 +7,7 @@
     model     `train_model`: time split, integer-encoded inputs, QuantileDMatrix + xgb.train (hist),
               ROC-AUC / PR-AUC / log loss / ECE overall and per audience
     metrics   binary classification metrics in plain numpy
-    curve     `model_curve`: predicted rate as n varies at one level, per cohort × level
+    curve     `model_curve`: the implied rate by n (the curves' estimator on predictions) and the partial dependence
 
 Building the point-in-time training set is `freqcap.adapters.duckdb.training_set`, its gate
 `freqcap.adapters.gx.training`, tracking and the champion gate `freqcap.adapters.mlflow`, and the DAG's steps

@@ -43,7 +43,7 @@ class LabelConfig(_Frozen):
     (this impression is the ad's last touch: the conversion is attributed to *it*, not to a later one).
     """
 
-    target: Literal["conversion", "attributed_conversion", "click"] = "conversion"
+    target: Literal["conversion", "attributed_conversion", "click"] = "attributed_conversion"
     attribution_window: str = "7d"
     click_window: str = "1h"
 
@@ -194,8 +194,29 @@ class XGBoostConfig(_Frozen):
         return {"objective": "binary:logistic", "tree_method": "hist", **params}
 
 
+class ExposureConfig(_Frozen):
+    """How the model sees exposure, so that its response to the count can be read off it.
+
+    `wear_in`: each exposure index n_L enters as min(n_L, wear_in) (free: the response may rise during the
+    wear-in) and max(n_L − wear_in, 0), on which `monotone: true` puts an XGBoost monotone-decreasing constraint
+    (more exposures beyond the wear-in never raise the prediction). `pair_counts: false` leaves the pair-level
+    impression counts (imp_24h/7d/28d, imp_decayed of the advertiser, campaign and ad views) out of the model:
+    they duplicate n_L (count) and hours_since_last_L (recency) and absorbed the count's effect.
+    """
+
+    wear_in: int | None = Field(2, ge=1)
+    monotone: bool = True
+    pair_counts: bool = False
+
+    @model_validator(mode="after")
+    def _needs_wear_in(self) -> ExposureConfig:
+        if self.monotone and self.wear_in is None:
+            raise ValueError("monotone needs a wear_in (the response may rise before it)")
+        return self
+
+
 class CurveConfig(_Frozen):
-    """The model-based exposure curve: partial dependence of the predicted rate on n at one level."""
+    """The model-based exposure curve (`freqcap.domain.training.curve`): implied rate and partial dependence on n."""
 
     max_n: int = Field(20, ge=2)
     levels: tuple[Literal["advertiser", "campaign", "ad"], ...] = LEVELS  # type: ignore[assignment]
@@ -262,6 +283,7 @@ class ConversionModelConfig(_Frozen):
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     xgboost: XGBoostConfig = XGBoostConfig()
+    exposure: ExposureConfig = ExposureConfig()
     curve: CurveConfig = CurveConfig()
     gate: GateConfig = GateConfig()
     validation: ValidationConfig = ValidationConfig()

@@ -1,16 +1,28 @@
-"""The model-based exposure curve: the predicted conversion rate as the exposure index n varies at one level.
+"""The model-based exposure curve: the model's implied conversion rate at the n-th exposure of one level.
 
-For each cohort (audience × signal tier) and level L, take (a deterministic sample of) the cohort's rows, set
-`n_L` to 1, 2, …, max_n while every other feature keeps its observed value, and average the predicted
-probability: the partial dependence of the rate on n_L within the cohort. `freqcap.domain.curves` compares it with the
-empirical, survivorship-robust curve; this module only produces it.
+Per group — a cohort (audience × signal tier), an audience (`<audience>/all`) and everyone (`all`), the groups
+of the empirical curves — and level L, two readings of the model on (typically the validation) rows:
 
-Caveat: holding the other features fixed includes the recency and Feast counts of the same level, so the curve
-isolates what the model attributes to n itself; it is not what a user at exposure n typically looks like.
+**rate** — the model's implied response under today's delivery, by the very estimator of the empirical curve
+(`freqcap.domain.curves.estimate`) with the model's predictions p̂ in place of the conversion credit:
+
+    rate(n) = first × Σ_{i: n_i = n} p̂_i / Σ_{i: n_i = n} p̂_entry(i),    first = mean p̂ over rows with n_L = 1
+
+where entry(i) is the first impression of i's (user, entity) run, itself a fresh exposure (n_L = 1) among the
+rows. The n-th impressions are compared with the first impressions of the same pairs, so heavy users are
+compared with themselves. The exposure counts of the three levels and the recency move together along a
+real run (an ad's 5th impression is also at least its campaign's 5th), which a partial dependence on one
+column cannot reproduce; this curve is what `freqcap.domain.curves.compare_model_curves` checks against the
+empirical one (`curve_disagreements`).
+
+**partial_dependence** — set `n_L` to 1, …, max_n with every other column at its observed value and average
+the prediction: what the model attributes to the count of that level alone (with the monotone constraint
+beyond the wear-in it never rises there), anchored like the estimator: × (mean p̂ at n_L = 1) / PD(1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,10 +39,12 @@ CURVE_COLUMNS: tuple[str, ...] = (
     "level",
     "n",
     "rate",
+    "partial_dependence",
     "rows",
     "support",
     "observed_rate",
 )
+ALL = "all"
 
 
 def cohort_label(audience: str, signal_tier: str) -> str:
@@ -42,6 +56,58 @@ def _predict(booster: Any, inputs: pd.DataFrame) -> np.ndarray:
     return np.asarray(booster.inplace_predict(inputs), dtype=np.float64)
 
 
+def _groups(rows: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
+    """(label, audience, signal_tier, rows) of every cohort, every audience and everyone."""
+    for (audience, tier), g in rows.groupby(["audience", "signal_tier"], sort=True, observed=True):
+        yield cohort_label(str(audience), str(tier)), str(audience), str(tier), g
+    for audience, g in rows.groupby("audience", sort=True, observed=True):
+        yield cohort_label(str(audience), ALL), str(audience), ALL, g
+    yield ALL, ALL, ALL, rows
+
+
+def _sample(rows: pd.DataFrame, size: int, rng: np.random.Generator) -> pd.DataFrame:
+    if len(rows) <= size:
+        return rows
+    return rows.iloc[np.sort(rng.choice(len(rows), size, replace=False))]
+
+
+def run_entries(rows: pd.DataFrame, level: str, lookback_us: int) -> np.ndarray:
+    """Per row (positional): the position of its run's entry impression among `rows`, or -1 when the entry is
+    not among them (it came before the rows' span) or is not a fresh exposure (n_L = 1).
+
+    Within a (user, entity) pair in time order the entry of a row at exposure n is the row n − 1 before it,
+    provided that row is within the lookback (every impression between them is then among the rows too)."""
+    col = exposure_column(level)
+    key = rows["user_id"].astype(str).to_numpy() + "\x1f" + rows[f"{level}_id"].astype(str).to_numpy()
+    ts = rows["impression_ts"].to_numpy(dtype="datetime64[us]").astype(np.int64)
+    order = np.lexsort((ts, key))
+    k, t, n = key[order], ts[order], rows[col].to_numpy(dtype=np.int64)[order]
+    starts = np.r_[True, k[1:] != k[:-1]]
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(k)), 0))
+    cand = np.arange(len(k)) - (n - 1)
+    ok = cand >= first
+    safe = np.where(ok, cand, 0)
+    ok &= (n[safe] == 1) & (t[safe] > t - lookback_us)
+    out = np.full(len(k), -1, dtype=np.int64)
+    out[order] = np.where(ok, order[safe], -1)
+    return out
+
+
+def implied_curve(p: np.ndarray, n: np.ndarray, entry: np.ndarray, max_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rate, support) at n = 1 … max_n: the fixed-cohort estimator on predictions (see the module docstring);
+    NaN where no row with a fresh entry is at that n."""
+    used = entry >= 0
+    first_rows = n == 1
+    first = p[first_rows].mean() if first_rows.any() else np.nan
+    idx = np.clip(n[used], 1, max_n + 1) - 1
+    a = np.bincount(idx, weights=p[used], minlength=max_n + 1)[:max_n]
+    b = np.bincount(idx, weights=p[entry[used]], minlength=max_n + 1)[:max_n]
+    k = np.bincount(idx, minlength=max_n + 1)[:max_n]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(b > 0, first * a / b, np.nan)
+    return rate, k.astype(np.int64)
+
+
 def model_curve(
     booster: Any,
     rows: pd.DataFrame,
@@ -49,54 +115,71 @@ def model_curve(
     config: CurveConfig,
     label_column: str = "label_conversion",
     seed: int = 0,
+    lookback_us: int = 28 * 86_400_000_000,
+    runs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Partial dependence of the predicted rate on n per cohort × level; columns `CURVE_COLUMNS`.
+    """The implied rate and the anchored partial dependence per group × level; columns `CURVE_COLUMNS`.
 
-    `rows` are training-set rows (typically the validation part). `rows`/`support`: rows averaged over and rows
-    observed at exactly that n in the cohort; `observed_rate`: their label rate (NaN without support), a raw
-    reference that is *not* survivorship-robust.
+    `rows` are training-set rows (typically the validation part) for the partial dependence; `runs` (default:
+    `rows`) the rows the implied rate follows runs through — the whole training set in training, because a run's
+    entry must be among them and the validation part alone holds few long runs; `lookback_us` the exposure
+    lookback of n.
+    `support`: rows at exactly that n whose run's fresh entry is among the rows (what the implied rate averages);
+    `rows`: rows the partial dependence averages over; `observed_rate`: the label rate of all rows at that n, a
+    raw reference that is *not* survivorship-robust.
     """
     out: list[pd.DataFrame] = []
     rng = np.random.default_rng(seed)
     ns = np.arange(1, config.max_n + 1)
-    for (audience, tier), cohort in rows.groupby(["audience", "signal_tier"], sort=True, observed=True):
-        if len(cohort) < config.min_cohort_rows:
+    rows = rows.reset_index(drop=True)
+    runs = rows if runs is None else runs.reset_index(drop=True)
+    p_all = _predict(booster, encoding.transform(runs))
+    entries = {level: run_entries(runs, level, lookback_us) for level in config.levels}
+    implied = {label: g.index.to_numpy() for label, _, _, g in _groups(runs)}
+    for label, audience, tier, group in _groups(rows):
+        if len(group) < config.min_cohort_rows:
             continue
-        take = (
-            cohort
-            if len(cohort) <= config.sample_rows
-            else cohort.iloc[np.sort(rng.choice(len(cohort), config.sample_rows, replace=False))]
-        )
-        base = encoding.transform(take)
-        tiled = pd.DataFrame(
-            {c: np.tile(base[c].to_numpy(), len(ns)) for c in base.columns}, columns=list(base.columns)
-        )
+        take = _sample(group, config.sample_rows, rng)
+        tiled = take.loc[take.index.repeat(len(ns))].reset_index(drop=True)  # row-major: each row × every n
         for level in config.levels:
             col = exposure_column(level)
-            tiled[col] = np.repeat(ns, len(base)).astype(np.int64)
-            preds = _predict(booster, tiled).reshape(len(ns), len(base))
-            observed = cohort[col].to_numpy()
-            labels = cohort[label_column].to_numpy()
-            support = np.array([(observed == n).sum() for n in ns])
+            tiled[col] = np.tile(ns, len(take)).astype(np.int64)
+            pd_n = _predict(booster, encoding.transform(tiled)).reshape(len(take), len(ns)).mean(axis=0)
+            observed = group[col].to_numpy()
+            labels = group[label_column].to_numpy()
+            pos = implied.get(label, np.zeros(0, dtype=np.int64))
+            # entries of the group's rows, re-indexed into the group (a run never leaves its user's cohort
+            # as the rows carry it, but a tier can change mid-run: such entries fall outside and are dropped)
+            where = np.full(len(runs), -1, dtype=np.int64)
+            where[pos] = np.arange(len(pos))
+            entry = entries[level][pos]
+            entry = np.where(entry >= 0, where[np.maximum(entry, 0)], -1)
+            run_n = runs[col].to_numpy()[pos]
+            rate, support = implied_curve(p_all[pos], run_n, entry, config.max_n)
+            first = p_all[pos][run_n == 1]
+            anchor = float(first.mean()) if len(first) else float(pd_n[0])
+            seen = np.array([(observed == n).sum() for n in ns])
             hits = np.array([labels[observed == n].sum() for n in ns], dtype=np.float64)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                observed_rate = np.where(support > 0, hits / np.maximum(support, 1), np.nan)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                observed_rate = np.where(seen > 0, hits / seen, np.nan)
+                partial = np.where(pd_n[0] > 0, anchor * pd_n / pd_n[0], pd_n)
             out.append(
                 pd.DataFrame(
                     {
-                        "cohort": cohort_label(str(audience), str(tier)),
-                        "audience": str(audience),
-                        "signal_tier": str(tier),
+                        "cohort": label,
+                        "audience": audience,
+                        "signal_tier": tier,
                         "level": level,
                         "n": ns.astype(np.int64),
-                        "rate": preds.mean(axis=1),
-                        "rows": np.int64(len(base)),
+                        "rate": rate,
+                        "partial_dependence": partial,
+                        "rows": np.int64(len(take)),
                         "support": support.astype(np.int64),
                         "observed_rate": observed_rate,
                     }
                 )
             )
-            tiled[col] = np.tile(base[col].to_numpy(), len(ns))
+            tiled[col] = take[col].to_numpy().repeat(len(ns))
     if not out:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _EMPTY_DTYPES.items()})
     return pd.concat(out, ignore_index=True)[list(CURVE_COLUMNS)]
@@ -109,6 +192,7 @@ _EMPTY_DTYPES = {
     "level": "object",
     "n": "int64",
     "rate": "float64",
+    "partial_dependence": "float64",
     "rows": "int64",
     "support": "int64",
     "observed_rate": "float64",

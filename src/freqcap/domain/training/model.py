@@ -101,7 +101,9 @@ def train_model(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     label = config.label.target_column
-    encoding = encoding or default_encoding(feature_columns, formats)
+    encoding = encoding or default_encoding(
+        feature_columns, formats, wear_in=config.exposure.wear_in, pair_counts=config.exposure.pair_counts
+    )
     split = split_frame(frame, config)
     inputs = encoding.transform(frame)
     y = frame[label].to_numpy(dtype=np.float64)
@@ -109,6 +111,8 @@ def train_model(
 
     t = time.perf_counter()
     params = dict(config.xgboost.params)
+    if config.exposure.monotone and (constraints := encoding.monotone_constraints()):
+        params["monotone_constraints"] = constraints  # by input name (the DMatrix carries the frame's names)
     dtrain = xgb.QuantileDMatrix(inputs.iloc[split.train], label=y[split.train], missing=np.nan)
     evals = [(dtrain, "train")]
     early_rounds = None
@@ -148,7 +152,15 @@ def train_model(
 
     t = time.perf_counter()
     valid_rows = frame.iloc[split.valid]
-    curve = model_curve(booster, valid_rows, encoding, config.curve, label_column=label)
+    curve = model_curve(
+        booster,
+        valid_rows,
+        encoding,
+        config.curve,
+        label_column=label,
+        lookback_us=config.data.lookback_seconds * 1_000_000,
+        runs=frame,
+    )
     timings["curve"] = time.perf_counter() - t
 
     gain = booster.get_score(importance_type="total_gain")

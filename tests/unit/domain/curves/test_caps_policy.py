@@ -162,3 +162,18 @@ def test_crosscheck_flags_disagreement_beyond_the_ci() -> None:
     assert flags["cap_model"].iloc[0] == len(RATES) and flags["cap_empirical"].iloc[0] == 6
     missing = compare_model_curves(model.assign(cohort="other/engaged"), curves)
     assert missing["flagged"].all() and "only in" in missing["reason"].iloc[0]
+
+
+def test_crosscheck_skips_fallback_curves_and_thin_model_points() -> None:
+    curves = _curves()
+    curves = curves[curves["cohort"].isin(["cold/impression_only", "cold/engaged"])].copy()
+    curves["fallback"] = np.where(curves["cohort"] == "cold/engaged", "audience", "none")
+    flat = curves[["cohort", "level", "n"]].assign(rate=RATES[0] * 3, support=1000)
+    flags = compare_model_curves(flat, curves).set_index("cohort")
+    assert flags.loc["cold/impression_only", "flagged"] and flags.loc["cold/impression_only", "compared"]
+    borrowed = flags.loc["cold/engaged"]  # its curve is its parent's: never flagged, not compared
+    assert not borrowed["flagged"] and not borrowed["compared"] and "fallback" in borrowed["reason"]
+    # the same disagreeing model, but every point beyond n = 1 rests on 5 rows: only n = 1 is compared
+    thin = flat.assign(support=np.where(flat["n"] == 1, 1000, 5))
+    one = compare_model_curves(thin, curves).set_index("cohort").loc["cold/impression_only"]
+    assert one["points"] == 1

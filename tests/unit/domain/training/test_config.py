@@ -32,6 +32,8 @@ def test_shipped_yaml_equals_the_defaults_and_is_frozen():
         ({"gate": {"metrics": [{"name": "accuracy"}]}}, "gate.metrics"),
         ({"validation": {"label_rate_min": 0.5, "label_rate_max": 0.1}}, "validation"),
         ({"unknown_section": 1}, "unknown_section"),
+        ({"exposure": {"wear_in": None}}, "exposure"),  # monotone needs a wear-in
+        ({"exposure": {"wear_in": 0}}, "exposure.wear_in"),
     ],
 )
 def test_invalid_configs_name_the_field(tmp_path, patch, field):

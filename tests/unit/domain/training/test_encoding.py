@@ -60,3 +60,21 @@ def test_roundtrip_and_missing_columns():
     bad.loc[0, "n_ad"] = None
     with pytest.raises(ValueError, match="n_ad"):
         enc.transform(bad)
+
+
+def test_wear_in_split_monotone_constraints_and_pair_counts():
+    feats = ("user_ad__imp_24h", "user_ad__imp_decayed", "user_ad__conv_28d", "user__imp_7d")
+    enc = default_encoding(feats, wear_in=2, pair_counts=False)
+    # the pair's own impression counts are out (they duplicate n and recency); the user's and conversions stay
+    assert "user_ad__imp_24h" not in enc.numeric and "user_ad__imp_decayed" not in enc.numeric
+    assert "user_ad__conv_28d" in enc.numeric and "user__imp_7d" in enc.numeric
+    rows = _rows().assign(user_ad__conv_28d=[0, 1, 0, 2], user__imp_7d=[5, 1, 9, 2])
+    out = enc.transform(rows)
+    assert list(out.columns) == list(enc.input_columns) and "n_advertiser" not in out.columns
+    n = rows["n_advertiser"].to_numpy()  # [3, 1, 7, 2]
+    assert out["n_advertiser_wear_in"].tolist() == [2, 1, 2, 2]
+    assert out["n_advertiser_beyond"].tolist() == [1, 0, 5, 0]
+    assert (out["n_advertiser_wear_in"] + out["n_advertiser_beyond"]).tolist() == n.tolist()
+    assert enc.monotone_constraints() == {"n_advertiser_beyond": -1, "n_campaign_beyond": -1, "n_ad_beyond": -1}
+    assert FeatureEncoding.from_dict(enc.to_dict()) == enc
+    assert default_encoding(feats).monotone_constraints() == {}  # no wear-in: n as it is, unconstrained

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from freqcap.domain.training.config import ConversionModelConfig, CurveConfig, XGBoostConfig
-from freqcap.domain.training.curve import CURVE_COLUMNS, model_curve
+from freqcap.domain.training.config import ConversionModelConfig, CurveConfig, ExposureConfig, XGBoostConfig
+from freqcap.domain.training.curve import CURVE_COLUMNS, implied_curve, model_curve, run_entries
 from freqcap.domain.training.encoding import default_encoding
 from freqcap.domain.training.metrics import roc_auc
 from freqcap.domain.training.model import HEADLINE_METRICS, train_model
@@ -38,7 +38,9 @@ def test_metrics_split_and_trim(trained):
     assert s["train_start"] < s["early_cut"] < s["valid_cut"] <= s["valid_end"]
     valid = frame[frame["impression_ts"] >= pd.Timestamp(s["valid_cut"])]
     assert len(valid) == s["valid_rows"]
-    assert model.metrics["valid_roc_auc"] == pytest.approx(roc_auc(valid["label_conversion"], model.predict(valid)))
+    assert model.metrics["valid_roc_auc"] == pytest.approx(
+        roc_auc(valid[CONFIG.label.target_column], model.predict(valid))
+    )
 
 
 def test_plain_dmatrix_predictions_match(trained):
@@ -56,39 +58,126 @@ def test_curve_shape_and_direction(trained):
     assert tuple(curve.columns) == CURVE_COLUMNS
     assert set(curve["level"]) == {"advertiser", "campaign", "ad"}
     assert curve.groupby(["cohort", "level"]).size().eq(CONFIG.curve.max_n).all()
-    assert all("/" in c and c.split("/")[0] in {"cold", "returning", "high_intent"} for c in curve["cohort"])
-    assert curve["rate"].between(0, 1).all()
+    audiences = {"cold", "returning", "high_intent"}
+    cohorts = set(curve["cohort"])
+    assert {f"{a}/all" for a in audiences} | {"all"} <= cohorts  # the empirical curves' groups too
+    assert all(c == "all" or c.split("/")[0] in audiences for c in cohorts)
+    assert curve["partial_dependence"].between(0, 1).all()
+    assert curve["rate"].dropna().between(0, 1).all()
     cold = curve[(curve["audience"] == "cold") & (curve["level"] == "ad")]
     for _, one in cold.groupby("cohort"):
         one = one.sort_values("n")
-        assert one["rate"].iloc[0] > one["rate"].iloc[-1]  # the synthetic rate decays with n_ad
+        pd_n = one["partial_dependence"].to_numpy()
+        assert pd_n[0] > pd_n[-1]  # the synthetic rate decays with n_ad
+        # the monotone constraint beyond the wear-in (2): never rises from n = 2 on
+        assert np.all(np.diff(pd_n[1:]) <= 1e-12)
+
+
+def test_monotone_constraint_beyond_the_wear_in():
+    """Data whose rate *rises* with n_ad beyond 2: the constrained model's partial dependence may not follow it
+    there (it may during the wear-in); the unconstrained one does (so the check can fail)."""
+    frame = synthetic_training_frame(12_000, seed=8)
+    rng = np.random.default_rng(8)
+    p = 0.02 * np.minimum(frame["n_ad"].to_numpy(), 8)  # rises all the way
+    frame["label_attributed_conversion"] = (rng.random(len(frame)) < p).astype(np.int32)
+    curves = {}
+    for monotone in (True, False):
+        config = CONFIG.model_copy(update={"exposure": ExposureConfig(wear_in=2, monotone=monotone)})
+        model = train_model(frame, config, feature_columns())
+        ad = model.curve[(model.curve["cohort"] == "all") & (model.curve["level"] == "ad")].sort_values("n")
+        curves[monotone] = ad["partial_dependence"].to_numpy()
+    assert np.all(np.diff(curves[True][1:]) <= 1e-12)  # n = 2 .. max_n: never rises
+    assert curves[False][5] > curves[False][1] * 1.2  # unconstrained, it follows the data up
 
 
 class _FakeBooster:
-    """Predicts 1 / n_ad: the curve at level ad must be exactly 1/n; at other levels the cohort mean."""
+    """Predicts 1 / n_ad (from the encoded wear-in split): the partial dependence at level ad is exactly 1/n
+    (anchored: × mean prediction at n_ad = 1, which is 1); at other levels the group's mean."""
 
     def inplace_predict(self, inputs: pd.DataFrame) -> np.ndarray:
-        return 1.0 / inputs["n_ad"].to_numpy(dtype=float)
+        return 1.0 / (inputs["n_ad_wear_in"] + inputs["n_ad_beyond"]).to_numpy(dtype=float)
 
 
-def test_curve_is_the_partial_dependence():
+def test_partial_dependence():
     frame = synthetic_training_frame(3000, seed=4)
-    enc = default_encoding(feature_columns())
+    enc = default_encoding(feature_columns(), wear_in=2)
     curve = model_curve(_FakeBooster(), frame, enc, CurveConfig(max_n=5, sample_rows=10_000, min_cohort_rows=1))
     ad = curve[curve["level"] == "ad"]
-    assert np.allclose(ad["rate"], 1.0 / ad["n"])
+    assert np.allclose(ad["partial_dependence"], 1.0 / ad["n"])
     adv = curve[curve["level"] == "advertiser"]
-    for (aud, tier), one in adv.groupby(["audience", "signal_tier"]):
+    for (aud, tier), one in adv[adv["signal_tier"] != "all"].groupby(["audience", "signal_tier"]):
         cohort = frame[(frame["audience"] == aud) & (frame["signal_tier"] == tier)]
-        assert np.allclose(one["rate"], (1.0 / cohort["n_ad"]).mean())
+        # PD is flat at the group's mean 1/n_ad; anchored at the mean prediction of its n_advertiser = 1 rows
+        anchor = (1.0 / cohort.loc[cohort["n_advertiser"] == 1, "n_ad"]).mean()
+        assert np.allclose(one["partial_dependence"], anchor)
         assert one["rows"].iloc[0] == len(cohort)
-        assert one.set_index("n")["support"].to_dict() == {
-            n: int((cohort["n_advertiser"] == n).sum()) for n in range(1, 6)
-        }
+    everyone = adv[adv["cohort"] == "all"]
+    assert everyone["rows"].iloc[0] == len(frame)
+
+
+def _runs_frame(seed: int) -> pd.DataFrame:
+    """Impressions of a few users × ads over 40 days with exact exposure indices (28-day lookback)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(6):
+        for a in range(3):
+            ts = np.sort(rng.choice(40 * 24, rng.integers(3, 25), replace=False)) * 3600 * 10**6
+            rows += [(f"u{u}", f"a{a}", int(t)) for t in ts]
+    frame = pd.DataFrame(rows, columns=["user_id", "ad_id", "us"]).sample(frac=1.0, random_state=seed)
+    frame["impression_ts"] = pd.Timestamp("2026-10-01T00:00:00Z") + pd.to_timedelta(frame["us"], unit="us")
+    look = 28 * 86400 * 10**6
+    frame["n_ad"] = [
+        1
+        + int(
+            (
+                (frame["user_id"] == r.user_id)
+                & (frame["ad_id"] == r.ad_id)
+                & (frame["us"] < r.us)
+                & (frame["us"] > r.us - look)
+            ).sum()
+        )
+        for r in frame.itertuples()
+    ]
+    return frame.reset_index(drop=True)
+
+
+def test_run_entries_by_brute_force():
+    frame = _runs_frame(11)
+    look = 28 * 86400 * 10**6
+    got = run_entries(frame, "ad", look)
+    for i, r in frame.iterrows():
+        same = frame[(frame["user_id"] == r.user_id) & (frame["ad_id"] == r.ad_id)]
+        earlier = same[(same["us"] <= r.us) & (same["us"] > r.us - look)].sort_values("us")
+        entry = earlier.index[0]  # the oldest impression of the pair within the lookback, itself included
+        expected = entry if frame.loc[entry, "n_ad"] == 1 else -1
+        assert got[i] == expected, (i, got[i], expected)
+    assert (got >= 0).sum() > len(frame) // 3  # the check is not vacuous
+    # rows whose run started before the rows' span: their entry is not among the rows
+    late = frame[frame["us"] >= 20 * 86400 * 10**6].reset_index(drop=True)
+    got_late = run_entries(late, "ad", look)
+    first_seen = late.groupby(["user_id", "ad_id"])["us"].transform("min")
+    assert (got_late[(late["us"] == first_seen) & (late["n_ad"] > 1)] == -1).all()
+
+
+def test_implied_curve_is_the_fixed_cohort_estimator():
+    frame = _runs_frame(12)
+    entry = run_entries(frame, "ad", 28 * 86400 * 10**6)
+    p = np.random.default_rng(0).uniform(0.01, 0.2, len(frame))
+    n = frame["n_ad"].to_numpy()
+    rate, support = implied_curve(p, n, entry, 6)
+    first = p[n == 1].mean()
+    for k in range(1, 7):
+        at = [i for i in range(len(frame)) if n[i] == k and entry[i] >= 0]
+        assert support[k - 1] == len(at)
+        if at:
+            assert rate[k - 1] == pytest.approx(first * sum(p[i] for i in at) / sum(p[entry[i]] for i in at))
+        else:
+            assert np.isnan(rate[k - 1])
+    assert rate[0] == pytest.approx(first)  # at n = 1 a row is its own entry
 
 
 def test_small_cohorts_get_no_curve():
     frame = synthetic_training_frame(200, seed=5)
-    enc = default_encoding(feature_columns())
+    enc = default_encoding(feature_columns(), wear_in=2)
     curve = model_curve(_FakeBooster(), frame, enc, CurveConfig(max_n=3, min_cohort_rows=10_000))
     assert curve.empty and tuple(curve.columns) == CURVE_COLUMNS
