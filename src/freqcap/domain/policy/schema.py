@@ -82,18 +82,44 @@ class CapRule(_Frozen):
     min_gap: str | None = None
     # Over the cap: `soft` lowers the ranking score smoothly, `hard` makes the candidate ineligible.
     mode: Literal["soft", "hard"] = "soft"
+    # Stop showing the level's entity to a user who clicked (converted) on it, for `stop_cooldown` after the click
+    # (conversion); without a cool-down, for the level's longest feature window.
+    stop_after_click: bool = False
     stop_after_conversion: bool = False
+    # A feature window of the level (e.g. "7d"): the stop holds while a click (conversion) is inside it.
+    stop_cooldown: str | None = None
     # Where the cap came from (fitted curve support, fallback reason, ...): informational only.
     provenance: dict[str, Any] = Field(default_factory=dict)
     _min_gap_seconds: float | None = PrivateAttr(None)
+    _cooldown_seconds: int | None = PrivateAttr(None)
 
     def model_post_init(self, context: Any) -> None:
         if self.min_gap is not None:
             self._min_gap_seconds = parse_duration(self.min_gap).total_seconds()
+        if self.stop_cooldown is not None:
+            self._cooldown_seconds = int(parse_duration(self.stop_cooldown).total_seconds())
 
     @property
     def min_gap_seconds(self) -> float | None:
         return self._min_gap_seconds
+
+    @property
+    def cooldown_seconds(self) -> int | None:
+        """The cool-down in seconds; None: the stops look at the level's longest window."""
+        return self._cooldown_seconds
+
+    @field_validator("stop_cooldown")
+    @classmethod
+    def _cooldown(cls, cooldown: str | None) -> str | None:
+        if cooldown is not None and parse_duration(cooldown).total_seconds() <= 0:
+            raise ValueError("stop_cooldown must be a positive duration")
+        return cooldown
+
+    @model_validator(mode="after")
+    def _cooldown_needs_a_stop(self) -> CapRule:
+        if self.stop_cooldown is not None and not (self.stop_after_click or self.stop_after_conversion):
+            raise ValueError("stop_cooldown needs stop_after_click or stop_after_conversion")
+        return self
 
     @field_validator("min_gap")
     @classmethod

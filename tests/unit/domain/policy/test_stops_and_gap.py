@@ -1,0 +1,106 @@
+"""Review findings on the engine: stop after click (and conversion) with a cool-down, per level, and the soft
+minimum gap without a cliff at its boundary. Expected values are worked out by hand from the documented rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from freqcap.domain.policy import PolicyValidationError, parse_policy
+from freqcap.domain.policy.engine import Candidate, EntityState, decide, decide_reference
+
+NOW = datetime(2026, 10, 15, 12, tzinfo=UTC)
+H, D = 3600, 86400
+PEN = {"onset": 1.0, "at_cap": 0.5, "floor": 0.05}
+AD = Candidate("a1", "c1", "v1")
+
+
+def _policy(**rule):
+    base = {"level": "ad", "caps": [{"window": "7d", "max": 50}]}
+    return parse_policy(
+        {"version": "t", "created_at": "2026-10-15T00:00:00Z", "penalty": PEN, "defaults": [{**base, **rule}]}
+    )
+
+
+def _state(clicks_1d=0, clicks_7d=0, convs_1d=0, convs_7d=0, last=None):
+    return EntityState(
+        counts={D: 0, 7 * D: 0},
+        last_imp_ts=last,
+        conversions=convs_7d,
+        clicks=clicks_7d,
+        click_counts={D: clicks_1d, 7 * D: clicks_7d},
+        conversion_counts={D: convs_1d, 7 * D: convs_7d},
+    )
+
+
+def _both(policy, state, now=NOW, level="ad"):
+    entity = {"ad": "a1", "campaign": "c1", "advertiser": "v1"}[level]
+    states = {(level, entity): state}
+    (fast,) = decide(policy, "any", "engaged", [AD], states, now)
+    (ref,) = decide_reference(policy, "any", "engaged", [AD], states, now)
+    assert fast == ref
+    return fast
+
+
+def test_stop_after_click_hard_makes_the_ad_ineligible_after_a_click():
+    p = _policy(stop_after_click=True, mode="hard")
+    assert _both(p, _state()).eligible
+    d = _both(p, _state(clicks_7d=1))
+    assert (d.eligible, d.penalty, d.binding.kind) == (False, 0.0, "stop_after_click")
+
+
+def test_stop_after_click_soft_drops_to_the_floor():
+    d = _both(_policy(stop_after_click=True), _state(clicks_7d=2))
+    assert (d.eligible, d.penalty, d.binding.kind, d.binding.count) == (True, 0.05, "stop_after_click", 2)
+
+
+def test_cooldown_counts_only_clicks_and_conversions_inside_it():
+    p = _policy(stop_after_click=True, stop_after_conversion=True, stop_cooldown="24h", mode="hard")
+    # a click 3 days ago: outside the 24h cool-down, the ad is back
+    assert _both(p, _state(clicks_7d=1, convs_7d=1)).eligible
+    assert not _both(p, _state(clicks_1d=1, clicks_7d=1)).eligible
+    d = _both(p, _state(convs_1d=1, convs_7d=1))
+    assert (d.eligible, d.binding.kind, d.binding.window) == (False, "stop_after_conversion", "24h")
+
+
+def test_stop_after_click_is_per_level():
+    p = parse_policy(
+        {
+            "version": "t",
+            "created_at": "2026-10-15T00:00:00Z",
+            "defaults": [
+                {"level": "campaign", "caps": [{"window": "7d", "max": 50}], "stop_after_click": True, "mode": "hard"},
+                {"level": "ad", "caps": [{"window": "7d", "max": 50}]},
+            ],
+        }
+    )
+    # a click on the ad only (the campaign's state has none): the campaign-level stop does not fire
+    assert _both(p, _state(clicks_7d=1), level="ad").eligible
+    assert not _both(p, _state(clicks_7d=1), level="campaign").eligible
+
+
+def test_a_cooldown_without_a_stop_is_refused_naming_the_field():
+    with pytest.raises(PolicyValidationError, match=r"defaults\.0\.stop_cooldown|defaults\.0: .*stop_cooldown"):
+        _policy(stop_cooldown="24h")
+    with pytest.raises(PolicyValidationError, match="stop_cooldown"):
+        _policy(stop_after_click=True, stop_cooldown="-1h")
+
+
+def test_soft_min_gap_has_no_cliff_at_the_gap_boundary():
+    p = _policy(min_gap="30m")
+    gap = 1800.0
+
+    def at(elapsed: float) -> float:
+        return _both(p, EntityState({D: 0, 7 * D: 0}, NOW - timedelta(seconds=elapsed))).penalty
+
+    eps = 1e-3
+    # continuous at the boundary: just inside and just outside the gap differ by (almost) nothing
+    assert at(gap - eps) == pytest.approx(at(gap + eps), abs=1e-4)
+    # monotone from the floor right after an impression up to 1 at the gap
+    values = [at(x) for x in range(0, 1801, 60)]
+    assert values == sorted(values)
+    assert values[0] == pytest.approx(PEN["floor"])
+    assert values[-1] == pytest.approx(1.0)
+    # bounded change: a minute moves the multiplier by at most (1 - floor) * 60 / gap
+    assert max(b - a for a, b in zip(values, values[1:], strict=False)) <= (1 - PEN["floor"]) * 60 / gap + 1e-6  # decisions round to 6 places
