@@ -94,7 +94,16 @@ def _expected_state(settings, events, as_of, user, level, entity):
     assert set(tier.windows) <= set(WINDOW_SECONDS) and tier.longest_window == "28d"  # what the brute force knows
     feats = tier_features(events, as_of, level, tier.half_life_seconds).get((user, entity)) or {}
     counts = {WINDOW_SECONDS[label]: int(feats.get(f"imp_{label}", 0)) for label in tier.windows}
-    return EntityState(counts, feats.get("last_imp_ts"), int(feats.get("conv_28d", 0)))
+    clicks = {WINDOW_SECONDS[label]: int(feats.get(f"clk_{label}", 0)) for label in tier.windows}
+    convs = {WINDOW_SECONDS[label]: int(feats.get(f"conv_{label}", 0)) for label in tier.windows}
+    return EntityState(
+        counts,
+        feats.get("last_imp_ts"),
+        int(feats.get("conv_28d", 0)),
+        clicks=int(feats.get("clk_28d", 0)),
+        click_counts=clicks,
+        conversion_counts=convs,
+    )
 
 
 def _expected_tier(events, as_of, user):
@@ -220,7 +229,8 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
             key(user_id=p("u1"), ad_id="ad5"),
         ]
         assert list(sent[0][1]) == [_mmh3("user:audience"), _mmh3("user:signal_tier")]
-        windows = ["imp_1h", "imp_24h", "imp_7d", "imp_28d", "last_imp_ts", "conv_28d"]
+        labels = ["1h", "24h", "7d", "28d"]
+        windows = [f"imp_{w}" for w in labels] + ["last_imp_ts"] + [f"{k}_{w}" for k in ("conv", "clk") for w in labels]
         assert list(sent[3][1]) == [_mmh3(f"user_ad:{c}") for c in windows]
         assert fast.client.exists(sent[3][0]), "the pair key must exist in Redis as Feast wrote it"
 

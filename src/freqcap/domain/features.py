@@ -8,11 +8,14 @@ sparse: a (user, entity) pair appears only if it has an event in the tier's long
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from freqcap.config import FeaturesConfig, TierConfig, parse_duration
+from freqcap.domain.policy.engine import EntityState
 
 # Event type -> column prefix.
 COUNT_PREFIXES: dict[str, str] = {"impression": "imp", "click": "clk", "conversion": "conv"}
@@ -92,17 +95,38 @@ class ServingColumns:
     view: str
     join_keys: tuple[str, ...]  # as the view declares them, e.g. ("user_id", "ad_id")
     window_seconds: tuple[int, ...]
-    features: tuple[str, ...]  # imp_<w>..., last_imp_ts, conv_<longest>
+    features: tuple[str, ...]  # imp_<w>..., last_imp_ts, conv_<w>..., clk_<w>...
+
+    def state(self, values: Sequence[Any], count: Callable[[Any], int], timestamp: Callable[[Any], Any]) -> EntityState:
+        """The engine's state from the values of `features` (in order), decoded by `count` and `timestamp`."""
+        n = len(self.window_seconds)
+        secs = self.window_seconds
+        convs = dict(zip(secs, map(count, values[n + 1 : 2 * n + 1]), strict=True))
+        clicks = dict(zip(secs, map(count, values[2 * n + 1 : 3 * n + 1]), strict=True))
+        return EntityState(
+            counts=dict(zip(secs, map(count, values[:n]), strict=True)),
+            last_imp_ts=timestamp(values[n]),
+            conversions=convs[secs[-1]],
+            clicks=clicks[secs[-1]],
+            click_counts=clicks,
+            conversion_counts=convs,
+        )
 
 
 def serving_columns(features: FeaturesConfig) -> tuple[tuple[str, ...], list[ServingColumns]]:
     """What `decide` reads online (and FeastReader asks Feast for): the user's audience and signal tier; per tier
-    the impression count of every window, the last impression time and the conversions in the longest window."""
+    the impression count of every window, the last impression time, and the conversions and clicks of every window
+    (the policy's stops and their cool-down)."""
     tiers = []
     for table in tier_tables(features):
         tier = features.tier(table.level)
         windows = tier.window_seconds
-        cols = (*[f"imp_{w}" for w in windows], table.last_ts_column, f"conv_{tier.longest_window}")
+        cols = (
+            *[f"imp_{w}" for w in windows],
+            table.last_ts_column,
+            *[f"conv_{w}" for w in windows],
+            *[f"clk_{w}" for w in windows],
+        )
         tiers.append(
             ServingColumns(
                 level=table.level,
