@@ -430,6 +430,9 @@ class GuardrailsConfig(_Frozen):
     max_cap_ratio: float = Field(4.0, ge=1.0)
     # The projected share of active (user, entity) pairs at or over their cap may move at most this much per level.
     max_hit_rate_change: float = Field(0.15, ge=0.0, le=1.0)
+    # A candidate that drops a rule, a cap, a min_gap or a stop of the live policy fails `change_vs_live` unless this
+    # is true (the removal and its projected effect are reported either way).
+    allow_removals: bool = False
 
 
 class PublishConfig(_Frozen):
