@@ -118,6 +118,20 @@ class FeaturesConfig(_Frozen):
     # Both engines write the same tables (tests hold them equal); Spark needs the `spark` extra and Java 17.
     engine: Literal["duckdb", "spark"] = "duckdb"
     spark: SparkConfig = SparkConfig()
+    # The IANA time zone of the calendar windows (this day, week, month) the tier tables count beside the rolling
+    # ones; a policy's calendar caps must use the same zone (`time_zone`).
+    calendar_time_zone: str = "UTC"
+
+    @field_validator("calendar_time_zone")
+    @classmethod
+    def _zone_known(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
 
     @model_validator(mode="after")
     def _one_tier_per_level(self) -> FeaturesConfig:

@@ -54,6 +54,7 @@ from freqcap.adapters.feast.stream_seam import StreamSeamSource
 from freqcap.config import FeaturesConfig, Settings
 from freqcap.domain.features import USER_TABLE, ServingColumns, serving_columns
 from freqcap.domain.policy.engine import LEVELS, Candidate, EntityState
+from freqcap.domain.calendar import PERIODS, calendar_key
 from freqcap.domain.stream.buckets import Buckets
 from freqcap.domain.stream.seam import BatchRow, StreamRow
 
@@ -217,6 +218,7 @@ class RedisFeatureReader:
 
     redis_type = RedisType.redis
     cluster = False
+    reads_at = True  # `read` takes the request time (calendar counts, the stream seam)
 
     def __init__(
         self,
@@ -352,6 +354,7 @@ class RedisFeatureReader:
         signal_tier = decode(tier_raw) or DEFAULT_SIGNAL_TIER
         if self.stream is not None:
             return self._resolve_with_stream(plan, entities, replies, audience, signal_tier, at)
+        t = at.timestamp() if at is not None else time.time()
         states: dict[tuple[str, str], EntityState] = {}
         windows, empty = plan.windows, plan.empty
         tiers = plan.tiers
@@ -359,7 +362,7 @@ class RedisFeatureReader:
             if values.count(None) == len(values):  # no row: zero in every window, as `count(None)` reads it
                 states[(level, entity)] = empty[level]
                 continue
-            states[(level, entity)] = tiers[level][0].state(values, count, timestamp)
+            states[(level, entity)] = tiers[level][0].state(values, count, timestamp, t)
         return UserState(audience, signal_tier, states)
 
     def _resolve_with_stream(self, plan, entities, replies, audience, signal_tier, at) -> UserState:
@@ -380,7 +383,7 @@ class RedisFeatureReader:
                 cutoff = fmt.event_timestamp_seconds(values[m])
                 if watermark is not None and (cutoff is None or watermark > cutoff):
                     cutoff = watermark  # an unchanged row kept its older timestamp; its values hold at the watermark
-                state = cols.state(values, count, timestamp)
+                state = cols.state(values, count, timestamp, t)
                 batch = BatchRow(
                     counts=state.counts,
                     conversions=state.conversions,
@@ -388,6 +391,7 @@ class RedisFeatureReader:
                     cutoff=cutoff if cutoff is not None else float("inf"),
                     click_counts=state.click_counts,
                     conversion_counts=state.conversion_counts,
+                    calendar=cols.calendar(values, count),
                 )
             # A pair without a row had no event up to the view's watermark: a gap after it is a gap for it too.
             if seam is None or not seam.usable_for(batch, missing_cutoff=watermark):
@@ -404,7 +408,7 @@ class RedisFeatureReader:
                 last_imp=_ts_seconds(timestamp(last)),
                 clicks=Buckets(fmt.int64_list_values(clk_b), fmt.int64_list_values(clk_c)),
             )
-            states[(level, entity)] = seam.resolve(secs, batch, stream, t)
+            states[(level, entity)] = seam.resolve(secs, batch, stream, t, cols.zone)
         return UserState(audience, signal_tier, states, stream_stale=stale)
 
     def _round_trip(self, commands: list[bytes]) -> list[Any]:
@@ -485,7 +489,8 @@ STREAM_READ = ("imp_buckets", "imp_counts", "clk_buckets", "clk_counts", "conv_b
 def _empty_state(cols: ServingColumns) -> EntityState:
     """A pair with no row: zero in every window, clicks and conversions included."""
     zeros = dict.fromkeys(cols.window_seconds, 0)
-    return EntityState(counts=zeros, click_counts=zeros, conversion_counts=zeros)
+    calendar = {calendar_key(p, cols.zone): 0 for p in PERIODS}  # no impression in any period, whenever asked
+    return EntityState(counts={**zeros, **calendar}, click_counts=zeros, conversion_counts=zeros)
 
 
 def _ts_seconds(value: datetime | None) -> float | None:
@@ -512,6 +517,8 @@ class SqliteFeatureReader:
 
     Feast's SQLite rows are (entity_key, feature_name, value, event_ts, ...); keys are `serialize_entity_key`
     without a project suffix (the project is in the table name)."""
+
+    reads_at = True  # `read` takes the request time (calendar counts)
 
     def __init__(self, store: Any, features: FeaturesConfig, *, busy_timeout: float = DEFAULT_SOCKET_TIMEOUT):
         # why here: Feast's SQLite module registers process-wide sqlite3 datetime adapters; only SQLite users load it.
@@ -577,7 +584,10 @@ class SqliteFeatureReader:
             self._local.conn = conn
         return conn
 
-    def read(self, user_id: str, candidates: Sequence[Candidate]) -> UserState:
+    def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
+        """The user's cohort and the state of every distinct (level, entity); calendar counts as of `at` (the request
+        time; default now)."""
+        t = at.timestamp() if at is not None else time.time()
         plan = self._require_plan()
         entities = _distinct_entities(candidates)
         user_key, user_table = plan["user"]
@@ -621,7 +631,7 @@ class SqliteFeatureReader:
         for level, entity in entities:
             cols = plan["tiers"][level][0]
             values = found.get((level, entity)) or empty.setdefault(level, [None] * len(cols.features))
-            states[(level, entity)] = cols.state(values, count, timestamp)
+            states[(level, entity)] = cols.state(values, count, timestamp, t)
         return UserState(audience, signal_tier, states)
 
     def clear_caches(self) -> None:

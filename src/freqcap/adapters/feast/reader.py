@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,7 +63,10 @@ class FeastReader:
         for level, table in self.tables.items():
             self.refs += [f"{table.name}:{c}" for c in self.columns[level].features]
 
-    def read(self, user_id: str, candidates: Sequence[Candidate]) -> UserState:
+    reads_at = True  # `read` takes the request time (calendar counts)
+
+    def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
+        t = at.timestamp() if at is not None else time.time()
         keys = list(dict.fromkeys((c.advertiser_id, c.campaign_id, c.ad_id) for c in candidates))
         rows = [{"user_id": user_id, "advertiser_id": v, "campaign_id": c, "ad_id": a} for v, c, a in keys]
         if not rows:
@@ -79,5 +83,5 @@ class FeastReader:
                     continue
                 cols = self.columns[level]
                 values = [got[f"{table.name}__{c}"][i] for c in cols.features]
-                states[(level, entity)] = cols.state(values, _as_count, _as_datetime)
+                states[(level, entity)] = cols.state(values, _as_count, _as_datetime, t)
         return UserState(audience, signal_tier, states)

@@ -113,6 +113,11 @@ def compile_policy(rp: ReplayPolicy, audiences: Sequence[str], tiers: Sequence[s
                                 f"policy {rp.name!r}: min_gap / stop_after_click / stop_after_conversion ({level} rule for "
                                 f"{rule.match.audience}/{rule.match.signal_tier}) are not supported by the replay"
                             )
+                        if any(cap.calendar for cap in rule.caps):
+                            raise ValueError(
+                                f"policy {rp.name!r}: calendar caps ({level} rule for {rule.match.audience}/"
+                                f"{rule.match.signal_tier}) are not supported by the replay"
+                            )
                         for cap in rule.caps:
                             base = (cap.window_seconds * 1_000_000, rule.mode == "hard")
                             key = (*base, seen.get(base, 0))

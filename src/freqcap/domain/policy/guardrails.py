@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from freqcap.domain.calendar import PERIODS, calendar_key
 from freqcap.domain.policy.engine import LEVELS
 from freqcap.domain.policy.schema import Policy
 
@@ -78,16 +79,21 @@ def window_errors(policy: Policy, windows_by_level: Mapping[str, set[int]]) -> l
         known = windows_by_level.get(rule.level, set())
         for j, cap in enumerate(rule.caps):
             if cap.window_seconds not in known:
-                windows = ", ".join(f"{s}s" for s in sorted(known))
-                errors.append(
-                    (f"{where}.{i}.caps.{j}.window", f"{cap.window!r} is not a {rule.level} feature window ({windows})")
-                )
+                windows = ", ".join(_label(s) for s in sorted(known, key=str))
+                what = f"{cap.window!r} in {policy.time_zone}" if cap.calendar else repr(cap.window)
+                errors.append((f"{where}.{i}.caps.{j}.window", f"{what} is not a {rule.level} feature window ({windows})"))
     return errors
 
 
-def feature_windows(features: Any) -> dict[str, set[int]]:
-    """Window lengths (seconds) the feature tables count, per level, from a FeaturesConfig."""
-    return {t.level: set(t.window_seconds.values()) for t in features.tiers}
+def _label(key: Any) -> str:
+    return f"{key[0]} in {key[1]}" if isinstance(key, tuple) else f"{key}s"
+
+
+def feature_windows(features: Any) -> dict[str, set[Any]]:
+    """Count keys the feature tables provide, per level, from a FeaturesConfig: window lengths (seconds) and the
+    calendar periods in the features' zone, keyed (period, zone) like a calendar cap of a policy in that zone."""
+    calendar = {calendar_key(p, features.calendar_time_zone) for p in PERIODS}
+    return {t.level: set(t.window_seconds.values()) | calendar for t in features.tiers}
 
 
 def check_windows(policy: Policy, windows_by_level: Mapping[str, set[int]]) -> Check:

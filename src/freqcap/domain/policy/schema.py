@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from freqcap.config import parse_duration
+from freqcap.domain.calendar import PERIODS, calendar_key, zone
 from freqcap.errors import FreqcapError
 
 Level = Literal["advertiser", "campaign", "ad"]
@@ -39,25 +40,38 @@ class _Frozen(BaseModel):
 
 
 class Cap(_Frozen):
-    """At most `max` impressions of one entity to one user within `window` (a feature window, e.g. 24h)."""
+    """At most `max` impressions of one entity to one user within `window`: a rolling feature window (e.g. 24h) or a
+    calendar period (`day`, `week`, `month`: since its start in the policy's `time_zone`)."""
 
     window: str
     max: int = Field(ge=1)
-    # Parsed once: the engine reads it for every candidate on the hot path.
-    _window_seconds: int = PrivateAttr(0)
+    # Parsed once: the engine reads it for every candidate on the hot path. The key of the count: seconds for a
+    # rolling window, (period, zone) for a calendar one (set by the policy, which holds the zone).
+    _window_seconds: Any = PrivateAttr(0)
 
     @field_validator("window")
     @classmethod
     def _window(cls, window: str) -> str:
+        if window in PERIODS:
+            return window
         if parse_duration(window).total_seconds() <= 0:
             raise ValueError("window must be positive")
         return window
 
     def model_post_init(self, context: Any) -> None:
-        self._window_seconds = int(parse_duration(self.window).total_seconds())
+        if self.window in PERIODS:
+            self._window_seconds = (self.window, "UTC")
+        else:
+            self._window_seconds = int(parse_duration(self.window).total_seconds())
 
     @property
-    def window_seconds(self) -> int:
+    def calendar(self) -> str | None:
+        """The calendar period (`day`, `week`, `month`), or None for a rolling window."""
+        return self.window if self.window in PERIODS else None
+
+    @property
+    def window_seconds(self) -> Any:
+        """The key of this cap's count in a state's counts: seconds (rolling) or (period, zone) (calendar)."""
         return self._window_seconds
 
 
@@ -162,11 +176,26 @@ class Policy(_Frozen):
     description: str = ""
     source: dict[str, Any] = Field(default_factory=dict)
     penalty: PenaltyConfig = PenaltyConfig()
+    # The IANA zone of the calendar caps (`window: day | week | month`); it must be the features' calendar zone.
+    time_zone: str = "UTC"
     defaults: tuple[CapRule, ...] = ()
     rules: tuple[CapRule, ...] = ()
 
     # Derived, immutable views other modules cache per policy (e.g. the engine's compiled rules).
     _memo: dict[Any, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)  # raises naming the zone
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        # A calendar cap counts in the policy's zone: its count key carries it.
+        for rule in (*self.defaults, *self.rules):
+            for cap in rule.caps:
+                if cap.calendar is not None:
+                    cap._window_seconds = calendar_key(cap.calendar, self.time_zone)
 
     def memo(self) -> dict[Any, Any]:
         """A per-policy cache for values derived from this (frozen) policy."""

@@ -35,6 +35,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from typing import Any
+
+from freqcap.domain.calendar import PERIODS, calendar_key, period_start, resolve_calendar
 from freqcap.domain.policy.engine import EntityState
 from freqcap.domain.stream.buckets import Buckets
 from freqcap.errors import FreqcapError
@@ -72,6 +75,8 @@ class BatchRow:
     # Clicks and conversions by window seconds (the policy's stops and their cool-down); empty: none read.
     click_counts: Mapping[int, int] = field(default_factory=dict)
     conversion_counts: Mapping[int, int] = field(default_factory=dict)
+    # Per calendar period: (impressions since its start, that start in epoch seconds), as of the cut-off.
+    calendar: Mapping[str, tuple[int, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,9 +106,17 @@ class Seam:
         return self.coverage_start <= cutoff + _EPS and aligned(cutoff, self.bucket_s)
 
     def resolve(
-        self, windows: Sequence[int], batch: BatchRow | None, stream: StreamRow | None, t: float
+        self,
+        windows: Sequence[int],
+        batch: BatchRow | None,
+        stream: StreamRow | None,
+        t: float,
+        zone: str | None = None,
     ) -> EntityState:
-        """Counts per window (seconds), conversions and last impression for one pair at `t` (rules 1-3).
+        """Counts per window (seconds), conversions and last impression for one pair at `t` (rules 1-3); with a
+        `zone`, the calendar counts too, keyed (period, zone): the batch's count while its period is the request's,
+        plus the stream since the cut-off; the stream alone since the period's start once a new period began
+        (`freqcap.domain.calendar.resolve_calendar`).
 
         The caller checks `usable_for` first; with an unusable stream it uses the batch row alone."""
         b = self.bucket_s
@@ -118,6 +131,8 @@ class Seam:
             conversions = conv.total_between(t - longest, t, b)
         clicks = self._per_window(windows, batch.click_counts if batch else None, clk, batch, t)
         by_conv = self._per_window(windows, batch.conversion_counts if batch else None, conv, batch, t)
+        if zone is not None:
+            counts.update(self._calendar(batch, imp, t, zone))
         last = batch.last_imp_ts if batch is not None else None
         stream_last = _stream_last(stream, t, b)
         if stream_last is not None and (last is None or stream_last > last):
@@ -130,6 +145,23 @@ class Seam:
             click_counts=clicks,
             conversion_counts=by_conv,
         )
+
+    def _calendar(self, batch: BatchRow | None, imp: Buckets, t: float, zone: str) -> dict[Any, int]:
+        b = self.bucket_s
+
+        def between(lo: float, hi: float) -> int:
+            # Buckets that start at or after `lo` (exact when `lo` is a bucket boundary: every cut-off the seam
+            # accepts, and a period start whenever the bucket divides the zone's UTC offset).
+            return imp.total_between(lo, hi, b)
+
+        out: dict[Any, int] = {}
+        for p in PERIODS:
+            row = None
+            if batch is not None:
+                count, start = batch.calendar[p] if batch.calendar else (0, float("-inf"))
+                row = (count, start, batch.cutoff)
+            out[calendar_key(p, zone)] = resolve_calendar(t, period_start(t, p, zone), row, between)
+        return out
 
     def _per_window(
         self, windows: Sequence[int], batch_counts: Mapping[int, int] | None, buckets: Buckets, batch, t: float
