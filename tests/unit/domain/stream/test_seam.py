@@ -192,3 +192,37 @@ def test_events_after_the_request_time_are_not_counted():
     imps = [t - 30.0, float(t), t + 0.5, t + 30.0, t + 60.0, t + 61.0]
     got = Seam(B, ALONE, T).resolve(WINDOWS, None, _stream(imps, [], T), t)
     assert got.counts[H] == _brute(imps, t - H, t) == 2
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_calendar_counts_equal_brute_force(seed):
+    """This day / week / month at t: every impression in (start of t's period, t], counted from the batch's period
+    count and start plus the stream — across day, week and month boundaries and in zones with DST."""
+    from datetime import UTC, datetime
+
+    from tests.bruteforce import calendar_starts
+
+    rng = random.Random(seed)
+    zone = rng.choice(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
+    T = 1_790_000_000 - 1_790_000_000 % 3600 + rng.randrange(0, 60 * 24) * 3600  # hourly cut-offs over two months
+    coverage = T - rng.choice([0, 3600, 20 * 3600])
+    imps = [T - rng.uniform(0, 35 * 86400) for _ in range(rng.randrange(0, 40))]
+    imps += [T + rng.uniform(0, 24 * 3600) for _ in range(rng.randrange(0, 40))]
+    imps += [float(p.timestamp()) for p in calendar_starts(datetime.fromtimestamp(T, UTC), zone).values()]  # on edges
+    t = T + rng.randrange(0, 24 * 60) * B
+
+    def starts(at):
+        return {p: s.timestamp() for p, s in calendar_starts(datetime.fromtimestamp(at, UTC), zone).items()}
+
+    at_T = starts(T)
+    batch = BatchRow(
+        counts={w: _brute(imps, T - w, T) for w in WINDOWS},
+        conversions=0,
+        last_imp_ts=None,
+        cutoff=T,
+        calendar={p: (_brute(imps, s, T), s) for p, s in at_T.items()},
+    )
+    seam = Seam(B, ALONE, coverage)
+    got = seam.resolve(WINDOWS, batch, _stream(imps, [], coverage), t, zone)
+    for p, s in starts(t).items():
+        assert got.counts[(p, zone)] == _brute(imps, s, t), (seed, zone, p)
