@@ -9,6 +9,9 @@ and monotone in the count (policy.penalty: onset, at_cap, floor):
     0 ≤ d < 1 + onset   → linear from 1 down to at_cap at d=0 (approaching: no cliff at the cap)
     d < 0               → floor + (at_cap − floor)·2^d        (beyond: keeps falling towards floor)
 
+A cap's window is rolling (`24h`: the last 24 hours) or calendar (`day`, `week`, `month`: since the period's start in
+the policy's `time_zone`); the engine reads whichever count the state holds for it.
+
 The strictest constraint wins across all caps and levels (lowest multiplier; ties: smallest distance), so an
 ad-level cap binds even while the campaign cap has room. `hard` rules make a candidate ineligible once d ≤ 0
 (penalty 0); `min_gap` (recency) and the stops bind the same way for hard rules. For soft rules the minimum gap is
@@ -33,7 +36,8 @@ _ENTITY_ATTR = {"advertiser": "advertiser_id", "campaign": "campaign_id", "ad": 
 
 @dataclass(frozen=True)
 class EntityState:
-    """Frequency state of one (user, entity) pair: counts by window length in seconds, last impression, conversions."""
+    """Frequency state of one (user, entity) pair: impression counts by window (length in seconds for a rolling
+    window, (period, zone) for a calendar one: `freqcap.domain.calendar`), last impression, clicks and conversions."""
 
     counts: Mapping[int, int] = field(default_factory=dict)
     last_imp_ts: datetime | None = None
@@ -162,9 +166,11 @@ def decide_reference(
     return out
 
 
-def _window_count(state: EntityState, window_seconds: int) -> int:
+def _window_count(state: EntityState, window_seconds: Any) -> int:
+    """The count of a cap's window: by seconds (rolling) or by (period, zone) (calendar)."""
     if window_seconds not in state.counts:
-        raise KeyError(f"no count for a {window_seconds}s window (known: {sorted(state.counts)})")
+        what = f"{window_seconds[0]} in {window_seconds[1]}" if isinstance(window_seconds, tuple) else f"{window_seconds}s"
+        raise KeyError(f"no count for a {what} window (known: {sorted(state.counts, key=str)})")
     return int(state.counts[window_seconds])
 
 

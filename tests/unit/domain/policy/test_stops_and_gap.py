@@ -104,3 +104,45 @@ def test_soft_min_gap_has_no_cliff_at_the_gap_boundary():
     assert values[-1] == pytest.approx(1.0)
     # bounded change: a minute moves the multiplier by at most (1 - floor) * 60 / gap
     assert max(b - a for a, b in zip(values, values[1:], strict=False)) <= (1 - PEN["floor"]) * 60 / gap + 1e-6  # decisions round to 6 places
+
+
+def test_a_calendar_cap_reads_the_count_of_its_period_in_the_policy_zone():
+    p = parse_policy(
+        {
+            "version": "t",
+            "created_at": "2026-10-15T00:00:00Z",
+            "penalty": PEN,
+            "time_zone": "Europe/Berlin",
+            "defaults": [{"level": "ad", "mode": "hard", "caps": [{"window": "day", "max": 2}, {"window": "7d", "max": 9}]}],
+        }
+    )
+    base = {7 * D: 3}
+    assert _both(p, EntityState({**base, ("day", "Europe/Berlin"): 1})).eligible
+    d = _both(p, EntityState({**base, ("day", "Europe/Berlin"): 2}))
+    assert (d.eligible, d.binding.window, d.binding.cap, d.binding.count) == (False, "day", 2, 2)
+    # counts in another zone are not this policy's day: no count, the decision fails (serving fails open)
+    with pytest.raises(KeyError):
+        _both(p, EntityState({**base, ("day", "UTC"): 5}))
+
+
+def test_a_calendar_cap_in_a_zone_the_features_do_not_count_is_caught_before_publication():
+    from freqcap.config import load_settings
+    from freqcap.domain.policy.guardrails import check_windows, feature_windows
+
+    features = load_settings(environ={}).features  # calendar_time_zone UTC
+    doc = {
+        "version": "t",
+        "created_at": "2026-10-15T00:00:00Z",
+        "defaults": [{"level": "ad", "caps": [{"window": "week", "max": 5}]}],
+    }
+    assert check_windows(parse_policy(doc), feature_windows(features)).passed
+    check = check_windows(parse_policy({**doc, "time_zone": "Asia/Tokyo"}), feature_windows(features))
+    assert not check.passed
+    assert "defaults.0.caps.0.window: 'week' in Asia/Tokyo" in check.detail
+
+
+def test_an_unknown_window_or_zone_is_refused_naming_the_field():
+    with pytest.raises(PolicyValidationError, match=r"time_zone: .*Mars/Olympus"):
+        parse_policy({"version": "t", "created_at": "2026-10-15T00:00:00Z", "time_zone": "Mars/Olympus"})
+    with pytest.raises(PolicyValidationError, match=r"defaults\.0\.caps\.0\.window"):
+        _policy(caps=[{"window": "fortnight", "max": 2}])
