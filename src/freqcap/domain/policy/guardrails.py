@@ -2,8 +2,8 @@
 
 Checks, each reported with its numbers:
 
-- `windows_known`: every cap counts over a window the feature tables compute for its level (otherwise serving
-  would have no count for it).
+- `windows_known`: every cap counts over a window the feature tables compute for its level (a calendar cap: in the
+  features' calendar zone), and every `stop_cooldown` is such a window (otherwise serving would have no count for it).
 - `caps_within_bounds`: every cap's `max` lies in [min_cap, max_cap].
 - `change_vs_live`: every cap that exists in both policies (same audience, tier, level and window) changes by at most a
   factor `max_cap_ratio` either way, and nothing the live policy enforces is dropped: a rule or default, a cap, a
@@ -82,6 +82,10 @@ def window_errors(policy: Policy, windows_by_level: Mapping[str, set[int]]) -> l
                 windows = ", ".join(_label(s) for s in sorted(known, key=str))
                 what = f"{cap.window!r} in {policy.time_zone}" if cap.calendar else repr(cap.window)
                 errors.append((f"{where}.{i}.caps.{j}.window", f"{what} is not a {rule.level} feature window ({windows})"))
+        if rule.cooldown_seconds is not None and rule.cooldown_seconds not in known:
+            errors.append(
+                (f"{where}.{i}.stop_cooldown", f"{rule.stop_cooldown!r} is not a {rule.level} feature window")
+            )
     return errors
 
 

@@ -146,3 +146,12 @@ def test_an_unknown_window_or_zone_is_refused_naming_the_field():
         parse_policy({"version": "t", "created_at": "2026-10-15T00:00:00Z", "time_zone": "Mars/Olympus"})
     with pytest.raises(PolicyValidationError, match=r"defaults\.0\.caps\.0\.window"):
         _policy(caps=[{"window": "fortnight", "max": 2}])
+
+
+def test_a_cooldown_that_is_not_a_feature_window_fails_windows_known():
+    from freqcap.domain.policy.guardrails import check_windows
+
+    known = {"ad": {D, 7 * D}}
+    assert check_windows(_policy(stop_after_click=True, stop_cooldown="24h"), known).passed
+    check = check_windows(_policy(stop_after_click=True, stop_cooldown="3d"), known)
+    assert not check.passed and "defaults.0.stop_cooldown: '3d'" in check.detail
