@@ -60,9 +60,6 @@ def tier_features(
             feats = out[key]
             for period, n in counts.items():
                 feats[f"imp_{period}"] = n
-    for key, feats in out.items():
-        for period, start in starts.items():
-            feats[f"{period}_start"] = int(start.timestamp())
     for row in events:
         age = (as_of - row["event_ts"]).total_seconds()
         if age < 0 or age >= WINDOW_SECONDS["28d"]:  # window is (T - W, T]

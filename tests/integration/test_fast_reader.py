@@ -200,7 +200,10 @@ def test_fast_readers_with_different_windows_per_tier(tmp_path, kind, request):
     store, fast, _, _ = _roundtrip(tmp_path, settings, reader_type)
     try:
         state = fast.read(pseudonym_of(settings)("u1"), [Candidate("ad1", "c0", "v0")])
-        rolling = [[k for k in state.states[(lvl, e)].counts if isinstance(k, int)] for lvl, e in (("campaign", "c0"), ("ad", "ad1"))]
+        rolling = [
+            [k for k in state.states[(lvl, e)].counts if isinstance(k, int)]
+            for lvl, e in (("campaign", "c0"), ("ad", "ad1"))
+        ]
         assert [sorted(keys) for keys in rolling] == [
             [86400, 604800, 2419200],
             [3600, 604800, 2419200],

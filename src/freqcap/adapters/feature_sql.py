@@ -42,7 +42,7 @@ def _double(value: float) -> str:
 def calendar_starts(config: FeaturesConfig, as_of_us: int) -> dict[str, int]:
     """Per calendar period, the epoch seconds of the start of the period holding the as-of (in the features' zone)."""
     as_of = as_of_us / _US
-    return {p: int(round(period_start(as_of, p, config.calendar_time_zone))) for p in PERIODS}
+    return {p: round(period_start(as_of, p, config.calendar_time_zone)) for p in PERIODS}
 
 
 def fine_grain_sql(source: str, config: FeaturesConfig, as_of_us: int, d: Dialect) -> str:

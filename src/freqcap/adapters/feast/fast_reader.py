@@ -52,9 +52,9 @@ from freqcap.adapters.feast.reader import DEFAULT_SIGNAL_TIER, UNKNOWN_AUDIENCE,
 from freqcap.adapters.feast.repo.feature_views import stream_view_name
 from freqcap.adapters.feast.stream_seam import StreamSeamSource
 from freqcap.config import FeaturesConfig, Settings
+from freqcap.domain.calendar import PERIODS, calendar_key
 from freqcap.domain.features import USER_TABLE, ServingColumns, serving_columns
 from freqcap.domain.policy.engine import LEVELS, Candidate, EntityState
-from freqcap.domain.calendar import PERIODS, calendar_key
 from freqcap.domain.stream.buckets import Buckets
 from freqcap.domain.stream.seam import BatchRow, StreamRow
 
@@ -356,7 +356,7 @@ class RedisFeatureReader:
             return self._resolve_with_stream(plan, entities, replies, audience, signal_tier, at)
         t = at.timestamp() if at is not None else time.time()
         states: dict[tuple[str, str], EntityState] = {}
-        windows, empty = plan.windows, plan.empty
+        empty = plan.empty
         tiers = plan.tiers
         for (level, entity), values in zip(entities, replies[1:], strict=True):
             if values.count(None) == len(values):  # no row: zero in every window, as `count(None)` reads it

@@ -169,7 +169,9 @@ def decide_reference(
 def _window_count(state: EntityState, window_seconds: Any) -> int:
     """The count of a cap's window: by seconds (rolling) or by (period, zone) (calendar)."""
     if window_seconds not in state.counts:
-        what = f"{window_seconds[0]} in {window_seconds[1]}" if isinstance(window_seconds, tuple) else f"{window_seconds}s"
+        what = (
+            f"{window_seconds[0]} in {window_seconds[1]}" if isinstance(window_seconds, tuple) else f"{window_seconds}s"
+        )
         raise KeyError(f"no count for a {what} window (known: {sorted(state.counts, key=str)})")
     return int(state.counts[window_seconds])
 

@@ -81,7 +81,9 @@ def window_errors(policy: Policy, windows_by_level: Mapping[str, set[int]]) -> l
             if cap.window_seconds not in known:
                 windows = ", ".join(_label(s) for s in sorted(known, key=str))
                 what = f"{cap.window!r} in {policy.time_zone}" if cap.calendar else repr(cap.window)
-                errors.append((f"{where}.{i}.caps.{j}.window", f"{what} is not a {rule.level} feature window ({windows})"))
+                errors.append(
+                    (f"{where}.{i}.caps.{j}.window", f"{what} is not a {rule.level} feature window ({windows})")
+                )
         if rule.cooldown_seconds is not None and rule.cooldown_seconds not in known:
             errors.append(
                 (f"{where}.{i}.stop_cooldown", f"{rule.stop_cooldown!r} is not a {rule.level} feature window")
@@ -141,7 +143,9 @@ def removals(candidate: Policy, live: Policy) -> tuple[list[str], set[tuple[str,
     touched: set[tuple[str, str, str, str]] = set()
     for key, (i, rule) in old.items():
         where, audience, tier, level = key
-        name = f"{where}.{i} ({audience}/{tier}/{level})" if where == "rules" else f"defaults ({audience}/{tier}/{level})"
+        name = (
+            f"{where}.{i} ({audience}/{tier}/{level})" if where == "rules" else f"defaults ({audience}/{tier}/{level})"
+        )
         if key not in new:
             items.append(f"{name} removed")
             touched.add(key)
@@ -150,7 +154,9 @@ def removals(candidate: Policy, live: Policy) -> tuple[list[str], set[tuple[str,
         windows = {c.window_seconds for c in kept.caps}
         for cap in rule.caps:
             if cap.window_seconds not in windows:
-                items.append(f"cap {audience}/{tier}/{level}/{cap.window_seconds}s ({cap.max} per {cap.window}) removed")
+                items.append(
+                    f"cap {audience}/{tier}/{level}/{cap.window_seconds}s ({cap.max} per {cap.window}) removed"
+                )
                 touched.add(key)
         for flag in ("min_gap", "stop_after_click", "stop_after_conversion"):
             if getattr(rule, flag) and not getattr(kept, flag):
@@ -225,7 +231,9 @@ def check_change(
     }
     parts = []
     if bad:
-        parts.append(f"{len(bad)} cap(s) change by more than ×{limits.max_cap_ratio}: " + ", ".join(values["violations"][:5]))
+        parts.append(
+            f"{len(bad)} cap(s) change by more than ×{limits.max_cap_ratio}: " + ", ".join(values["violations"][:5])
+        )
     if removed:
         shares = ", ".join(f"{lvl} {e['live']:.1%}→{e['proposed']:.1%}" for lvl, e in effect.items())
         projected = f"; projected cap-hit share {shares}" if shares else ""

@@ -34,7 +34,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
 from typing import Any
 
 from freqcap.domain.calendar import PERIODS, calendar_key, period_start, resolve_calendar

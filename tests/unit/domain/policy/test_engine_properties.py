@@ -33,10 +33,18 @@ def policies(draw, soft_only=False):
     rules = []
     for level in draw(st.lists(st.sampled_from(LEVELS), min_size=1, max_size=3, unique=True)):
         caps = draw(
-            st.lists(st.tuples(st.sampled_from(sorted(WINDOWS)), st.integers(1, 8)), min_size=1, max_size=3,
-                     unique_by=lambda c: c[0])
+            st.lists(
+                st.tuples(st.sampled_from(sorted(WINDOWS)), st.integers(1, 8)),
+                min_size=1,
+                max_size=3,
+                unique_by=lambda c: c[0],
+            )
         )
-        rule = {"level": level, "caps": [{"window": w, "max": m} for w, m in caps], "mode": draw(st.sampled_from(modes))}
+        rule = {
+            "level": level,
+            "caps": [{"window": w, "max": m} for w, m in caps],
+            "mode": draw(st.sampled_from(modes)),
+        }
         if draw(st.booleans()):
             rule["min_gap"] = draw(st.sampled_from(["10m", "30m", "2h"]))
         if not soft_only:

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from freqcap.domain.policy import parse_policy
-from freqcap.domain.policy.schema import policy_document
 from freqcap.domain.policy.guardrails import GuardrailLimits, check_guardrails, count_column, projected_hit_rates
+from freqcap.domain.policy.schema import policy_document
 
 H, D7, D28 = 3600, 7 * 86400, 28 * 86400
 WINDOWS = {"advertiser": {H, 86400, D7, D28}, "campaign": {H, 86400, D7, D28}, "ad": {H, 86400, D7, D28}}

@@ -3,6 +3,7 @@ minimum gap without a cliff at its boundary. Expected values are worked out by h
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -103,7 +104,8 @@ def test_soft_min_gap_has_no_cliff_at_the_gap_boundary():
     assert values[0] == pytest.approx(PEN["floor"])
     assert values[-1] == pytest.approx(1.0)
     # bounded change: a minute moves the multiplier by at most (1 - floor) * 60 / gap
-    assert max(b - a for a, b in zip(values, values[1:], strict=False)) <= (1 - PEN["floor"]) * 60 / gap + 1e-6  # decisions round to 6 places
+    step = max(b - a for a, b in itertools.pairwise(values))
+    assert step <= (1 - PEN["floor"]) * 60 / gap + 1e-6  # decisions round to 6 places
 
 
 def test_a_calendar_cap_reads_the_count_of_its_period_in_the_policy_zone():
@@ -113,7 +115,9 @@ def test_a_calendar_cap_reads_the_count_of_its_period_in_the_policy_zone():
             "created_at": "2026-10-15T00:00:00Z",
             "penalty": PEN,
             "time_zone": "Europe/Berlin",
-            "defaults": [{"level": "ad", "mode": "hard", "caps": [{"window": "day", "max": 2}, {"window": "7d", "max": 9}]}],
+            "defaults": [
+                {"level": "ad", "mode": "hard", "caps": [{"window": "day", "max": 2}, {"window": "7d", "max": 9}]}
+            ],
         }
     )
     base = {7 * D: 3}
