@@ -11,6 +11,7 @@ import math
 import os
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -125,8 +126,6 @@ class FeaturesConfig(_Frozen):
     @field_validator("calendar_time_zone")
     @classmethod
     def _zone_known(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
