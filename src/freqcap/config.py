@@ -11,10 +11,10 @@ import math
 import os
 import re
 from datetime import timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
