@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from freqcap.config import FeaturesConfig, TierConfig, parse_duration
-from freqcap.domain.calendar import PERIODS, calendar_key, period_start, resolve_calendar
+from freqcap.domain.calendar import PERIODS, period_starts, resolve_calendar
 from freqcap.domain.policy.engine import EntityState
 
 # Event type -> column prefix.
@@ -146,12 +146,11 @@ class ServingColumns:
         """Calendar counts keyed by (period, zone) at `t` (epoch seconds); `stream`: (batch cut-off, the stream's
         events in (lo, hi]) when the stream is usable."""
         out: dict[Any, int] = {}
-        for p in PERIODS:
-            start_t = period_start(t, p, self.zone)
-            row = None
-            if batch is not None:
-                row = (*batch[p], stream[0] if stream else float("nan"))
-            out[calendar_key(p, self.zone)] = resolve_calendar(t, start_t, row, stream[1] if stream else None)
+        between = stream[1] if stream else None
+        cutoff = stream[0] if stream else float("nan")
+        for key, start_t in period_starts(t, self.zone):
+            row = (*batch[key[0]], cutoff) if batch is not None else None
+            out[key] = resolve_calendar(t, start_t, row, between)
         return out
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from freqcap.domain.calendar import PERIODS, calendar_key, period_start, resolve_calendar
+from freqcap.domain.calendar import period_starts, resolve_calendar
 from freqcap.domain.policy.engine import EntityState
 from freqcap.domain.stream.buckets import Buckets
 from freqcap.errors import FreqcapError
@@ -154,12 +154,12 @@ class Seam:
             return imp.total_between(lo, hi, b)
 
         out: dict[Any, int] = {}
-        for p in PERIODS:
+        for key, start_t in period_starts(t, zone):
             row = None
             if batch is not None:
-                count, start = batch.calendar[p] if batch.calendar else (0, float("-inf"))
+                count, start = batch.calendar[key[0]] if batch.calendar else (0, float("-inf"))
                 row = (count, start, batch.cutoff)
-            out[calendar_key(p, zone)] = resolve_calendar(t, period_start(t, p, zone), row, between)
+            out[key] = resolve_calendar(t, start_t, row, between)
         return out
 
     def _per_window(
