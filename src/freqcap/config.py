@@ -14,6 +14,7 @@ from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -118,6 +119,18 @@ class FeaturesConfig(_Frozen):
     # Both engines write the same tables (tests hold them equal); Spark needs the `spark` extra and Java 17.
     engine: Literal["duckdb", "spark"] = "duckdb"
     spark: SparkConfig = SparkConfig()
+    # The IANA time zone of the calendar windows (this day, week, month) the tier tables count beside the rolling
+    # ones; a policy's calendar caps must use the same zone (`time_zone`).
+    calendar_time_zone: str = "UTC"
+
+    @field_validator("calendar_time_zone")
+    @classmethod
+    def _zone_known(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
 
     @model_validator(mode="after")
     def _one_tier_per_level(self) -> FeaturesConfig:
@@ -435,6 +448,9 @@ class GuardrailsConfig(_Frozen):
     max_cap_ratio: float = Field(4.0, ge=1.0)
     # The projected share of active (user, entity) pairs at or over their cap may move at most this much per level.
     max_hit_rate_change: float = Field(0.15, ge=0.0, le=1.0)
+    # A candidate that drops a rule, a cap, a min_gap or a stop of the live policy fails `change_vs_live` unless this
+    # is true (the removal and its projected effect are reported either way).
+    allow_removals: bool = False
 
 
 class ForecastSettings(_Frozen):

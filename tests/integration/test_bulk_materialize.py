@@ -168,7 +168,7 @@ def _ad_table(settings, rows: list[dict], as_of: datetime) -> pa.Table:
         "user_id": pa.array([r["user_id"] for r in rows], pa.string()),
         "ad_id": pa.array([r["ad_id"] for r in rows], pa.string()),
     }
-    for c in tier.count_columns:
+    for c in (*tier.count_columns, *tier.calendar_columns):
         cols[c] = pa.array([r.get(c, 0) for r in rows], pa.int64())
     cols["imp_decayed"] = pa.array([r.get("imp_decayed", 0.0) for r in rows], pa.float64())
     cols["last_imp_ts"] = pa.array([r.get("last_imp_ts") for r in rows], pa.timestamp("us", tz="UTC"))
@@ -313,7 +313,7 @@ def _edge_tables(settings, as_of: datetime) -> dict[str, pa.Table]:
             "imp_decayed": _EDGE_DOUBLES[i % len(_EDGE_DOUBLES)],
             "last_imp_ts": _EDGE_TS[i % len(_EDGE_TS)],
         }
-        for j, c in enumerate(tier.count_columns):
+        for j, c in enumerate((*tier.count_columns, *tier.calendar_columns)):
             row[c] = _EDGE_INTS[(i + j) % len(_EDGE_INTS)]
         rows.append(row)
     ad = _ad_table(settings, rows, as_of)
@@ -426,6 +426,7 @@ def test_incremental_run_rewrites_only_changed_rows(online, strategy):
         r["imp_decayed"] = float(np.nextafter(r["imp_decayed"], np.inf))  # one ulp: compared exactly
     for r in rows2[45:50]:  # tombstones: the pair went quiet
         r.update({k: 0 for k in _tier(settings).count_columns}, imp_decayed=0.0, last_imp_ts=None)
+        r.update({k: 0 for k in _tier(settings).calendar_columns if k.startswith("imp_")})
     rows2 += [{"user_id": f"new{i}", "ad_id": "ad0", "imp_28d": i + 1} for i in range(20)]
     changed = {(r["user_id"], r["ad_id"]) for r in rows2[:50] + rows2[-20:]}
     s2 = online.place("user_ad", _ad_table(settings, rows2, t2), t2)

@@ -40,7 +40,7 @@ from freqcap.adapters.feast.reader import FeastReader
 from freqcap.adapters.feast.store import open_store
 from freqcap.api.app import create_app
 from freqcap.domain.policy.engine import Candidate, EntityState
-from tests.bruteforce import WINDOW_SECONDS, tier_features
+from tests.bruteforce import WINDOW_SECONDS, calendar_counts, tier_features
 from tests.integration.test_feast_online import T1, T2, _run_snapshot, _settings, random_events
 from tests.integration.test_serving import TOKEN, _free_port, write_policy
 from tests.privacy import pseudonym_of
@@ -89,12 +89,25 @@ def _random_candidates(rng: random.Random) -> list[Candidate]:
     return out
 
 
-def _expected_state(settings, events, as_of, user, level, entity):
+def _expected_state(settings, events, as_of, user, level, entity, t=None):
     tier = settings.features.tier(level)
     assert set(tier.windows) <= set(WINDOW_SECONDS) and tier.longest_window == "28d"  # what the brute force knows
     feats = tier_features(events, as_of, level, tier.half_life_seconds).get((user, entity)) or {}
     counts = {WINDOW_SECONDS[label]: int(feats.get(f"imp_{label}", 0)) for label in tier.windows}
-    return EntityState(counts, feats.get("last_imp_ts"), int(feats.get("conv_28d", 0)))
+    clicks = {WINDOW_SECONDS[label]: int(feats.get(f"clk_{label}", 0)) for label in tier.windows}
+    convs = {WINDOW_SECONDS[label]: int(feats.get(f"conv_{label}", 0)) for label in tier.windows}
+    # Calendar counts at the request time t from the batch alone: impressions in (start of t's period, min(t, T)].
+    zone = settings.features.calendar_time_zone
+    cal = calendar_counts(events, t or as_of, level, zone, upto=as_of).get((user, entity), {})
+    counts.update({(p, zone): cal.get(p, 0) for p in ("day", "week", "month")})
+    return EntityState(
+        counts,
+        feats.get("last_imp_ts"),
+        int(feats.get("conv_28d", 0)),
+        clicks=int(feats.get("clk_28d", 0)),
+        click_counts=clicks,
+        conversion_counts=convs,
+    )
 
 
 def _expected_tier(events, as_of, user):
@@ -115,8 +128,10 @@ def _compare(settings, fast, feast, events, as_of, seed, rounds=60):
     for i in range(rounds):
         user = USERS[i % len(USERS)] if i < len(USERS) else rng.choice(USERS)
         cands = _random_candidates(rng)
-        got = fast.read(pseudonym(user), cands)
-        want = feast.read(pseudonym(user), cands)
+        # Request times in the batch's day, and (every third request) in a later day, week or month.
+        t = as_of + rng.choice([timedelta(minutes=30), timedelta(hours=20), timedelta(days=6), timedelta(days=25)])
+        got = fast.read(pseudonym(user), cands, at=t)
+        want = feast.read(pseudonym(user), cands, at=t)
         assert got == want, (user, cands)
         # Every distinct entity of every level, nothing else.
         assert set(got.states) == {(lvl, c.entity(lvl)) for c in cands for lvl in ("advertiser", "campaign", "ad")}
@@ -124,7 +139,8 @@ def _compare(settings, fast, feast, events, as_of, seed, rounds=60):
         audience = AUDIENCES.get(user, "unknown") if user in ever_active else "unknown"
         assert got.audience == audience, user
         for (level, entity), st in got.states.items():
-            assert st == _expected_state(settings, events, as_of, user, level, entity), (user, level, entity)
+            assert st == _expected_state(settings, events, as_of, user, level, entity, t), (user, level, entity)
+            seen["calendar"] = seen.get("calendar", 0) + any(st.counts[(p, "UTC")] for p in ("day", "week", "month"))
             seen["nonzero" if any(st.counts.values()) else "zero"] += 1
         seen[got.signal_tier] = seen.get(got.signal_tier, 0) + 1
         seen["audience"] += got.audience != "unknown"
@@ -151,6 +167,7 @@ def _roundtrip(tmp_path, settings, reader_type):
         for seen in (seen1, seen2):
             assert seen["nonzero"] > 50 and seen["zero"] > 50, seen
             assert seen["converter"] and seen["engaged"] and seen["impression_only"] and seen["audience"], seen
+            assert seen.get("calendar", 0) > 10, seen  # non-zero calendar counts were compared
         # A view's ttl is not enforced online by Feast 0.67: these snapshots are far older than it.
         ttl = store.get_feature_view("user_ad").ttl
         assert datetime.now(UTC) - T2 > ttl
@@ -183,7 +200,11 @@ def test_fast_readers_with_different_windows_per_tier(tmp_path, kind, request):
     store, fast, _, _ = _roundtrip(tmp_path, settings, reader_type)
     try:
         state = fast.read(pseudonym_of(settings)("u1"), [Candidate("ad1", "c0", "v0")])
-        assert [sorted(state.states[(lvl, e)].counts) for lvl, e in (("campaign", "c0"), ("ad", "ad1"))] == [
+        rolling = [
+            [k for k in state.states[(lvl, e)].counts if isinstance(k, int)]
+            for lvl, e in (("campaign", "c0"), ("ad", "ad1"))
+        ]
+        assert [sorted(keys) for keys in rolling] == [
             [86400, 604800, 2419200],
             [3600, 604800, 2419200],
         ]
@@ -220,7 +241,9 @@ def test_redis_fast_reader_equals_feast_and_brute_force(tmp_path, redis_connecti
             key(user_id=p("u1"), ad_id="ad5"),
         ]
         assert list(sent[0][1]) == [_mmh3("user:audience"), _mmh3("user:signal_tier")]
-        windows = ["imp_1h", "imp_24h", "imp_7d", "imp_28d", "last_imp_ts", "conv_28d"]
+        labels = ["1h", "24h", "7d", "28d"]
+        windows = [f"imp_{w}" for w in labels] + ["last_imp_ts"] + [f"{k}_{w}" for k in ("conv", "clk") for w in labels]
+        windows += [c for p in ("day", "week", "month") for c in (f"imp_{p}", f"{p}_start")]
         assert list(sent[3][1]) == [_mmh3(f"user_ad:{c}") for c in windows]
         assert fast.client.exists(sent[3][0]), "the pair key must exist in Redis as Feast wrote it"
 

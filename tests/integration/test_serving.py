@@ -24,7 +24,7 @@ from freqcap.api.app import create_app
 from freqcap.config import load_settings
 from freqcap.domain.policy import parse_policy
 from freqcap.domain.policy.engine import Candidate, EntityState, decide
-from tests.bruteforce import WINDOW_SECONDS, tier_features
+from tests.bruteforce import WINDOW_SECONDS, calendar_counts, tier_features
 from tests.integration.test_feast_online import T1, _run_snapshot, _settings, random_events
 from tests.privacy import pseudonym_of
 
@@ -160,11 +160,14 @@ def test_decisions_use_materialized_counts(tmp_path, kind, request):
                     binding_levels.add((have["binding"]["level"], have["binding"]["window"]))
             # The state the reader built equals the brute-force state, window by window (missing pairs = zeros).
             reader = app.state.serving.reader
-            read = reader.read(pseudonym(user), cands)  # the store knows the user by pseudonym
+            read = reader.read(pseudonym(user), cands, at=T1)  # the store knows the user by pseudonym
             assert (read.audience, read.signal_tier) == (audience, tier), user
             for (level, entity), st in read.states.items():
                 exp = states.get((level, entity), EntityState({s: 0 for s in WINDOW_SECONDS.values()}))
-                assert st.counts == exp.counts, (user, level, entity, st, exp)
+                # calendar windows (UTC) at T1: impressions since the start of T1's day, week, month
+                cal = calendar_counts(events, T1, level).get((user, entity), {})
+                want_counts = {**exp.counts, **{(p, "UTC"): cal.get(p, 0) for p in ("day", "week", "month")}}
+                assert st.counts == want_counts, (user, level, entity, st, exp)
                 assert st.last_imp_ts == exp.last_imp_ts and st.conversions == exp.conversions, (user, level, entity)
         metrics = client.get("/metrics").text
     tiers = len(seen_tiers)

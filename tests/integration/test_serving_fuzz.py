@@ -247,7 +247,24 @@ BAD_POLICIES = {
     "window-negative": ("defaults.2.caps.0.window", "-1h"),
     "window-zero": ("defaults.2.caps.0.window", "0s"),
     "window-not-a-feature-window": ("defaults.2.caps.0.window", "5m"),
+    "time-zone-unknown": ("time_zone", "Mars/Olympus"),
 }
+
+
+def test_admin_rejects_a_calendar_cap_in_a_zone_the_features_do_not_count(served):
+    """The features count this week in UTC (`features.calendar_time_zone`): a week in Tokyo has no count, so the
+    policy is refused naming the cap's window, and the old policy stays."""
+    before = served.app.state.serving.policy
+    doc = _with("defaults.2.caps.0.window", "week")
+    try:
+        resp = served.http.post("/v1/admin/policy", json={**doc, "time_zone": "Asia/Tokyo"}, headers=AUTH)
+        assert resp.status_code == 422, resp.text
+        assert "defaults.2.caps.0.window: 'week' in Asia/Tokyo" in resp.json()["detail"], resp.json()["detail"]
+        assert served.app.state.serving.policy is before
+        resp = served.http.post("/v1/admin/policy", json=doc, headers=AUTH)  # the same cap in UTC is served
+        assert resp.status_code == 200, resp.text
+    finally:
+        served.app.state.serving.policy = before
 
 
 @pytest.mark.parametrize(("field_path", "value"), BAD_POLICIES.values(), ids=BAD_POLICIES.keys())

@@ -27,6 +27,7 @@ from freqcap.adapters.stream.produce import produce
 from freqcap.domain.policy.engine import Candidate
 from freqcap.domain.stream.messages import event_fields
 from freqcap.jobs.stream import redis_worker
+from tests.bruteforce import calendar_starts
 from tests.integration.stream_support import cleanup_redis, count_between, jitter_order, stream_settings
 from tests.integration.test_feast_online import T1, _run_snapshot, random_events
 from tests.privacy import pseudonym_of, with_pseudonyms
@@ -62,6 +63,9 @@ def _expected(rows, key, t, kind="impression"):
         alone = label in STREAM_WINDOWS and t - timedelta(seconds=w) >= T_B
         lo = t - timedelta(seconds=w) if alone else T_B - timedelta(seconds=w)
         out[w] = count_between(rows, key, kind, lo, t)
+    # Calendar windows (UTC, the default zone): every event since the start of t's day, week, month.
+    for period, start in calendar_starts(t).items():
+        out[(period, "UTC")] = count_between(rows, key, kind, start, t)
     return out
 
 

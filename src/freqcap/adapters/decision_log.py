@@ -11,7 +11,7 @@ One JSON line per candidate of a sampled request, with the user's cohort (audien
 | ad_id, campaign_id, advertiser_id | the candidate (ids of ads, not of people) |
 | level, binding_kind, window, cap, count | the binding constraint (null when no cap applies) |
 | distance_to_cap, penalty, eligible | what the ranker got |
-| hit | the binding constraint is reached: count ≥ cap (distance ≤ 0), or an active min_gap / stop-after-conversion |
+| hit | the binding constraint is reached: count ≥ cap (distance ≤ 0), or an active min_gap / stop after click or conversion |
 | degraded, degraded_reason | the answer is degraded: failed open, or decided from batch alone (`stream_stale`) |
 | fail_open | the request failed open (then no cohort and no binding) |
 

@@ -114,7 +114,7 @@ async def _lookup(state: ServingState, user_id: str, cands: Any, at: datetime):
             return f"store_error: {type(exc).__name__}", None
         finally:
             state.release()
-    if getattr(state.reader, "reads_stream", False):
+    if getattr(state.reader, "reads_stream", False) or getattr(state.reader, "reads_at", False):
         read = functools.partial(state.reader.read, user_id, cands, at)
     else:
         read = functools.partial(state.reader.read, user_id, cands)

@@ -2,17 +2,24 @@
 
 Semantics: for as-of time T, tier L and window W, `imp_W` counts impressions with event_ts in
 (T − W, T]; `clk_W` and `conv_W` likewise; `imp_decayed` = Σ 2^(−(T − ts)/h_L) over the tier's impressions in its
-longest window; `last_imp_ts` is the latest impression in that window. Events after T never count. Tables are
-sparse: a (user, entity) pair appears only if it has an event in the tier's longest window.
+longest window; `last_imp_ts` is the latest impression in that window. Events after T never count. Calendar
+windows (`freqcap.domain.calendar`): `imp_day`, `imp_week`, `imp_month` count impressions in (start, T] where start
+begins T's day, ISO week or month in `features.calendar_time_zone`, and `day_start`, `week_start`, `month_start`
+hold those starts (epoch seconds). Tables are sparse: a (user, entity) pair appears only if it has an event in the
+tier's longest window or an impression in the current week or month.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from freqcap.config import FeaturesConfig, TierConfig, parse_duration
+from freqcap.domain.calendar import PERIODS, period_starts, resolve_calendar
+from freqcap.domain.policy.engine import EntityState
 
 # Event type -> column prefix.
 COUNT_PREFIXES: dict[str, str] = {"impression": "imp", "click": "clk", "conversion": "conv"}
@@ -29,10 +36,12 @@ class TierTable:
     count_columns: tuple[str, ...]
     decayed_column: str = "imp_decayed"
     last_ts_column: str = "last_imp_ts"
+    # Per calendar period: impressions since its start (`imp_<period>`) and that start (`<period>_start`).
+    calendar_columns: tuple[str, ...] = tuple(c for p in PERIODS for c in (f"imp_{p}", f"{p}_start"))
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
-        return (*self.count_columns, self.decayed_column, self.last_ts_column)
+        return (*self.count_columns, *self.calendar_columns, self.decayed_column, self.last_ts_column)
 
 
 def tier_table(tier: TierConfig) -> TierTable:
@@ -92,17 +101,74 @@ class ServingColumns:
     view: str
     join_keys: tuple[str, ...]  # as the view declares them, e.g. ("user_id", "ad_id")
     window_seconds: tuple[int, ...]
-    features: tuple[str, ...]  # imp_<w>..., last_imp_ts, conv_<longest>
+    # imp_<w>..., last_imp_ts, conv_<w>..., clk_<w>..., then imp_<period>, <period>_start per calendar period
+    features: tuple[str, ...]
+    zone: str = "UTC"  # the calendar periods' time zone
+
+    def calendar(self, values: Sequence[Any], count: Callable[[Any], int]) -> dict[str, tuple[int, float]] | None:
+        """Per calendar period, the batch row's (count, period start); None when the row has no calendar values."""
+        n = len(self.window_seconds)
+        raw = values[3 * n + 1 : 3 * n + 1 + 2 * len(PERIODS)]
+        if len(raw) < 2 * len(PERIODS) or raw[1] is None:
+            return None
+        return {p: (count(raw[2 * i]), float(count(raw[2 * i + 1]))) for i, p in enumerate(PERIODS)}
+
+    def state(
+        self,
+        values: Sequence[Any],
+        count: Callable[[Any], int],
+        timestamp: Callable[[Any], Any],
+        t: float,
+    ) -> EntityState:
+        """The engine's state from the values of `features` (in order), decoded by `count` and `timestamp`; the
+        calendar counts as of `t` (epoch seconds, the request time) from the batch alone (`resolve_calendar`)."""
+        n = len(self.window_seconds)
+        secs = self.window_seconds
+        convs = dict(zip(secs, map(count, values[n + 1 : 2 * n + 1]), strict=True))
+        clicks = dict(zip(secs, map(count, values[2 * n + 1 : 3 * n + 1]), strict=True))
+        counts: dict[Any, int] = dict(zip(secs, map(count, values[:n]), strict=True))
+        counts.update(self.calendar_counts(self.calendar(values, count), t, None))
+        return EntityState(
+            counts=counts,
+            last_imp_ts=timestamp(values[n]),
+            conversions=convs[secs[-1]],
+            clicks=clicks[secs[-1]],
+            click_counts=clicks,
+            conversion_counts=convs,
+        )
+
+    def calendar_counts(
+        self,
+        batch: dict[str, tuple[int, float]] | None,
+        t: float,
+        stream: tuple[float, Callable[[float, float], int]] | None,
+    ) -> dict[Any, int]:
+        """Calendar counts keyed by (period, zone) at `t` (epoch seconds); `stream`: (batch cut-off, the stream's
+        events in (lo, hi]) when the stream is usable."""
+        out: dict[Any, int] = {}
+        between = stream[1] if stream else None
+        cutoff = stream[0] if stream else float("nan")
+        for key, start_t in period_starts(t, self.zone):
+            row = (*batch[key[0]], cutoff) if batch is not None else None
+            out[key] = resolve_calendar(t, start_t, row, between)
+        return out
 
 
 def serving_columns(features: FeaturesConfig) -> tuple[tuple[str, ...], list[ServingColumns]]:
     """What `decide` reads online (and FeastReader asks Feast for): the user's audience and signal tier; per tier
-    the impression count of every window, the last impression time and the conversions in the longest window."""
+    the impression count of every window, the last impression time, and the conversions and clicks of every window
+    (the policy's stops and their cool-down)."""
     tiers = []
     for table in tier_tables(features):
         tier = features.tier(table.level)
         windows = tier.window_seconds
-        cols = (*[f"imp_{w}" for w in windows], table.last_ts_column, f"conv_{tier.longest_window}")
+        cols = (
+            *[f"imp_{w}" for w in windows],
+            table.last_ts_column,
+            *[f"conv_{w}" for w in windows],
+            *[f"clk_{w}" for w in windows],
+            *table.calendar_columns,
+        )
         tiers.append(
             ServingColumns(
                 level=table.level,
@@ -110,6 +176,7 @@ def serving_columns(features: FeaturesConfig) -> tuple[tuple[str, ...], list[Ser
                 join_keys=("user_id", table.entity_column),
                 window_seconds=tuple(windows.values()),
                 features=cols,
+                zone=features.calendar_time_zone,
             )
         )
     return ("audience", "signal_tier"), tiers

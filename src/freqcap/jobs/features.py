@@ -29,6 +29,7 @@ from freqcap.adapters.gx.features import (
 from freqcap.adapters.secrets import load_pseudonymizer
 from freqcap.config import Settings
 from freqcap.domain.features import FeatureBuild
+from freqcap.domain.stream.seam import check_batch_cutoff
 from freqcap.layout import DataLayout, ads_path_for, parse_as_of, users_path_for
 from freqcap.resources import suite_path
 
@@ -149,6 +150,9 @@ def materialize_job(build: dict[str, Any], settings: Settings) -> dict[str, Any]
     newer values (SQLite would otherwise let the older write win).
     """
     ts = parse_as_of(build["as_of"])
+    if settings.stream.enabled:
+        # The as-of becomes the rows' cut-off at serving's batch/stream seam: it must not split a stream bucket.
+        check_batch_cutoff(ts.timestamp(), int(settings.stream.seconds("bucket")))
     layout = DataLayout.of(settings)
     repo = layout.feast_repo
     root = layout.offline_root

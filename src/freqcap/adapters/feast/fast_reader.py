@@ -52,6 +52,7 @@ from freqcap.adapters.feast.reader import DEFAULT_SIGNAL_TIER, UNKNOWN_AUDIENCE,
 from freqcap.adapters.feast.repo.feature_views import stream_view_name
 from freqcap.adapters.feast.stream_seam import StreamSeamSource
 from freqcap.config import FeaturesConfig, Settings
+from freqcap.domain.calendar import PERIODS, calendar_key
 from freqcap.domain.features import USER_TABLE, ServingColumns, serving_columns
 from freqcap.domain.policy.engine import LEVELS, Candidate, EntityState
 from freqcap.domain.stream.buckets import Buckets
@@ -217,6 +218,7 @@ class RedisFeatureReader:
 
     redis_type = RedisType.redis
     cluster = False
+    reads_at = True  # `read` takes the request time (calendar counts, the stream seam)
 
     def __init__(
         self,
@@ -318,10 +320,7 @@ class RedisFeatureReader:
             tier_tails=tier_tails,
             tier_commands=None if None in tier_commands.values() else tier_commands,
             windows={level: cols.window_seconds for level, (cols, _, _) in tiers.items()},
-            empty={
-                level: EntityState(counts=dict.fromkeys(cols.window_seconds, 0))
-                for level, (cols, _, _) in tiers.items()
-            },
+            empty={level: _empty_state(cols) for level, (cols, _, _) in tiers.items()},
         )
 
     def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
@@ -355,19 +354,15 @@ class RedisFeatureReader:
         signal_tier = decode(tier_raw) or DEFAULT_SIGNAL_TIER
         if self.stream is not None:
             return self._resolve_with_stream(plan, entities, replies, audience, signal_tier, at)
+        t = at.timestamp() if at is not None else time.time()
         states: dict[tuple[str, str], EntityState] = {}
-        windows, empty = plan.windows, plan.empty
+        empty = plan.empty
+        tiers = plan.tiers
         for (level, entity), values in zip(entities, replies[1:], strict=True):
             if values.count(None) == len(values):  # no row: zero in every window, as `count(None)` reads it
                 states[(level, entity)] = empty[level]
                 continue
-            secs = windows[level]
-            n = len(secs)
-            states[(level, entity)] = EntityState(
-                counts=dict(zip(secs, map(count, values[:n]), strict=True)),
-                last_imp_ts=timestamp(values[n]),
-                conversions=count(values[n + 1]),
-            )
+            states[(level, entity)] = tiers[level][0].state(values, count, timestamp, t)
         return UserState(audience, signal_tier, states)
 
     def _resolve_with_stream(self, plan, entities, replies, audience, signal_tier, at) -> UserState:
@@ -379,35 +374,41 @@ class RedisFeatureReader:
         stale = seam is None
         states: dict[tuple[str, str], EntityState] = {}
         for (level, entity), values in zip(entities, replies[1:], strict=True):
-            secs = plan.windows[level]
-            n = len(secs)
-            has_batch = any(v is not None for v in values[: n + 2])
+            cols = plan.tiers[level][0]
+            secs = cols.window_seconds
+            m = len(cols.features)  # the batch row's fields; then its event timestamp, then the stream's
+            watermark = snap.batch_watermarks.get(level)
             batch = None
-            if has_batch:
-                cutoff = fmt.event_timestamp_seconds(values[n + 2])
-                watermark = snap.batch_watermarks.get(level)
+            if any(v is not None for v in values[:m]):
+                cutoff = fmt.event_timestamp_seconds(values[m])
                 if watermark is not None and (cutoff is None or watermark > cutoff):
                     cutoff = watermark  # an unchanged row kept its older timestamp; its values hold at the watermark
+                state = cols.state(values, count, timestamp, t)
                 batch = BatchRow(
-                    counts=dict(zip(secs, map(count, values[:n]), strict=True)),
-                    conversions=count(values[n + 1]),
-                    last_imp_ts=timestamp(values[n]),
+                    counts=state.counts,
+                    conversions=state.conversions,
+                    last_imp_ts=state.last_imp_ts,
                     cutoff=cutoff if cutoff is not None else float("inf"),
+                    click_counts=state.click_counts,
+                    conversion_counts=state.conversion_counts,
+                    calendar=cols.calendar(values, count),
                 )
-            if seam is None or not seam.usable_for(batch):
+            # A pair without a row had no event up to the view's watermark: a gap after it is a gap for it too.
+            if seam is None or not seam.usable_for(batch, missing_cutoff=watermark):
                 stale = True
                 if batch is None:
-                    states[(level, entity)] = EntityState(counts=dict.fromkeys(secs, 0))
+                    states[(level, entity)] = plan.empty[level]
                 else:
-                    states[(level, entity)] = EntityState(batch.counts, batch.last_imp_ts, batch.conversions)
+                    states[(level, entity)] = state
                 continue
-            imp_b, imp_c, conv_b, conv_c, last = values[n + 3 : n + 8]
+            imp_b, imp_c, clk_b, clk_c, conv_b, conv_c, last = values[m + 1 : m + 8]
             stream = StreamRow(
                 impressions=Buckets(fmt.int64_list_values(imp_b), fmt.int64_list_values(imp_c)),
                 conversions=Buckets(fmt.int64_list_values(conv_b), fmt.int64_list_values(conv_c)),
                 last_imp=_ts_seconds(timestamp(last)),
+                clicks=Buckets(fmt.int64_list_values(clk_b), fmt.int64_list_values(clk_c)),
             )
-            states[(level, entity)] = seam.resolve(secs, batch, stream, t)
+            states[(level, entity)] = seam.resolve(secs, batch, stream, t, cols.zone)
         return UserState(audience, signal_tier, states, stream_stale=stale)
 
     def _round_trip(self, commands: list[bytes]) -> list[Any]:
@@ -481,8 +482,15 @@ class RedisClusterFeatureReader(RedisFeatureReader):
         return plan, entities, commands
 
 
-# The stream view fields serving reads (clicks are pushed for other consumers, not read on the hot path).
-STREAM_READ = ("imp_buckets", "imp_counts", "conv_buckets", "conv_counts", "last_imp_ts")
+# The stream view fields serving reads (clicks for the policy's stop after click).
+STREAM_READ = ("imp_buckets", "imp_counts", "clk_buckets", "clk_counts", "conv_buckets", "conv_counts", "last_imp_ts")
+
+
+def _empty_state(cols: ServingColumns) -> EntityState:
+    """A pair with no row: zero in every window, clicks and conversions included."""
+    zeros = dict.fromkeys(cols.window_seconds, 0)
+    calendar = {calendar_key(p, cols.zone): 0 for p in PERIODS}  # no impression in any period, whenever asked
+    return EntityState(counts={**zeros, **calendar}, click_counts=zeros, conversion_counts=zeros)
 
 
 def _ts_seconds(value: datetime | None) -> float | None:
@@ -509,6 +517,8 @@ class SqliteFeatureReader:
 
     Feast's SQLite rows are (entity_key, feature_name, value, event_ts, ...); keys are `serialize_entity_key`
     without a project suffix (the project is in the table name)."""
+
+    reads_at = True  # `read` takes the request time (calendar counts)
 
     def __init__(self, store: Any, features: FeaturesConfig, *, busy_timeout: float = DEFAULT_SOCKET_TIMEOUT):
         # why here: Feast's SQLite module registers process-wide sqlite3 datetime adapters; only SQLite users load it.
@@ -574,7 +584,10 @@ class SqliteFeatureReader:
             self._local.conn = conn
         return conn
 
-    def read(self, user_id: str, candidates: Sequence[Candidate]) -> UserState:
+    def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
+        """The user's cohort and the state of every distinct (level, entity); calendar counts as of `at` (the request
+        time; default now)."""
+        t = at.timestamp() if at is not None else time.time()
         plan = self._require_plan()
         entities = _distinct_entities(candidates)
         user_key, user_table = plan["user"]
@@ -617,13 +630,8 @@ class SqliteFeatureReader:
         empty: dict[str, list[None]] = {}
         for level, entity in entities:
             cols = plan["tiers"][level][0]
-            n = len(cols.window_seconds)
             values = found.get((level, entity)) or empty.setdefault(level, [None] * len(cols.features))
-            states[(level, entity)] = EntityState(
-                counts={sec: count(values[i]) for i, sec in enumerate(cols.window_seconds)},
-                last_imp_ts=timestamp(values[n]),
-                conversions=count(values[n + 1]),
-            )
+            states[(level, entity)] = cols.state(values, count, timestamp, t)
         return UserState(audience, signal_tier, states)
 
     def clear_caches(self) -> None:

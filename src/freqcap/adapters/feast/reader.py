@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from freqcap.config import FeaturesConfig
-from freqcap.domain.features import USER_TABLE, tier_tables
+from freqcap.domain.features import USER_TABLE, serving_columns, tier_tables
 from freqcap.domain.policy.engine import LEVELS, Candidate, EntityState
 
 UNKNOWN_AUDIENCE = "unknown"
@@ -26,6 +27,10 @@ class UserState:
 
 class FeatureReader(Protocol):
     def read(self, user_id: str, candidates: Sequence[Candidate]) -> UserState: ...
+
+
+def _as_count(value: Any) -> int:
+    return int(value) if value is not None else 0
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -53,15 +58,15 @@ class FeastReader:
             for t in self.tables.values()
         }
         self.refs = [f"{USER_TABLE}:audience", f"{USER_TABLE}:signal_tier"]
+        # The columns `serving_columns` names (the fast readers read the same), per level.
+        self.columns = {cols.level: cols for cols in serving_columns(features)[1]}
         for level, table in self.tables.items():
-            self.refs += [f"{table.name}:{c}" for c in self.windows[level]]
-            self.refs += [
-                f"{table.name}:{table.last_ts_column}",
-                f"{table.name}:conv_{features.tier(level).longest_window}",
-            ]
-        self.conv_col = {lvl: f"conv_{features.tier(lvl).longest_window}" for lvl in self.tables}
+            self.refs += [f"{table.name}:{c}" for c in self.columns[level].features]
 
-    def read(self, user_id: str, candidates: Sequence[Candidate]) -> UserState:
+    reads_at = True  # `read` takes the request time (calendar counts)
+
+    def read(self, user_id: str, candidates: Sequence[Candidate], at: datetime | None = None) -> UserState:
+        t = at.timestamp() if at is not None else time.time()
         keys = list(dict.fromkeys((c.advertiser_id, c.campaign_id, c.ad_id) for c in candidates))
         rows = [{"user_id": user_id, "advertiser_id": v, "campaign_id": c, "ad_id": a} for v, c, a in keys]
         if not rows:
@@ -76,14 +81,7 @@ class FeastReader:
                 entity = key[LEVELS.index(level)]
                 if (level, entity) in states:
                     continue
-                counts = {}
-                for col, sec in self.windows[level].items():
-                    value = got[f"{table.name}__{col}"][i]
-                    counts[sec] = int(value) if value is not None else 0
-                conv = got[f"{table.name}__{self.conv_col[level]}"][i]
-                states[(level, entity)] = EntityState(
-                    counts=counts,
-                    last_imp_ts=_as_datetime(got[f"{table.name}__{table.last_ts_column}"][i]),
-                    conversions=int(conv) if conv is not None else 0,
-                )
+                cols = self.columns[level]
+                values = [got[f"{table.name}__{c}"][i] for c in cols.features]
+                states[(level, entity)] = cols.state(values, _as_count, _as_datetime, t)
         return UserState(audience, signal_tier, states)

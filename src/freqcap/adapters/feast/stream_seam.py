@@ -73,12 +73,28 @@ class StreamSeamSource:
         return SeamSnapshot(seam, watermarks, status)
 
     def _batch_watermarks(self) -> dict[str, float]:
+        """Per level, the cut-off of the batch view: the bulk materializer's as-of, else the end of Feast's newest
+        materialization interval floored to the bucket (the features job materializes (as_of - 1 s, as_of + 1 s),
+        so that is the as-of). A pair with no row had no event up to it; without one, the seam cannot rule out a
+        gap for such pairs and does not use the stream for them."""
+        names = {f"user_{level}": level for level in ("advertiser", "campaign", "ad")}
+        out: dict[str, float] = {}
         try:
             from freqcap.adapters.feast.bulk import online_state
 
-            names = {f"user_{level}": level for level in ("advertiser", "campaign", "ad")}
             states = online_state(self.store, self.settings, list(names))
-            return {names[v]: s.as_of_dt.timestamp() for v, s in states.items() if s is not None}
-        except Exception as exc:  # no bulk state (Feast's own materialize): per-row timestamps alone
+            out = {names[v]: s.as_of_dt.timestamp() for v, s in states.items() if s is not None}
+        except Exception as exc:  # no bulk state (Feast's own materialize): Feast's intervals below
             log.debug("no bulk watermarks: %s", exc)
-            return {}
+        for view, level in names.items():
+            if level in out:
+                continue
+            try:
+                end = self.store.get_feature_view(view, allow_registry_cache=True).most_recent_end_time
+            except Exception as exc:
+                log.debug("no materialization interval for %s: %s", view, exc)
+                continue
+            if end is not None:
+                seconds = end.timestamp() - 1e-6  # the interval's end is exclusive
+                out[level] = seconds - seconds % self.bucket_s
+        return out

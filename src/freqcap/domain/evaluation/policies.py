@@ -5,7 +5,7 @@
 `freqcap.domain.policy.engine.decide` exactly for cap rules (tests/unit/domain/evaluation compare the two on random states):
 for a cap of `max` per window with `count` impressions in it, d = max − count; a hard rule makes the candidate
 ineligible (penalty 0) once d ≤ 0, a soft rule contributes `penalty_for_distance(d)`; the strictest (lowest)
-multiplier wins across all rules and levels, rounded to 6 decimals. `min_gap` and `stop_after_conversion` are not
+multiplier wins across all rules and levels, rounded to 6 decimals. `min_gap` and the stops (click, conversion) are not
 supported by the replay (a policy using them is rejected rather than evaluated wrongly).
 
 A `ReplayPolicy` adds what the replay needs around a policy document: a name, a reserve (an opportunity is filled
@@ -108,10 +108,15 @@ def compile_policy(rp: ReplayPolicy, audiences: Sequence[str], tiers: Sequence[s
                 for t, tier in enumerate(tiers):
                     seen: dict[tuple[int, bool], int] = {}
                     for rule in rp.policy.rules_for(aud, tier, level):
-                        if rule.min_gap or rule.stop_after_conversion:
+                        if rule.min_gap or rule.stop_after_conversion or rule.stop_after_click:
                             raise ValueError(
-                                f"policy {rp.name!r}: min_gap / stop_after_conversion ({level} rule for "
+                                f"policy {rp.name!r}: min_gap / stop_after_click / stop_after_conversion ({level} rule for "
                                 f"{rule.match.audience}/{rule.match.signal_tier}) are not supported by the replay"
+                            )
+                        if any(cap.calendar for cap in rule.caps):
+                            raise ValueError(
+                                f"policy {rp.name!r}: calendar caps ({level} rule for {rule.match.audience}/"
+                                f"{rule.match.signal_tier}) are not supported by the replay"
                             )
                         for cap in rule.caps:
                             base = (cap.window_seconds * 1_000_000, rule.mode == "hard")

@@ -4,7 +4,7 @@ For every impression in the window (start, end] and every level, the realized co
 impressions of the same entity to the same user within the cap's window ending at that impression, itself
 included: (t − W, t] — the n of "the n-th impression". The caps are those the live policy applies to the user's
 cohort at that level (`Policy.rules_for`); recency (`min_gap`) and stop-after-conversion constraints are not
-frequencies and are left out. The user's signal tier is taken as of the window start from the events
+frequencies and are left out; so are calendar caps (this day, week, month: not a rolling count). The user's signal tier is taken as of the window start from the events
 (`converter`: a conversion within the features' signal lookback, else `engaged`: a click, else
 `impression_only`) — what batch features told serving during the window.
 
@@ -42,7 +42,7 @@ def cap_windows(policy: Any) -> dict[str, set[int]]:
     """level -> the cap windows (seconds) any rule of the policy uses at that level."""
     out: dict[str, set[int]] = {lv: set() for lv in LEVELS}
     for rule in (*policy.defaults, *policy.rules):
-        out[rule.level].update(c.window_seconds for c in rule.caps)
+        out[rule.level].update(c.window_seconds for c in rule.caps if c.calendar is None)
     return out
 
 
@@ -62,7 +62,8 @@ def realized_frequency(imps: pd.DataFrame, policy: Any) -> tuple[list[MetricRow]
         ratio = np.full(n, np.nan)
         beyond = np.zeros(n, dtype=bool)
         for (audience, tier), idx in imps.groupby(["audience", "signal_tier"]).indices.items():
-            caps = [c for rule in policy.rules_for(audience, tier, level) for c in rule.caps]
+            # Calendar caps are not in the realized-frequency counts (rolling windows only).
+            caps = [c for rule in policy.rules_for(audience, tier, level) for c in rule.caps if c.calendar is None]
             if not caps:
                 continue
             per_cap = np.column_stack(

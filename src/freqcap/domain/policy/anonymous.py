@@ -9,7 +9,7 @@ Without an id there are no counts to read, and "no penalty" would let id-less tr
   position, E = (1/C)·Σ_{k=0}^{C−1} penalty(C − k), so id-less impressions are discounted by what capping costs an
   identified user's impressions on average, no more. The reported count and distance are the expectations
   (C − 1)/2 and (C + 1)/2. A `hard` cap never excludes an impression within the cap: its factor is 1. Recency
-  (`min_gap`) and `stop_after_conversion` need the user's history and do not apply.
+  (`min_gap`), `stop_after_click` and `stop_after_conversion` need the user's history and do not apply.
 - **Which cohort the user belongs to.** Audience and signal tier are unknown too: every cohort the policy can tell
   apart is evaluated (each audience a rule names, plus any audience no rule names, times the three signal tiers)
   and the strictest result wins, as the strictest cap wins for an identified user.

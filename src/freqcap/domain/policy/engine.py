@@ -9,9 +9,16 @@ and monotone in the count (policy.penalty: onset, at_cap, floor):
     0 ≤ d < 1 + onset   → linear from 1 down to at_cap at d=0 (approaching: no cliff at the cap)
     d < 0               → floor + (at_cap − floor)·2^d        (beyond: keeps falling towards floor)
 
+A cap's window is rolling (`24h`: the last 24 hours) or calendar (`day`, `week`, `month`: since the period's start in
+the policy's `time_zone`); the engine reads whichever count the state holds for it.
+
 The strictest constraint wins across all caps and levels (lowest multiplier; ties: smallest distance), so an
 ad-level cap binds even while the campaign cap has room. `hard` rules make a candidate ineligible once d ≤ 0
-(penalty 0); `min_gap` (recency) and `stop_after_conversion` bind the same way, scaled for soft rules.
+(penalty 0); `min_gap` (recency) and the stops bind the same way for hard rules. For soft rules the minimum gap is
+smooth like the caps: `floor + (1 − floor)·elapsed/gap`, from the floor right after an impression up to exactly 1
+at the gap (no jump at the boundary). `stop_after_click` / `stop_after_conversion` are deliberate steps: a click
+(conversion) at the level inside `stop_cooldown` (default: the state's longest window) sets the multiplier to the
+floor (soft) or makes the candidate ineligible (hard).
 """
 
 from __future__ import annotations
@@ -29,11 +36,16 @@ _ENTITY_ATTR = {"advertiser": "advertiser_id", "campaign": "campaign_id", "ad": 
 
 @dataclass(frozen=True)
 class EntityState:
-    """Frequency state of one (user, entity) pair: counts by window length in seconds, last impression, conversions."""
+    """Frequency state of one (user, entity) pair: impression counts by window (length in seconds for a rolling
+    window, (period, zone) for a calendar one: `freqcap.domain.calendar`), last impression, clicks and conversions."""
 
     counts: Mapping[int, int] = field(default_factory=dict)
     last_imp_ts: datetime | None = None
-    conversions: int = 0
+    conversions: int = 0  # in the level's longest window
+    clicks: int = 0  # in the level's longest window
+    # Clicks and conversions by window length in seconds: what a `stop_cooldown` reads.
+    click_counts: Mapping[int, int] = field(default_factory=dict)
+    conversion_counts: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ class Binding:
     window: str | None
     cap: int | None
     count: int
-    kind: str = "cap"  # cap | min_gap | stop_after_conversion
+    kind: str = "cap"  # cap | min_gap | stop_after_click | stop_after_conversion
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,35 @@ def penalty_for_distance(distance: float, config: PenaltyConfig) -> float:
         span = 1 + config.onset
         return config.at_cap + (1 - config.at_cap) * (distance / span)
     return config.floor + (config.at_cap - config.floor) * 2.0**distance
+
+
+def gap_multiplier(elapsed: float, gap: float, config: PenaltyConfig) -> float:
+    """Soft `min_gap`: floor right after an impression, rising linearly to exactly 1 at the gap (continuous)."""
+    if elapsed >= gap:
+        return 1.0
+    return config.floor + (1.0 - config.floor) * (max(elapsed, 0.0) / gap)
+
+
+def _stop_counts(state: EntityState, cooldown: int | None) -> tuple[int, int]:
+    """(clicks, conversions) inside the cool-down; without one, in the longest window."""
+    if cooldown is None:
+        return state.clicks, state.conversions
+    if cooldown not in state.click_counts or cooldown not in state.conversion_counts:
+        raise KeyError(f"no click/conversion count for a {cooldown}s cool-down (known: {sorted(state.click_counts)})")
+    return int(state.click_counts[cooldown]), int(state.conversion_counts[cooldown])
+
+
+def _stops(rule, level: str, state: EntityState, penalty: PenaltyConfig):
+    """The stop constraints of one rule (CapRule or compiled _Rule): click first, then conversion."""
+    if not (rule.stop_after_click or rule.stop_after_conversion):
+        return
+    hard = rule.mode == "hard" if isinstance(rule, CapRule) else rule.hard
+    clicks, conversions = _stop_counts(state, rule.cooldown_seconds)
+    mult = 0.0 if hard else penalty.floor
+    if rule.stop_after_click and clicks > 0:
+        yield mult, None, not hard, (level, rule.stop_cooldown, None, clicks, "stop_after_click")
+    if rule.stop_after_conversion and conversions > 0:
+        yield mult, None, not hard, (level, rule.stop_cooldown, None, conversions, "stop_after_conversion")
 
 
 def decide(
@@ -125,15 +166,20 @@ def decide_reference(
     return out
 
 
-def _window_count(state: EntityState, window_seconds: int) -> int:
+def _window_count(state: EntityState, window_seconds: Any) -> int:
+    """The count of a cap's window: by seconds (rolling) or by (period, zone) (calendar)."""
     if window_seconds not in state.counts:
-        raise KeyError(f"no count for a {window_seconds}s window (known: {sorted(state.counts)})")
+        what = (
+            f"{window_seconds[0]} in {window_seconds[1]}" if isinstance(window_seconds, tuple) else f"{window_seconds}s"
+        )
+        raise KeyError(f"no count for a {what} window (known: {sorted(state.counts, key=str)})")
     return int(state.counts[window_seconds])
 
 
 def _zero(rule: CapRule) -> EntityState:
     """The state of an entity never shown: zero in every window of the rule."""
-    return EntityState(counts={c.window_seconds: 0 for c in rule.caps})
+    stops = {rule.cooldown_seconds: 0} if rule.cooldown_seconds is not None else {}
+    return EntityState(counts={c.window_seconds: 0 for c in rule.caps}, click_counts=stops, conversion_counts=stops)
 
 
 def _constraints(rule: CapRule, level: str, state: EntityState, now: datetime, penalty: PenaltyConfig):
@@ -152,12 +198,9 @@ def _constraints(rule: CapRule, level: str, state: EntityState, now: datetime, p
         gap = rule.min_gap_seconds
         elapsed = (now - state.last_imp_ts).total_seconds()
         if elapsed < gap:
-            fraction = max(elapsed, 0.0) / gap
-            mult = 0.0 if hard else max(penalty.floor, penalty.at_cap * fraction)
+            mult = 0.0 if hard else gap_multiplier(elapsed, gap, penalty)
             yield mult, None, not hard, (level, rule.min_gap, None, 1, "min_gap")
-    if rule.stop_after_conversion and state.conversions > 0:
-        mult = 0.0 if hard else penalty.floor
-        yield mult, None, not hard, (level, None, None, state.conversions, "stop_after_conversion")
+    yield from _stops(rule, level, state, penalty)
 
 
 def _entity_verdict(
@@ -204,8 +247,11 @@ def _stricter(a, b) -> bool:
 def _reason(binding: Binding, distance: float | None, eligible: bool) -> str:
     if binding.kind == "min_gap":
         return f"{binding.level}: last impression within min_gap {binding.window}"
+    within = f" within {binding.window}" if binding.window else ""
     if binding.kind == "stop_after_conversion":
-        return f"{binding.level}: user converted ({binding.count}); stop after conversion"
+        return f"{binding.level}: user converted ({binding.count}){within}; stop after conversion"
+    if binding.kind == "stop_after_click":
+        return f"{binding.level}: user clicked ({binding.count}){within}; stop after click"
     state = "over" if distance is not None and distance <= 0 else "under"
     verdict = "" if eligible else ", ineligible (hard cap)"
     return f"{binding.level} cap {binding.cap}/{binding.window}: {binding.count} seen, {state} the cap{verdict}"
@@ -231,7 +277,10 @@ class _Rule:
     hard: bool
     min_gap: str | None
     min_gap_seconds: float | None
+    stop_after_click: bool
     stop_after_conversion: bool
+    stop_cooldown: str | None
+    cooldown_seconds: int | None
 
 
 def _plain(rule: CapRule) -> _Rule:
@@ -240,7 +289,10 @@ def _plain(rule: CapRule) -> _Rule:
         hard=rule.mode == "hard",
         min_gap=rule.min_gap,
         min_gap_seconds=rule.min_gap_seconds,
+        stop_after_click=rule.stop_after_click,
         stop_after_conversion=rule.stop_after_conversion,
+        stop_cooldown=rule.stop_cooldown,
+        cooldown_seconds=rule.cooldown_seconds,
     )
 
 
@@ -391,16 +443,16 @@ class _Cohort:
                 gap = rule.min_gap_seconds
                 elapsed = (now - state.last_imp_ts).total_seconds()
                 if elapsed < gap:
-                    mult = 0.0 if hard else max(pen.floor, pen.at_cap * (max(elapsed, 0.0) / gap))
+                    mult = 0.0 if hard else gap_multiplier(elapsed, gap, pen)
                     eligible = eligible and not hard
                     if best is None or mult < bm or (mult == bm and bd > _NEG_INF):
                         best, bm, bd = (mult, None, not hard, (name, rule.min_gap, None, 1, "min_gap")), mult, _NEG_INF
-            if rule.stop_after_conversion and state.conversions > 0:
-                mult = 0.0 if hard else pen.floor
-                eligible = eligible and not hard
-                if best is None or mult < bm or (mult == bm and bd > _NEG_INF):
-                    fields = (name, None, None, state.conversions, "stop_after_conversion")
-                    best, bm, bd = (mult, None, not hard, fields), mult, _NEG_INF
+            if rule.stop_after_click or rule.stop_after_conversion:
+                for item in _stops(rule, name, state, pen):
+                    mult = item[0]
+                    eligible = eligible and item[2]
+                    if best is None or mult < bm or (mult == bm and bd > _NEG_INF):
+                        best, bm, bd = item, mult, _NEG_INF
         if best is not None:
             best = (best[0], best[1], best[2], Binding(*best[3]))
         return best, eligible

@@ -2,11 +2,14 @@
 
 Checks, each reported with its numbers:
 
-- `windows_known`: every cap counts over a window the feature tables compute for its level (otherwise serving
-  would have no count for it).
+- `windows_known`: every cap counts over a window the feature tables compute for its level (a calendar cap: in the
+  features' calendar zone), and every `stop_cooldown` is such a window (otherwise serving would have no count for it).
 - `caps_within_bounds`: every cap's `max` lies in [min_cap, max_cap].
 - `change_vs_live`: every cap that exists in both policies (same audience, tier, level and window) changes by at most a
-  factor `max_cap_ratio` either way.
+  factor `max_cap_ratio` either way, and nothing the live policy enforces is dropped: a rule or default, a cap, a
+  `min_gap` or a stop (after click / conversion) that the candidate no longer has fails the check (unless
+  `allow_removals`), reported with its projected effect on the feature snapshot (per level, the share of active
+  pairs at or over a cap under the live policy and under the candidate, over the cohorts the removal touches).
 - `projected_hit_change`: on the current feature snapshot, the share of active (user, entity) pairs at or over a cap,
   per level, moves by at most `max_hit_rate_change` (absolute) between the live and the proposed policy.
 
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from freqcap.domain.calendar import PERIODS, calendar_key
 from freqcap.domain.policy.engine import LEVELS
 from freqcap.domain.policy.schema import Policy
 
@@ -32,6 +36,7 @@ class GuardrailLimits:
     max_cap: int = 200
     max_cap_ratio: float = 4.0
     max_hit_rate_change: float = 0.15
+    allow_removals: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,16 +79,27 @@ def window_errors(policy: Policy, windows_by_level: Mapping[str, set[int]]) -> l
         known = windows_by_level.get(rule.level, set())
         for j, cap in enumerate(rule.caps):
             if cap.window_seconds not in known:
-                windows = ", ".join(f"{s}s" for s in sorted(known))
+                windows = ", ".join(_label(s) for s in sorted(known, key=str))
+                what = f"{cap.window!r} in {policy.time_zone}" if cap.calendar else repr(cap.window)
                 errors.append(
-                    (f"{where}.{i}.caps.{j}.window", f"{cap.window!r} is not a {rule.level} feature window ({windows})")
+                    (f"{where}.{i}.caps.{j}.window", f"{what} is not a {rule.level} feature window ({windows})")
                 )
+        if rule.cooldown_seconds is not None and rule.cooldown_seconds not in known:
+            errors.append(
+                (f"{where}.{i}.stop_cooldown", f"{rule.stop_cooldown!r} is not a {rule.level} feature window")
+            )
     return errors
 
 
-def feature_windows(features: Any) -> dict[str, set[int]]:
-    """Window lengths (seconds) the feature tables count, per level, from a FeaturesConfig."""
-    return {t.level: set(t.window_seconds.values()) for t in features.tiers}
+def _label(key: Any) -> str:
+    return f"{key[0]} in {key[1]}" if isinstance(key, tuple) else f"{key}s"
+
+
+def feature_windows(features: Any) -> dict[str, set[Any]]:
+    """Count keys the feature tables provide, per level, from a FeaturesConfig: window lengths (seconds) and the
+    calendar periods in the features' zone, keyed (period, zone) like a calendar cap of a policy in that zone."""
+    calendar = {calendar_key(p, features.calendar_time_zone) for p in PERIODS}
+    return {t.level: set(t.window_seconds.values()) | calendar for t in features.tiers}
 
 
 def check_windows(policy: Policy, windows_by_level: Mapping[str, set[int]]) -> Check:
@@ -111,7 +127,91 @@ def _cap_index(policy: Policy) -> dict[tuple[str, str, str, int], int]:
     }
 
 
-def check_change(candidate: Policy, live: Policy | None, limits: GuardrailLimits) -> Check:
+def _rule_index(policy: Policy) -> dict[tuple[str, str, str, str], Any]:
+    """(where, audience, tier, level) -> rule: defaults are keyed by level alone (every default matches everyone)."""
+    out = {}
+    for where, i, rule in _all_rules(policy):
+        out[(where, rule.match.audience, rule.match.signal_tier, rule.level)] = (i, rule)
+    return out
+
+
+def removals(candidate: Policy, live: Policy) -> tuple[list[str], set[tuple[str, str, str, str]]]:
+    """What the live policy enforces and the candidate drops: readable items, and the keys of the live rules they
+    belong to (a dropped rule or default, a cap of a kept rule, a `min_gap`, a stop)."""
+    old, new = _rule_index(live), _rule_index(candidate)
+    items: list[str] = []
+    touched: set[tuple[str, str, str, str]] = set()
+    for key, (i, rule) in old.items():
+        where, audience, tier, level = key
+        name = (
+            f"{where}.{i} ({audience}/{tier}/{level})" if where == "rules" else f"defaults ({audience}/{tier}/{level})"
+        )
+        if key not in new:
+            items.append(f"{name} removed")
+            touched.add(key)
+            continue
+        kept = new[key][1]
+        windows = {c.window_seconds for c in kept.caps}
+        for cap in rule.caps:
+            if cap.window_seconds not in windows:
+                items.append(
+                    f"cap {audience}/{tier}/{level}/{cap.window_seconds}s ({cap.max} per {cap.window}) removed"
+                )
+                touched.add(key)
+        for flag in ("min_gap", "stop_after_click", "stop_after_conversion"):
+            if getattr(rule, flag) and not getattr(kept, flag):
+                items.append(f"{name}: {flag} removed")
+                touched.add(key)
+    return items, touched
+
+
+def removal_effect(
+    candidate: Policy, live: Policy, touched: set[tuple[str, str, str, str]], pairs: pd.DataFrame
+) -> dict[str, dict[str, Any]]:
+    """Per level with a removal, over the active pairs of the cohorts whose live rule lost something: how many, the
+    share at or over a cap under the live policy and under the candidate, and the pairs released (over a live cap,
+    under every candidate cap)."""
+    out: dict[str, dict[str, Any]] = {}
+    for level in sorted({key[3] for key in touched}):
+        sub = pairs[pairs["level"] == level]
+        if sub.empty:
+            continue
+        before = np.zeros(len(sub), dtype=bool)
+        after = np.zeros(len(sub), dtype=bool)
+        inside = np.zeros(len(sub), dtype=bool)
+        for (audience, tier), idx in sub.groupby(["audience", "signal_tier"]).indices.items():
+            rules = live.rules_for(str(audience), str(tier), level)
+            keys = {k for k, (_, r) in _rule_index(live).items() if any(r is x for x in rules)}
+            if not keys & touched:
+                continue
+            inside[idx] = True
+            before[idx] = _hits(rules, sub, idx)
+            after[idx] = _hits(candidate.rules_for(str(audience), str(tier), level), sub, idx)
+        n = int(inside.sum())
+        if not n:
+            continue
+        out[level] = {
+            "pairs": n,
+            "live": round(float(before[inside].mean()), 4),
+            "proposed": round(float(after[inside].mean()), 4),
+            "released_pairs": int((before & ~after).sum()),
+        }
+    return out
+
+
+def _hits(rules, sub: pd.DataFrame, idx: np.ndarray) -> np.ndarray:
+    hit = np.zeros(len(idx), dtype=bool)
+    for rule in rules:
+        for cap in rule.caps:
+            column = count_column(cap.window_seconds)
+            if column in sub.columns:
+                hit |= sub[column].to_numpy()[idx] >= cap.max
+    return hit
+
+
+def check_change(
+    candidate: Policy, live: Policy | None, limits: GuardrailLimits, pairs: pd.DataFrame | None = None
+) -> Check:
     if live is None:
         return Check("change_vs_live", True, "no live policy: first publication")
     old, new = _cap_index(live), _cap_index(candidate)
@@ -119,20 +219,30 @@ def check_change(candidate: Policy, live: Policy | None, limits: GuardrailLimits
     ratios = {k: new[k] / old[k] for k in shared}
     bad = {k: r for k, r in ratios.items() if r > limits.max_cap_ratio or r < 1 / limits.max_cap_ratio}
     worst = max((max(r, 1 / r) for r in ratios.values()), default=1.0)
+    removed, touched = removals(candidate, live)
+    effect = removal_effect(candidate, live, touched, pairs) if touched and pairs is not None and len(pairs) else {}
     values = {
         "compared": len(shared),
         "added": len(set(new) - set(old)),
-        "removed": len(set(old) - set(new)),
+        "removed": removed,
+        "removal_effect": effect,
         "largest_factor": round(worst, 3),
         "violations": [f"{a}/{t}/{lvl}/{w}s: {old[(a, t, lvl, w)]}->{new[(a, t, lvl, w)]}" for a, t, lvl, w in bad],
     }
+    parts = []
     if bad:
-        detail = f"{len(bad)} cap(s) change by more than ×{limits.max_cap_ratio}: " + ", ".join(
-            values["violations"][:5]
+        parts.append(
+            f"{len(bad)} cap(s) change by more than ×{limits.max_cap_ratio}: " + ", ".join(values["violations"][:5])
         )
-    else:
-        detail = f"{len(shared)} shared caps, largest change ×{worst:.2f} (limit ×{limits.max_cap_ratio})"
-    return Check("change_vs_live", not bad, detail, values)
+    if removed:
+        shares = ", ".join(f"{lvl} {e['live']:.1%}→{e['proposed']:.1%}" for lvl, e in effect.items())
+        projected = f"; projected cap-hit share {shares}" if shares else ""
+        allowed = " (allowed: allow_removals)" if limits.allow_removals else ""
+        parts.append(f"{len(removed)} removal(s){allowed}: " + ", ".join(removed[:5]) + projected)
+    if not parts:
+        parts.append(f"{len(shared)} shared caps, largest change ×{worst:.2f} (limit ×{limits.max_cap_ratio})")
+    passed = not bad and (not removed or limits.allow_removals)
+    return Check("change_vs_live", passed, "; ".join(parts), values)
 
 
 def count_column(window_seconds: int) -> str:
@@ -193,7 +303,7 @@ def check_guardrails(
         (
             check_windows(candidate, windows_by_level),
             check_bounds(candidate, limits),
-            check_change(candidate, live, limits),
+            check_change(candidate, live, limits, pairs),
             check_projected_hits(candidate, live, pairs, limits),
         )
     )

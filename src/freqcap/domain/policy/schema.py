@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from freqcap.config import parse_duration
+from freqcap.domain.calendar import PERIODS, calendar_key, zone
 from freqcap.errors import FreqcapError
 
 Level = Literal["advertiser", "campaign", "ad"]
@@ -39,25 +40,38 @@ class _Frozen(BaseModel):
 
 
 class Cap(_Frozen):
-    """At most `max` impressions of one entity to one user within `window` (a feature window, e.g. 24h)."""
+    """At most `max` impressions of one entity to one user within `window`: a rolling feature window (e.g. 24h) or a
+    calendar period (`day`, `week`, `month`: since its start in the policy's `time_zone`)."""
 
     window: str
     max: int = Field(ge=1)
-    # Parsed once: the engine reads it for every candidate on the hot path.
-    _window_seconds: int = PrivateAttr(0)
+    # Parsed once: the engine reads it for every candidate on the hot path. The key of the count: seconds for a
+    # rolling window, (period, zone) for a calendar one (set by the policy, which holds the zone).
+    _window_seconds: Any = PrivateAttr(0)
 
     @field_validator("window")
     @classmethod
     def _window(cls, window: str) -> str:
+        if window in PERIODS:
+            return window
         if parse_duration(window).total_seconds() <= 0:
             raise ValueError("window must be positive")
         return window
 
     def model_post_init(self, context: Any) -> None:
-        self._window_seconds = int(parse_duration(self.window).total_seconds())
+        if self.window in PERIODS:
+            self._window_seconds = (self.window, "UTC")
+        else:
+            self._window_seconds = int(parse_duration(self.window).total_seconds())
 
     @property
-    def window_seconds(self) -> int:
+    def calendar(self) -> str | None:
+        """The calendar period (`day`, `week`, `month`), or None for a rolling window."""
+        return self.window if self.window in PERIODS else None
+
+    @property
+    def window_seconds(self) -> Any:
+        """The key of this cap's count in a state's counts: seconds (rolling) or (period, zone) (calendar)."""
         return self._window_seconds
 
 
@@ -82,18 +96,44 @@ class CapRule(_Frozen):
     min_gap: str | None = None
     # Over the cap: `soft` lowers the ranking score smoothly, `hard` makes the candidate ineligible.
     mode: Literal["soft", "hard"] = "soft"
+    # Stop showing the level's entity to a user who clicked (converted) on it, for `stop_cooldown` after the click
+    # (conversion); without a cool-down, for the level's longest feature window.
+    stop_after_click: bool = False
     stop_after_conversion: bool = False
+    # A feature window of the level (e.g. "7d"): the stop holds while a click (conversion) is inside it.
+    stop_cooldown: str | None = None
     # Where the cap came from (fitted curve support, fallback reason, ...): informational only.
     provenance: dict[str, Any] = Field(default_factory=dict)
     _min_gap_seconds: float | None = PrivateAttr(None)
+    _cooldown_seconds: int | None = PrivateAttr(None)
 
     def model_post_init(self, context: Any) -> None:
         if self.min_gap is not None:
             self._min_gap_seconds = parse_duration(self.min_gap).total_seconds()
+        if self.stop_cooldown is not None:
+            self._cooldown_seconds = int(parse_duration(self.stop_cooldown).total_seconds())
 
     @property
     def min_gap_seconds(self) -> float | None:
         return self._min_gap_seconds
+
+    @property
+    def cooldown_seconds(self) -> int | None:
+        """The cool-down in seconds; None: the stops look at the level's longest window."""
+        return self._cooldown_seconds
+
+    @field_validator("stop_cooldown")
+    @classmethod
+    def _cooldown(cls, cooldown: str | None) -> str | None:
+        if cooldown is not None and parse_duration(cooldown).total_seconds() <= 0:
+            raise ValueError("stop_cooldown must be a positive duration")
+        return cooldown
+
+    @model_validator(mode="after")
+    def _cooldown_needs_a_stop(self) -> CapRule:
+        if self.stop_cooldown is not None and not (self.stop_after_click or self.stop_after_conversion):
+            raise ValueError("stop_cooldown needs stop_after_click or stop_after_conversion")
+        return self
 
     @field_validator("min_gap")
     @classmethod
@@ -136,11 +176,26 @@ class Policy(_Frozen):
     description: str = ""
     source: dict[str, Any] = Field(default_factory=dict)
     penalty: PenaltyConfig = PenaltyConfig()
+    # The IANA zone of the calendar caps (`window: day | week | month`); it must be the features' calendar zone.
+    time_zone: str = "UTC"
     defaults: tuple[CapRule, ...] = ()
     rules: tuple[CapRule, ...] = ()
 
     # Derived, immutable views other modules cache per policy (e.g. the engine's compiled rules).
     _memo: dict[Any, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)  # raises naming the zone
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        # A calendar cap counts in the policy's zone: its count key carries it.
+        for rule in (*self.defaults, *self.rules):
+            for cap in rule.caps:
+                if cap.calendar is not None:
+                    cap._window_seconds = calendar_key(cap.calendar, self.time_zone)
 
     def memo(self) -> dict[Any, Any]:
         """A per-policy cache for values derived from this (frozen) policy."""

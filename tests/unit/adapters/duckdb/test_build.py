@@ -33,6 +33,9 @@ EDGE_OFFSETS = [
     28 * 86400,
     28 * 86400 - 1,
     28 * 86400 + 5,
+    # calendar edges (UTC): today's midnight, Monday's midnight, the 1st's midnight, and one second either side;
+    # in New York (UTC-4): 4 h later
+    *(base + d for base in (43200, 302400, 1252800, 43200 - 14400, 1252800 - 14400) for d in (-1, 0, 1)),
 ]
 
 
@@ -94,6 +97,28 @@ def test_tiers_match_brute_force(tmp_path_factory, rows):
                     assert row[f"{p}_{label}"] == feats.get(f"{p}_{label}", 0), (level, key, p, label)
             assert math.isclose(row["imp_decayed"], feats.get("imp_decayed", 0.0), rel_tol=1e-9, abs_tol=1e-12)
             assert row["last_imp_ts"] == feats.get("last_imp_ts")
+            for period in ("day", "week", "month"):
+                assert row[f"imp_{period}"] == feats[f"imp_{period}"], (level, key, period)
+                assert row[f"{period}_start"] == feats[f"{period}_start"], (level, key, period)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(_event_strategy(), min_size=1, max_size=40))
+def test_calendar_counts_in_another_zone_match_brute_force(tmp_path_factory, rows):
+    """This day / week / month in New York: counts and period starts equal a count over the raw events."""
+    features = FEATURES.model_copy(update={"calendar_time_zone": "America/New_York"})
+    tmp_path = tmp_path_factory.mktemp("build")
+    table = _table(rows)
+    events = write_events(table, tmp_path / "events" / "part-0.parquet")
+    build = build_features(events.parent, AS_OF, tmp_path / "features", features, deduplicate=False)
+    for level in ("advertiser", "campaign", "ad"):
+        expected = tier_features(table.to_pylist(), AS_OF, level, 1.0, zone="America/New_York")
+        got = {(r["user_id"], r[f"{level}_id"]): r for r in pq.read_table(build.paths[f"user_{level}"]).to_pylist()}
+        assert set(got) == set(expected), level
+        for key, feats in expected.items():
+            for period in ("day", "week", "month"):
+                assert got[key][f"imp_{period}"] == feats[f"imp_{period}"], (level, key, period)
+                assert got[key][f"{period}_start"] == feats[f"{period}_start"], (level, key, period)
 
 
 def test_events_on_window_edges(tmp_path):
@@ -155,3 +180,15 @@ def test_duplicate_event_ids_counted_once(tmp_path):
 def test_naive_as_of_rejected(tmp_path):
     with pytest.raises(ValueError, match="timezone"):
         build_features(tmp_path, AS_OF.replace(tzinfo=None), tmp_path / "f", FEATURES)
+
+
+def test_an_impression_this_month_but_older_than_the_longest_window_keeps_its_row(tmp_path):
+    """Oct 31: an impression on Oct 1 is 30 days old (beyond 28d) but this month's: the pair keeps a row."""
+    as_of = datetime(2026, 10, 31, 12, tzinfo=UTC)
+    table = _table([("u1", "a1", "impression", (AS_OF - datetime(2026, 10, 1, 6, tzinfo=UTC)).total_seconds(), 0)])
+    events = write_events(table, tmp_path / "events" / "part-0.parquet")
+    build = build_features(events.parent, as_of, tmp_path / "features", FEATURES, deduplicate=False)
+    (row,) = pq.read_table(build.paths["user_ad"]).to_pylist()
+    want = tier_features(table.to_pylist(), as_of, "ad", 1.0)[("u1", "a1")]
+    assert (row["imp_month"], row["imp_28d"], row["imp_week"]) == (want["imp_month"], 0, 0) == (1, 0, 0)
+    assert row["month_start"] == int(datetime(2026, 10, 1, tzinfo=UTC).timestamp())

@@ -157,12 +157,12 @@ CASES = [
         ("ad", "24h", 2, 2),
     ),
     (
-        "recency: 15 of 30 min elapsed -> max(floor, 0.5*0.5)",
+        "recency: 15 of 30 min elapsed -> floor + (1 - floor) * 0.5",
         "returning",
         "engaged",
         {("ad", "a1"): _state(d1=1, last=NOW - timedelta(minutes=15))},
         True,
-        0.25,
+        0.525,
         "min_gap",
     ),
     (

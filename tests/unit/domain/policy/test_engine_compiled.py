@@ -40,9 +40,17 @@ def _rule(match):
             "caps": _caps(),
             "mode": st.sampled_from(["soft", "hard"]),
             "stop_after_conversion": st.booleans(),
+            "stop_after_click": st.booleans(),
         },
         optional={"min_gap": st.sampled_from(["10m", "30m", "2h"])},
-    )
+    ).map(_with_cooldown)
+
+
+def _with_cooldown(rule):
+    """A cool-down on some rules with a stop (a window the states count clicks and conversions over)."""
+    if (rule["stop_after_click"] or rule["stop_after_conversion"]) and rule["caps"][0]["max"] % 2:
+        rule = {**rule, "stop_cooldown": "24h"}
+    return rule
 
 
 @st.composite
@@ -73,7 +81,16 @@ def policies(draw):
 def _state():
     counts = st.fixed_dictionaries({sec: st.integers(0, 90) for sec in WINDOWS.values()})
     last = st.one_of(st.none(), st.integers(-600, 3 * 3600).map(lambda s: NOW - timedelta(seconds=s)))
-    return st.builds(EntityState, counts, last, st.integers(0, 2))
+    by_window = st.fixed_dictionaries({sec: st.integers(0, 2) for sec in WINDOWS.values()})
+    return st.builds(
+        EntityState,
+        counts,
+        last,
+        st.integers(0, 2),
+        st.integers(0, 2),
+        click_counts=by_window,
+        conversion_counts=by_window,
+    )
 
 
 @st.composite

@@ -10,6 +10,7 @@ import pytest
 
 from freqcap.domain.policy import parse_policy
 from freqcap.domain.policy.guardrails import GuardrailLimits, check_guardrails, count_column, projected_hit_rates
+from freqcap.domain.policy.schema import policy_document
 
 H, D7, D28 = 3600, 7 * 86400, 28 * 86400
 WINDOWS = {"advertiser": {H, 86400, D7, D28}, "campaign": {H, 86400, D7, D28}, "ad": {H, 86400, D7, D28}}
@@ -126,3 +127,81 @@ def test_projected_change_reports_the_numbers():
     for level in ("campaign", "ad"):
         assert projected.values["change"][level] == pytest.approx(after[level] - before[level], abs=1e-4)
     assert projected.values["pairs"] == len(frame)
+
+
+def _drop(p, *, rule=None, cap=None, default_level=None, version="new"):
+    """`p` with one rule (by index), one cap (rule index, cap index) or one default (by level) removed."""
+    doc = policy_document(p)
+    doc["version"] = version
+    if rule is not None:
+        del doc["rules"][rule]
+    if cap is not None:
+        del doc["rules"][cap[0]]["caps"][cap[1]]
+    if default_level is not None:
+        doc["defaults"] = [d for d in doc["defaults"] if d["level"] != default_level]
+    return parse_policy(doc)
+
+
+def _two_cap_policy(version="old"):
+    doc = policy_document(policy(version))
+    doc["rules"][0]["caps"].append({"window": "24h", "max": 1})
+    doc["rules"][0]["min_gap"] = "30m"
+    return parse_policy(doc)
+
+
+def _brute_force_removal(live, cand, frame, level, cohort):
+    """Among the level's pairs in the touched cohorts, the share at or over some cap under live and under the
+    candidate (row by row)."""
+    rows = [r for r in frame.to_dict("records") if r["level"] == level and cohort(r)]
+
+    def hit(p, row):
+        return any(
+            row[count_column(c.window_seconds)] >= c.max
+            for rule in p.rules_for(row["audience"], row["signal_tier"], level)
+            for c in rule.caps
+        )
+
+    return len(rows), sum(hit(live, r) for r in rows) / len(rows), sum(hit(cand, r) for r in rows) / len(rows)
+
+
+@pytest.mark.parametrize(
+    ("make", "named", "level", "cohort"),
+    [
+        (lambda live: _drop(live, rule=0), "rules.0 (sports/*/ad)", "ad", lambda r: r["audience"] == "sports"),
+        (lambda live: _drop(live, cap=(0, 1)), "sports/*/ad/86400s", "ad", lambda r: r["audience"] == "sports"),
+        (lambda live: _drop(live, default_level="campaign"), "defaults (*/*/campaign)", "campaign", lambda r: True),
+    ],
+)
+def test_a_candidate_that_drops_a_cap_or_a_rule_is_flagged_with_its_projected_effect(make, named, level, cohort):
+    """Review finding: change_vs_live compared only caps present in both policies, so dropping one passed."""
+    live = _two_cap_policy()
+    candidate = make(live)
+    frame = pairs()
+    report = check_guardrails(candidate, live, limits=LIMITS, windows_by_level=WINDOWS, pairs=frame)
+    change = next(c for c in report.checks if c.name == "change_vs_live")
+    assert not change.passed, change.detail
+    assert any(named in r for r in change.values["removed"]), change.values["removed"]
+    n, before, after = _brute_force_removal(live, candidate, frame, level, cohort)
+    effect = change.values["removal_effect"][level]
+    assert effect["pairs"] == n
+    assert effect["live"] == pytest.approx(before, abs=1e-4)
+    assert effect["proposed"] == pytest.approx(after, abs=1e-4)
+    assert after < before  # dropping a cap releases pairs the live policy held
+
+
+def test_dropping_a_min_gap_is_flagged():
+    live = _two_cap_policy()
+    doc = policy_document(live)
+    doc["version"] = "new"
+    doc["rules"][0]["min_gap"] = None
+    change = check_guardrails(parse_policy(doc), live, limits=LIMITS, windows_by_level=WINDOWS).checks[2]
+    assert not change.passed
+    assert any("min_gap" in r for r in change.values["removed"])
+
+
+def test_removals_may_be_allowed_and_are_still_reported():
+    live = _two_cap_policy()
+    limits = GuardrailLimits(**{**LIMITS.__dict__, "allow_removals": True})
+    change = check_guardrails(_drop(live, rule=0), live, limits=limits, windows_by_level=WINDOWS).checks[2]
+    assert change.passed
+    assert change.values["removed"]

@@ -23,7 +23,7 @@ def build_feature_views(config: FeaturesConfig, ttl: timedelta = timedelta(days=
     """Views matching the tables that `build_features` writes for `config` (windows are columns)."""
     views: list[FeatureView] = []
     for table in tier_tables(config):
-        schema = [Field(name=c, dtype=Int64) for c in table.count_columns]
+        schema = [Field(name=c, dtype=Int64) for c in (*table.count_columns, *table.calendar_columns)]
         schema += [
             Field(name=table.decayed_column, dtype=Float64),
             Field(name=table.last_ts_column, dtype=UnixTimestamp),
