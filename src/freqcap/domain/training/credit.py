@@ -17,6 +17,7 @@ from datetime import UTC
 import numpy as np
 import pandas as pd
 
+from freqcap.domain.curves.maturity import DelayDistribution, coverage
 from freqcap.domain.curves.sequences import LEVEL_NAMES, EventArrays, em_credit, level_sequences
 from freqcap.domain.training.columns import CONVERSION_TIME_COLUMN
 
@@ -74,21 +75,47 @@ def rows_as_events(frame: pd.DataFrame) -> tuple[EventArrays, np.ndarray]:
 
 
 def deconvolved_label(
-    frame: pd.DataFrame, *, attribution_us: int, lookback_us: int, half_life_us: dict[str, float]
+    frame: pd.DataFrame,
+    *,
+    attribution_us: int,
+    lookback_us: int,
+    half_life_us: dict[str, float],
+    observed_until_us: int | None = None,
 ) -> np.ndarray:
     """EM credit of each row of `frame` (in frame order) from these rows alone, clipped to [0, 1].
 
-    Every row's label is complete (the training set keeps only impressions whose attribution window closed), so
-    all rows count as mature and the delay density is learnt without censoring. `lookback_us` is the exposure
-    lookback (the window of `n`), `half_life_us` the feature tiers' half-lives per level, as the curves use them.
+    `lookback_us` is the exposure lookback (the window of `n`), `half_life_us` the feature tiers' half-lives
+    per level, as the curves use them. Without `observed_until_us` every row's label counts as complete (the
+    training set keeps only impressions whose attribution window closed) and every conversion behind a row is
+    credited. With it, only conversions before that time count, as if the data ended there: a conversion seen
+    later may have a later cause among impressions the rows do not hold (the training split's conversions
+    otherwise land whole on its last impressions, measured +33 % credit on the demo's training rows), and a row
+    whose window was still open then gets its credit divided by the learned share of delays it covered (the
+    curves' survival weight, `freqcap.domain.curves.maturity.coverage`).
     """
     ev, position = rows_as_events(frame)
+    if observed_until_us is None:
+        end = int(ev.imp_ts.max()) + attribution_us if ev.n_impressions else 0
+    else:
+        end = observed_until_us
+        keep = ev.conv_ts < observed_until_us
+        ev = replace(
+            ev,
+            conv_user=ev.conv_user[keep],
+            conv_ts=ev.conv_ts[keep],
+            conv_entity={lv: e[keep] for lv, e in ev.conv_entity.items()},
+            conv_value=ev.conv_value[keep],
+        )
     if ev.n_impressions == 0 or len(ev.conv_ts) == 0:
         return np.zeros(len(frame))
-    # all labels are complete: treat every row as observed for the whole attribution window
-    ev = replace(ev, data_end_us=max(ev.data_end_us, int(ev.imp_ts.max()) + attribution_us))
+    ev = replace(ev, data_end_us=max(ev.data_end_us, end) if observed_until_us is None else end)
     tiers = np.zeros(ev.n_impressions, dtype=np.int8)  # the EM's rate model does not use the signal tier
     seqs = {lv: level_sequences(ev, lv, lookback_us, tiers, half_life_us[lv]) for lv in LEVEL_NAMES}
     mature = np.ones(ev.n_impressions, dtype=bool)
     credit = em_credit(ev, attribution_us, mature, seqs, candidate_window_us=attribution_us)
-    return np.clip(credit.y[position], 0.0, 1.0)
+    y = credit.y
+    if observed_until_us is not None:
+        delays = DelayDistribution(credit.delay_edges_s, credit.delay_density)
+        cover = coverage(delays, (end - ev.imp_ts) / 1e6, attribution_us / 1e6)
+        y = np.where(cover > 0, y / np.maximum(cover, 1e-12), 0.0)
+    return np.clip(y[position], 0.0, 1.0)

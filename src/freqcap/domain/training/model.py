@@ -126,6 +126,8 @@ def train_model(
             attribution_us=config.label.attribution_seconds * 1_000_000,
             lookback_us=config.data.lookback_seconds * 1_000_000,
             half_life_us=half_life_us,
+            # only what was observed by the end of the training rows: nothing from the later splits' time
+            observed_until_us=int(_ts_us(frame.iloc[split.train]).max()) + 1,
         )
         log.info(
             "deconvolved label: %.1f credited vs %d binary labels on the training rows",
