@@ -126,3 +126,30 @@ def test_same_credit_as_the_em_on_hand_built_events():
     credit = em_credit(ev, W_US, np.ones(len(order), dtype=bool), seqs, candidate_window_us=W_US)
     expected = {f"e{i}": credit.y[k] for k, i in enumerate(order)}
     assert y == pytest.approx(expected)
+
+
+def _label_until(frame: pd.DataFrame, until: datetime) -> dict[str, float]:
+    y = deconvolved_label(
+        frame,
+        attribution_us=W_US,
+        lookback_us=LOOKBACK_US,
+        half_life_us=HALF,
+        observed_until_us=int(until.timestamp() * 1e6),
+    )
+    return dict(zip(frame["event_id"], y, strict=True))
+
+
+def test_conversions_after_the_training_rows_are_not_seen():
+    """Cut at 5.5 h: u1's conversion (5 h) counts, u2's (6 h) does not, although e4's row names it."""
+    frame = _frame()
+    y = _label_until(frame, T0 + 5.5 * H)
+    assert y["e4"] == 0.0 and y["e5"] == y["e6"] == y["e3"] == 0.0
+    # u1's conversion is still split over its three candidates (one unit), open windows scaled up, never down
+    assert all(y[e] > 0 for e in ("e0", "e1", "e2"))
+    assert y["e0"] + y["e1"] + y["e2"] > 1.0 + 1e-6  # windows still open at the cut: divided by coverage < 1
+
+
+def test_a_cut_after_every_window_closed_changes_nothing():
+    frame = _frame()
+    last = max(t for *_, t in IMPRESSIONS)
+    assert _label_until(frame, last + timedelta(days=7, microseconds=1)) == pytest.approx(_label(frame))
