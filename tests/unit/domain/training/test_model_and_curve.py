@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from freqcap.domain.training.config import ConversionModelConfig, CurveConfig, ExposureConfig, XGBoostConfig
+from freqcap.domain.training.config import (
+    ConversionModelConfig,
+    CurveConfig,
+    ExposureConfig,
+    LabelConfig,
+    XGBoostConfig,
+)
 from freqcap.domain.training.curve import CURVE_COLUMNS, implied_curve, model_curve, run_entries
 from freqcap.domain.training.encoding import default_encoding
 from freqcap.domain.training.metrics import roc_auc
@@ -14,6 +20,7 @@ from freqcap.domain.training.model import HEADLINE_METRICS, train_model
 from tests.unit.domain.training.helpers import feature_columns, synthetic_training_frame
 
 CONFIG = ConversionModelConfig(
+    label=LabelConfig(credit="last_touch"),  # the synthetic frame has no conversion times to deconvolve
     xgboost=XGBoostConfig(num_boost_round=60, early_stopping_rounds=10),
     curve=CurveConfig(max_n=8, sample_rows=500, min_cohort_rows=20),
 )
