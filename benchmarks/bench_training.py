@@ -104,7 +104,11 @@ def one(kind: str, world_text: str) -> dict:
         frame = pq.read_table(ts.path).to_pandas()
         load_s = time.perf_counter() - started
         model = train_model(
-            frame, ConversionModelConfig(), ts.feature_columns, formats=settings.validation.allowed_formats
+            frame,
+            ConversionModelConfig(),
+            ts.feature_columns,
+            formats=settings.validation.allowed_formats,
+            half_life_us={t.level: t.half_life_seconds * 1e6 for t in settings.features.tiers},
         )
         result = {
             "load_seconds": load_s,

@@ -148,7 +148,10 @@ def train_job(
     if not (validation and validation.get("success") and validation.get("sha256") == ts.sha256):
         validation = validate_training_set_job(training_set, settings, config)
     frame = pq.read_table(ts.path).to_pandas()
-    model = train_model(frame, config, ts.feature_columns, formats=settings.validation.allowed_formats)
+    half_life_us = {t.level: t.half_life_seconds * 1_000_000 for t in settings.features.tiers}
+    model = train_model(
+        frame, config, ts.feature_columns, formats=settings.validation.allowed_formats, half_life_us=half_life_us
+    )
     del frame
     logged = log_training_run(settings, model, ts, validation=validation)
     return {

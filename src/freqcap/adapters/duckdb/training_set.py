@@ -11,7 +11,8 @@ How a build goes (`build_training_set`):
    `label_conversion` = 1 when that conversion is within the attribution window, `label_click` likewise;
    `label_attributed_conversion` = 1 when, in addition, no later impression of the same ad comes before that
    conversion, i.e. this very impression is the ad's last touch before it (the other label also counts
-   conversions that a *later* impression of the streak produced).
+   conversions that a *later* impression of the streak produced); `conversion_us` is that conversion's time
+   (null when `label_conversion` = 0), from which training can deconvolve the credit.
    Only impressions in [start, end) are kept, and `end + window ≤ as_of` is required so that every label is
    fully observed (no right-censored zeros).
 2. **Features as of just before the impression (Feast).** The entity rows carry `event_timestamp` = t − 1 µs;
@@ -51,6 +52,7 @@ from freqcap.adapters.spark.training_join import (  # pyspark itself is imported
 )
 from freqcap.config import Settings, parse_duration
 from freqcap.domain.training.columns import (
+    CONVERSION_TIME_COLUMN,
     EXACT_COLUMNS,
     LABEL_COLUMNS,
     LEVEL_ORDER,
@@ -232,7 +234,8 @@ def create_impressions(
                (i._next_conv_us IS NOT NULL AND i._next_conv_us < i.ts_us + {conv_us})::INTEGER AS label_conversion,
                (i._next_conv_us IS NOT NULL AND i._next_conv_us < i.ts_us + {conv_us}
                 AND (i._next_imp_us IS NULL OR i._next_imp_us > i._next_conv_us))::INTEGER AS label_attributed_conversion,
-               (k.ts_us IS NOT NULL AND k.ts_us < i.ts_us + {click_us})::INTEGER AS label_click
+               (k.ts_us IS NOT NULL AND k.ts_us < i.ts_us + {click_us})::INTEGER AS label_click,
+               CASE WHEN i._next_conv_us < i.ts_us + {conv_us} THEN i._next_conv_us END AS {CONVERSION_TIME_COLUMN}
         FROM _lab i ASOF LEFT JOIN (SELECT user_id, ad_id, ts_us FROM _ev WHERE event_type = 'click') k
           ON i.user_id = k.user_id AND i.ad_id = k.ad_id AND k.ts_us >= i.ts_us
         """
@@ -376,7 +379,7 @@ def _final_select(config: ConversionModelConfig, users_path: Path | None, extra:
         zero = "0.0" if kind == "DOUBLE" else "0"
         cols.append(f"coalesce(f.{_q(name)}, {zero})::{kind} AS {_q(name)}")
     cols += [f"f.{_q(c)}" for c in extra]
-    cols += [f"i.{c}" for c in LABEL_COLUMNS]
+    cols += [f"i.{c}" for c in (*LABEL_COLUMNS, CONVERSION_TIME_COLUMN)]
     # One audience per user even if users.parquet repeats a user (a repeat must not duplicate impressions).
     users = (
         f"(SELECT user_id, min(audience) AS audience FROM read_parquet({_sql_str(str(users_path))}) GROUP BY user_id)"

@@ -153,6 +153,7 @@ def _flat_params(config: ConversionModelConfig) -> dict[str, str]:
     params["xgb.num_boost_round"] = str(config.xgboost.num_boost_round)
     params["xgb.early_stopping_rounds"] = str(config.xgboost.early_stopping_rounds)
     params["label.target"] = config.label.target
+    params["label.credit"] = config.label.credit
     params["label.attribution_window"] = config.label.attribution_window
     params["label.click_window"] = config.label.click_window
     params["data.exposure_lookback"] = config.data.exposure_lookback

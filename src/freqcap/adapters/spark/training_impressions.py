@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from freqcap.adapters.spark.files import read_parquet_tree, write_one_file
-from freqcap.domain.training.columns import LEVEL_ORDER, exposure_column, recency_column
+from freqcap.domain.training.columns import CONVERSION_TIME_COLUMN, LEVEL_ORDER, exposure_column, recency_column
 from freqcap.domain.training.config import ConversionModelConfig
 
 if TYPE_CHECKING:
@@ -65,7 +65,8 @@ def impressions_sql(source: str, config: ConversionModelConfig, start: datetime,
                CAST({converted} AS INT) AS label_conversion,
                CAST({converted} AND (_next_imp_us IS NULL OR _next_imp_us > _next_conv_us) AS INT)
                    AS label_attributed_conversion,
-               CAST(_next_click_us IS NOT NULL AND _next_click_us < ts_us + {click_us} AS INT) AS label_click
+               CAST(_next_click_us IS NOT NULL AND _next_click_us < ts_us + {click_us} AS INT) AS label_click,
+               CASE WHEN {converted} THEN _next_conv_us END AS {CONVERSION_TIME_COLUMN}
         FROM (SELECT *, {", ".join(windows)} FROM {source})
         WHERE {imp} AND ts_us >= {_us(start)} AND ts_us < {_us(end)}
     """

@@ -13,6 +13,8 @@ from typing import Any
 
 KEY_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "advertiser_id", "campaign_id", "ad_id", "impression_ts")
 LABEL_COLUMNS: tuple[str, ...] = ("label_conversion", "label_attributed_conversion", "label_click")
+# µs time of the conversion behind `label_conversion` (null when 0): the deconvolved label needs the delays.
+CONVERSION_TIME_COLUMN = "conversion_us"
 CONTEXT_COLUMNS: tuple[str, ...] = ("format", "hour_of_day", "audience", "signal_tier")
 LEVEL_ORDER: tuple[str, ...] = ("advertiser", "campaign", "ad")
 # Feast features that are strings, and what a missing value means.

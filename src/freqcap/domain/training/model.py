@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from freqcap.domain.training.config import ConversionModelConfig
+from freqcap.domain.training.credit import deconvolved_label
 from freqcap.domain.training.curve import model_curve
 from freqcap.domain.training.encoding import FeatureEncoding, default_encoding
 from freqcap.domain.training.metrics import binary_metrics, grouped_metrics
@@ -89,10 +90,13 @@ def train_model(
     *,
     encoding: FeatureEncoding | None = None,
     formats: tuple[str, ...] = (),
+    half_life_us: dict[str, float] | None = None,
 ) -> TrainedModel:
     """Train on the past, stop early on the recent past, report on the most recent rows (see `split_frame`).
 
     `frame` is a training set (`build_training_set` output); `feature_columns` its Feast feature columns.
+    With `label.credit: deconvolved` the booster fits the EM credit of the training rows (computed from them
+    alone; `half_life_us`: the feature tiers' half-lives per level) while every metric uses the binary target.
     """
     if not passive_openmp():
         log.warning("OMP_WAIT_POLICY is not PASSIVE: XGBoost threads spin while waiting (slow on a busy machine)")
@@ -113,7 +117,24 @@ def train_model(
     params = dict(config.xgboost.params)
     if config.exposure.monotone and (constraints := encoding.monotone_constraints()):
         params["monotone_constraints"] = constraints  # by input name (the DMatrix carries the frame's names)
-    dtrain = xgb.QuantileDMatrix(inputs.iloc[split.train], label=y[split.train], missing=np.nan)
+    y_fit = y[split.train]
+    if config.label.credit == "deconvolved":
+        if half_life_us is None:
+            raise ValueError("label.credit: deconvolved needs the feature tiers' half-lives (half_life_us)")
+        y_fit = deconvolved_label(
+            frame.iloc[split.train],
+            attribution_us=config.label.attribution_seconds * 1_000_000,
+            lookback_us=config.data.lookback_seconds * 1_000_000,
+            half_life_us=half_life_us,
+            # only what was observed by the end of the training rows: nothing from the later splits' time
+            observed_until_us=int(_ts_us(frame.iloc[split.train]).max()) + 1,
+        )
+        log.info(
+            "deconvolved label: %.1f credited vs %d binary labels on the training rows",
+            y_fit.sum(),
+            y[split.train].sum(),
+        )
+    dtrain = xgb.QuantileDMatrix(inputs.iloc[split.train], label=y_fit, missing=np.nan)
     evals = [(dtrain, "train")]
     early_rounds = None
     if len(split.early_stopping):

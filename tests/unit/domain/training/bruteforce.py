@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.bruteforce import full_row, tier_features
@@ -81,7 +81,7 @@ def expected_exact(
 
 def expected_labels(
     events: list[dict[str, Any]], row: dict[str, Any], conv_window: timedelta, click_window: timedelta
-) -> dict[str, int]:
+) -> dict[str, int | None]:
     t = row["impression_ts"]
 
     def hit(kind: str, window: timedelta) -> int:
@@ -116,7 +116,21 @@ def expected_labels(
                 return 1
         return 0
 
+    def first_conversion_us() -> int | None:
+        """Time (µs) of the first conversion of the ad at or after t, when it is within the window."""
+        times = [
+            e["event_ts"]
+            for e in events
+            if e["event_type"] == "conversion" and e["user_id"] == row["user_id"] and e["ad_id"] == row["ad_id"]
+            if e["event_ts"] >= t
+        ]
+        first = min(times, default=None)
+        if first is None or first >= t + conv_window:
+            return None
+        return (first - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
     return {
+        "conversion_us": first_conversion_us(),
         "label_conversion": hit("conversion", conv_window),
         "label_attributed_conversion": attributed(),
         "label_click": hit("click", click_window),

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from freqcap.domain.training.config import ConversionModelConfig, CurveConfig, ExposureConfig, XGBoostConfig
+from freqcap.domain.training.config import (
+    ConversionModelConfig,
+    CurveConfig,
+    ExposureConfig,
+    LabelConfig,
+    XGBoostConfig,
+)
 from freqcap.domain.training.curve import CURVE_COLUMNS, implied_curve, model_curve, run_entries
 from freqcap.domain.training.encoding import default_encoding
 from freqcap.domain.training.metrics import roc_auc
@@ -14,6 +20,7 @@ from freqcap.domain.training.model import HEADLINE_METRICS, train_model
 from tests.unit.domain.training.helpers import feature_columns, synthetic_training_frame
 
 CONFIG = ConversionModelConfig(
+    label=LabelConfig(credit="last_touch"),  # the synthetic frame has no conversion times to deconvolve
     xgboost=XGBoostConfig(num_boost_round=60, early_stopping_rounds=10),
     curve=CurveConfig(max_n=8, sample_rows=500, min_cohort_rows=20),
 )
@@ -181,3 +188,28 @@ def test_small_cohorts_get_no_curve():
     enc = default_encoding(feature_columns(), wear_in=2)
     curve = model_curve(_FakeBooster(), frame, enc, CurveConfig(max_n=3, min_cohort_rows=10_000))
     assert curve.empty and tuple(curve.columns) == CURVE_COLUMNS
+
+
+def test_deconvolved_label_sees_only_the_training_rows():
+    """Conversions behind early-stopping and validation rows must not move the fit; the metrics stay binary."""
+    frame = synthetic_training_frame(6000, seed=5)
+    ts_us = frame["impression_ts"].dt.tz_convert("UTC").to_numpy(dtype="datetime64[us]").astype(np.int64)
+    converted = frame["label_attributed_conversion"].to_numpy() == 1
+    frame["conversion_us"] = pd.array(np.where(converted, ts_us + 3_600_000_000, 0), dtype="Int64")
+    frame.loc[~converted, "conversion_us"] = pd.NA
+    config = CONFIG.model_copy(update={"label": LabelConfig(credit="deconvolved")})
+    half = {"advertiser": 7 * 86_400e6, "campaign": 3 * 86_400e6, "ad": 86_400e6}
+    model = train_model(frame, config, feature_columns(), half_life_us=half)
+    cut = pd.Timestamp(model.split["early_cut"] or model.split["valid_cut"])
+    later = frame["impression_ts"] >= cut
+    changed = frame.copy()
+    changed.loc[later, "conversion_us"] = pd.array(ts_us[later.to_numpy()] + 60_000_000, dtype="Int64")  # all convert
+    again = train_model(changed, config, feature_columns(), half_life_us=half)
+    sample = frame.iloc[::7]
+    np.testing.assert_array_equal(model.predict(sample), again.predict(sample))
+    # the validation AUC is on the binary target, recomputed here from the model's own predictions
+    valid = frame[frame["impression_ts"] >= pd.Timestamp(model.split["valid_cut"])]
+    expected = roc_auc(valid["label_attributed_conversion"].to_numpy(), model.predict(valid))
+    assert model.metrics["valid_roc_auc"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="half_life_us"):
+        train_model(frame, config, feature_columns())
