@@ -46,7 +46,7 @@ class LabelConfig(_Frozen):
     target: Literal["conversion", "attributed_conversion", "click"] = "attributed_conversion"
     # What the booster fits on the training rows: the binary `target`, or the curves' EM credit of each
     # impression (fractional, `freqcap.domain.training.credit`); metrics and the gate always use `target`.
-    credit: Literal["last_touch", "deconvolved"] = "deconvolved"
+    credit: Literal["last_touch", "deconvolved"] = "last_touch"
     attribution_window: str = "7d"
     click_window: str = "1h"
 
