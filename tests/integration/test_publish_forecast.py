@@ -45,7 +45,7 @@ def _champion(settings, name: str, doc: dict, tmp: Path) -> dict:
     """A real run holding curves/policy.yaml, registered with alias `champion` (as training leaves it)."""
     import mlflow
 
-    from freqcap.adapters.mlflow.tracking import client, configure
+    from freqcap.adapters.mlflow.tracking import client, configure, ensure_experiment
     from freqcap.jobs.publish import fetch_champion_policy_job
 
     configure(settings)
@@ -53,8 +53,9 @@ def _champion(settings, name: str, doc: dict, tmp: Path) -> dict:
     path = tmp / doc["version"] / "policy.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(doc))
-    experiment = mlflow.set_experiment(f"forecast-{name}")
-    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+    # Not `mlflow.set_experiment`: it would stay the process's active experiment for the tests that run after.
+    experiment_id = ensure_experiment(settings, f"forecast-{name}")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_artifact(str(path), artifact_path="curves")
     if not mc.search_registered_models(filter_string=f"name = '{name}'"):
         mc.create_registered_model(name)
