@@ -288,6 +288,13 @@ class TrackingConfig(_Frozen):
 MIN_ADMIN_TOKEN_CHARS = 24
 
 
+def _positive_duration(value: str) -> str:
+    """A duration setting's validator body: refused (without echoing the value) unless positive."""
+    if parse_duration(value).total_seconds() <= 0:
+        raise ValueError("must be a positive duration")
+    return value
+
+
 def admin_token_problem(token: str) -> str | None:
     """What is wrong with an admin token, in words that do not repeat it (None: fine; empty counts as unset)."""
     if token and len(token) < MIN_ADMIN_TOKEN_CHARS:
@@ -408,9 +415,7 @@ class StreamConfig(_Frozen):
     @field_validator("bucket", "retention", "allowed_lateness", "dedup_ttl", "max_lag", "claim_idle", "lease_ttl")
     @classmethod
     def _positive(cls, value: str) -> str:
-        if parse_duration(value).total_seconds() <= 0:
-            raise ValueError("must be a positive duration")
-        return value
+        return _positive_duration(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> StreamConfig:
@@ -549,9 +554,7 @@ class PagingConfig(_Frozen):
     @field_validator("repeat_interval")
     @classmethod
     def _positive(cls, value: str) -> str:
-        if parse_duration(value).total_seconds() <= 0:
-            raise ValueError("must be a positive duration")
-        return value
+        return _positive_duration(value)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PagingConfig:
@@ -587,9 +590,7 @@ class FragmentationSettings(_Frozen):
     @field_validator("window")
     @classmethod
     def _positive(cls, value: str) -> str:
-        if parse_duration(value).total_seconds() <= 0:
-            raise ValueError("must be a positive duration")
-        return value
+        return _positive_duration(value)
 
 
 class MonitoringConfig(_Frozen):
@@ -621,9 +622,7 @@ class MonitoringConfig(_Frozen):
     @field_validator("window", "baseline_window", "drift_window", "since_bucket")
     @classmethod
     def _positive_duration(cls, value: str) -> str:
-        if parse_duration(value).total_seconds() <= 0:
-            raise ValueError("must be a positive duration")
-        return value
+        return _positive_duration(value)
 
     def seconds(self, name: str) -> float:
         """A duration setting in seconds (`cfg.seconds("window")`)."""

@@ -47,6 +47,15 @@ def fit_world(sim_dir: Path, attribution_window: str = ATTRIBUTION_WINDOW) -> Fi
     return FittedWorld(sim_dir, fit, truth)
 
 
+def cohort_ci_hits(curves: pd.DataFrame, truth: pd.DataFrame) -> tuple[int, int]:
+    """(points whose CI holds the true rate, points) over the cohort curves of a fit, against the world's truth."""
+    own = curves[curves["kind"] == "cohort"]
+    truth = truth[truth["signal_tier"] != "*"].assign(cohort=lambda t: t["audience"] + "/" + t["signal_tier"])
+    m = own.merge(truth[["cohort", "level", "n", "true_rate"]], on=["cohort", "level", "n"], validate="one_to_one")
+    assert len(m) == len(own)
+    return int(((m["true_rate"] >= m["ci_low"]) & (m["true_rate"] <= m["ci_high"])).sum()), len(m)
+
+
 @pytest.fixture(scope="session")
 def acceptance_world(tmp_path_factory: pytest.TempPathFactory) -> FittedWorld:
     """20 000 users over 14 days, conversions × 3; heavy users convert more (activity–baseline corr 0.7)."""

@@ -7,19 +7,10 @@ import pytest
 
 from freqcap.domain.curves import FloorSpec
 from freqcap.domain.simulate import cap_from_curve
+from tests.unit.domain.curves.young import truth_caps
 
 FLOORS = (0.5, 0.7)
 MIN_EVALUABLE = 8
-
-
-def _truth_caps(truth: pd.DataFrame, floor: float) -> pd.DataFrame:
-    rows = []
-    for (aud, tier, level), t in truth.groupby(["audience", "signal_tier", "level"]):
-        cohort = aud if tier == "*" else f"{aud}/{tier}"
-        rows.append(
-            {"cohort": cohort, "level": level, "true_cap": cap_from_curve(t.sort_values("n")["true_ratio"], floor)}
-        )
-    return pd.DataFrame(rows)
 
 
 def _evaluable(world, floor: float) -> pd.DataFrame:
@@ -27,7 +18,7 @@ def _evaluable(world, floor: float) -> pd.DataFrame:
     range at most 4 exposures wide): the 'cohorts with enough support'. Chosen before looking at the truth."""
     _, caps = world.fit.with_floor(FloorSpec("relative", floor))
     own = caps[(caps["kind"] == "cohort") & (caps["fallback"] == "none") & caps["determined"]]
-    return own.merge(_truth_caps(world.truth, floor), on=["cohort", "level"], validate="one_to_one")
+    return own.merge(truth_caps(world.truth, floor), on=["cohort", "level"], validate="one_to_one")
 
 
 @pytest.mark.parametrize("floor", FLOORS)

@@ -13,7 +13,7 @@ from freqcap.config import SimulationConfig
 from freqcap.domain.curves import CAP_COLUMNS, CURVE_COLUMNS
 from freqcap.domain.policy import load_policy
 from freqcap.jobs.curves import fit_curves_to_dir
-from tests.unit.domain.curves.conftest import boosted_params, fit_world
+from tests.unit.domain.curves.conftest import boosted_params, cohort_ci_hits, fit_world
 
 
 def test_fit_curves_to_dir_writes_the_contract(tmp_path) -> None:
@@ -52,14 +52,8 @@ def test_confidence_intervals_cover_the_true_rate(tmp_path) -> None:
         sim = tmp_path / f"w{seed}"
         simulate_to_dir(sim, SimulationConfig(users=8000, days=14, seed=seed), params=boosted_params())
         world = fit_world(sim)
-        own = world.fit.curves[world.fit.curves["kind"] == "cohort"]
-        truth = world.truth[world.truth["signal_tier"] != "*"].assign(
-            cohort=lambda t: t["audience"] + "/" + t["signal_tier"]
-        )
-        m = own.merge(truth[["cohort", "level", "n", "true_rate"]], on=["cohort", "level", "n"], validate="one_to_one")
-        assert len(m) == len(own)
-        inside += int(((m["true_rate"] >= m["ci_low"]) & (m["true_rate"] <= m["ci_high"])).sum())
-        total += len(m)
+        hits, points = cohort_ci_hits(world.fit.curves, world.truth)
+        inside, total = inside + hits, total + points
     coverage = inside / total
     assert total > 300
     assert 0.85 <= coverage <= 0.99, f"coverage {coverage:.3f} over {total} points"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from freqcap.domain.curves.maturity import DelayDistribution, horizon_seconds
+from tests.unit.domain.curves.conftest import cohort_ci_hits
 from tests.unit.domain.curves.young import (
     ATTRIBUTION_WINDOW,
     DELAY_MEDIAN_HOURS,
@@ -107,12 +108,8 @@ def test_confidence_intervals_cover_the_true_rate_on_young_worlds(tmp_path) -> N
     inside = total = 0
     for seed in (31, 32, 33):
         w = young_world(tmp_path / f"w{seed}", users=8000, seed=seed)
-        own = w.fit.curves[w.fit.curves["kind"] == "cohort"]
-        truth = w.truth[w.truth["signal_tier"] != "*"].assign(cohort=lambda t: t["audience"] + "/" + t["signal_tier"])
-        m = own.merge(truth[["cohort", "level", "n", "true_rate"]], on=["cohort", "level", "n"], validate="one_to_one")
-        assert len(m) == len(own)
-        inside += int(((m["true_rate"] >= m["ci_low"]) & (m["true_rate"] <= m["ci_high"])).sum())
-        total += len(m)
+        hits, points = cohort_ci_hits(w.fit.curves, w.truth)
+        inside, total = inside + hits, total + points
     coverage = inside / total
     assert total > 300
     assert 0.85 <= coverage <= 0.99, f"coverage {coverage:.3f} over {total} points"
