@@ -228,17 +228,20 @@ def resp_pipeline(commands: list[tuple[bytes, tuple]]) -> bytes:
 
 def floor_commands(world: dict, requests) -> list[list[tuple[bytes, tuple]]]:
     """The (key, fields) pairs a decision reads, per request: from the serving reader's own key plan (Feast's
-    serialized entity keys + project, murmur3 field names)."""
+    serialized entity keys + project, murmur3 field names), for the user's pseudonym (what the store holds and
+    serving looks up)."""
     from freqcap.adapters.feast.fast_reader import RedisFeatureReader
     from freqcap.adapters.feast.store import open_store
+    from freqcap.adapters.secrets import load_pseudonymizer
     from freqcap.domain.policy.engine import Candidate
 
     settings = world["settings"]
     store = open_store(settings, world["layout"].feast_repo)
     reader = RedisFeatureReader(store, settings.features)
+    pseudonym = load_pseudonymizer(settings) or (lambda user_id: user_id)
     out = []
     for user, cands in requests:
-        out.append(reader.keys_and_fields(user, [Candidate(**c) for c in cands]))
+        out.append(reader.keys_and_fields(pseudonym(user), [Candidate(**c) for c in cands]))
     reader.close()
     return out
 
