@@ -76,9 +76,7 @@ def one_world(users: int, days: int, seed: int) -> dict:
         world, base.log, load_settings().features, floor=cfg.floor, attribution_window=cfg.attribution_window
     )
     true_soft = oracle_policy(world.params, cfg.floor, mode="soft")
-    curve = build_policy(
-        fitted.fit.caps, created_at=CREATED_AT, penalty_shape="curve", published=fitted.fit.published
-    )
+    curve = build_policy(fitted.fit.caps, created_at=CREATED_AT, penalty_shape="curve", published=fitted.fit.published)
     policies = {
         "soft": ReplayPolicy(LABELS["soft"], fitted.policy),
         "curve": ReplayPolicy(LABELS["curve"], curve),

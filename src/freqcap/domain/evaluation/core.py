@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from freqcap.config import FeaturesConfig, SimulationConfig, parse_duration
+from freqcap.domain.curves.policy import PenaltyShape
 from freqcap.domain.evaluation.fitting import fit_policy
 from freqcap.domain.evaluation.frontier import FrontierPoint, interpolate, match_volume, nearest_gap
 from freqcap.domain.evaluation.holdout import DEFAULT_SALT, holdout_assignment
@@ -88,6 +89,7 @@ class EvaluationConfig:
     start: str = "2026-10-01T00:00:00+00:00"
     auction: AuctionConfig = field(default_factory=AuctionConfig)
     floor: float = 0.5  # relative floor of the fitted caps and of the true caps
+    penalty_shape: PenaltyShape = "curve"  # of the fitted policy's soft penalty (as `training.penalty_shape`)
     attribution_window: str = "2d"  # of the curve fit (14-day worlds: 96 % of conversions come within 2 days)
     global_caps: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12, 15)
     global_level: str = "campaign"
@@ -161,7 +163,14 @@ def evaluate_seed(
 
     base = play(no_cap(LABELS[NO_CAP]), record=True)
     assert base.log is not None
-    fitted = fit_policy(world, base.log, features, floor=config.floor, attribution_window=config.attribution_window)
+    fitted = fit_policy(
+        world,
+        base.log,
+        features,
+        floor=config.floor,
+        attribution_window=config.attribution_window,
+        penalty_shape=config.penalty_shape,
+    )
     lap("baseline_and_fit")
 
     # -- the global cap sweep

@@ -249,11 +249,15 @@ def global_cap_policy(cap: int, *, level: str = "campaign", window: str = "28d",
 
 
 def with_mode(policy: Policy, mode: Literal["soft", "hard"]) -> Policy:
-    """The same caps with every rule (and default) switched to `mode`."""
+    """The same caps with every rule (and default) switched to `mode` (hard: without the soft penalty's multiplier
+    tables, which a hard cap has no use for)."""
     doc = policy.model_dump(mode="json")
     for key in ("rules", "defaults"):
         for rule in doc[key]:
             rule["mode"] = mode
+            if mode == "hard":
+                for cap in rule["caps"]:
+                    cap.pop("multipliers", None)
     doc["version"] = f"{policy.version}-{mode}"
     return parse_policy(doc)
 

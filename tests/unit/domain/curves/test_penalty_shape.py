@@ -4,6 +4,7 @@ curves step writes with them."""
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def test_a_simple_curve_by_hand():
     # n = 1, 2, 3 convert at 2 %, 1 %, 0.5 %: the 2nd impression (one seen) at half the first's rate.
     table = curve_multipliers(np.array([0.02, 0.01, 0.005]), 0.05)
     assert table[:5] == (1.0, 0.5, 0.25, 0.15, 0.1)  # then 0.05 + 0.2/2, 0.05 + 0.2/4: the generic tail
-    assert all(a >= b for a, b in zip(table, table[1:], strict=False))
+    assert all(a >= b for a, b in pairwise(table))
     assert table[-1] - 0.05 <= 1e-4 + 1e-6
 
 

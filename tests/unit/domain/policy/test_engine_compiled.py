@@ -33,17 +33,21 @@ def _caps():
 
 
 def _rule(match):
-    return st.fixed_dictionaries(
-        {
-            "match": match,
-            "level": st.sampled_from(LEVELS),
-            "caps": _caps(),
-            "mode": st.sampled_from(["soft", "hard"]),
-            "stop_after_conversion": st.booleans(),
-            "stop_after_click": st.booleans(),
-        },
-        optional={"min_gap": st.sampled_from(["10m", "30m", "2h"])},
-    ).map(_with_cooldown).flatmap(_with_tables)
+    return (
+        st.fixed_dictionaries(
+            {
+                "match": match,
+                "level": st.sampled_from(LEVELS),
+                "caps": _caps(),
+                "mode": st.sampled_from(["soft", "hard"]),
+                "stop_after_conversion": st.booleans(),
+                "stop_after_click": st.booleans(),
+            },
+            optional={"min_gap": st.sampled_from(["10m", "30m", "2h"])},
+        )
+        .map(_with_cooldown)
+        .flatmap(_with_tables)
+    )
 
 
 def _table():
