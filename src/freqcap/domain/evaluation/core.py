@@ -4,7 +4,8 @@ Per seed (one simulated world each, `SimulationConfig(users, days, seed = base_s
 
 1. `build_traffic`: the world's opportunities with K candidates, scores and common random numbers.
 2. **No cap** (reserve 0), recorded; `freqcap curves fit` on its events gives the **personalized** policy
-   (`fitting.fit_policy`): soft as proposed, and the same caps in hard mode.
+   (`fitting.fit_policy`): soft as proposed (penalty shape `penalty_shape`, by default the fitted curve's), and
+   the same caps in hard mode.
 3. **Global cap sweep**: one hard cap for every user at the campaign level (28 d window by default) for each
    value in `global_caps` (extended upwards while the best is the largest); the **best global cap** is the one
    with the most conversions on this world (chosen in-sample, which can only flatter the baseline).
