@@ -268,6 +268,9 @@ class TrainingSettings(_Frozen):
     # Curve fits count an impression once its observed window covers this share of the learned conversion delay
     # mass (freqcap.domain.curves.maturity); 1.0: only impressions older than the whole attribution window.
     maturity_share: float = Field(0.99, gt=0.0, le=1.0)
+    # Shape of the proposed policy's soft penalty: `curve` writes each cohort's fitted curve as the cap's multiplier
+    # table (freqcap.domain.curves.shape); `generic` leaves it to policy.penalty (onset, at_cap, floor).
+    penalty_shape: Literal["generic", "curve"] = "curve"
 
 
 class TrackingConfig(_Frozen):

@@ -289,6 +289,26 @@ def test_a_push_is_saved_to_the_store_and_survives_a_restart(tmp_path):
         assert _version(client) == "pushed-1" and client.get("/readyz").status_code == 200
 
 
+def test_a_curve_shaped_policy_is_served_by_its_table_and_survives_a_restart(tmp_path):
+    """A cap's multiplier table (the curve-shaped penalty) through the admin push, `/v1/decide` and the store."""
+    settings = settings_for(tmp_path, "file")
+    shaped = doc("curve-1")
+    shaped["defaults"][0]["caps"][0]["multipliers"] = [0.6, 0.3]  # a user never shown the ad: count 0 → 0.6
+    with TestClient(_app(settings)) as client:
+        bad = doc("curve-bad")
+        bad["defaults"][0]["caps"][0]["multipliers"] = [0.3, 0.6]
+        resp = client.post("/v1/admin/policy", json=bad)
+        assert resp.status_code == 422 and "defaults.0.caps.0.multipliers" in resp.text, resp.text
+        assert client.post("/v1/admin/policy", json=shaped).status_code == 200
+        got = client.post("/v1/decide", json=_body()).json()["decisions"][0]
+        assert got["penalty"] == 0.6 and got["eligible"] is True  # the generic shape would give 1 at 0 of 4
+    with TestClient(_app(settings)) as client:
+        policy = client.get("/v1/policy").json()
+        assert policy["version"] == "curve-1"
+        assert policy["policy"]["defaults"][0]["caps"][0]["multipliers"] == [0.6, 0.3]
+        assert client.post("/v1/decide", json=_body()).json()["decisions"][0]["penalty"] == 0.6
+
+
 def test_an_unreachable_store_never_fails_serving(tmp_path):
     settings = settings_for(tmp_path, "redis", FREQCAP__SERVING__POLICY_REDIS_URL=f"127.0.0.1:{free_port()}")
     policy_file = tmp_path / "file.json"

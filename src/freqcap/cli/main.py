@@ -115,6 +115,7 @@ def cmd_curves_fit(args: argparse.Namespace) -> int:
         maturity_share=args.maturity_share
         if args.maturity_share is not None
         else _settings(args).training.maturity_share,
+        penalty_shape=args.penalty_shape or _settings(args).training.penalty_shape,
     )
     _print(summary.to_dict())
     return 0
@@ -135,6 +136,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         start=sim.start,
         auction=replace(AuctionConfig(), candidates=args.candidates),
         floor=args.floor,
+        penalty_shape=args.penalty_shape or settings.training.penalty_shape,
         holdout_share=args.holdout_share,
         **({"global_caps": tuple(int(c) for c in args.global_caps.split(","))} if args.global_caps else {}),
         **(
@@ -495,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="count an impression once its observed window covers this share of the learned delays "
         "(default: training.maturity_share; 1 = the whole attribution window)",
     )
+    p.add_argument("--penalty-shape", choices=["generic", "curve"],
+                   help="soft penalty of the proposed policy: the fitted curve's shape, or policy.penalty's "
+                   "(default: training.penalty_shape)")  # fmt: skip
     p.set_defaults(func=cmd_curves_fit)
 
     p = sub.add_parser(
@@ -507,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-seed", type=int, help="first seed (default: simulation.seed)")
     p.add_argument("--candidates", type=int, default=5, help="candidate ads per opportunity (default 5)")
     p.add_argument("--floor", type=float, default=0.5, help="relative floor of fitted and true caps (default 0.5)")
+    p.add_argument("--penalty-shape", choices=["generic", "curve"],
+                   help="soft penalty of the fitted policy (default: training.penalty_shape)")  # fmt: skip
     p.add_argument("--global-caps", help="global campaign caps to sweep, e.g. 2,3,4,5,6,8,10,12,15")
     p.add_argument("--holdout-share", type=float, default=0.1, help="share of users held out on the global cap")
     p.add_argument("--policy", help="also evaluate this policy file (e.g. the champion's), as written")

@@ -29,7 +29,7 @@ from freqcap.config import FeaturesConfig, load_settings
 from freqcap.domain.curves.caps import FloorKind, FloorSpec
 from freqcap.domain.curves.core import fit_config_from_features, fit_curves
 from freqcap.domain.curves.estimate import EstimatorParams
-from freqcap.domain.curves.policy import build_policy
+from freqcap.domain.curves.policy import PenaltyShape, build_policy
 from freqcap.domain.policy import dump_policy
 from freqcap.layout import users_path_for
 
@@ -84,17 +84,20 @@ def fit_curves_to_dir(
     deduplicate: bool = True,
     plots: bool = True,
     created_at: datetime | None = None,
+    penalty_shape: PenaltyShape | None = None,
 ) -> CurveFitSummary:
     """Fit exposure–response curves per cohort × level from an events directory and write curves, caps, plots
     and a proposed policy to `out_dir` (see the module docstring). `floor` is R for a relative floor, a rate
     for an absolute one; an economic floor uses `cost_per_impression` / `value_per_conversion` (default: the
-    mean conversion value in the data). `maturity_share` defaults to `training.maturity_share`."""
+    mean conversion value in the data). `maturity_share` defaults to `training.maturity_share`, `penalty_shape`
+    (the proposed policy's soft penalty: `freqcap.domain.curves.policy`) to `training.penalty_shape`."""
     started = time.perf_counter()
     events_dir, out_dir = Path(events_dir), Path(out_dir)
-    if features is None or maturity_share is None:
+    if features is None or maturity_share is None or penalty_shape is None:
         settings = load_settings()
         features = features or settings.features
         maturity_share = settings.training.maturity_share if maturity_share is None else maturity_share
+        penalty_shape = penalty_shape or settings.training.penalty_shape
     spec = FloorSpec(floor_kind, floor, cost_per_impression, value_per_conversion)
     cfg = fit_config_from_features(
         features,
@@ -154,7 +157,10 @@ def fit_curves_to_dir(
         "maturity_share": maturity_share,
         "count": "impressions of one entity to one user within the level's longest feature window",
     }
-    policy = build_policy(fit.caps, created_at=created_at, source=source)
+    source["penalty_shape"] = penalty_shape
+    policy = build_policy(
+        fit.caps, created_at=created_at, source=source, penalty_shape=penalty_shape, published=fit.published
+    )
     paths["policy"] = dump_policy(policy, out_dir / "policy.yaml")
     caps = fit.caps
     cohort_rows = caps[caps["kind"] == "cohort"]

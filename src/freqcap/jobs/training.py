@@ -227,6 +227,7 @@ def fit_curves_job(
         "users": Path(users) if users else None,
         "features": settings.features,
         "maturity_share": settings.training.maturity_share,
+        "penalty_shape": settings.training.penalty_shape,
     }
     if floor is not None:
         kwargs["floor"] = floor

@@ -199,7 +199,8 @@ def method_markdown(report: EvaluationReport) -> str:
 - Policies: no cap; the best global campaign cap (hard, per {c.global_window}; the cap with the most conversions on
   each world, chosen in-sample from {list(c.global_caps)}); the personalized policy from `freqcap curves fit`
   (floor {c.floor} × first-exposure rate, attribution window {c.attribution_window}) on the no-cap replay's events,
-  as proposed (soft) and with every rule hard; two oracles that know the simulator's truth: the true caps
+  as proposed (soft, penalty shape `{c.penalty_shape}`: `curve` = each cohort's fitted curve as the multiplier
+  table) and with every rule hard; two oracles that know the simulator's truth: the true caps
   (declared curves, floor {c.floor}) as hard caps on the true effective exposure count, and the true fatigue
   multiplier Π_L g(n_eff_L) as the penalty.
 - Equal impressions: a policy's reserve is its volume knob; to compare A and B at v = min(their natural

@@ -4,7 +4,8 @@ Per seed (one simulated world each, `SimulationConfig(users, days, seed = base_s
 
 1. `build_traffic`: the world's opportunities with K candidates, scores and common random numbers.
 2. **No cap** (reserve 0), recorded; `freqcap curves fit` on its events gives the **personalized** policy
-   (`fitting.fit_policy`): soft as proposed, and the same caps in hard mode.
+   (`fitting.fit_policy`): soft as proposed (penalty shape `penalty_shape`, by default the fitted curve's), and
+   the same caps in hard mode.
 3. **Global cap sweep**: one hard cap for every user at the campaign level (28 d window by default) for each
    value in `global_caps` (extended upwards while the best is the largest); the **best global cap** is the one
    with the most conversions on this world (chosen in-sample, which can only flatter the baseline).
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from freqcap.config import FeaturesConfig, SimulationConfig, parse_duration
+from freqcap.domain.curves.policy import PenaltyShape
 from freqcap.domain.evaluation.fitting import fit_policy
 from freqcap.domain.evaluation.frontier import FrontierPoint, interpolate, match_volume, nearest_gap
 from freqcap.domain.evaluation.holdout import DEFAULT_SALT, holdout_assignment
@@ -88,6 +90,7 @@ class EvaluationConfig:
     start: str = "2026-10-01T00:00:00+00:00"
     auction: AuctionConfig = field(default_factory=AuctionConfig)
     floor: float = 0.5  # relative floor of the fitted caps and of the true caps
+    penalty_shape: PenaltyShape = "curve"  # of the fitted policy's soft penalty (as `training.penalty_shape`)
     attribution_window: str = "2d"  # of the curve fit (14-day worlds: 96 % of conversions come within 2 days)
     global_caps: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12, 15)
     global_level: str = "campaign"
@@ -161,7 +164,14 @@ def evaluate_seed(
 
     base = play(no_cap(LABELS[NO_CAP]), record=True)
     assert base.log is not None
-    fitted = fit_policy(world, base.log, features, floor=config.floor, attribution_window=config.attribution_window)
+    fitted = fit_policy(
+        world,
+        base.log,
+        features,
+        floor=config.floor,
+        attribution_window=config.attribution_window,
+        penalty_shape=config.penalty_shape,
+    )
     lap("baseline_and_fit")
 
     # -- the global cap sweep

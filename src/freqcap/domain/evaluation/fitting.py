@@ -18,7 +18,7 @@ import numpy as np
 from freqcap.config import FeaturesConfig
 from freqcap.domain.curves import FloorSpec, fit_config_from_features, fit_curves
 from freqcap.domain.curves.core import CurveFit
-from freqcap.domain.curves.policy import build_policy
+from freqcap.domain.curves.policy import PenaltyShape, build_policy
 from freqcap.domain.curves.sequences import EventArrays, grouped_search
 from freqcap.domain.evaluation.policies import CREATED_AT
 from freqcap.domain.evaluation.replay import ReplayLog
@@ -94,8 +94,10 @@ def fit_policy(
     *,
     floor: float = 0.5,
     attribution_window: str = "2d",
+    penalty_shape: PenaltyShape = "generic",
 ) -> FittedPolicy:
-    """Fit curves per cohort × level on a replay's events and build the proposed policy."""
+    """Fit curves per cohort × level on a replay's events and build the proposed policy (soft penalty of
+    `penalty_shape`: see `freqcap.domain.curves.policy`)."""
     ev = replay_events(world, log)
     cfg = fit_config_from_features(features, floor=FloorSpec("relative", floor), attribution_window=attribution_window)
     fit = fit_curves(ev, cfg)
@@ -105,5 +107,9 @@ def fit_policy(
         "floor": cfg.floor.label,
         "attribution_window": attribution_window,
     }
-    policy = build_policy(fit.caps, created_at=CREATED_AT, source=source)
+    if penalty_shape != "generic":
+        source["penalty_shape"] = penalty_shape
+    policy = build_policy(
+        fit.caps, created_at=CREATED_AT, source=source, penalty_shape=penalty_shape, published=fit.published
+    )
     return FittedPolicy(policy, fit, ev.n_impressions)

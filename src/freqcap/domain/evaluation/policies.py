@@ -5,7 +5,8 @@
 `freqcap.domain.policy.engine.decide` exactly for cap rules (tests/unit/domain/evaluation compare the two on random states):
 for a cap of `max` per window with `count` impressions in it, d = max − count; a hard rule makes the candidate
 ineligible (penalty 0) once d ≤ 0, a soft rule contributes `penalty_for_distance(d)`; the strictest (lowest)
-multiplier wins across all rules and levels, rounded to 6 decimals. `min_gap` and the stops (click, conversion) are not
+multiplier wins across all rules and levels, rounded to 6 decimals. A soft cap with a multiplier table
+(`Cap.multipliers`: the penalty shaped like the cohort's fitted curve) contributes `multipliers[count]` instead. `min_gap` and the stops (click, conversion) are not
 supported by the replay (a policy using them is rejected rather than evaluated wrongly).
 
 A `ReplayPolicy` adds what the replay needs around a policy document: a name, a reserve (an opportunity is filled
@@ -58,6 +59,10 @@ class Constraint:
     window_us: int
     hard: bool
     max_by_cohort: np.ndarray  # int64 [n_audiences * n_tiers, len(LEVELS)]; INACTIVE where no cap applies
+    # Soft slots with any multiplier table: the multiplier by count already in the window [cohorts, levels, T]
+    # (counts ≥ T take column T − 1): the table where the cap has one, the generic shape at max − count where it
+    # has none, 1 where no cap applies. None: every cap of the slot has the generic shape (looked up by distance).
+    by_count: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ def compile_policy(rp: ReplayPolicy, audiences: Sequence[str], tiers: Sequence[s
     penalty = rp.policy.penalty if rp.policy is not None else PenaltyConfig()
     n_cohorts = len(audiences) * len(tiers)
     slots: dict[tuple[int, bool, int], np.ndarray] = {}
+    tables: dict[tuple[int, bool, int], dict[tuple[int, int], tuple[float, ...]]] = {}
     if rp.policy is not None:
         for j, level in enumerate(LEVELS):
             for a, aud in enumerate(audiences):
@@ -124,7 +130,17 @@ def compile_policy(rp: ReplayPolicy, audiences: Sequence[str], tiers: Sequence[s
                             seen[base] = key[2] + 1
                             table = slots.setdefault(key, np.full((n_cohorts, len(LEVELS)), INACTIVE, dtype=np.int64))
                             table[a * len(tiers) + t, j] = cap.max
-    constraints = tuple(Constraint(window_us=w, hard=h, max_by_cohort=tb) for (w, h, _), tb in sorted(slots.items()))
+                            if cap.multipliers is not None:
+                                tables.setdefault(key, {})[(a * len(tiers) + t, j)] = cap.multipliers
+    constraints = tuple(
+        Constraint(
+            window_us=k[0],
+            hard=k[1],
+            max_by_cohort=tb,
+            by_count=_by_count(tb, tables[k], penalty) if k in tables else None,
+        )
+        for k, tb in sorted(slots.items())
+    )
     return CompiledPolicy(rp.name, rp.counts, rp.reserve, penalty, constraints, len(tiers), _penalty_lut(penalty))
 
 
@@ -146,6 +162,26 @@ def _penalty_lut(config: PenaltyConfig) -> np.ndarray:
     return penalty_for_distance_vec(np.arange(_LUT_LOW, top + 1, dtype=np.float64), config)
 
 
+def _by_count(
+    max_by_cohort: np.ndarray, tables: dict[tuple[int, int], tuple[float, ...]], config: PenaltyConfig
+) -> np.ndarray:
+    """A soft slot's multiplier by count [cohorts, levels, T] (see `Constraint.by_count`). T reaches past every table
+    and far enough beyond every cap that the generic shape has hit the `_LUT_LOW` distance, where the lookup by
+    distance stops too: the last column holds for all larger counts in both."""
+    active = max_by_cohort[max_by_cohort < INACTIVE]
+    top = int(active.max()) if active.size else 0
+    width = max(max((len(t) for t in tables.values()), default=1), top - _LUT_LOW + 1)
+    count = np.arange(width, dtype=np.float64)
+    mx = np.where(max_by_cohort < INACTIVE, max_by_cohort, 0).astype(np.float64)
+    d = np.maximum(mx[:, :, None] - count, _LUT_LOW)
+    out = np.where((max_by_cohort < INACTIVE)[:, :, None], penalty_for_distance_vec(d, config), 1.0)
+    for (cohort, level), table in tables.items():
+        row = np.asarray(table, dtype=np.float64)
+        out[cohort, level, : len(row)] = row
+        out[cohort, level, len(row) :] = row[-1]
+    return out
+
+
 def penalties(
     compiled: CompiledPolicy, cohort: np.ndarray, count_of: Any, shape: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -165,6 +201,15 @@ def penalties(
         if c.hard:
             ok = d >= 1
             eligible = ok if eligible is None else eligible & ok
+            continue
+        if c.by_count is not None:
+            # Curve-shaped caps: the multiplier depends on each level's count, not only on the smallest distance.
+            counts = count_of(c.window_us)
+            if not np.issubdtype(counts.dtype, np.integer):
+                raise ValueError(f"policy {compiled.name!r}: multiplier tables need integer (raw) counts")
+            idx = np.clip(counts, 0, c.by_count.shape[2] - 1)  # (n, K, levels)
+            m = c.by_count[cohort[:, None, None], np.arange(len(LEVELS))[None, None, :], idx].min(axis=2)
+            mult = m if mult is None else np.minimum(mult, m)
             continue
         if np.issubdtype(d.dtype, np.integer):
             np.clip(d, _LUT_LOW, _LUT_LOW + len(lut) - 1, out=d)
@@ -204,11 +249,15 @@ def global_cap_policy(cap: int, *, level: str = "campaign", window: str = "28d",
 
 
 def with_mode(policy: Policy, mode: Literal["soft", "hard"]) -> Policy:
-    """The same caps with every rule (and default) switched to `mode`."""
+    """The same caps with every rule (and default) switched to `mode` (hard: without the soft penalty's multiplier
+    tables, which a hard cap has no use for)."""
     doc = policy.model_dump(mode="json")
     for key in ("rules", "defaults"):
         for rule in doc[key]:
             rule["mode"] = mode
+            if mode == "hard":
+                for cap in rule["caps"]:
+                    cap.pop("multipliers", None)
     doc["version"] = f"{policy.version}-{mode}"
     return parse_policy(doc)
 

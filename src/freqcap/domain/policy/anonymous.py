@@ -56,10 +56,15 @@ class AnonymousVerdict:
     signal_tier: str | None
 
 
-def expected_cap_penalty(cap: int, hard: bool, penalty: PenaltyConfig) -> float:
-    """The expected multiplier of an impression whose count already seen is uniform on 0..cap−1."""
+def expected_cap_penalty(
+    cap: int, hard: bool, penalty: PenaltyConfig, multipliers: tuple[float, ...] | None = None
+) -> float:
+    """The expected multiplier of an impression whose count already seen is uniform on 0..cap−1 (from the cap's
+    multiplier table when it has one, else the generic shape)."""
     if hard:
         return 1.0  # within the cap a hard rule never excludes
+    if multipliers is not None:
+        return sum(multipliers[min(seen, len(multipliers) - 1)] for seen in range(cap)) / cap
     return sum(penalty_for_distance(cap - seen, penalty) for seen in range(cap)) / cap
 
 
@@ -75,7 +80,7 @@ def _cohort_verdict(policy: Policy, audience: Any, tier: str):
     for i, level in enumerate(LEVELS):
         for rule in policy.rules_for(audience, tier, level):
             for cap in rule.caps:
-                mult = expected_cap_penalty(cap.max, rule.mode == "hard", policy.penalty)
+                mult = expected_cap_penalty(cap.max, rule.mode == "hard", policy.penalty, cap.multipliers)
                 key = (mult, cap.max, i)
                 if best is None or key < best[:3]:
                     seen = (cap.max - 1) / 2

@@ -9,6 +9,9 @@ and monotone in the count (policy.penalty: onset, at_cap, floor):
     0 ≤ d < 1 + onset   → linear from 1 down to at_cap at d=0 (approaching: no cliff at the cap)
     d < 0               → floor + (at_cap − floor)·2^d        (beyond: keeps falling towards floor)
 
+A soft cap may carry its own shape instead (`Cap.multipliers`, e.g. the cohort's fitted exposure curve): the
+multiplier is then `multipliers[count]` (past the table's end, its last value); distance and binding read as above.
+
 A cap's window is rolling (`24h`: the last 24 hours) or calendar (`day`, `week`, `month`: since the period's start in
 the policy's `time_zone`); the engine reads whichever count the state holds for it.
 
@@ -191,6 +194,8 @@ def _constraints(rule: CapRule, level: str, state: EntityState, now: datetime, p
         if hard:
             eligible = distance >= 1
             mult = 1.0 if eligible else 0.0
+        elif cap.multipliers is not None:
+            eligible, mult = True, cap.multiplier_at(count)
         else:
             eligible, mult = True, penalty_for_distance(distance, penalty)
         yield mult, float(distance), eligible, (level, cap.window, cap.max, count, "cap")
@@ -273,7 +278,8 @@ _new = object.__new__
 class _Rule:
     """A CapRule reduced to plain values."""
 
-    caps: tuple[tuple[str, int, int], ...]  # (window label, window seconds, max)
+    # (window label, window seconds, max, multiplier table or None)
+    caps: tuple[tuple[str, int, int, tuple[float, ...] | None], ...]
     hard: bool
     min_gap: str | None
     min_gap_seconds: float | None
@@ -285,7 +291,7 @@ class _Rule:
 
 def _plain(rule: CapRule) -> _Rule:
     return _Rule(
-        caps=tuple((c.window, c.window_seconds, c.max) for c in rule.caps),
+        caps=tuple((c.window, c.window_seconds, c.max, c.multipliers) for c in rule.caps),
         hard=rule.mode == "hard",
         min_gap=rule.min_gap,
         min_gap_seconds=rule.min_gap_seconds,
@@ -423,7 +429,7 @@ class _Cohort:
         name = level.level
         for rule in level.rules:
             hard = rule.hard
-            for window, seconds, cap in rule.caps:
+            for window, seconds, cap, table in rule.caps:
                 if seconds not in counts:
                     _window_count(state, seconds)  # raises, naming the window
                 count = int(counts[seconds])
@@ -432,6 +438,9 @@ class _Cohort:
                     ok = distance >= 1
                     mult = 1.0 if ok else 0.0
                     eligible = eligible and ok
+                elif table is not None:
+                    ok = True
+                    mult = table[count] if count < len(table) else table[-1]
                 else:
                     ok = True
                     mult = mults.get(distance)

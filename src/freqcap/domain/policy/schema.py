@@ -45,6 +45,11 @@ class Cap(_Frozen):
 
     window: str
     max: int = Field(ge=1)
+    # Optional soft-penalty shape (soft rules only): `multipliers[c]` is the multiplier when `c` impressions are
+    # already in the window (the next one is the (c+1)-th); counts past the end take the last value. Values in
+    # [penalty.floor, 1], non-increasing in c. `freqcap curves fit --penalty-shape curve` writes the cohort's fitted
+    # curve here (`freqcap.domain.curves.shape`); without it the generic shape of `policy.penalty` applies.
+    multipliers: tuple[float, ...] | None = None
     # Parsed once: the engine reads it for every candidate on the hot path. The key of the count: seconds for a
     # rolling window, (period, zone) for a calendar one (set by the policy, which holds the zone).
     _window_seconds: Any = PrivateAttr(0)
@@ -57,6 +62,29 @@ class Cap(_Frozen):
         if parse_duration(window).total_seconds() <= 0:
             raise ValueError("window must be positive")
         return window
+
+    @field_validator("multipliers")
+    @classmethod
+    def _multipliers(cls, table: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if table is None:
+            return None
+        if not table:
+            raise ValueError("a multiplier table needs at least one value")
+        for i, m in enumerate(table):
+            if not 0.0 <= m <= 1.0:  # also rejects NaN
+                raise ValueError(f"value {i} ({m}) is outside [0, 1]")
+        for i in range(1, len(table)):
+            if table[i] > table[i - 1]:
+                raise ValueError(
+                    f"must be non-increasing in the count: value {i} ({table[i]}) > value {i - 1} ({table[i - 1]})"
+                )
+        return table
+
+    def multiplier_at(self, count: int) -> float:
+        """The table's multiplier with `count` impressions already in the window (past the end: the last value)."""
+        table = self.multipliers
+        assert table is not None
+        return table[count] if count < len(table) else table[-1]
 
     def model_post_init(self, context: Any) -> None:
         if self.window in PERIODS:
@@ -143,6 +171,14 @@ class CapRule(_Frozen):
         return gap
 
     @model_validator(mode="after")
+    def _table_needs_soft(self) -> CapRule:
+        if self.mode == "hard":
+            bad = [i for i, c in enumerate(self.caps) if c.multipliers is not None]
+            if bad:
+                raise ValueError(f"caps.{bad[0]}.multipliers: a multiplier table needs mode 'soft' (this rule is hard)")
+        return self
+
+    @model_validator(mode="after")
     def _one_cap_per_window(self) -> CapRule:
         windows = [c.window_seconds for c in self.caps]
         if len(set(windows)) != len(windows):
@@ -212,6 +248,19 @@ class Policy(_Frozen):
             raise ValueError(f"rules: more than one rule for (audience, signal_tier, level) {sorted(dupes)}")
         return self
 
+    @model_validator(mode="after")
+    def _tables_above_floor(self) -> Policy:
+        # A soft rule keeps some chance (the floor); a table below it would be a ban the generic shape never is.
+        for key in ("defaults", "rules"):
+            for i, rule in enumerate(getattr(self, key)):
+                for j, cap in enumerate(rule.caps):
+                    if cap.multipliers is not None and min(cap.multipliers) < self.penalty.floor:
+                        raise ValueError(
+                            f"{key}.{i}.caps.{j}.multipliers: {min(cap.multipliers)} is below penalty.floor "
+                            f"({self.penalty.floor})"
+                        )
+        return self
+
     def rules_for(self, audience: str, signal_tier: str, level: str) -> tuple[CapRule, ...]:
         """The rule that applies at `level` (most specific match first), else the level's defaults."""
         candidates = [
@@ -248,8 +297,15 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def policy_document(policy: Policy) -> dict[str, Any]:
-    """A plain, stable dict (empty provenance dropped) for YAML/JSON output and diffs."""
-    return json.loads(policy.model_dump_json(exclude_defaults=False))
+    """A plain, stable dict (empty provenance dropped) for YAML/JSON output and diffs. A cap without a multiplier
+    table has no `multipliers` key, so documents that use none read as before the table existed."""
+    doc = json.loads(policy.model_dump_json(exclude_defaults=False))
+    for key in ("defaults", "rules"):
+        for rule in doc.get(key, ()):
+            for cap in rule.get("caps", ()):
+                if cap.get("multipliers", 0) is None:
+                    del cap["multipliers"]
+    return doc
 
 
 def dump_policy(policy: Policy, path: str | Path) -> Path:

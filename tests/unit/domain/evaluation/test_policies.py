@@ -26,7 +26,12 @@ WINDOWS = ("1h", "24h", "7d")
 WINDOW_US = {"1h": 3600 * 10**6, "24h": 86400 * 10**6, "7d": 7 * 86400 * 10**6}
 
 
-def random_policy(rng: np.random.Generator) -> object:
+def random_table(rng: np.random.Generator, floor: float) -> list[float]:
+    """A non-increasing multiplier table in [floor, 1] of 1…12 values (the curve-shaped penalty)."""
+    return sorted((float(v) for v in rng.uniform(floor, 1.0, int(rng.integers(1, 13)))), reverse=True)
+
+
+def random_policy(rng: np.random.Generator, tables: bool = False) -> object:
     rules = []
     seen = set()
     for _ in range(int(rng.integers(0, 8))):
@@ -38,8 +43,13 @@ def random_policy(rng: np.random.Generator) -> object:
         seen.add((aud, tier, level))
         windows = rng.choice(WINDOWS, size=int(rng.integers(1, 3)), replace=False)
         caps = [{"window": str(w), "max": int(rng.integers(1, 6))} for w in windows]
+        mode = str(rng.choice(["soft", "hard"]))
+        if tables and mode == "soft":
+            for cap in caps:
+                if rng.random() < 0.7:
+                    cap["multipliers"] = random_table(rng, 0.05)
         rules.append({"match": {"audience": aud, "signal_tier": tier}, "level": level, "caps": caps,
-                      "mode": str(rng.choice(["soft", "hard"]))})  # fmt: skip
+                      "mode": mode})  # fmt: skip
     defaults = [
         {"level": str(lv), "caps": [{"window": str(rng.choice(WINDOWS)), "max": int(rng.integers(1, 6))}],
          "mode": str(rng.choice(["soft", "hard"]))}
@@ -50,10 +60,10 @@ def random_policy(rng: np.random.Generator) -> object:
                          "rules": rules, "defaults": defaults})  # fmt: skip
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_penalties_equal_the_engine_on_random_policies_and_states(seed):
+@pytest.mark.parametrize(("seed", "tables"), [(s, False) for s in range(40)] + [(s, True) for s in range(40, 70)])
+def test_penalties_equal_the_engine_on_random_policies_and_states(seed, tables):
     rng = np.random.default_rng(seed)
-    policy = random_policy(rng)
+    policy = random_policy(rng, tables)
     compiled = compile_policy(ReplayPolicy("r", policy), AUDIENCES, TIER_NAMES)
     n, k = 30, 4
     aud = rng.integers(0, len(AUDIENCES), n)
@@ -93,6 +103,38 @@ def test_penalty_lookup_equals_the_engine_formula():
         np.testing.assert_allclose(pen[:, 0], np.round(ref, 6), rtol=0, atol=1e-12)
 
 
+def test_multiplier_tables_are_read_by_count_per_level():
+    """One cohort, the ad level with a table, the campaign level generic: the penalty is the smaller of the ad
+    table at the ad count and the generic shape at the campaign distance, from the definitions."""
+    table = [1.0, 0.9, 0.6, 0.35, 0.2]
+    policy = parse_policy({"version": "t", "created_at": "2026-01-01T00:00:00+00:00",
+                           "rules": [{"match": {"audience": "cold"}, "level": "ad",
+                                      "caps": [{"window": "24h", "max": 4, "multipliers": table}]}],
+                           "defaults": [{"level": "campaign", "caps": [{"window": "24h", "max": 5}]}]})  # fmt: skip
+    compiled = compile_policy(ReplayPolicy("t", policy), AUDIENCES)
+    ad, camp = np.meshgrid(np.arange(0, 120), np.arange(0, 12), indexing="ij")
+    ad, camp = ad.ravel(), camp.ravel()
+    counts = np.zeros((len(ad), 1, 3), dtype=np.int64)
+    counts[:, 0, LEVELS.index("ad")], counts[:, 0, LEVELS.index("campaign")] = ad, camp
+    cold = AUDIENCES.index("cold") * len(TIER_NAMES)
+    for cohort, uses_table in ((cold, True), (0, False)):  # high_intent: no rule, only the campaign default
+        _, pen = penalties(compiled, np.full(len(ad), cohort), lambda w: counts, (len(ad), 1))
+        want = [
+            round(min(table[min(a, 4)] if uses_table else 1.0, penalty_for_distance(5 - c, policy.penalty)), 6)
+            for a, c in zip(ad, camp, strict=True)
+        ]
+        np.testing.assert_allclose(pen[:, 0], want, rtol=0, atol=1e-12)
+
+
+def test_multiplier_tables_need_raw_counts():
+    policy = parse_policy({"version": "t", "created_at": "2026-01-01T00:00:00+00:00",
+                           "defaults": [{"level": "ad", "caps": [{"window": "24h", "max": 4,
+                                                                  "multipliers": [1.0, 0.5]}]}]})  # fmt: skip
+    compiled = compile_policy(ReplayPolicy("t", policy, counts="effective"), AUDIENCES)
+    with pytest.raises(ValueError, match="integer"):
+        penalties(compiled, np.zeros(2, dtype=np.int64), lambda w: np.full((2, 1, 3), 1.5), (2, 1))
+
+
 def test_min_gap_is_rejected_not_ignored():
     policy = parse_policy({"version": "g", "created_at": "2026-01-01T00:00:00+00:00",
                            "defaults": [{"level": "ad", "caps": [{"window": "24h", "max": 3}], "min_gap": "30m"}]})  # fmt: skip
@@ -105,6 +147,15 @@ def test_with_mode_switches_every_rule_and_keeps_the_caps():
     hard = with_mode(policy, "hard")
     assert {r.mode for r in hard.rules} == {"hard"}
     assert [(r.match, r.level, r.caps) for r in hard.rules] == [(r.match, r.level, r.caps) for r in policy.rules]
+
+
+def test_with_mode_hard_drops_the_multiplier_tables_and_keeps_the_maxima():
+    doc = oracle_policy(ModelParams(), 0.5, "soft").model_dump(mode="json")
+    doc["rules"][0]["caps"][0]["multipliers"] = [1.0, 0.5]
+    curve = parse_policy(doc)
+    hard = with_mode(curve, "hard")
+    assert all(c.multipliers is None for r in hard.rules for c in r.caps)
+    assert [c.max for r in hard.rules for c in r.caps] == [c.max for r in curve.rules for c in r.caps]
 
 
 def test_oracle_caps_are_the_simulators_true_caps():

@@ -41,6 +41,15 @@ def tiered_policy(mode: str = "soft") -> object:
     )
 
 
+def curve_policy() -> object:
+    """`tiered_policy("soft")` with curve-shaped tables on two caps (what `penalty_shape: curve` writes)."""
+    doc = tiered_policy("soft").model_dump(mode="json")
+    doc["rules"][0]["caps"][1]["multipliers"] = [1.0, 0.7, 0.4, 0.2, 0.1]
+    doc["defaults"][0]["caps"][0]["multipliers"] = [1.0, 0.95, 0.8, 0.5, 0.3, 0.3, 0.15]
+    doc["version"] = "test-curve"
+    return parse_policy(doc)
+
+
 def _policies(traffic):
     params = traffic.world.params
     return {
@@ -54,6 +63,7 @@ def _policies(traffic):
         "tiered soft": ReplayPolicy("t", tiered_policy("soft")),
         "tiered hard": ReplayPolicy("t", tiered_policy("hard")),
         "tiered soft + reserve": ReplayPolicy("t", tiered_policy("soft"), reserve=0.02),
+        "tiered curve": ReplayPolicy("c", curve_policy()),
         "oracle caps": ReplayPolicy("o", oracle_policy(params, 0.5), counts="effective"),
         "oracle caps soft": ReplayPolicy("o", oracle_policy(params, 0.5, "soft"), counts="effective"),
         "oracle penalty": oracle_penalty(),
@@ -62,6 +72,7 @@ def _policies(traffic):
 
 NAMES = [
     "no cap", "global hard 24h", "global soft 1h", "global ad hard 28d", "global advertiser soft 7d", "tiered soft", "tiered hard", "tiered soft + reserve",
+    "tiered curve",
     "oracle caps", "oracle caps soft", "oracle penalty",
 ]  # fmt: skip
 
@@ -96,6 +107,10 @@ def test_the_tiny_world_exercises_tiers_windows_and_empty_slots(tiny_traffic):
     assert day.impressions > month.impressions  # the 24h window expires within a 3-day world
     reserve = replay(tiny_traffic, _policies(tiny_traffic)["tiered soft + reserve"])
     assert 0 < reserve.impressions < tiny_traffic.n_opportunities  # the reserve binds
+    # the curve-shaped tables change which ads win (so the comparison above exercises them)
+    soft = replay(tiny_traffic, ReplayPolicy("t", tiered_policy("soft")), record=True).log
+    curve = replay(tiny_traffic, ReplayPolicy("c", curve_policy()), record=True).log
+    assert (soft.shown_ad != curve.shown_ad).sum() > 10
 
 
 def test_short_signal_lookback_matches_the_definition(tiny_traffic):

@@ -53,8 +53,12 @@ def brute_force(doc: dict) -> tuple[float, set[tuple[str, str, int]]]:
                 for rule in _rules_for(doc, audience, tier, level):
                     for cap in rule["caps"]:
                         c = cap["max"]
+                        table = cap.get("multipliers")
                         if rule.get("mode", "soft") == "hard":
                             mult = 1.0
+                        elif table is not None:  # the curve-shaped penalty: the table by count, its last past the end
+                            prices = [table[seen] if seen < len(table) else table[-1] for seen in range(c)]
+                            mult = sum(prices) / len(prices)
                         else:
                             prices = [
                                 _penalty_by_hand(c - seen, pen["onset"], pen["at_cap"], pen["floor"])
@@ -86,13 +90,16 @@ def test_anonymous_verdict_equals_brute_force(policy):
 
 @pytest.mark.parametrize("cap", [1, 2, 3, 5, 12])
 @pytest.mark.parametrize("audience", ["cold", "someone-else"])
-def test_the_penalty_is_the_engines_average_over_a_capped_users_impressions(cap, audience):
-    """One soft cap: the engine's penalty for an identified user at each count 0..cap−1, averaged."""
+@pytest.mark.parametrize("table", [None, [1.0, 0.8, 0.5, 0.25]])
+def test_the_penalty_is_the_engines_average_over_a_capped_users_impressions(cap, audience, table):
+    """One soft cap (generic, or curve-shaped by a table): the engine's penalty for an identified user at each
+    count 0..cap−1, averaged."""
+    spec = {"window": "24h", "max": cap} | ({} if table is None else {"multipliers": table})
     policy = parse_policy(
         {
             "version": "one-cap",
             "created_at": "2026-10-01T00:00:00Z",
-            "defaults": [{"level": "ad", "caps": [{"window": "24h", "max": cap}]}],
+            "defaults": [{"level": "ad", "caps": [spec]}],
         }
     )
     ad = Candidate("a1", "c1", "v1")

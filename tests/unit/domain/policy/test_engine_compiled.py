@@ -33,17 +33,41 @@ def _caps():
 
 
 def _rule(match):
-    return st.fixed_dictionaries(
-        {
-            "match": match,
-            "level": st.sampled_from(LEVELS),
-            "caps": _caps(),
-            "mode": st.sampled_from(["soft", "hard"]),
-            "stop_after_conversion": st.booleans(),
-            "stop_after_click": st.booleans(),
-        },
-        optional={"min_gap": st.sampled_from(["10m", "30m", "2h"])},
-    ).map(_with_cooldown)
+    return (
+        st.fixed_dictionaries(
+            {
+                "match": match,
+                "level": st.sampled_from(LEVELS),
+                "caps": _caps(),
+                "mode": st.sampled_from(["soft", "hard"]),
+                "stop_after_conversion": st.booleans(),
+                "stop_after_click": st.booleans(),
+            },
+            optional={"min_gap": st.sampled_from(["10m", "30m", "2h"])},
+        )
+        .map(_with_cooldown)
+        .flatmap(_with_tables)
+    )
+
+
+def _table():
+    """A non-increasing multiplier table at or above every floor the policies draw (0.2 at most)."""
+    return st.lists(st.sampled_from([1.0, 0.9, 0.75, 0.5, 0.3, 0.2]), min_size=1, max_size=8).map(
+        lambda v: sorted(v, reverse=True)
+    )
+
+
+def _with_tables(rule):
+    """Some caps of soft rules carry a multiplier table (the curve-shaped penalty)."""
+    if rule["mode"] != "soft":
+        return st.just(rule)
+    tables = st.tuples(*(st.one_of(st.none(), _table()) for _ in rule["caps"]))
+    return tables.map(
+        lambda ts: {
+            **rule,
+            "caps": [c if t is None else {**c, "multipliers": t} for c, t in zip(rule["caps"], ts, strict=True)],
+        }
+    )
 
 
 def _with_cooldown(rule):
@@ -167,3 +191,42 @@ def test_the_compiled_tables_are_built_once_per_policy_and_cover_every_cohort():
     # Audiences no rule names share one cohort; the named one has its own.
     assert compiled.cohort("warm", "engaged") is compiled.cohort("anything", "converter")
     assert compiled.cohort("cold", "engaged") is not compiled.cohort("warm", "engaged")
+
+
+def test_a_multiplier_table_sets_the_soft_multiplier_by_count_on_both_paths():
+    """The table read by count (past its end: its last value), the strictest of table and generic caps wins."""
+    table = [1.0, 0.8, 0.45, 0.2]
+    policy = parse_policy(
+        {
+            "version": "p",
+            "created_at": "2026-10-01T00:00:00Z",
+            "rules": [{"level": "ad", "caps": [{"window": "24h", "max": 3, "multipliers": table}]}],
+            "defaults": [{"level": "campaign", "caps": [{"window": "7d", "max": 6}]}],
+        }
+    )
+    pen = policy.penalty
+    cands = [Candidate(f"a{n}", f"c{n}", "v") for n in range(9)]
+    states = {}
+    for n in range(9):
+        states[("ad", f"a{n}")] = EntityState({86400: n})
+        states[("campaign", f"c{n}")] = EntityState({7 * 86400: n})
+    want = []
+    for n in range(9):
+        ad = table[min(n, len(table) - 1)]
+        d = 6 - n  # the campaign default: the generic shape, written out from the documented formula
+        if d >= 1 + pen.onset:
+            camp = 1.0
+        elif d >= 0:
+            camp = pen.at_cap + (1 - pen.at_cap) * d / (1 + pen.onset)
+        else:
+            camp = pen.floor + (pen.at_cap - pen.floor) * 2.0**d
+        want.append(round(min(ad, camp), 6))
+    for engine in (decide, decide_reference):
+        got = engine(policy, "x", "engaged", cands, states, NOW)
+        assert [d.penalty for d in got] == want, engine.__name__
+        assert [d.binding.level for d in got][:4] == ["ad", "ad", "ad", "ad"]
+    # the generic campaign cap binds once it falls below the table (count 8: 0.05 + 0.45/4 < 0.2; 7: 0.275 > 0.2)
+    assert [d.binding.level for d in decide(policy, "x", "engaged", cands, states, NOW)][7:] == ["ad", "campaign"]
+    assert decide(policy, "x", "engaged", cands, states, NOW) == decide_reference(
+        policy, "x", "engaged", cands, states, NOW
+    )

@@ -88,3 +88,50 @@ def test_round_trip_is_stable(tmp_path, suffix):
     assert again == policy
     second = dump_policy(again, tmp_path / f"q{suffix}")
     assert first.read_text() == second.read_text()
+
+
+# ------------------------------------------------------------------------------------------ multiplier tables
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ([1.0, 0.6, 0.7], "non-increasing"),  # rises again at count 2
+        ([1.2, 0.5], "outside"),
+        ([1.0, -0.1], "outside"),
+        ([1.0, float("nan")], "outside"),
+        ([], "at least one value"),
+    ],
+)
+def test_a_bad_multiplier_table_names_the_field(table, message):
+    with pytest.raises(PolicyValidationError, match=message) as err:
+        parse_policy(_with(["rules", 0, "caps", 1, "multipliers"], table))
+    assert any(p == "rules.0.caps.1.multipliers" for p, _ in err.value.errors), err.value.errors
+
+
+def test_a_table_needs_a_soft_rule_and_values_at_or_above_the_floor():
+    doc = _with(["rules", 1, "caps", 0, "multipliers"], [1.0, 0.5])
+    doc["rules"][1]["mode"] = "hard"
+    with pytest.raises(PolicyValidationError, match=r"rules\.1: .*caps\.0\.multipliers: a multiplier table needs"):
+        parse_policy(doc)
+    low = _with(["defaults", 0, "caps", 0, "multipliers"], [1.0, 0.04])
+    with pytest.raises(PolicyValidationError, match=r"defaults\.0\.caps\.0\.multipliers: 0\.04 is below penalty"):
+        parse_policy(low)
+    low["penalty"] = {"floor": 0.0}
+    assert parse_policy(low).defaults[0].caps[0].multipliers == (1.0, 0.04)
+
+
+def test_a_table_is_read_by_count_and_holds_its_last_value():
+    cap = parse_policy(_with(["rules", 0, "caps", 0, "multipliers"], [1.0, 0.7, 0.3])).rules[0].caps[0]
+    assert [cap.multiplier_at(c) for c in range(6)] == [1.0, 0.7, 0.3, 0.3, 0.3, 0.3]
+
+
+def test_documents_without_tables_have_no_multipliers_key_and_tables_round_trip(tmp_path):
+    from freqcap.domain.policy.schema import policy_document
+
+    doc = policy_document(parse_policy(BASE))
+    assert all("multipliers" not in cap for rule in (*doc["rules"], *doc["defaults"]) for cap in rule["caps"])
+    policy = parse_policy(_with(["rules", 0, "caps", 1, "multipliers"], [1.0, 0.5, 0.25]))
+    assert policy_document(policy)["rules"][0]["caps"][1]["multipliers"] == [1.0, 0.5, 0.25]
+    for suffix in (".yaml", ".json"):
+        assert load_policy(dump_policy(policy, tmp_path / f"t{suffix}")) == policy
