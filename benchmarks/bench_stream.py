@@ -223,7 +223,9 @@ def drain(
         r0, t0 = server.cpu(), time.perf_counter()
         for p in procs:
             p.send_signal(signal.SIGCONT)
-        unpushed = [f"{state_base(settings.stream.state_prefix, k)}:unpushed" for k in range(partitions)]
+        # Done when every event is applied and pushed (no unpushed names, no pending log left).
+        bases = [state_base(settings.stream.state_prefix, k) for k in range(partitions)]
+        unpushed = [f"{b}:{log}" for b in bases for log in ("unpushed", "pending")]
         while int(read_combined(client, settings.stream).get("applied", 0)) < len(messages) or client.exists(*unpushed):
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(next(p for p in procs if p.poll() is not None).stderr.read().decode()[-2000:])

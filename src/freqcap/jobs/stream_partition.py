@@ -28,6 +28,7 @@ from itertools import islice
 from typing import Any
 
 from freqcap.adapters.feast.stream_push import (
+    ROW_TTL_REFRESH_S,
     PairState,
     StreamRowEncoder,
     pair_row,
@@ -35,7 +36,7 @@ from freqcap.adapters.feast.stream_push import (
     state_blob,
     state_counts,
 )
-from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit
+from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit, pack_pending
 from freqcap.adapters.stream.transport import Message
 from freqcap.config import StreamConfig
 from freqcap.domain.privacy import Pseudonymizer
@@ -102,6 +103,18 @@ class PartitionConsumer:
         self.atomic = cfg.push_mode == "atomic"
         if self.atomic and not hasattr(pusher, "row_updates"):
             raise ValueError("stream.push_mode atomic needs the online store on the stream's Redis (a direct writer)")
+        # `direct` to a Redis online store: the online rows are the pairs' state too (read back on a cache miss);
+        # a unit records its changed pairs' states in the pending log instead of a state key per pair, and the
+        # push (once per micro-batch) makes them durable in the rows before the log is cleared.
+        # Only while a row outlives the retention (its TTL is refreshed at most hourly): else state keys, as before.
+        key_ttl = getattr(pusher, "key_ttl", None)
+        self.rows_state = (
+            not self.atomic
+            and hasattr(pusher, "read_counts")
+            and hasattr(state, "pending_key")
+            and (not key_ttl or key_ttl >= self.retention_s + ROW_TTL_REFRESH_S)
+        )
+        self.unflushed: dict[PairKey, None] = {}  # pairs committed in this micro-batch, not yet pushed
         self.pending: list[Message] = []
         self.batch_started = 0.0
         self.caught_up_at: float | None = None  # wall time of the read that found the stream drained
@@ -114,10 +127,13 @@ class PartitionConsumer:
         snap = self.state.load()
         self.watermark_us, self.last_id = snap.watermark_us, snap.last_id
         self.transport.take_over()
-        if snap.unpushed:
-            blobs = self.state.read_pairs(snap.unpushed)
-            self._push([(k, state_counts(blobs[k])) for k in snap.unpushed if k in blobs])
-            self.state.pushed()
+        if snap.unpushed or snap.pending:
+            blobs = self.state.read_pairs(snap.unpushed) if snap.unpushed else {}
+            pairs = {k: state_counts(blobs[k]) for k in snap.unpushed if k in blobs}
+            for k, (buckets, last_imp_us) in snap.pending.items():  # written after any state key: newer
+                pairs[k] = PairCounts(buckets, last_imp_us)
+            self._push(list(pairs.items()))
+            self.state.pushed(self.token)
 
     def step(self, block_ms: int) -> int:
         """One read (blocking only when nothing is waiting to be flushed); flush when a bound is reached."""
@@ -169,7 +185,11 @@ class PartitionConsumer:
         for start in range(0, len(todo), step):
             for item in self._commit_unit(todo[start : start + step]):
                 changed[item[0]] = item
-        if not self.atomic:
+        if self.rows_state:  # encoded once, here, with each pair's state after the micro-batch
+            self._push([(k, self.cache[k]) for k in self.unflushed])
+            self.state.pushed(self.token)
+            self.unflushed.clear()
+        elif not self.atomic:
             encoded = list(changed.values())
             self._push([(k, counts) for k, counts, _ in encoded], encoded)
             self.state.pushed()
@@ -213,10 +233,15 @@ class PartitionConsumer:
         for _, reason in dead:
             name = f"dead:{reason_group(reason)}"
             counters[name] = counters.get(name, 0) + 1
-        encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]  # once per unit
-        if self.atomic:  # the rows themselves, in the same script: they are the pairs' state
+        pending = None
+        if self.rows_state:  # the states, cheaply: the rows are encoded once per micro-batch, at the push
+            encoded, rows, blobs = [], [], []
+            pending = pack_pending(self.state.base, ((k, self.cache[k]) for k in changed))
+        elif self.atomic:  # the rows themselves, in the same script: they are the pairs' state
+            encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]
             rows, blobs = self.pusher.row_updates(encoded, self.written), []
         else:
+            encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]  # once per unit
             rows, blobs = [], [(k, state_blob(values, counts.last_imp_us)) for k, counts, values in encoded]
         unit = FlushUnit(
             self.token,
@@ -228,14 +253,18 @@ class PartitionConsumer:
             counters,
             rows=rows,
             row_ttl=getattr(self.pusher, "key_ttl", None) or 0,
+            pending=pending,
         )
         result = self.state.commit(unit)
         if result != WRITTEN:
             self.cache.clear()
             self.written.clear()
+            self.unflushed.clear()
             why = "its lease is gone" if result == FENCED else "another worker applied these entries"
             raise LostPartition(f"partition {self.partition}: {why}")
         self.crash_hook("commit")
+        if self.rows_state:
+            self.unflushed.update(dict.fromkeys(changed))
         if self.atomic:
             remember(self.written, encoded)
             self.stats.pushed += len(encoded)
@@ -261,11 +290,13 @@ class PartitionConsumer:
         if not missing:
             return
         excess = len(self.cache) + len(missing) - self.cfg.cache_pairs
-        if excess > 0:  # oldest first out (insertion order), never a pair this batch needs
-            for key in [k for k in islice(self.cache, excess + len(keys)) if k not in keys][:excess]:
+        if excess > 0:  # oldest first out (insertion order), never a pair this batch needs or has yet to push
+            keep = self.unflushed
+            scan = excess + len(keys) + len(keep)
+            for key in [k for k in islice(self.cache, scan) if k not in keys and k not in keep][:excess]:
                 del self.cache[key]
                 self.written.pop(key, None)
-        if self.atomic:  # the online rows are the state
+        if self.atomic or self.rows_state:  # the online rows are the state
             self.cache.update(self.pusher.read_counts(missing))
         else:
             self.cache.update((k, state_counts(b)) for k, b in self.state.read_pairs(missing).items())

@@ -331,6 +331,7 @@ class RedisDirectPusher:
 # A key's TTL (`Settings.online_key_ttl`, days) is refreshed at most this often per process: it only has to outlive
 # the pair's last write, and an EXPIRE costs Redis about as much as the HSET.
 _EXPIRE_REFRESH_S = 3600.0
+ROW_TTL_REFRESH_S = _EXPIRE_REFRESH_S
 _WRITTEN_MAX = 1_000_000
 _ALL = range(len(STREAM_FEATURES))
 
