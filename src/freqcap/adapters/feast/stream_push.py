@@ -243,9 +243,8 @@ class RedisDirectPusher:
         wrapped = self._wrapped
         commands, keys = [], []
         for pair, _, values in items:
-            level, user, entity = pair
-            head, fields = self._packed[level]
-            raw_key = self.redis_key(level, user, entity)
+            head, fields = self._packed[pair[0]]
+            raw_key = self._key(pair)  # memoized: most pairs were just read on a miss or written before
             key = _bulk(raw_key)
             keys.append(raw_key)
             parts = [head, key, fields[0], ts_value]

@@ -39,6 +39,7 @@ from freqcap.domain.stream.batch import PairKey
 from freqcap.domain.stream.partitions import compare_ids, state_base
 
 SEP = "\x1f"
+_SIZE = struct.Struct("<I")
 SEEN_GENERATIONS = 4
 
 
@@ -71,11 +72,13 @@ def _unpack_keys(blob: bytes) -> list[bytes]:
 def pack_pending(base: str, pairs: Iterable[tuple[PairKey, Any]]) -> bytes:
     """`B:pending` records of the pairs' states (`PairCounts`): name, then the counters marshalled (the bucket maps
     and the exact last impression; far cheaper to build than the stream row, which is encoded once per push)."""
-    out = []
-    for key, counts in pairs:
-        name = pair_state_key(base, key).encode()
-        blob = marshal.dumps((counts.buckets, counts.last_imp_us))
-        out.append(b"%s%s%s%s" % (struct.pack("<I", len(name)), name, struct.pack("<I", len(blob)), blob))
+    out: list[bytes] = []
+    head = f"{base}:s:"
+    dumps, size = marshal.dumps, _SIZE.pack
+    for (level, user, entity), counts in pairs:  # pair_state_key, inlined: this runs per changed pair per unit
+        name = f"{head}{level}:{user}{SEP}{entity}".encode()
+        blob = dumps((counts.buckets, counts.last_imp_us))
+        out += (size(len(name)), name, size(len(blob)), blob)
     return b"".join(out)
 
 
