@@ -216,7 +216,7 @@ class PartitionConsumer:
         if late:
             dead = sorted(dead + late, key=lambda d: _id_key(d[0].id))
         self._load_pairs({k for ev, v in zip(events, judged.verdicts, strict=True) if v == OK for k in pair_keys(ev)})
-        changed = apply_counts(events, judged.verdicts, self._pair, self.bucket_s)
+        changed = apply_counts(events, judged.verdicts, self.cache.__getitem__, self.bucket_s)  # all loaded
         horizon = prune_horizon(judged.watermark_us, self.retention_s, self.bucket_s) if judged.watermark_us else 0
         for key in changed:
             self.cache[key].prune(horizon)
@@ -279,12 +279,6 @@ class PartitionConsumer:
             s.dead_by_reason[group] = s.dead_by_reason.get(group, 0) + 1
         return encoded
 
-    def _pair(self, key: PairKey) -> PairCounts:
-        pair = self.cache.get(key)
-        if pair is None:
-            pair = self.cache[key] = PairCounts()
-        return pair
-
     def _load_pairs(self, keys: set[PairKey]) -> None:
         missing = [k for k in keys if k not in self.cache]
         if not missing:
@@ -297,9 +291,12 @@ class PartitionConsumer:
                 del self.cache[key]
                 self.written.pop(key, None)
         if self.atomic or self.rows_state:  # the online rows are the state
-            self.cache.update(self.pusher.read_counts(missing))
+            found = self.pusher.read_counts(missing)
         else:
-            self.cache.update((k, state_counts(b)) for k, b in self.state.read_pairs(missing).items())
+            found = {k: state_counts(b) for k, b in self.state.read_pairs(missing).items()}
+        cache = self.cache
+        for key in missing:  # a pair with no stored state starts empty (apply_counts then only looks them up)
+            cache[key] = found.get(key) or PairCounts()
 
     def _push(self, pairs: Sequence[tuple[PairKey, PairCounts]], encoded: Sequence[Any] | None = None) -> None:
         """One write of the pairs' stream rows: the values encoded for the state when the pusher takes them (Feast's

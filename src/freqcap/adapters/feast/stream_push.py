@@ -322,7 +322,7 @@ class RedisDirectPusher:
         for pair, reply in zip(pairs, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
-            if any(v is not None for v in reply):
+            if reply.count(None) < len(reply):  # some field present
                 out[pair] = row_counts(reply)
         return out
 

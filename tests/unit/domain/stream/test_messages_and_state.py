@@ -11,7 +11,7 @@ import pytest
 from freqcap.adapters.feast.stream_push import StreamRowEncoder, state_blob, state_counts
 from freqcap.domain.stream.batch import DUPLICATE, LATE, OK, apply_counts, judge
 from freqcap.domain.stream.buckets import PairCounts, bucket_end
-from freqcap.domain.stream.messages import StreamEvent, event_fields, parse_message, parse_ts
+from freqcap.domain.stream.messages import StreamEvent, _parse_fast, event_fields, parse_message, parse_message_full, parse_ts
 from freqcap.domain.stream.partitions import assignment, compare_ids, partition_of, stream_name
 
 GOOD = {
@@ -51,6 +51,34 @@ def test_a_good_message_parses_from_bytes_or_text():
 def test_bad_messages_name_their_reason(change, reason):
     fields = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     assert parse_message(fields, ("feed",)) == reason
+
+
+def test_the_fast_path_agrees_with_the_rules_on_random_redis_messages():
+    """Messages as Redis returns them (bytes), mutated at random: `parse_message` (fast path first) gives what the
+    rules checked one by one give (`parse_message_full`), event or reason; the fast path takes the common ones."""
+    rng = random.Random(7)
+    changes = [
+        None, "", "  ", "a" * 257, "a" * 256, b"\xc3\x28", "click", "conversion", "view", "impression",
+        "2026-10-10T01:00:00Z", " 2026-10-10T01:00:00+00:00", "2026-10-10 01:00:00", "1790000000.5", "nan",
+        "feed", "story", "0.5", "-1", "x",
+    ]  # fmt: skip
+    names = [*GOOD, "conversion_value", "extra"]
+    fast = 0
+    for _ in range(4000):
+        fields = {k.encode(): v.encode() for k, v in GOOD.items()}
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            name, value = rng.choice(names).encode(), rng.choice(changes)
+            if value is None:
+                fields.pop(name, None)
+            else:
+                fields[name] = value if isinstance(value, bytes) else value.encode()
+        for allowed in (None, ("feed",)):
+            want = parse_message_full(fields, allowed)
+            assert parse_message(fields, allowed) == want, (fields, allowed)
+            fast += _parse_fast(fields, allowed) is not None
+            if isinstance(want, str):
+                assert _parse_fast(fields, allowed) is None
+    assert fast > 2000  # the common message did take the fast path
 
 
 def test_epoch_seconds_and_z_suffix_are_accepted():
