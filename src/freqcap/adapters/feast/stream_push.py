@@ -240,16 +240,20 @@ class RedisDirectPusher:
         ts_value = _bulk(fmt.event_timestamp(self.clock.next()))
         expire_tail = b"$%d\r\n%d\r\n" % (len(str(self.key_ttl)), self.key_ttl) if self.key_ttl else b""
         now = time.monotonic()
-        wrapped = self._wrapped
+        wrapped, memo, refreshed = self._wrapped, self._key_memo, self._refreshed
+        last_written = written if written is not None else {}
         commands, keys = [], []
+        # The per-row work inlined (`_key`, `_changed`, `_refresh_due`): this loop runs for every changed pair.
         for pair, _, values in items:
             head, fields = self._packed[pair[0]]
-            raw_key = self._key(pair)  # memoized: most pairs were just read on a miss or written before
-            key = _bulk(raw_key)
+            raw_key = memo.get(pair) or self._key(pair)  # most pairs were just read on a miss or written before
+            key = b"$%d\r\n%s\r\n" % (len(raw_key), raw_key)
             keys.append(raw_key)
             parts = [head, key, fields[0], ts_value]
-            for i in _changed(values, written.get(pair) if written is not None else None):
-                f, v = fields[1 + i], values[i]
+            before = last_written.get(pair)
+            for f, v, old in zip(fields[1:], values, before or _NOTHING):
+                if v == old:
+                    continue
                 w = wrapped.get(v)  # most values are the encoder's memoized lists: wrap each once
                 if w is None:
                     w = b"$%d\r\n%s\r\n" % (len(v), v)
@@ -257,10 +261,11 @@ class RedisDirectPusher:
                         wrapped.clear()
                     wrapped[v] = w
                 parts += (f, w)
-            if len(parts) < len(fields) * 2 + 2:  # fewer fields: the header counts the arguments
+            if before is not None and len(parts) < len(fields) * 2 + 2:  # fewer fields: the header counts them
                 parts[0] = b"*%d\r\n$4\r\nHSET\r\n" % len(parts)
             commands.append(b"".join(parts))
-            if expire_tail and self._refresh_due(raw_key, now):
+            if expire_tail and now - refreshed.get(raw_key, -_EXPIRE_REFRESH_S) >= _EXPIRE_REFRESH_S:
+                self._refresh_due(raw_key, now)  # records it
                 commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
                 keys.append(raw_key)
         self._send(commands, keys)
@@ -333,6 +338,7 @@ _EXPIRE_REFRESH_S = 3600.0
 ROW_TTL_REFRESH_S = _EXPIRE_REFRESH_S
 _WRITTEN_MAX = 1_000_000
 _ALL = range(len(STREAM_FEATURES))
+_NOTHING = (None,) * len(STREAM_FEATURES)  # "nothing written before": every value differs from it
 
 
 def _changed(values: Sequence[bytes], before: Sequence[bytes] | None) -> Sequence[int]:
