@@ -7,15 +7,17 @@ The order of a flush is what makes kill -9 harmless anywhere:
    pseudonymizer, which the worker always has while `privacy.enabled`), judged against the dedup marks and the watermark (`freqcap.domain.stream.batch`), and added
    to their pairs' counters, held in memory (read from Redis on a miss);
 3. dead letters (malformed, late) are written under their source ids: a replay adds nothing;
-4. **one atomic write** (`RedisPartitionState.commit`): marks, changed pairs, counters, watermark, `last_id`,
-   the changed pairs' names in `unpushed`; fenced if the lease is no longer ours. A micro-batch larger than
+4. **one atomic write** (`RedisPartitionState.commit`): marks, changed pairs, counters, watermark, `last_id`;
+   fenced if the lease is no longer ours. With `push_mode: direct` to Redis the online rows are the pairs' state:
+   the unit appends the changed pairs' states to the pending log (cheap to build: no Feast encoding); otherwise
+   it writes a state key per pair and appends their names to `unpushed`. A micro-batch larger than
    `stream.commit_events` is decided and written as several such units in stream order (steps 2-4 each), so one
    write never holds Redis long; a crash between them leaves the first units applied and their entries skipped;
-5. each changed pair's stream row is encoded once per unit and pushed once, with its last encoding (one pipelined
-   write of only the values that changed since this consumer last wrote the pair: usually the impression lists and
-   the last impression), then `unpushed` is cleared
-   (a crash before that re-pushes them on the next start: a push writes a pair's whole state, so repeating it is
-   harmless);
+5. each changed pair's stream row is encoded and pushed once per micro-batch (one pipelined write of only the
+   values that changed since this consumer last wrote the pair: usually the impression lists and the last
+   impression), then the pending log / `unpushed` is cleared, only while the lease is ours (a crash before that
+   re-pushes them on the next start: a push writes a pair's whole state, so repeating it is harmless; until then
+   those pairs stay in the cache, since their rows are not their state yet);
 6. the entries are acknowledged.
 """
 
@@ -82,6 +84,7 @@ class PartitionConsumer:
     ):
         self.cfg = cfg
         self.pseudonymizer = pseudonymizer
+        self.pseudonyms: dict[str, str] = {}  # raw user id -> pseudonym (HMAC), across units; bounded
         self.partition = partition
         self.token = token
         self.transport = transport
@@ -209,7 +212,7 @@ class PartitionConsumer:
                 events.append(parsed)
                 sources.append(message)
         if self.pseudonymizer is not None:  # the edge: nothing below (state, push, dead letters) sees a raw id
-            events = pseudonymize_events(self.pseudonymizer, events)
+            events = pseudonymize_events(self.pseudonymizer, events, self.pseudonyms)
         seen = self.state.seen(list({ev.event_id: None for ev in events}))
         judged = judge(events, seen, self.watermark_us, self.lateness_us)
         late = [(m, "late") for m, v in zip(sources, judged.verdicts, strict=True) if v == LATE]

@@ -251,7 +251,7 @@ class RedisDirectPusher:
             keys.append(raw_key)
             parts = [head, key, fields[0], ts_value]
             before = last_written.get(pair)
-            for f, v, old in zip(fields[1:], values, before or _NOTHING):
+            for f, v, old in zip(fields[1:], values, before or _NOTHING, strict=True):
                 if v == old:
                     continue
                 w = wrapped.get(v)  # most values are the encoder's memoized lists: wrap each once

@@ -126,7 +126,9 @@ def parse_message_full(
 _FAST_KEYS = tuple(name.encode() for name in REQUIRED)
 
 
-def _parse_fast(fields: Mapping[bytes | str, bytes | str], allowed_formats: Collection[str] | None) -> StreamEvent | None:
+def _parse_fast(
+    fields: Mapping[bytes | str, bytes | str], allowed_formats: Collection[str] | None
+) -> StreamEvent | None:
     """The common message (a Redis reply: bytes, every field valid, no conversion value) parsed with the fewest
     steps; None for anything else, which `parse_message` then judges in full (and names what is wrong).
     The same rules: every required field non-blank and at most `_MAX_ID` characters, a known type, an ISO-8601 time

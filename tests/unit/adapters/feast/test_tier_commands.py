@@ -47,7 +47,7 @@ def test_varint_equals_protobufs_encoder_at_every_length():
     7-bit boundary, for negatives (64-bit two's complement) and at random."""
     import random
 
-    from google.protobuf.internal.encoder import _VarintBytes, _SignedVarintEncoder
+    from google.protobuf.internal.encoder import _SignedVarintEncoder, _VarintBytes
 
     from freqcap.adapters.feast.online_format import varint
 

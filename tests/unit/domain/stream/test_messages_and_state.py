@@ -11,7 +11,14 @@ import pytest
 from freqcap.adapters.feast.stream_push import StreamRowEncoder, state_blob, state_counts
 from freqcap.domain.stream.batch import DUPLICATE, LATE, OK, apply_counts, judge
 from freqcap.domain.stream.buckets import PairCounts, bucket_end
-from freqcap.domain.stream.messages import StreamEvent, _parse_fast, event_fields, parse_message, parse_message_full, parse_ts
+from freqcap.domain.stream.messages import (
+    StreamEvent,
+    _parse_fast,
+    event_fields,
+    parse_message,
+    parse_message_full,
+    parse_ts,
+)
 from freqcap.domain.stream.partitions import assignment, compare_ids, partition_of, stream_name
 
 GOOD = {
