@@ -494,6 +494,7 @@ def test_redis_and_memory_partition_state_agree_on_flushes_replays_and_fencing(
         FlushUnit,
         MemoryPartitionState,
         RedisPartitionState,
+        pack_pending,
     )
     from freqcap.domain.stream.buckets import PairCounts
 
@@ -547,8 +548,30 @@ def test_redis_and_memory_partition_state_agree_on_flushes_replays_and_fencing(
         assert status["late"] == sum(b % 3 for b in range(1, 30)) == mem.counters["late"]
         assert red.load().last_id == mem.load().last_id == "295-1"
         assert set(red.load().unpushed) == set(keys)  # written, push not finished
-        red.pushed()
+        red.pushed("w9:99")  # a fenced worker finishing its push late clears nothing
+        assert set(red.load().unpushed) == set(keys)
+        red.pushed(token)
         assert red.load().unpushed == []
+        # The pending log (online rows as the state): units append the pairs' states; the last record of a pair
+        # is its state, whatever units came before.
+        logged: dict = {}
+        for b in range(30, 40):
+            changed = {}
+            for _ in range(rng.randint(1, 20)):
+                key = (rng.choice(["ad", "campaign"]), f"p{rng.randrange(10)}", f"e{rng.randrange(3)}")
+                pair = logged.setdefault(key, PairCounts())
+                pair.add(rng.choice("iicv"), (1_790_000_000 + rng.randrange(7200)) * 1_000_000, 60)
+                changed[key] = pair
+            unit = FlushUnit(
+                token, f"{b * 10}-0", f"{b * 10}-1", None, [], [], {}, pending=pack_pending(red.base, changed.items())
+            )
+            assert red.commit(unit) == WRITTEN
+        assert red.load().pending == {k: (v.buckets, v.last_imp_us) for k, v in logged.items()}
+        assert red.read_pairs(sorted(logged)) == {}  # no state key written for them
+        red.pushed("w9:99")
+        assert len(red.load().pending) == len(logged)
+        red.pushed(token)
+        assert red.load().pending == {}
     finally:
         cleanup_redis(redis_client, settings)
 
