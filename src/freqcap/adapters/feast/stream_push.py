@@ -386,6 +386,10 @@ class StreamRowEncoder:
         self._ends: dict[int, bytes] = {}
         # (end, count) -> both lists of a kind with one bucket: most pairs of a flush hold one or two buckets.
         self._single: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        # The same for several buckets (sorted (end, count) items), and the last impression's value per second: an
+        # event's three pairs (advertiser, campaign, ad of one user) often hold the same buckets and last impression.
+        self._multi: dict[tuple[tuple[int, int], ...], tuple[bytes, bytes]] = {}
+        self._last: dict[int, bytes] = {}
 
     def _list(self, values: list[int], memo: bool) -> bytes:
         if not values:
@@ -422,12 +426,26 @@ class StreamRowEncoder:
                     lists = single[item] = (self._list([item[0]], True), self._list([item[1]], False))
                 out += lists
             else:
-                items = sorted(buckets.items())
-                ends = [e for e, n in items if n]
-                numbers = [n for _, n in items if n]
-                out += (self._list(ends, True), self._list(numbers, False))
+                items = tuple(sorted(buckets.items()))
+                lists = self._multi.get(items)
+                if lists is None:
+                    if len(self._multi) > 100_000:
+                        self._multi.clear()
+                    ends = [e for e, n in items if n]
+                    numbers = [n for _, n in items if n]
+                    lists = self._multi[items] = (self._list(ends, True), self._list(numbers, False))
+                out += lists
         last = counts.last_imp_us
-        out.append(fmt.NULL_UNIX_TIMESTAMP if last is None else _TS_TAG + fmt.varint(last // 1_000_000))
+        if last is None:
+            out.append(fmt.NULL_UNIX_TIMESTAMP)
+        else:
+            second = last // 1_000_000
+            value = self._last.get(second)
+            if value is None:
+                if len(self._last) > 100_000:
+                    self._last.clear()
+                value = self._last[second] = _TS_TAG + fmt.varint(second)
+            out.append(value)
         return out
 
 

@@ -157,6 +157,31 @@ def test_pair_state_encoding_round_trips():
     assert back.buckets["i"][bucket_end(1_790_000_001_000_000, 60)] == 1
 
 
+def test_row_encoding_equals_feasts_with_its_memos_warm():
+    """The encoder's values (memoized lists and last impressions) equal Feast's own conversion of the same row, for
+    random pairs encoded in turn (shared and repeated bucket sets, zero counts, no impression), and a state marshalled
+    into the pending log comes back equal."""
+    from freqcap.adapters.feast.stream_push import PairState, RedisDirectPusher, pair_row
+    from freqcap.adapters.stream.state import pack_pending, unpack_pending
+
+    rng = random.Random(11)
+    encoder = StreamRowEncoder()
+    pairs = []
+    for _ in range(400):
+        pair = PairCounts()
+        for _ in range(rng.choice([0, 1, 1, 2, 5])):
+            pair.add(rng.choice("iicv"), (1_790_000_000 + rng.randrange(4) * 60 + rng.randrange(60)) * 1_000_000, 60)
+        if rng.random() < 0.2 and len(pair.buckets["i"]) > 1:  # a zero count among others: left out of the row
+            pair.buckets["i"][next(iter(pair.buckets["i"]))] = 0
+        pairs.append(pair)
+    for pair in pairs + pairs[::-1]:
+        row, _ = pair_row(PairState("ad", "u", "a", pair.buckets, pair.last_imp_us), 0)
+        assert encoder.values(pair) == RedisDirectPusher.reference_encode(row)
+    keyed = {("ad", f"u{i}", f"a:{i}"): pair for i, pair in enumerate(pairs)}
+    back = unpack_pending(pack_pending("p:{p0}", keyed.items()), "p:{p0}")
+    assert back == {k: (p.buckets, p.last_imp_us) for k, p in keyed.items()}
+
+
 def test_partitions_route_users_stably_and_assign_every_partition_once():
     assert partition_of("anyone", 1) == 0 and stream_name("s", 0, 1) == "s"
     assert stream_name("s", 3, 4) == "s:{p3}"
