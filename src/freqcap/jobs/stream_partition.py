@@ -118,6 +118,7 @@ class PartitionConsumer:
             and (not key_ttl or key_ttl >= self.retention_s + ROW_TTL_REFRESH_S)
         )
         self.unflushed: dict[PairKey, None] = {}  # pairs committed in this micro-batch, not yet pushed
+        self.pending_names: dict[PairKey, bytes] = {}  # pairs' names in the pending log (`pack_pending`'s memo)
         self.pending: list[Message] = []
         self.batch_started = 0.0
         self.caught_up_at: float | None = None  # wall time of the read that found the stream drained
@@ -239,7 +240,7 @@ class PartitionConsumer:
         pending = None
         if self.rows_state:  # the states, cheaply: the rows are encoded once per micro-batch, at the push
             encoded, rows, blobs = [], [], []
-            pending = pack_pending(self.state.base, ((k, self.cache[k]) for k in changed))
+            pending = pack_pending(self.state.base, ((k, self.cache[k]) for k in changed), self.pending_names)
         elif self.atomic:  # the rows themselves, in the same script: they are the pairs' state
             encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]
             rows, blobs = self.pusher.row_updates(encoded, self.written), []

@@ -40,6 +40,7 @@ from freqcap.domain.stream.partitions import compare_ids, state_base
 
 SEP = "\x1f"
 _SIZE = struct.Struct("<I")
+_NAMES_MAX = 200_000
 SEEN_GENERATIONS = 4
 
 
@@ -69,16 +70,25 @@ def _unpack_keys(blob: bytes) -> list[bytes]:
     return out
 
 
-def pack_pending(base: str, pairs: Iterable[tuple[PairKey, Any]]) -> bytes:
+def pack_pending(base: str, pairs: Iterable[tuple[PairKey, Any]], names: dict[PairKey, bytes] | None = None) -> bytes:
     """`B:pending` records of the pairs' states (`PairCounts`): name, then the counters marshalled (the bucket maps
-    and the exact last impression; far cheaper to build than the stream row, which is encoded once per push)."""
+    and the exact last impression; far cheaper to build than the stream row, which is encoded once per push).
+    `names`: the caller's memo of each pair's length-prefixed name under `base` (bounded here)."""
     out: list[bytes] = []
     head = f"{base}:s:"
     dumps, size = marshal.dumps, _SIZE.pack
-    for (level, user, entity), counts in pairs:  # pair_state_key, inlined: this runs per changed pair per unit
-        name = f"{head}{level}:{user}{SEP}{entity}".encode()
+    if names is None:
+        names = {}
+    elif len(names) > _NAMES_MAX:
+        names.clear()
+    for key, counts in pairs:  # this runs per changed pair per unit
+        name = names.get(key)
+        if name is None:
+            level, user, entity = key
+            raw = f"{head}{level}:{user}{SEP}{entity}".encode()  # pair_state_key
+            name = names[key] = size(len(raw)) + raw
         blob = dumps((counts.buckets, counts.last_imp_us))
-        out += (size(len(name)), name, size(len(blob)), blob)
+        out += (name, size(len(blob)), blob)
     return b"".join(out)
 
 
