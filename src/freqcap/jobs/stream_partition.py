@@ -136,6 +136,10 @@ class PartitionConsumer:
             pairs = {k: state_counts(blobs[k]) for k in snap.unpushed if k in blobs}
             for k, (buckets, last_imp_us) in snap.pending.items():  # written after any state key: newer
                 pairs[k] = PairCounts(buckets, last_imp_us)
+            if snap.pending and not self.rows_state:  # logged under rows-as-state, now read from state keys
+                self.state.write_pairs(
+                    [(k, state_blob(self.encoder.values(pairs[k]), pairs[k].last_imp_us)) for k in snap.pending]
+                )
             self._push(list(pairs.items()))
             self.state.pushed(self.token)
 

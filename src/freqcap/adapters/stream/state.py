@@ -279,6 +279,13 @@ class RedisPartitionState:
         blobs = self.client.mget([pair_state_key(self.base, k) for k in keys])
         return {k: b for k, b in zip(keys, blobs, strict=True) if b}
 
+    def write_pairs(self, pairs: Sequence[tuple[PairKey, bytes]]) -> None:
+        """Pairs' state keys written outside a flush (a new owner keeping state keys takes over a pending log)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key, blob in pairs:
+            pipe.set(pair_state_key(self.base, key), blob, ex=self.pair_ttl)
+        pipe.execute()
+
     def commit(self, unit: FlushUnit) -> int:
         """Write a micro-batch atomically: WRITTEN, REPLAYED (already applied: nothing written) or FENCED."""
         names = [pair_state_key(self.base, k) for k, _ in unit.pairs]
@@ -339,6 +346,9 @@ class MemoryPartitionState:
 
     def read_pairs(self, keys: Sequence[PairKey]) -> dict[PairKey, bytes]:
         return {k: self.pairs[k] for k in keys if k in self.pairs}
+
+    def write_pairs(self, pairs: Sequence[tuple[PairKey, bytes]]) -> None:
+        self.pairs.update(pairs)
 
     def commit(self, unit: FlushUnit) -> int:
         if self.last_id is not None and compare_ids(unit.first_id, self.last_id) <= 0:
