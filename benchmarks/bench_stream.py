@@ -223,7 +223,9 @@ def drain(
         r0, t0 = server.cpu(), time.perf_counter()
         for p in procs:
             p.send_signal(signal.SIGCONT)
-        unpushed = [f"{state_base(settings.stream.state_prefix, k)}:unpushed" for k in range(partitions)]
+        # Done when every event is applied and pushed (no unpushed names, no pending log left).
+        bases = [state_base(settings.stream.state_prefix, k) for k in range(partitions)]
+        unpushed = [f"{b}:{log}" for b in bases for log in ("unpushed", "pending")]
         while int(read_combined(client, settings.stream).get("applied", 0)) < len(messages) or client.exists(*unpushed):
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(next(p for p in procs if p.poll() is not None).stderr.read().decode()[-2000:])
@@ -391,9 +393,10 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
         f"{load[0]:.1f}/{load[1]:.1f} (2 cores; other processes may share them). CPU µs per event: the worker "
         "process(es) and redis-server from /proc CPU times over the measured window. `default GC`: the worker with "
         "Python's default garbage collector thresholds (`FREQCAP_STREAM_GC=default`), the baseline of the tuned one "
-        "(`freqcap.cli.main.long_lived_gc`), run back to back. `push direct`: pair state in keys of its own, rows "
-        "pushed after the atomic write (the default); `push atomic`: the rows written by the flush script itself and "
-        "used as the state (`stream.push_mode: atomic`). Redis MB: `used_memory` the drain added (its own keys).\n\n"
+        "(`freqcap.cli.main.long_lived_gc`), run back to back. `push direct` (the default): the online rows are the "
+        "pairs' state, each commit unit appends the changed pairs' states to a pending log, and the rows are encoded "
+        "and pushed once per micro-batch after the atomic writes; `push atomic`: the rows written by the flush script "
+        "itself, every unit (`stream.push_mode: atomic`). Redis MB: `used_memory` the drain added (its own keys).\n\n"
         + table(["path", "events/s", "vs floor", "worker CPU µs/event", "Redis CPU µs/event", "Redis MB"], rows)
         + "\n\n"
         + "\n".join(

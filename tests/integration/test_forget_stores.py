@@ -17,8 +17,9 @@ from feast.protos.feast.types.Value_pb2 import Value
 from freqcap.adapters.feast.forget import forget_online
 from freqcap.adapters.stream.forget import forget_stream
 from freqcap.adapters.stream.produce import produce
-from freqcap.adapters.stream.state import _pack_keys, _unpack_keys, pair_state_key
+from freqcap.adapters.stream.state import _pack_keys, _unpack_keys, pack_pending, pair_state_key, unpack_pending
 from freqcap.config import load_settings
+from freqcap.domain.stream.buckets import PairCounts
 from freqcap.domain.stream.messages import event_fields
 from freqcap.domain.stream.partitions import dead_letter_name, state_base, stream_name
 from tests.integration.stream_support import cleanup_redis, stream_settings
@@ -135,6 +136,10 @@ def _check_stream(settings, client, partitions: int) -> None:
         for name in names:
             client.set(name, b"state")
         client.set(f"{base}:unpushed", _pack_keys(names))
+        # The pending log (online rows as the state): users whose ids hold ':' and each other's prefix too.
+        logged = [(level, u, e) for level in ("ad", "advertiser") for u in [*users, "u1:x", "u"] for e in ("x1", "e:2")]
+        states = {k: PairCounts({"i": {60 * (i + 1): i + 1}, "c": {}, "v": {}}, i) for i, k in enumerate(logged)}
+        client.set(f"{base}:pending", pack_pending(base, states.items()))
         client.hset(f"{base}:seen:1", mapping={r["event_id"]: 1 for r in rows[:20]})
         client.hset(f"{base}:seen:2", mapping={r["event_id"]: 1 for r in rows[20:]})
         other_file_event = "from-the-files"  # an event of the user known only from the event files
@@ -157,6 +162,11 @@ def _check_stream(settings, client, partitions: int) -> None:
         expected_states = [n for n, k in zip(names, pairs, strict=True) if k[1] not in FORMS]
         assert sorted(client.scan_iter(match=f"{base}:s:*")) == sorted(expected_states)
         assert _unpack_keys(client.get(f"{base}:unpushed")) == expected_states
+        left_pending = unpack_pending(client.get(f"{base}:pending"), base)
+        assert left_pending == {
+            k: (v.buckets, v.last_imp_us) for k, v in states.items() if k[1] not in FORMS
+        }  # brute force over the records written
+        assert result.pair_states == len(names) - len(expected_states) + sum(k[1] in FORMS for k in states)
         seen = set(client.hkeys(f"{base}:seen:1")) | set(client.hkeys(f"{base}:seen:2"))
         assert {s.decode() for s in seen} == {r["event_id"] for r in rows} - forgotten_events
         assert result.dedup_marks == len(forgotten_events) + 1

@@ -398,9 +398,11 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_stream(tmp_path, redi
         cleanup_redis(redis_client, settings)
 
 
-def _state_buckets(client, settings, rows):
+def _state_buckets(client, settings, rows, store):
     """Brute-force bucket counts per pair from unique events vs the worker's Redis state (one partition), as two
-    dicts keyed by (level, user, entity)."""
+    dicts keyed by (level, user, entity). The state is the pair's state key, or, where the worker keeps none
+    (`push_mode: direct` to Redis: the online rows are the state), the pair's stream row read raw from Redis."""
+    from freqcap.adapters.feast.stream_push import RedisDirectPusher
     from freqcap.adapters.feast.stream_push import state_counts as decode_pair
     from freqcap.domain.stream.buckets import KINDS, bucket_end
 
@@ -414,9 +416,11 @@ def _state_buckets(client, settings, rows):
             want[key][field] += 1
     got = {}
     base = f"{settings.stream.state_prefix}:{{p0}}:s:"
+    assert not client.exists(f"{settings.stream.state_prefix}:{{p0}}:pending")  # everything pushed
+    from_rows = RedisDirectPusher(store, client, None).read_counts(sorted(want))
     for key in want:
         blob = client.get(f"{base}{key[0]}:{key[1]}\x1f{key[2]}")
-        pair = decode_pair(blob) if blob else None
+        pair = decode_pair(blob) if blob else from_rows.get(key)
         got[key] = {f"{k}:{e}": n for k, b in pair.buckets.items() for e, n in b.items()} if pair else {}
     return want, got
 
@@ -456,7 +460,7 @@ def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_conne
         done = subprocess.run(cmd, env=proc_env, capture_output=True, timeout=300)
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         # Keyed by pseudonym: the worker's Redis state and Feast's stream rows hold no raw id.
-        want, got = _state_buckets(redis_client, settings, with_pseudonyms(settings, many))
+        want, got = _state_buckets(redis_client, settings, with_pseudonyms(settings, many), store)
         assert got == want
         assert int(redis_client.hget(status_key, "applied")) == len(many)
         assert redis_client.xpending(settings.stream.stream_key, settings.stream.group)["pending"] == 0
@@ -490,6 +494,7 @@ def test_redis_and_memory_partition_state_agree_on_flushes_replays_and_fencing(
         FlushUnit,
         MemoryPartitionState,
         RedisPartitionState,
+        pack_pending,
     )
     from freqcap.domain.stream.buckets import PairCounts
 
@@ -543,8 +548,30 @@ def test_redis_and_memory_partition_state_agree_on_flushes_replays_and_fencing(
         assert status["late"] == sum(b % 3 for b in range(1, 30)) == mem.counters["late"]
         assert red.load().last_id == mem.load().last_id == "295-1"
         assert set(red.load().unpushed) == set(keys)  # written, push not finished
-        red.pushed()
+        red.pushed("w9:99")  # a fenced worker finishing its push late clears nothing
+        assert set(red.load().unpushed) == set(keys)
+        red.pushed(token)
         assert red.load().unpushed == []
+        # The pending log (online rows as the state): units append the pairs' states; the last record of a pair
+        # is its state, whatever units came before.
+        logged: dict = {}
+        for b in range(30, 40):
+            changed = {}
+            for _ in range(rng.randint(1, 20)):
+                key = (rng.choice(["ad", "campaign"]), f"p{rng.randrange(10)}", f"e{rng.randrange(3)}")
+                pair = logged.setdefault(key, PairCounts())
+                pair.add(rng.choice("iicv"), (1_790_000_000 + rng.randrange(7200)) * 1_000_000, 60)
+                changed[key] = pair
+            unit = FlushUnit(
+                token, f"{b * 10}-0", f"{b * 10}-1", None, [], [], {}, pending=pack_pending(red.base, changed.items())
+            )
+            assert red.commit(unit) == WRITTEN
+        assert red.load().pending == {k: (v.buckets, v.last_imp_us) for k, v in logged.items()}
+        assert red.read_pairs(sorted(logged)) == {}  # no state key written for them
+        red.pushed("w9:99")
+        assert len(red.load().pending) == len(logged)
+        red.pushed(token)
+        assert red.load().pending == {}
     finally:
         cleanup_redis(redis_client, settings)
 
@@ -749,7 +776,7 @@ def test_another_consumer_reclaims_the_entries_a_dead_consumer_left_pending(
             stats = worker.run(until_caught_up=True)
         assert stats.applied == len(rows)
         assert redis_client.xpending(cfg.stream_key, cfg.group)["pending"] == 0
-        want, got = _state_buckets(redis_client, settings, with_pseudonyms(settings, rows))
+        want, got = _state_buckets(redis_client, settings, with_pseudonyms(settings, rows), store)
         assert got == want
     finally:
         store.teardown()

@@ -7,15 +7,17 @@ The order of a flush is what makes kill -9 harmless anywhere:
    pseudonymizer, which the worker always has while `privacy.enabled`), judged against the dedup marks and the watermark (`freqcap.domain.stream.batch`), and added
    to their pairs' counters, held in memory (read from Redis on a miss);
 3. dead letters (malformed, late) are written under their source ids: a replay adds nothing;
-4. **one atomic write** (`RedisPartitionState.commit`): marks, changed pairs, counters, watermark, `last_id`,
-   the changed pairs' names in `unpushed`; fenced if the lease is no longer ours. A micro-batch larger than
+4. **one atomic write** (`RedisPartitionState.commit`): marks, changed pairs, counters, watermark, `last_id`;
+   fenced if the lease is no longer ours. With `push_mode: direct` to Redis the online rows are the pairs' state:
+   the unit appends the changed pairs' states to the pending log (cheap to build: no Feast encoding); otherwise
+   it writes a state key per pair and appends their names to `unpushed`. A micro-batch larger than
    `stream.commit_events` is decided and written as several such units in stream order (steps 2-4 each), so one
    write never holds Redis long; a crash between them leaves the first units applied and their entries skipped;
-5. each changed pair's stream row is encoded once per unit and pushed once, with its last encoding (one pipelined
-   write of only the values that changed since this consumer last wrote the pair: usually the impression lists and
-   the last impression), then `unpushed` is cleared
-   (a crash before that re-pushes them on the next start: a push writes a pair's whole state, so repeating it is
-   harmless);
+5. each changed pair's stream row is encoded and pushed once per micro-batch (one pipelined write of only the
+   values that changed since this consumer last wrote the pair: usually the impression lists and the last
+   impression), then the pending log / `unpushed` is cleared, only while the lease is ours (a crash before that
+   re-pushes them on the next start: a push writes a pair's whole state, so repeating it is harmless; until then
+   those pairs stay in the cache, since their rows are not their state yet);
 6. the entries are acknowledged.
 """
 
@@ -28,6 +30,7 @@ from itertools import islice
 from typing import Any
 
 from freqcap.adapters.feast.stream_push import (
+    ROW_TTL_REFRESH_S,
     PairState,
     StreamRowEncoder,
     pair_row,
@@ -35,7 +38,7 @@ from freqcap.adapters.feast.stream_push import (
     state_blob,
     state_counts,
 )
-from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit
+from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit, pack_pending
 from freqcap.adapters.stream.transport import Message
 from freqcap.config import StreamConfig
 from freqcap.domain.privacy import Pseudonymizer
@@ -81,6 +84,7 @@ class PartitionConsumer:
     ):
         self.cfg = cfg
         self.pseudonymizer = pseudonymizer
+        self.pseudonyms: dict[str, str] = {}  # raw user id -> pseudonym (HMAC), across units; bounded
         self.partition = partition
         self.token = token
         self.transport = transport
@@ -102,6 +106,19 @@ class PartitionConsumer:
         self.atomic = cfg.push_mode == "atomic"
         if self.atomic and not hasattr(pusher, "row_updates"):
             raise ValueError("stream.push_mode atomic needs the online store on the stream's Redis (a direct writer)")
+        # `direct` to a Redis online store: the online rows are the pairs' state too (read back on a cache miss);
+        # a unit records its changed pairs' states in the pending log instead of a state key per pair, and the
+        # push (once per micro-batch) makes them durable in the rows before the log is cleared.
+        # Only while a row outlives the retention (its TTL is refreshed at most hourly): else state keys, as before.
+        key_ttl = getattr(pusher, "key_ttl", None)
+        self.rows_state = (
+            not self.atomic
+            and hasattr(pusher, "read_counts")
+            and hasattr(state, "pending_key")
+            and (not key_ttl or key_ttl >= self.retention_s + ROW_TTL_REFRESH_S)
+        )
+        self.unflushed: dict[PairKey, None] = {}  # pairs committed in this micro-batch, not yet pushed
+        self.pending_names: dict[PairKey, bytes] = {}  # pairs' names in the pending log (`pack_pending`'s memo)
         self.pending: list[Message] = []
         self.batch_started = 0.0
         self.caught_up_at: float | None = None  # wall time of the read that found the stream drained
@@ -114,10 +131,17 @@ class PartitionConsumer:
         snap = self.state.load()
         self.watermark_us, self.last_id = snap.watermark_us, snap.last_id
         self.transport.take_over()
-        if snap.unpushed:
-            blobs = self.state.read_pairs(snap.unpushed)
-            self._push([(k, state_counts(blobs[k])) for k in snap.unpushed if k in blobs])
-            self.state.pushed()
+        if snap.unpushed or snap.pending:
+            blobs = self.state.read_pairs(snap.unpushed) if snap.unpushed else {}
+            pairs = {k: state_counts(blobs[k]) for k in snap.unpushed if k in blobs}
+            for k, (buckets, last_imp_us) in snap.pending.items():  # written after any state key: newer
+                pairs[k] = PairCounts(buckets, last_imp_us)
+            if snap.pending and not self.rows_state:  # logged under rows-as-state, now read from state keys
+                self.state.write_pairs(
+                    [(k, state_blob(self.encoder.values(pairs[k]), pairs[k].last_imp_us)) for k in snap.pending]
+                )
+            self._push(list(pairs.items()))
+            self.state.pushed(self.token)
 
     def step(self, block_ms: int) -> int:
         """One read (blocking only when nothing is waiting to be flushed); flush when a bound is reached."""
@@ -169,7 +193,11 @@ class PartitionConsumer:
         for start in range(0, len(todo), step):
             for item in self._commit_unit(todo[start : start + step]):
                 changed[item[0]] = item
-        if not self.atomic:
+        if self.rows_state:  # encoded once, here, with each pair's state after the micro-batch
+            self._push([(k, self.cache[k]) for k in self.unflushed])
+            self.state.pushed(self.token)
+            self.unflushed.clear()
+        elif not self.atomic:
             encoded = list(changed.values())
             self._push([(k, counts) for k, counts, _ in encoded], encoded)
             self.state.pushed()
@@ -189,14 +217,14 @@ class PartitionConsumer:
                 events.append(parsed)
                 sources.append(message)
         if self.pseudonymizer is not None:  # the edge: nothing below (state, push, dead letters) sees a raw id
-            events = pseudonymize_events(self.pseudonymizer, events)
+            events = pseudonymize_events(self.pseudonymizer, events, self.pseudonyms)
         seen = self.state.seen(list({ev.event_id: None for ev in events}))
         judged = judge(events, seen, self.watermark_us, self.lateness_us)
         late = [(m, "late") for m, v in zip(sources, judged.verdicts, strict=True) if v == LATE]
         if late:
             dead = sorted(dead + late, key=lambda d: _id_key(d[0].id))
         self._load_pairs({k for ev, v in zip(events, judged.verdicts, strict=True) if v == OK for k in pair_keys(ev)})
-        changed = apply_counts(events, judged.verdicts, self._pair, self.bucket_s)
+        changed = apply_counts(events, judged.verdicts, self.cache.__getitem__, self.bucket_s)  # all loaded
         horizon = prune_horizon(judged.watermark_us, self.retention_s, self.bucket_s) if judged.watermark_us else 0
         for key in changed:
             self.cache[key].prune(horizon)
@@ -213,10 +241,15 @@ class PartitionConsumer:
         for _, reason in dead:
             name = f"dead:{reason_group(reason)}"
             counters[name] = counters.get(name, 0) + 1
-        encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]  # once per unit
-        if self.atomic:  # the rows themselves, in the same script: they are the pairs' state
+        pending = None
+        if self.rows_state:  # the states, cheaply: the rows are encoded once per micro-batch, at the push
+            encoded, rows, blobs = [], [], []
+            pending = pack_pending(self.state.base, ((k, self.cache[k]) for k in changed), self.pending_names)
+        elif self.atomic:  # the rows themselves, in the same script: they are the pairs' state
+            encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]
             rows, blobs = self.pusher.row_updates(encoded, self.written), []
         else:
+            encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]  # once per unit
             rows, blobs = [], [(k, state_blob(values, counts.last_imp_us)) for k, counts, values in encoded]
         unit = FlushUnit(
             self.token,
@@ -228,14 +261,18 @@ class PartitionConsumer:
             counters,
             rows=rows,
             row_ttl=getattr(self.pusher, "key_ttl", None) or 0,
+            pending=pending,
         )
         result = self.state.commit(unit)
         if result != WRITTEN:
             self.cache.clear()
             self.written.clear()
+            self.unflushed.clear()
             why = "its lease is gone" if result == FENCED else "another worker applied these entries"
             raise LostPartition(f"partition {self.partition}: {why}")
         self.crash_hook("commit")
+        if self.rows_state:
+            self.unflushed.update(dict.fromkeys(changed))
         if self.atomic:
             remember(self.written, encoded)
             self.stats.pushed += len(encoded)
@@ -250,25 +287,24 @@ class PartitionConsumer:
             s.dead_by_reason[group] = s.dead_by_reason.get(group, 0) + 1
         return encoded
 
-    def _pair(self, key: PairKey) -> PairCounts:
-        pair = self.cache.get(key)
-        if pair is None:
-            pair = self.cache[key] = PairCounts()
-        return pair
-
     def _load_pairs(self, keys: set[PairKey]) -> None:
         missing = [k for k in keys if k not in self.cache]
         if not missing:
             return
         excess = len(self.cache) + len(missing) - self.cfg.cache_pairs
-        if excess > 0:  # oldest first out (insertion order), never a pair this batch needs
-            for key in [k for k in islice(self.cache, excess + len(keys)) if k not in keys][:excess]:
+        if excess > 0:  # oldest first out (insertion order), never a pair this batch needs or has yet to push
+            keep = self.unflushed
+            scan = excess + len(keys) + len(keep)
+            for key in [k for k in islice(self.cache, scan) if k not in keys and k not in keep][:excess]:
                 del self.cache[key]
                 self.written.pop(key, None)
-        if self.atomic:  # the online rows are the state
-            self.cache.update(self.pusher.read_counts(missing))
+        if self.atomic or self.rows_state:  # the online rows are the state
+            found = self.pusher.read_counts(missing)
         else:
-            self.cache.update((k, state_counts(b)) for k, b in self.state.read_pairs(missing).items())
+            found = {k: state_counts(b) for k, b in self.state.read_pairs(missing).items()}
+        cache = self.cache
+        for key in missing:  # a pair with no stored state starts empty (apply_counts then only looks them up)
+            cache[key] = found.get(key) or PairCounts()
 
     def _push(self, pairs: Sequence[tuple[PairKey, PairCounts]], encoded: Sequence[Any] | None = None) -> None:
         """One write of the pairs' stream rows: the values encoded for the state when the pusher takes them (Feast's

@@ -70,6 +70,15 @@ def varint(n: int) -> bytes:
     if 0 <= n < 128:
         return _SMALL[n]
     n &= (1 << 64) - 1
+    # Unrolled up to five bytes (epoch seconds, bucket ends: the stream worker encodes one or more per row).
+    if n < 1 << 14:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 1 << 21:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+    if n < 1 << 28:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
+    if n < 1 << 35:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21 & 0x7F | 0x80, n >> 28))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)

@@ -240,17 +240,20 @@ class RedisDirectPusher:
         ts_value = _bulk(fmt.event_timestamp(self.clock.next()))
         expire_tail = b"$%d\r\n%d\r\n" % (len(str(self.key_ttl)), self.key_ttl) if self.key_ttl else b""
         now = time.monotonic()
-        wrapped = self._wrapped
+        wrapped, memo, refreshed = self._wrapped, self._key_memo, self._refreshed
+        last_written = written if written is not None else {}
         commands, keys = [], []
+        # The per-row work inlined (`_key`, `_changed`, `_refresh_due`): this loop runs for every changed pair.
         for pair, _, values in items:
-            level, user, entity = pair
-            head, fields = self._packed[level]
-            raw_key = self.redis_key(level, user, entity)
-            key = _bulk(raw_key)
+            head, fields = self._packed[pair[0]]
+            raw_key = memo.get(pair) or self._key(pair)  # most pairs were just read on a miss or written before
+            key = b"$%d\r\n%s\r\n" % (len(raw_key), raw_key)
             keys.append(raw_key)
             parts = [head, key, fields[0], ts_value]
-            for i in _changed(values, written.get(pair) if written is not None else None):
-                f, v = fields[1 + i], values[i]
+            before = last_written.get(pair)
+            for f, v, old in zip(fields[1:], values, before or _NOTHING, strict=True):
+                if v == old:
+                    continue
                 w = wrapped.get(v)  # most values are the encoder's memoized lists: wrap each once
                 if w is None:
                     w = b"$%d\r\n%s\r\n" % (len(v), v)
@@ -258,10 +261,11 @@ class RedisDirectPusher:
                         wrapped.clear()
                     wrapped[v] = w
                 parts += (f, w)
-            if len(parts) < len(fields) * 2 + 2:  # fewer fields: the header counts the arguments
+            if before is not None and len(parts) < len(fields) * 2 + 2:  # fewer fields: the header counts them
                 parts[0] = b"*%d\r\n$4\r\nHSET\r\n" % len(parts)
             commands.append(b"".join(parts))
-            if expire_tail and self._refresh_due(raw_key, now):
+            if expire_tail and now - refreshed.get(raw_key, -_EXPIRE_REFRESH_S) >= _EXPIRE_REFRESH_S:
+                self._refresh_due(raw_key, now)  # records it
                 commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
                 keys.append(raw_key)
         self._send(commands, keys)
@@ -323,7 +327,7 @@ class RedisDirectPusher:
         for pair, reply in zip(pairs, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
-            if any(v is not None for v in reply):
+            if reply.count(None) < len(reply):  # some field present
                 out[pair] = row_counts(reply)
         return out
 
@@ -331,8 +335,10 @@ class RedisDirectPusher:
 # A key's TTL (`Settings.online_key_ttl`, days) is refreshed at most this often per process: it only has to outlive
 # the pair's last write, and an EXPIRE costs Redis about as much as the HSET.
 _EXPIRE_REFRESH_S = 3600.0
+ROW_TTL_REFRESH_S = _EXPIRE_REFRESH_S
 _WRITTEN_MAX = 1_000_000
 _ALL = range(len(STREAM_FEATURES))
+_NOTHING = (None,) * len(STREAM_FEATURES)  # "nothing written before": every value differs from it
 
 
 def _changed(values: Sequence[bytes], before: Sequence[bytes] | None) -> Sequence[int]:
@@ -380,6 +386,10 @@ class StreamRowEncoder:
         self._ends: dict[int, bytes] = {}
         # (end, count) -> both lists of a kind with one bucket: most pairs of a flush hold one or two buckets.
         self._single: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        # The same for several buckets (sorted (end, count) items), and the last impression's value per second: an
+        # event's three pairs (advertiser, campaign, ad of one user) often hold the same buckets and last impression.
+        self._multi: dict[tuple[tuple[int, int], ...], tuple[bytes, bytes]] = {}
+        self._last: dict[int, bytes] = {}
 
     def _list(self, values: list[int], memo: bool) -> bytes:
         if not values:
@@ -416,12 +426,26 @@ class StreamRowEncoder:
                     lists = single[item] = (self._list([item[0]], True), self._list([item[1]], False))
                 out += lists
             else:
-                items = sorted(buckets.items())
-                ends = [e for e, n in items if n]
-                numbers = [n for _, n in items if n]
-                out += (self._list(ends, True), self._list(numbers, False))
+                items = tuple(sorted(buckets.items()))
+                lists = self._multi.get(items)
+                if lists is None:
+                    if len(self._multi) > 100_000:
+                        self._multi.clear()
+                    ends = [e for e, n in items if n]
+                    numbers = [n for _, n in items if n]
+                    lists = self._multi[items] = (self._list(ends, True), self._list(numbers, False))
+                out += lists
         last = counts.last_imp_us
-        out.append(fmt.NULL_UNIX_TIMESTAMP if last is None else _TS_TAG + fmt.varint(last // 1_000_000))
+        if last is None:
+            out.append(fmt.NULL_UNIX_TIMESTAMP)
+        else:
+            second = last // 1_000_000
+            value = self._last.get(second)
+            if value is None:
+                if len(self._last) > 100_000:
+                    self._last.clear()
+                value = self._last[second] = _TS_TAG + fmt.varint(second)
+            out.append(value)
         return out
 
 

@@ -10,6 +10,8 @@ What the stream keeps about a user (key names in `freqcap.adapters.stream.state`
   `SCAN` of the partition's pairs finds every user of the batch (no other data needed); deleted.
 * **Unpushed list** `<state_prefix>:{p<k>}:unpushed` (state keys whose push did not finish): rewritten without the
   user's keys by one Lua script (atomic against the worker's own `APPEND`, on one server or a cluster).
+* **Pending log** `<state_prefix>:{p<k>}:pending` (the states of pairs whose push did not finish, when the online
+  rows are the state): rewritten without the user's records by one Lua script (matched by the user in each name).
 * **Dedup marks** `<state_prefix>:{p<k>}:seen:<generation>` (hashes of applied `event_id`s): the user's event ids,
   from the streams and from the event files (the job passes them), are `HDEL`eted from every generation.
 * The embedded replay's dead-letter file (JSON lines, `DataLayout.stream_dead_letters`): rewritten without the
@@ -118,6 +120,37 @@ def _rewrite_unpushed(client: Any, key: str, removed: set[bytes]) -> None:
     client.register_script(_REWRITE_UNPUSHED)(keys=[key], args=sorted(removed))
 
 
+# The pending log rewritten without the records of some users, atomically (as above). Records are
+# `<I n><name><I n><state>`; a name is `<base>:s:<level>:<user>\x1f<entity>` (ARGV[1]: the length of `<base>:s:`).
+_REWRITE_PENDING = """
+local blob = redis.call('GET', KEYS[1])
+if not blob then return 0 end
+local skip = tonumber(ARGV[1])
+local drop = {}
+for i = 2, #ARGV do drop[ARGV[i]] = true end
+local kept, pos, removed = {}, 1, 0
+while pos <= #blob do
+  local n = struct.unpack('<I4', blob, pos)
+  local name = string.sub(blob, pos + 4, pos + 3 + n)
+  local m = struct.unpack('<I4', blob, pos + 4 + n)
+  local stop = pos + 7 + n + m
+  local colon = string.find(name, ':', skip + 1, true)
+  local sep = string.find(name, '\\31', (colon or skip) + 1, true)
+  local user = colon and sep and string.sub(name, colon + 1, sep - 1)
+  if user and drop[user] then removed = removed + 1 else kept[#kept + 1] = string.sub(blob, pos, stop) end
+  pos = stop + 1
+end
+if removed == 0 then return 0 end
+if #kept == 0 then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], table.concat(kept)) end
+return removed
+"""
+
+
+def _rewrite_pending(client: Any, base: str, users: set[str]) -> int:
+    script = client.register_script(_REWRITE_PENDING)
+    return int(script(keys=[f"{base}:pending"], args=[len(base) + 3, *sorted(users)]))
+
+
 def _seen_keys(client: Any, base: str) -> list[bytes]:
     return list(client.scan_iter(match=f"{_glob_escape(base)}:seen:*", count=_RANGE_COUNT))
 
@@ -148,6 +181,7 @@ def forget_stream(
         if states:
             result.pair_states += int(client.delete(*states))
             _rewrite_unpushed(client, f"{base}:unpushed", set(states))
+        result.pair_states += _rewrite_pending(client, base, wanted)
         if marks:
             for seen in _seen_keys(client, base):
                 for i in range(0, len(marks), _RANGE_COUNT):

@@ -17,12 +17,17 @@ Keys (base `B` = `<state_prefix>:{p<k>}`):
 * `B:s:<level>:<user>\\x1f<entity>` — a pair's counters, as encoded by the caller
   (`freqcap.adapters.feast.stream_push.state_blob`), expiring `retention` after its last change.
 * `B:unpushed` — the state keys changed by flushes whose push has not finished (pushed again after a crash).
+* `B:pending` — instead of state keys, when the online rows are the pairs' state (`stream.push_mode: direct` to a
+  Redis online store): each unit appends the changed pairs' names and states (`<I n><name><I n><state>`...,
+  `pack_pending`); a pair's last record is its state until the push, which then clears the log. A crash between
+  commit and push re-pushes them from here on the next start.
 
 `MemoryPartitionState` is the same in process memory, for embedded replays (no Redis, nothing to fence).
 """
 
 from __future__ import annotations
 
+import marshal
 import struct
 import time
 from collections.abc import Iterable, Sequence
@@ -34,6 +39,8 @@ from freqcap.domain.stream.batch import PairKey
 from freqcap.domain.stream.partitions import compare_ids, state_base
 
 SEP = "\x1f"
+_SIZE = struct.Struct("<I")
+_NAMES_MAX = 200_000
 SEEN_GENERATIONS = 4
 
 
@@ -63,6 +70,37 @@ def _unpack_keys(blob: bytes) -> list[bytes]:
     return out
 
 
+def pack_pending(base: str, pairs: Iterable[tuple[PairKey, Any]], names: dict[PairKey, bytes] | None = None) -> bytes:
+    """`B:pending` records of the pairs' states (`PairCounts`): name, then the counters marshalled (the bucket maps
+    and the exact last impression; far cheaper to build than the stream row, which is encoded once per push).
+    `names`: the caller's memo of each pair's length-prefixed name under `base` (bounded here)."""
+    out: list[bytes] = []
+    head = f"{base}:s:"
+    dumps, size = marshal.dumps, _SIZE.pack
+    if names is None:
+        names = {}
+    elif len(names) > _NAMES_MAX:
+        names.clear()
+    for key, counts in pairs:  # this runs per changed pair per unit
+        name = names.get(key)
+        if name is None:
+            level, user, entity = key
+            raw = f"{head}{level}:{user}{SEP}{entity}".encode()  # pair_state_key
+            name = names[key] = size(len(raw)) + raw
+        blob = dumps((counts.buckets, counts.last_imp_us))
+        out += (name, size(len(blob)), blob)
+    return b"".join(out)
+
+
+def unpack_pending(blob: bytes, base: str) -> dict[PairKey, tuple[dict[str, dict[int, int]], int | None]]:
+    """`B:pending` -> each pair's last recorded (bucket maps, last impression)."""
+    items = _unpack_keys(blob)
+    out = {}
+    for name, state in zip(items[::2], items[1::2], strict=True):
+        out[split_state_key(name.decode(), base)] = marshal.loads(state)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ the flush unit
 
 
@@ -81,6 +119,9 @@ class FlushUnit:
     # (the online store on the stream's server): (Feast key, [field, value, ...], refresh the key's TTL).
     rows: Sequence[tuple[bytes, Sequence[bytes], bool]] = ()
     row_ttl: int = 0
+    # The online rows are the state (`pack_pending` records of the changed pairs, appended to `B:pending` instead
+    # of `pairs` and the unpushed names).
+    pending: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +131,8 @@ class Snapshot:
     watermark_us: int | None
     last_id: str | None
     unpushed: list[PairKey]
+    # `B:pending`: the pairs' states recorded since the last finished push (bucket maps, last impression).
+    pending: dict[PairKey, tuple[dict[str, dict[int, int]], int | None]] = field(default_factory=dict)
 
 
 # KEYS: status, lease, seen generation, unpushed, then the changed pairs' state keys, then their online rows' keys.
@@ -153,6 +196,14 @@ return 1
 
 FENCED, REPLAYED, WRITTEN = -1, 0, 1
 
+# Clears the unpushed names and the pending log, only for the lease holder: a fenced worker that finishes its push
+# late must not drop what the new owner recorded since.
+_PUSHED = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+return 1
+"""
+
 
 def write_flush(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> int:
     """The one write of a micro-batch: `_FLUSH` with every key in KEYS (one slot: a Redis Cluster client routes it
@@ -179,11 +230,13 @@ class RedisPartitionState:
         self.status_key = f"{self.base}:status"
         self.lease_key = f"{self.base}:lease"
         self.unpushed_key = f"{self.base}:unpushed"
+        self.pending_key = f"{self.base}:pending"
         self.pair_ttl = max(1, int(retention_s))
         self.span = max(1.0, dedup_ttl_s / (SEEN_GENERATIONS - 1))
         self.seen_ttl = int(self.span * SEEN_GENERATIONS) + 60
         self.clock = clock
         self._script = client.register_script(_FLUSH)
+        self._pushed = client.register_script(_PUSHED)
 
     def _seen_key(self, generation: int) -> str:
         return f"{self.base}:seen:{generation}"
@@ -193,9 +246,15 @@ class RedisPartitionState:
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(self.status_key, ["max_ts_us", "last_id"])
         pipe.get(self.unpushed_key)
-        (wm, last), unpushed = pipe.execute()
+        pipe.get(self.pending_key)
+        (wm, last), unpushed, pending = pipe.execute()
         keys = [split_state_key(k.decode(), self.base) for k in _unpack_keys(unpushed or b"")]
-        return Snapshot(int(wm) if wm else None, last.decode() if last else None, list(dict.fromkeys(keys)))
+        return Snapshot(
+            int(wm) if wm else None,
+            last.decode() if last else None,
+            list(dict.fromkeys(keys)),
+            unpack_pending(pending or b"", self.base),
+        )
 
     def seen(self, ids: Sequence[str]) -> set[str]:
         """The ids among `ids` already marked (any of the live generations)."""
@@ -220,11 +279,20 @@ class RedisPartitionState:
         blobs = self.client.mget([pair_state_key(self.base, k) for k in keys])
         return {k: b for k, b in zip(keys, blobs, strict=True) if b}
 
+    def write_pairs(self, pairs: Sequence[tuple[PairKey, bytes]]) -> None:
+        """Pairs' state keys written outside a flush (a new owner keeping state keys takes over a pending log)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key, blob in pairs:
+            pipe.set(pair_state_key(self.base, key), blob, ex=self.pair_ttl)
+        pipe.execute()
+
     def commit(self, unit: FlushUnit) -> int:
         """Write a micro-batch atomically: WRITTEN, REPLAYED (already applied: nothing written) or FENCED."""
         names = [pair_state_key(self.base, k) for k, _ in unit.pairs]
         seen_key = self._seen_key(int(self.clock() // self.span))
-        keys = [self.status_key, self.lease_key, seen_key, self.unpushed_key, *names, *(r[0] for r in unit.rows)]
+        # The script appends its blob to KEYS[4]: the unpushed names, or the pending log (then `pairs` is empty).
+        log_key = self.unpushed_key if unit.pending is None else self.pending_key
+        keys = [self.status_key, self.lease_key, seen_key, log_key, *names, *(r[0] for r in unit.rows)]
         args: list[Any] = [
             unit.token,
             unit.first_id,
@@ -238,7 +306,7 @@ class RedisPartitionState:
             unit.row_ttl,
             *unit.new_ids,
             *[blob for _, blob in unit.pairs],
-            _pack_keys(n.encode() for n in names),
+            _pack_keys(n.encode() for n in names) if unit.pending is None else unit.pending,
         ]
         for _, items, refresh in unit.rows:
             args += [len(items), 1 if refresh else 0, *items]
@@ -247,9 +315,13 @@ class RedisPartitionState:
                 args += [name, delta]
         return write_flush(self.client, self._script, keys, args)
 
-    def pushed(self) -> None:
-        """Every pair of the flushes so far is in the online store."""
-        self.client.delete(self.unpushed_key)
+    def pushed(self, token: str | None = None) -> None:
+        """Every pair of the flushes so far is in the online store: the unpushed names and the pending log go (with a
+        `token`, only while it holds the lease)."""
+        if token is None:
+            self.client.delete(self.unpushed_key, self.pending_key)
+        else:
+            self._pushed(keys=[self.lease_key, self.unpushed_key, self.pending_key], args=[token], client=self.client)
 
     def status(self) -> dict[bytes, bytes]:
         return self.client.hgetall(self.status_key)
@@ -275,6 +347,9 @@ class MemoryPartitionState:
     def read_pairs(self, keys: Sequence[PairKey]) -> dict[PairKey, bytes]:
         return {k: self.pairs[k] for k in keys if k in self.pairs}
 
+    def write_pairs(self, pairs: Sequence[tuple[PairKey, bytes]]) -> None:
+        self.pairs.update(pairs)
+
     def commit(self, unit: FlushUnit) -> int:
         if self.last_id is not None and compare_ids(unit.first_id, self.last_id) <= 0:
             return REPLAYED
@@ -288,7 +363,7 @@ class MemoryPartitionState:
         self.last_id = unit.last_id
         return WRITTEN
 
-    def pushed(self) -> None:
+    def pushed(self, token: str | None = None) -> None:
         pass
 
     def status(self) -> dict[bytes, bytes]:

@@ -15,6 +15,7 @@ from freqcap.domain.privacy import Pseudonymizer
 from freqcap.domain.stream.messages import StreamEvent
 
 _USER_KEYS = ("user_id", b"user_id")
+_CACHE_MAX = 100_000  # ids; a worker's cache of pseudonyms is cleared when it grows past this
 
 
 def pseudonymize_fields(fields: dict[Any, Any], pseudonym: Any) -> dict[Any, Any]:
@@ -36,9 +37,15 @@ def pseudonymize_fields(fields: dict[Any, Any], pseudonym: Any) -> dict[Any, Any
     return out
 
 
-def pseudonymize_events(pseudonymizer: Pseudonymizer, events: Sequence[StreamEvent]) -> list[StreamEvent]:
-    """The events with pseudonymous `user_id`; each distinct id of the unit is hashed once."""
-    cache: dict[str, str] = {}
+def pseudonymize_events(
+    pseudonymizer: Pseudonymizer, events: Sequence[StreamEvent], cache: dict[str, str] | None = None
+) -> list[StreamEvent]:
+    """The events with pseudonymous `user_id`; each distinct id of the unit is hashed once, or once while it stays
+    in the caller's `cache` (raw id -> pseudonym, kept across units by the worker; bounded here)."""
+    if cache is None:
+        cache = {}
+    elif len(cache) > _CACHE_MAX:
+        cache.clear()
     out = []
     for ev in events:
         pseudonym = cache.get(ev.user_id)

@@ -40,3 +40,29 @@ def test_a_layout_it_does_not_know_is_refused():
     config = SimpleNamespace(project="p", entity_key_serialization_version=3)
     assert _TierCommands.for_level(config, ("ad_id", "user_id"), lambda u, e: b"", TAIL) is None
     assert _TierCommands.for_level(config, ("user_id", "ad_id"), lambda u, e: b"not feast's key", TAIL) is None
+
+
+def test_varint_equals_protobufs_encoder_at_every_length():
+    """`online_format.varint` (unrolled up to five bytes) against protobuf's own varint encoder, around every
+    7-bit boundary, for negatives (64-bit two's complement) and at random."""
+    import random
+
+    from google.protobuf.internal.encoder import _SignedVarintEncoder, _VarintBytes
+
+    from freqcap.adapters.feast.online_format import varint
+
+    def signed(n):  # protobuf's int64 encoding of n (negatives as ten bytes)
+        out = []
+        _SignedVarintEncoder()(out.append, n, True)
+        return b"".join(out)
+
+    rng = random.Random(3)
+    numbers = [0, 1, 127, 128, 1_790_000_012, (1 << 63) - 1, -1, -(1 << 63)]
+    for bits in range(1, 64):
+        numbers += [(1 << bits) - 1, 1 << bits, (1 << bits) + 1, -(1 << bits)]
+    numbers += [rng.randrange(-(1 << 63), 1 << 63) for _ in range(2000)]
+    for n in numbers:
+        if -(1 << 63) <= n < 1 << 63:
+            assert varint(n) == signed(n), n
+            if n >= 0:
+                assert varint(n) == _VarintBytes(n), n

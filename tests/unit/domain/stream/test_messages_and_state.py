@@ -11,7 +11,14 @@ import pytest
 from freqcap.adapters.feast.stream_push import StreamRowEncoder, state_blob, state_counts
 from freqcap.domain.stream.batch import DUPLICATE, LATE, OK, apply_counts, judge
 from freqcap.domain.stream.buckets import PairCounts, bucket_end
-from freqcap.domain.stream.messages import StreamEvent, event_fields, parse_message, parse_ts
+from freqcap.domain.stream.messages import (
+    StreamEvent,
+    _parse_fast,
+    event_fields,
+    parse_message,
+    parse_message_full,
+    parse_ts,
+)
 from freqcap.domain.stream.partitions import assignment, compare_ids, partition_of, stream_name
 
 GOOD = {
@@ -51,6 +58,34 @@ def test_a_good_message_parses_from_bytes_or_text():
 def test_bad_messages_name_their_reason(change, reason):
     fields = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     assert parse_message(fields, ("feed",)) == reason
+
+
+def test_the_fast_path_agrees_with_the_rules_on_random_redis_messages():
+    """Messages as Redis returns them (bytes), mutated at random: `parse_message` (fast path first) gives what the
+    rules checked one by one give (`parse_message_full`), event or reason; the fast path takes the common ones."""
+    rng = random.Random(7)
+    changes = [
+        None, "", "  ", "a" * 257, "a" * 256, b"\xc3\x28", "click", "conversion", "view", "impression",
+        "2026-10-10T01:00:00Z", " 2026-10-10T01:00:00+00:00", "2026-10-10 01:00:00", "1790000000.5", "nan",
+        "feed", "story", "0.5", "-1", "x",
+    ]  # fmt: skip
+    names = [*GOOD, "conversion_value", "extra"]
+    fast = 0
+    for _ in range(4000):
+        fields = {k.encode(): v.encode() for k, v in GOOD.items()}
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            name, value = rng.choice(names).encode(), rng.choice(changes)
+            if value is None:
+                fields.pop(name, None)
+            else:
+                fields[name] = value if isinstance(value, bytes) else value.encode()
+        for allowed in (None, ("feed",)):
+            want = parse_message_full(fields, allowed)
+            assert parse_message(fields, allowed) == want, (fields, allowed)
+            fast += _parse_fast(fields, allowed) is not None
+            if isinstance(want, str):
+                assert _parse_fast(fields, allowed) is None
+    assert fast > 2000  # the common message did take the fast path
 
 
 def test_epoch_seconds_and_z_suffix_are_accepted():
@@ -120,6 +155,31 @@ def test_pair_state_encoding_round_trips():
     assert back.buckets == pair.buckets and back.last_imp_us == 1_790_003_000_999_999
     assert state_counts(state_blob(encoder.values(PairCounts()), None)).last_imp_us is None
     assert back.buckets["i"][bucket_end(1_790_000_001_000_000, 60)] == 1
+
+
+def test_row_encoding_equals_feasts_with_its_memos_warm():
+    """The encoder's values (memoized lists and last impressions) equal Feast's own conversion of the same row, for
+    random pairs encoded in turn (shared and repeated bucket sets, zero counts, no impression), and a state marshalled
+    into the pending log comes back equal."""
+    from freqcap.adapters.feast.stream_push import PairState, RedisDirectPusher, pair_row
+    from freqcap.adapters.stream.state import pack_pending, unpack_pending
+
+    rng = random.Random(11)
+    encoder = StreamRowEncoder()
+    pairs = []
+    for _ in range(400):
+        pair = PairCounts()
+        for _ in range(rng.choice([0, 1, 1, 2, 5])):
+            pair.add(rng.choice("iicv"), (1_790_000_000 + rng.randrange(4) * 60 + rng.randrange(60)) * 1_000_000, 60)
+        if rng.random() < 0.2 and len(pair.buckets["i"]) > 1:  # a zero count among others: left out of the row
+            pair.buckets["i"][next(iter(pair.buckets["i"]))] = 0
+        pairs.append(pair)
+    for pair in pairs + pairs[::-1]:
+        row, _ = pair_row(PairState("ad", "u", "a", pair.buckets, pair.last_imp_us), 0)
+        assert encoder.values(pair) == RedisDirectPusher.reference_encode(row)
+    keyed = {("ad", f"u{i}", f"a:{i}"): pair for i, pair in enumerate(pairs)}
+    back = unpack_pending(pack_pending("p:{p0}", keyed.items()), "p:{p0}")
+    assert back == {k: (p.buckets, p.last_imp_us) for k, p in keyed.items()}
 
 
 def test_partitions_route_users_stably_and_assign_every_partition_once():

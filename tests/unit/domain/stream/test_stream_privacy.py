@@ -55,6 +55,22 @@ def test_events_keep_everything_but_the_user_id():
         )
 
 
+def test_a_cache_kept_across_units_gives_the_same_pseudonyms_and_stays_bounded():
+    from freqcap.domain.stream import privacy
+
+    cache: dict[str, str] = {}
+    users = [f"u{i % 7}" for i in range(30)]
+    for start in range(0, 30, 10):  # three units sharing the worker's cache
+        unit = [parse_message(_fields(u.encode(), f"e{start + i}")) for i, u in enumerate(users[start : start + 10])]
+        assert [e.user_id for e in pseudonymize_events(P, unit, cache)] == [
+            expected(u) for u in users[start : start + 10]
+        ]
+    assert cache == {u: expected(u) for u in set(users)}
+    cache.update({f"x{i}": "stale" for i in range(privacy._CACHE_MAX)})  # past the bound: cleared before use
+    (ev,) = pseudonymize_events(P, [parse_message(_fields(b"u1"))], cache)
+    assert ev.user_id == expected("u1") and len(cache) == 1
+
+
 def test_dead_letters_carry_the_pseudonym_or_no_user_id():
     dead = [
         (Msg("1-0", _fields(b"u1")), "bad_event_type"),
