@@ -311,3 +311,41 @@ def test_partitions_move_between_workers_and_survive_kill_9(world):
         _check(client, settings, store)
     finally:
         store.teardown()
+
+
+def test_a_worker_that_lost_its_lease_before_its_push_pushes_nothing(tmp_path):
+    """Paused past its lease between the atomic write and the push (a long GC pause, a stopped container): the
+    rows are the pairs' state, so a late push could overwrite a newer owner's rows with older states. The worker
+    finds the lease gone before pushing and gives the partition up; the new owner pushes the logged states and
+    drains, and everything equals the brute force."""
+    with RedisServer() as server:
+        client = redis.Redis(port=server.port)
+        # One unit per flush: the lease is taken right after the flush's last (only) atomic write.
+        settings, _ = stream_settings(
+            tmp_path, server.address, batch_size="50", flush_events="50", commit_events="50", lease_ttl="1s"
+        )
+        store = open_store(settings, tmp_path / "feast")
+        apply_definitions(store, settings, tmp_path / "feast")
+        cfg = settings.stream
+        lease = f"{cfg.state_prefix}:{{p0}}:lease"
+        try:
+            produce(client, cfg.stream_key, _messages(3, 1000), coverage_start=T1)
+
+            def steal(stage: str) -> None:  # what another worker does once the lease has expired
+                if stage == "commit" and not client.exists(f"{cfg.state_prefix}:stolen"):
+                    client.set(f"{cfg.state_prefix}:stolen", 1)
+                    client.set(lease, "intruder:1", px=60_000)
+
+            with redis_worker(settings, store, consumer="w1", crash_hook=steal) as worker:
+                stats = worker.run(until_caught_up=True, max_seconds=1.5)
+            assert stats.applied > 0, "the first unit must have been written"
+            assert stats.pushed == 0, "a worker without the lease pushed rows"
+            ours = (cfg.state_prefix.encode(), cfg.stream_key.encode(), cfg.dead_letter_key.encode())
+            assert not [k for k in client.scan_iter(count=10_000) if not k.startswith(ours)], "online rows written"
+            assert client.exists(f"{cfg.state_prefix}:{{p0}}:pending"), "the new owner needs the logged states"
+            client.delete(lease, f"{cfg.state_prefix}:stolen")  # the intruder's lease expires
+            with redis_worker(settings, store, consumer="w2") as worker:
+                worker.run(until_caught_up=True, max_seconds=60)
+            _check(client, settings, store)
+        finally:
+            store.teardown()

@@ -13,7 +13,9 @@ The order of a flush is what makes kill -9 harmless anywhere:
    it writes a state key per pair and appends their names to `unpushed`. A micro-batch larger than
    `stream.commit_events` is decided and written as several such units in stream order (steps 2-4 each), so one
    write never holds Redis long; a crash between them leaves the first units applied and their entries skipped;
-5. each changed pair's stream row is encoded and pushed once per micro-batch (one pipelined write of only the
+5. the lease is checked (a worker paused past it since its write gives the partition up here: its states are in
+   the pending log for the new owner, and pushing them late could overwrite that owner's newer rows); then
+   each changed pair's stream row is encoded and pushed once per micro-batch (one pipelined write of only the
    values that changed since this consumer last wrote the pair: usually the impression lists and the last
    impression), then the pending log / `unpushed` is cleared, only while the lease is ours (a crash before that
    re-pushes them on the next start: a push writes a pair's whole state, so repeating it is harmless; until then
@@ -193,6 +195,13 @@ class PartitionConsumer:
         for start in range(0, len(todo), step):
             for item in self._commit_unit(todo[start : start + step]):
                 changed[item[0]] = item
+        if not self.atomic and not self.state.holds(self.token):
+            # Paused past the lease between commit and push: the new owner pushes these states from the pending
+            # log; pushing them here too could land after its newer rows and overwrite them.
+            self.cache.clear()
+            self.written.clear()
+            self.unflushed.clear()
+            raise LostPartition(f"partition {self.partition}: its lease is gone (before the push)")
         if self.rows_state:  # encoded once, here, with each pair's state after the micro-batch
             self._push([(k, self.cache[k]) for k in self.unflushed])
             self.state.pushed(self.token)

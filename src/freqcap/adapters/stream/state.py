@@ -315,6 +315,13 @@ class RedisPartitionState:
                 args += [name, delta]
         return write_flush(self.client, self._script, keys, args)
 
+    def holds(self, token: str) -> bool:
+        """Whether `token` still holds the partition's lease (checked right before a push: a worker that lost it
+        while paused between its commit and its push must not overwrite a newer owner's rows with older states;
+        the new owner pushes those states from the pending log instead)."""
+        current = self.client.get(self.lease_key)
+        return current is not None and current.decode() == token
+
     def pushed(self, token: str | None = None) -> None:
         """Every pair of the flushes so far is in the online store: the unpushed names and the pending log go (with a
         `token`, only while it holds the lease)."""
@@ -362,6 +369,9 @@ class MemoryPartitionState:
             self.watermark_us = unit.watermark_us
         self.last_id = unit.last_id
         return WRITTEN
+
+    def holds(self, token: str) -> bool:
+        return True  # one run, one owner
 
     def pushed(self, token: str | None = None) -> None:
         pass
