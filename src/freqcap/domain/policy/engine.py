@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from freqcap.domain.policy.schema import CapRule, PenaltyConfig, Policy
+from freqcap.domain.policy.schema import Cap, CapRule, PenaltyConfig, Policy
 
 LEVELS = ("advertiser", "campaign", "ad")
 _ENTITY_ATTR = {"advertiser": "advertiser_id", "campaign": "campaign_id", "ad": "ad_id"}
@@ -90,6 +90,14 @@ def penalty_for_distance(distance: float, config: PenaltyConfig) -> float:
         span = 1 + config.onset
         return config.at_cap + (1 - config.at_cap) * (distance / span)
     return config.floor + (config.at_cap - config.floor) * 2.0**distance
+
+
+def soft_cap_multiplier(cap: Cap, count: int, config: PenaltyConfig) -> float:
+    """A soft cap's multiplier with `count` impressions in its window: its own table (`Cap.multipliers`) when it has
+    one, else the generic shape of `penalty_for_distance`."""
+    if cap.multipliers is not None:
+        return cap.multiplier_at(count)
+    return penalty_for_distance(cap.max - count, config)
 
 
 def gap_multiplier(elapsed: float, gap: float, config: PenaltyConfig) -> float:
@@ -194,10 +202,8 @@ def _constraints(rule: CapRule, level: str, state: EntityState, now: datetime, p
         if hard:
             eligible = distance >= 1
             mult = 1.0 if eligible else 0.0
-        elif cap.multipliers is not None:
-            eligible, mult = True, cap.multiplier_at(count)
         else:
-            eligible, mult = True, penalty_for_distance(distance, penalty)
+            eligible, mult = True, soft_cap_multiplier(cap, count, penalty)
         yield mult, float(distance), eligible, (level, cap.window, cap.max, count, "cap")
     if rule.min_gap_seconds and state.last_imp_ts is not None:
         gap = rule.min_gap_seconds

@@ -10,6 +10,8 @@ Checks, each reported with its numbers:
   `min_gap` or a stop (after click / conversion) that the candidate no longer has fails the check (unless
   `allow_removals`), reported with its projected effect on the feature snapshot (per level, the share of active
   pairs at or over a cap under the live policy and under the candidate, over the cohorts the removal touches).
+  Soft caps whose penalty shape changes (a multiplier table added, dropped or refitted: the multiplier moves by more
+  than `RESHAPE_TOLERANCE` at some count) are listed with the largest change (`reshaped`); reported, not judged.
 - `projected_hit_change`: on the current feature snapshot, the share of active (user, entity) pairs at or over a cap,
   per level, moves by at most `max_hit_rate_change` (absolute) between the live and the proposed policy.
 
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from freqcap.domain.calendar import PERIODS, calendar_key
-from freqcap.domain.policy.engine import LEVELS
+from freqcap.domain.policy.engine import LEVELS, soft_cap_multiplier
 from freqcap.domain.policy.schema import Policy
 
 
@@ -135,6 +137,48 @@ def _rule_index(policy: Policy) -> dict[tuple[str, str, str, str], Any]:
     return out
 
 
+# A soft cap's shape counts as changed when its multiplier moves by more than this at some count (tables are
+# published at 6 decimals; a refit nudges them by a few thousandths).
+RESHAPE_TOLERANCE = 0.05
+
+
+def _soft_caps(policy: Policy) -> dict[tuple[str, str, str, int], Any]:
+    return {
+        (rule.match.audience, rule.match.signal_tier, rule.level, cap.window_seconds): cap
+        for _, _, rule in _all_rules(policy)
+        if rule.mode == "soft"
+        for cap in rule.caps
+    }
+
+
+def reshaped(candidate: Policy, live: Policy) -> list[dict[str, Any]]:
+    """Soft caps present in both whose penalty shape changes (a multiplier table added, dropped or refitted, or a
+    cap or `penalty` change that moves the generic shape): per cap, the largest absolute change of the multiplier
+    over the counts either shape distinguishes, and the count where it happens; largest first."""
+    old, new = _soft_caps(live), _soft_caps(candidate)
+    out = []
+    for key in sorted(set(old) & set(new)):
+        a, b = old[key], new[key]
+        horizon = max(a.max, b.max, len(a.multipliers or ()), len(b.multipliers or ())) + 8
+        deltas = [
+            abs(soft_cap_multiplier(b, c, candidate.penalty) - soft_cap_multiplier(a, c, live.penalty))
+            for c in range(horizon + 1)
+        ]
+        worst = max(range(len(deltas)), key=deltas.__getitem__)
+        if deltas[worst] > RESHAPE_TOLERANCE:
+            audience, tier, level, window = key
+            out.append(
+                {
+                    "cap": f"{audience}/{tier}/{level}/{window}s",
+                    "largest_change": round(deltas[worst], 4),
+                    "at_count": worst,
+                    "live": "table" if a.multipliers is not None else "generic",
+                    "proposed": "table" if b.multipliers is not None else "generic",
+                }
+            )
+    return sorted(out, key=lambda r: -r["largest_change"])
+
+
 def removals(candidate: Policy, live: Policy) -> tuple[list[str], set[tuple[str, str, str, str]]]:
     """What the live policy enforces and the candidate drops: readable items, and the keys of the live rules they
     belong to (a dropped rule or default, a cap of a kept rule, a `min_gap`, a stop)."""
@@ -220,6 +264,7 @@ def check_change(
     bad = {k: r for k, r in ratios.items() if r > limits.max_cap_ratio or r < 1 / limits.max_cap_ratio}
     worst = max((max(r, 1 / r) for r in ratios.values()), default=1.0)
     removed, touched = removals(candidate, live)
+    shapes = reshaped(candidate, live)
     effect = removal_effect(candidate, live, touched, pairs) if touched and pairs is not None and len(pairs) else {}
     values = {
         "compared": len(shared),
@@ -227,6 +272,7 @@ def check_change(
         "removed": removed,
         "removal_effect": effect,
         "largest_factor": round(worst, 3),
+        "reshaped": shapes,
         "violations": [f"{a}/{t}/{lvl}/{w}s: {old[(a, t, lvl, w)]}->{new[(a, t, lvl, w)]}" for a, t, lvl, w in bad],
     }
     parts = []
@@ -241,6 +287,12 @@ def check_change(
         parts.append(f"{len(removed)} removal(s){allowed}: " + ", ".join(removed[:5]) + projected)
     if not parts:
         parts.append(f"{len(shared)} shared caps, largest change ×{worst:.2f} (limit ×{limits.max_cap_ratio})")
+    if shapes:  # reported, not judged: the projected checks below weigh what a new shape does
+        top = shapes[0]
+        parts.append(
+            f"{len(shapes)} soft cap(s) change shape, largest {top['cap']} by {top['largest_change']:.2f} "
+            f"at count {top['at_count']} ({top['live']} -> {top['proposed']})"
+        )
     passed = not bad and (not removed or limits.allow_removals)
     return Check("change_vs_live", passed, "; ".join(parts), values)
 

@@ -205,3 +205,55 @@ def test_removals_may_be_allowed_and_are_still_reported():
     change = check_guardrails(_drop(live, rule=0), live, limits=limits, windows_by_level=WINDOWS).checks[2]
     assert change.passed
     assert change.values["removed"]
+
+
+def _generic(cap: int, count: int, onset=1.0, at_cap=0.5, floor=0.05) -> float:
+    """The generic soft shape written out from its definition (engine docstring), not the engine's function."""
+    d = cap - count
+    if d >= 1 + onset:
+        return 1.0
+    if d >= 0:
+        return at_cap + (1 - at_cap) * d / (1 + onset)
+    return floor + (at_cap - floor) * 2.0**d
+
+
+def _with_table(table):
+    doc = policy_document(policy(version="q"))
+    doc["rules"][0]["caps"][0]["multipliers"] = list(table)
+    return parse_policy(doc)
+
+
+def test_a_changed_penalty_shape_is_reported_with_its_largest_change():
+    table = (1.0, 0.9, 0.6, 0.3, 0.1, 0.05)
+    result = check_guardrails(_with_table(table), policy(), limits=LIMITS, windows_by_level=WINDOWS)
+    change = next(c for c in result.checks if c.name == "change_vs_live")
+    assert change.passed, "a reshape is reported, not judged"
+    # brute force: the sports ad cap (max 2) under the generic shape vs the table, over counts 0..40
+    deltas = [abs((table[c] if c < len(table) else table[-1]) - _generic(2, c)) for c in range(41)]
+    (only,) = change.values["reshaped"]
+    assert only["cap"] == f"sports/*/ad/{D7}s"
+    assert only["largest_change"] == pytest.approx(max(deltas), abs=1e-4)
+    assert only["at_count"] == deltas.index(max(deltas))
+    assert (only["live"], only["proposed"]) == ("generic", "table")
+    assert "change shape" in change.detail
+    # back to the generic shape: the same cap, the same size of change
+    back = check_guardrails(policy(), _with_table(table), limits=LIMITS, windows_by_level=WINDOWS)
+    (again,) = next(c for c in back.checks if c.name == "change_vs_live").values["reshaped"]
+    assert again["largest_change"] == only["largest_change"]
+
+
+def test_a_refit_that_nudges_a_table_is_not_a_reshape():
+    live = _with_table((1.0, 0.9, 0.6, 0.3, 0.1, 0.05))
+    nudged = _with_table((1.0, 0.89, 0.59, 0.31, 0.1, 0.05))
+    change = next(
+        c
+        for c in check_guardrails(nudged, live, limits=LIMITS, windows_by_level=WINDOWS).checks
+        if c.name == "change_vs_live"
+    )
+    assert change.values["reshaped"] == []
+    same = next(
+        c
+        for c in check_guardrails(policy(), policy(), limits=LIMITS, windows_by_level=WINDOWS).checks
+        if c.name == "change_vs_live"
+    )
+    assert same.values["reshaped"] == []
