@@ -51,7 +51,7 @@ from freqcap.domain.simulate import simulate_world
 POLICIES = ("soft", "true_caps_raw", "true_caps_effective", "oracle")  # the chain of the decomposition
 SHOWN = ("soft", "curve", *POLICIES[1:])  # the table's conversion columns
 LABELS = {
-    "soft": "fitted soft penalty, raw count",
+    "soft": "fitted soft penalty (generic shape), raw count",
     "curve": "fitted caps, curve-shaped penalty, raw count",
     "true_caps_raw": "true caps (soft), raw count",
     "true_caps_effective": "true caps (soft), true effective count",
