@@ -15,6 +15,7 @@ the applied events; what Feast serves is read back through `get_online_features`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -28,6 +29,7 @@ import redis
 from freqcap.adapters.feast.store import apply_definitions, open_store
 from freqcap.adapters.stream.produce import produce
 from freqcap.adapters.stream.status import read_combined
+from freqcap.config import load_settings
 from freqcap.domain.stream.messages import event_fields
 from freqcap.domain.stream.partitions import stream_name
 from freqcap.jobs.stream import redis_worker
@@ -158,8 +160,9 @@ def _kill_after(client, cfg, pid: int, applied_at_least: int) -> int:
         time.sleep(0.002)
 
 
-def _check(client, settings, store) -> None:
-    """Everything against brute force: state-independent counters, dead letters, nothing pending, Feast rows."""
+def _check(client, settings, store, state_keys: bool = False) -> None:
+    """Everything against brute force: state-independent counters, dead letters, nothing pending, Feast rows
+    (`state_keys`: the last worker kept pair-state keys, the layout for rows that expire before the retention)."""
     from freqcap.domain.stream.partitions import dead_letter_name, stream_name
 
     cfg = settings.stream
@@ -179,7 +182,9 @@ def _check(client, settings, store) -> None:
     assert dict(dead) == want["dead"]
     # Both modes keep the pairs' state in the online rows (direct: through the pending log, emptied by each push),
     # so the kills above hit that path: no pair-state keys, nothing left in the log.
-    assert not any(client.scan_iter(match=f"{cfg.state_prefix}:*:s:*")), "the worker wrote pair state keys"
+    if not state_keys:
+        assert not any(client.scan_iter(match=f"{cfg.state_prefix}:*:s:*")), "the worker wrote pair state keys"
+    assert not any(client.scan_iter(match=f"{cfg.state_prefix}:*:unpushed")), "unpushed names were left"
     assert not any(client.scan_iter(match=f"{cfg.state_prefix}:*:pending")), "the pending log was not emptied"
     # What serving reads: every pair's stream row through Feast's own reader.
     by_level: dict[str, list] = {}
@@ -349,3 +354,53 @@ def test_a_worker_that_lost_its_lease_before_its_push_pushes_nothing(tmp_path):
             _check(client, settings, store)
         finally:
             store.teardown()
+
+
+@pytest.mark.parametrize("where", ["single", pytest.param("cluster", marks=pytest.mark.redis_cluster)])
+def test_switching_between_state_layouts_with_kill_9_loses_nothing(where, request, tmp_path):
+    """A deployment that changes the online key TTL across `stream.retention` + 1 h switches a partition between
+    its two layouts of pair state under the same `state_prefix`: state keys (rows may expire before the retention)
+    and the online rows themselves (pending log). The first is also the layout of releases before rows-as-state, so
+    keys -> rows is the upgrade. Each worker is killed right after an atomic write, leaving the next one, in the
+    other layout, unpushed names or a pending log to finish; pairs changed under the rows layout must not be read
+    back from state keys an earlier state-key worker left behind. Everything equals the brute force."""
+    with contextlib.ExitStack() as stack:
+        if where == "single":
+            server = stack.enter_context(RedisServer())
+            client, url, kind, partitions = redis.Redis(port=server.port), server.address, "redis", 1
+        else:
+            cluster = request.getfixturevalue("redis_cluster")
+            client = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0], socket_timeout=10)
+            url, kind, partitions = cluster.connection_string, "redis_cluster", 2
+        extra = {"redis_kind": kind} if where == "cluster" else {}
+        rows, env = stream_settings(
+            tmp_path,
+            url,
+            kind,
+            batch_size="60",
+            flush_events="120",
+            commit_events="50",
+            lease_ttl="1s",
+            partitions=str(partitions),
+            **extra,
+        )
+        keys = load_settings(environ={**env, "FREQCAP__FEAST__ONLINE_KEY_TTL": "26h"})  # < retention + 1 h
+        assert keys.online_key_ttl < timedelta(seconds=keys.stream.seconds("retention") + 3600) <= rows.online_key_ttl
+        if where == "cluster":
+            stack.callback(client.close)
+            stack.callback(cleanup_redis, client, rows)
+        store = open_store(rows, tmp_path / "feast")
+        apply_definitions(store, rows, tmp_path / "feast")
+        stack.callback(store.teardown)
+        cfg = rows.stream
+        produce(client, cfg.stream_key, _messages(4, 3000), coverage_start=T1, partitions=partitions)
+        plan = [(keys, "unpushed"), (rows, "pending"), (keys, "unpushed"), (rows, "pending")]
+        for i, (settings, log) in enumerate(plan):
+            _killed_by_itself(_spawn(settings, store, f"w{i}", crash=("commit", 4)))
+            assert any(client.scan_iter(match=f"{cfg.state_prefix}:*:{log}")), f"worker {i} must leave its {log}"
+            assert int(read_combined(client, cfg)["applied"]) < 2500, "the stream must outlast the switches"
+            if i == 0:
+                assert any(client.scan_iter(match=f"{cfg.state_prefix}:*:s:*")), "state keys must be left behind"
+        status = _wait(_spawn(keys, store, "last"))
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        _check(client, keys, store, state_keys=True)

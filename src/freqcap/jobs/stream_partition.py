@@ -132,6 +132,10 @@ class PartitionConsumer:
         """Load the partition's state, claim what earlier owners left pending, finish their unfinished push."""
         snap = self.state.load()
         self.watermark_us, self.last_id = snap.watermark_us, snap.last_id
+        if hasattr(self.state, "switch_layout"):  # before anything is written in this owner's layout
+            dropped = self.state.switch_layout("rows" if self.atomic or self.rows_state else "keys")
+            if dropped:
+                log.info("partition %d: %d stale pair-state keys dropped (state was in rows)", self.partition, dropped)
         self.transport.take_over()
         if snap.unpushed or snap.pending:
             blobs = self.state.read_pairs(snap.unpushed) if snap.unpushed else {}
@@ -311,6 +315,11 @@ class PartitionConsumer:
             found = self.pusher.read_counts(missing)
         else:
             found = {k: state_counts(b) for k, b in self.state.read_pairs(missing).items()}
+            # No state key: the pair's row, pushed after every commit, is its newest state (a pair untouched since
+            # the partition kept its state in the rows, or whose key expired with its buckets).
+            keyless = [k for k in missing if k not in found]
+            if keyless and hasattr(self.pusher, "read_counts"):
+                found.update(self.pusher.read_counts(keyless))
         cache = self.cache
         for key in missing:  # a pair with no stored state starts empty (apply_counts then only looks them up)
             cache[key] = found.get(key) or PairCounts()

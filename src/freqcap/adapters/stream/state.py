@@ -10,7 +10,8 @@ fenced off) and that the batch is newer than the last one applied (a replay afte
 Keys (base `B` = `<state_prefix>:{p<k>}`):
 * `B:status` — hash: `max_ts_us` (watermark), `last_id`, counters `applied`, `duplicates`, `late`,
   `dead_letters`, `dead:<reason>`, `pushed`; and, written outside the flush, `fresh_at_us`, `heartbeat_us`,
-  `coverage_start_us`, `owner`.
+  `coverage_start_us`, `owner`; `layout`, where the pairs' state lives (`rows` or `keys`, below; absent:
+  `keys`, the only layout before rows-as-state).
 * `B:lease` — the owner's token `<worker>:<epoch>` with a TTL (`freqcap.adapters.stream.ownership`); `B:epoch`.
 * `B:seen:<generation>` — hash of `event_id`s applied; a generation spans `dedup_ttl / 3` of wall time and lives
   4 spans, so a mark is remembered at least `dedup_ttl` (the four generations are checked).
@@ -21,6 +22,11 @@ Keys (base `B` = `<state_prefix>:{p<k>}`):
   Redis online store): each unit appends the changed pairs' names and states (`<I n><name><I n><state>`...,
   `pack_pending`); a pair's last record is its state until the push, which then clears the log. A crash between
   commit and push re-pushes them from here on the next start.
+
+A partition switches layout when the online key TTL crosses `stream.retention` + 1 h (rows that may expire before
+the retention cannot hold the state). Going to `rows`, the state keys left behind go stale at the first commit;
+going back to `keys`, the new owner therefore drops them first and reads a pair without a state key from its row
+(`switch_layout`).
 
 `MemoryPartitionState` is the same in process memory, for embedded replays (no Redis, nothing to fence).
 """
@@ -315,6 +321,33 @@ class RedisPartitionState:
                 args += [name, delta]
         return write_flush(self.client, self._script, keys, args)
 
+    def switch_layout(self, layout: str) -> int:
+        """Record where the pairs' state lives from now on (`rows` or `keys`; called by a new owner before its first
+        commit). From `rows` to `keys` the partition's state keys are stale (pairs changed since live only in their
+        rows): they are deleted first, and the number deleted returned."""
+        previous = self.client.hget(self.status_key, "layout")
+        dropped = 0
+        if layout == "keys" and previous == b"rows":
+            pattern = _glob_escape(f"{self.base}:s:") + "*"
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=pattern, count=10_000):
+                batch.append(key)
+                if len(batch) >= 1_000:
+                    dropped += self._unlink(batch)
+                    batch = []
+            dropped += self._unlink(batch)
+        if previous != layout.encode():
+            self.client.hset(self.status_key, "layout", layout)
+        return dropped
+
+    def _unlink(self, keys: list[bytes]) -> int:
+        if not keys:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:  # one key per command: on a cluster every command stays within one slot
+            pipe.unlink(key)
+        return sum(pipe.execute())
+
     def holds(self, token: str) -> bool:
         """Whether `token` still holds the partition's lease (checked right before a push: a worker that lost it
         while paused between its commit and its push must not overwrite a newer owner's rows with older states;
@@ -332,6 +365,11 @@ class RedisPartitionState:
 
     def status(self) -> dict[bytes, bytes]:
         return self.client.hgetall(self.status_key)
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a Redis MATCH pattern (a state prefix may hold `[`, `*`, `?` or `\\`)."""
+    return "".join("\\" + c if c in "[]*?\\" else c for c in text)
 
 
 class MemoryPartitionState:
