@@ -3,7 +3,9 @@
 Reads events (+ users.parquet) with DuckDB, fits with `freqcap.domain.curves.core.fit_curves`, and writes:
 
 - `curves.parquet`: cohort, level, n, rate, ci_low, ci_high, support, then rate_smooth, ci_low_smooth,
-  ci_high_smooth, ratio, first_rate, conversions, entry_conversions, naive_rate, kind, fallback, source, ...
+  ci_high_smooth, ratio, first_rate, conversions, entry_conversions, naive_rate, the variance terms of log rate,
+  kind, fallback, source, ...; cohorts' rate and CI after shrinkage towards their audience, their own estimates
+  in rate_own, ci_low_own, ci_high_own and the audience's weight in shrinkage (`freqcap.domain.curves.shrink`).
   One curve per cohort (`audience/tier`), audience (`audience/all`) and everyone (`all`) × level; a cohort
   that fell back carries its parent's curve with `fallback` = audience/global and `source` = the parent.
 - `caps.parquet` and `caps.csv`: cohort, level, cap, floor, support, fallback, reason, then kind, window,

@@ -8,7 +8,9 @@ Steps, per level (advertiser, campaign, ad):
    Maturity: an impression counts once its observed window covers `maturity_share` of the delay mass the EM
    learnt (`freqcap.domain.curves.maturity`), with its credit survival-weighted; last touch: the whole window.
 3. Curves per cohort (audience/tier), per audience (`<audience>/all`) and for everyone (`all`), with the
-   fixed-cohort estimator and its CIs (`freqcap.domain.curves.estimate`), smoothed to a unimodal shape.
+   fixed-cohort estimator and its CIs (`freqcap.domain.curves.estimate`), smoothed to a unimodal shape; each
+   cohort's within-pair ratio is shrunk towards its audience's as far as its noise warrants (empirical Bayes,
+   `freqcap.domain.curves.shrink`).
 4. Caps (`freqcap.domain.curves.caps`): a cohort with too little support (first-exposure impressions or conversions
    below the minimum, or fewer than 2 supported points) **falls back** to its audience, and an audience to
    everyone; the fallback is flagged in curves and caps and never produces a cap from its own noise.
@@ -58,6 +60,7 @@ from freqcap.domain.curves.sequences import (
     level_sequences,
     signal_tier_codes,
 )
+from freqcap.domain.curves.shrink import shrink_cohort_curves
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,9 @@ class FitConfig:
     # an impression counts once its observed window covers this share of the learned delay mass (1: the whole
     # attribution window must have passed); see freqcap.domain.curves.maturity
     maturity_share: float = 0.99
+    # cohort curves borrow strength from their audience's as far as their noise warrants (empirical Bayes, see
+    # freqcap.domain.curves.shrink); False: every cohort's own estimates as they are
+    shrink_to_audience: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.maturity_share <= 1.0:
@@ -217,6 +223,8 @@ def fit_curves(ev: EventArrays, cfg: FitConfig) -> CurveFit:
             own.append(c)
         log.info("curves at %s level: %d groups", lv, 0 if c.empty else c["cohort"].nunique())
     curves = pd.concat(own, ignore_index=True) if own else pd.DataFrame(columns=[*CURVE_COLUMNS, "kind"])
+    if cfg.shrink_to_audience:
+        curves = shrink_cohort_curves(curves, cfg.estimator.confidence)
     lap("curves")
     values = ev.conv_value[np.isfinite(ev.conv_value)]
     mean_value = float(values.mean()) if len(values) else None

@@ -69,7 +69,7 @@ def _zero_upper(confidence: float) -> float:
 
 def estimate_curves(inp: GroupedInput, params: EstimatorParams) -> pd.DataFrame:
     """One row per (group, n) with support: group, n, rate, ci_low, ci_high, support, ratio, first_rate,
-    conversions, entry_conversions, naive_rate. Rows stop at the first n without enough support."""
+    conversions, entry_conversions, naive_rate and the variance terms of log rate. Rows stop at the first n without enough support."""
     max_n = params.max_n
     keep = (inp.n >= 1) & (inp.n <= max_n)
     user = inp.user[keep].astype(np.int64)
@@ -147,6 +147,11 @@ def estimate_curves(inp: GroupedInput, params: EstimatorParams) -> pd.DataFrame:
             "conversions": A,
             "entry_conversions": B,
             "naive_rate": naive,
+            # the terms of Var(log rate): the within-pair ratio's, its covariance with the first-exposure
+            # rate's, and the first-exposure rate's (see `freqcap.domain.curves.shrink`)
+            "var_log_ratio": s_xx,
+            "cov_log_ratio_first": s_xz,
+            "var_log_first": np.repeat(s_zz, max_n),
         }
     )
     ok = (frame["support"] >= params.min_support) & (frame["entry_conversions"] >= params.min_entry_conversions)
@@ -157,7 +162,8 @@ def estimate_curves(inp: GroupedInput, params: EstimatorParams) -> pd.DataFrame:
 
 def _empty() -> pd.DataFrame:
     cols = ["group", "n", "rate", "ci_low", "ci_high", "support", "ratio", "first_rate", "conversions"]
-    return pd.DataFrame({c: [] for c in [*cols, "entry_conversions", "naive_rate"]})
+    extra = ["entry_conversions", "naive_rate", "var_log_ratio", "cov_log_ratio_first", "var_log_first"]
+    return pd.DataFrame({c: [] for c in [*cols, *extra]})
 
 
 def smooth_curve(curve: pd.DataFrame, max_peak: int = 4) -> pd.DataFrame:

@@ -31,10 +31,11 @@ def world(tmp_path_factory) -> YoungWorld:
 @pytest.mark.parametrize("floor", FLOORS)
 def test_young_world_determined_caps_within_one_of_truth(world, floor: float) -> None:
     """The mature acceptance criterion on young data: the cohorts fitted on their own data whose cap the estimator
-    calls determined (chosen before looking at the truth) are ≥ 90 % within ±1, and there are many of them."""
+    calls determined (chosen before looking at the truth) are ≥ 90 % within ±1, and there are many of them (on
+    this seed 16 / 21 at floors 0.5 / 0.7; 14 / 16 without the shrinkage towards the audience)."""
     m = cohort_caps_vs_truth(world, floor)
     ev = m[(m["fallback"] == "none") & m["determined"]]
-    assert len(ev) >= 12, f"only {len(ev)} of 27 cohort × level caps determined"
+    assert len(ev) >= 15, f"only {len(ev)} of 27 cohort × level caps determined"
     within = (ev["cap"] - ev["true_cap"]).abs() <= 1
     detail = ev.loc[~within, ["cohort", "level", "cap", "true_cap", "cap_low", "cap_high"]]
     assert within.mean() >= 0.9, f"{within.mean():.0%} within ±1 of {len(ev)}:\n{detail}"
@@ -43,12 +44,13 @@ def test_young_world_determined_caps_within_one_of_truth(world, floor: float) ->
 @pytest.mark.parametrize("floor", FLOORS)
 def test_young_world_every_cohort_has_an_own_cap_near_the_truth(world, floor: float) -> None:
     """All 27 audience cohort × level caps, determined or not: each has its own curve, and most are within ±1
-    (on this seed 89 % / 78 %; over three seeds 90 % / 89 % on average, see the young-world benchmark)."""
+    (on this seed 89 % / 89 % with the cohort curves shrunk towards their audience's, 89 % / 78 % without; over
+    nine seeds 93 % / 95 % on average, see the young-world benchmark)."""
     m = cohort_caps_vs_truth(world, floor)
     assert len(m) == 27 and (m["fallback"] == "none").all()
     assert (m["cap"] >= 1).all()
     within = (m["cap"] - m["true_cap"]).abs() <= 1
-    assert within.mean() >= 0.75, f"{within.mean():.0%} within ±1"
+    assert within.mean() >= 0.85, f"{within.mean():.0%} within ±1"
 
 
 def test_fixed_window_rule_leaves_the_young_world_without_caps(tmp_path) -> None:
