@@ -98,7 +98,8 @@ def shrink_cohort_curves(curves: pd.DataFrame, confidence: float = 0.95) -> pd.D
     for level in m["level"].unique():
         sel = (m["level"] == level).to_numpy()
         prior = between_cohort_variance(n[sel], d[sel], v[sel], a[sel], max_n)[n[sel] - 1] * a[sel]
-        b[sel] = np.where(np.isinf(prior), 1.0, prior / (prior + v[sel]))
+        with np.errstate(invalid="ignore"):  # inf / inf where σ² is unknown: those keep B = 1
+            b[sel] = np.where(np.isinf(prior), 1.0, prior / (prior + v[sel]))
     rows = m["row"].to_numpy()
     log_ratio = np.log(m["ratio_p"].to_numpy(dtype=np.float64)) + b * d
     # shrinking only adds information: never wider than the cohort's own
