@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 
-from freqcap.adapters.stream.state import split_state_key
+from freqcap.adapters.stream.state import glob_escape, pair_state_pattern, split_state_key
 from freqcap.config import StreamConfig
 from freqcap.domain.stream.partitions import dead_letter_name, state_base, stream_name
 
@@ -49,10 +49,6 @@ class StreamForgetResult:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _user_entries(client: Any, key: str, wanted: set[str]) -> tuple[list[bytes], set[str]]:
@@ -89,7 +85,7 @@ def _pair_state_keys(client: Any, base: str, wanted: set[str]) -> list[bytes]:
     """The partition's pair-state keys of users in `wanted`: one `SCAN` of the partition's pairs for the whole
     batch (a pattern per user would cost a pass over the database per user), each name split by the layout."""
     keys: list[bytes] = []
-    for key in client.scan_iter(match=f"{_glob_escape(base)}:s:*", count=_RANGE_COUNT):
+    for key in client.scan_iter(match=pair_state_pattern(base), count=_RANGE_COUNT):
         _, user, _ = split_state_key(_text(key), base)
         if user in wanted:
             keys.append(key)
@@ -152,7 +148,7 @@ def _rewrite_pending(client: Any, base: str, users: set[str]) -> int:
 
 
 def _seen_keys(client: Any, base: str) -> list[bytes]:
-    return list(client.scan_iter(match=f"{_glob_escape(base)}:seen:*", count=_RANGE_COUNT))
+    return list(client.scan_iter(match=f"{glob_escape(base)}:seen:*", count=_RANGE_COUNT))
 
 
 def forget_stream(

@@ -328,9 +328,8 @@ class RedisPartitionState:
         previous = self.client.hget(self.status_key, "layout")
         dropped = 0
         if layout == "keys" and previous == b"rows":
-            pattern = _glob_escape(f"{self.base}:s:") + "*"
             batch: list[bytes] = []
-            for key in self.client.scan_iter(match=pattern, count=10_000):
+            for key in self.client.scan_iter(match=pair_state_pattern(self.base), count=10_000):
                 batch.append(key)
                 if len(batch) >= 1_000:
                     dropped += self._unlink(batch)
@@ -367,9 +366,14 @@ class RedisPartitionState:
         return self.client.hgetall(self.status_key)
 
 
-def _glob_escape(text: str) -> str:
+def glob_escape(text: str) -> str:
     """`text` matched literally by a Redis MATCH pattern (a state prefix may hold `[`, `*`, `?` or `\\`)."""
     return "".join("\\" + c if c in "[]*?\\" else c for c in text)
+
+
+def pair_state_pattern(base: str) -> str:
+    """The MATCH pattern of every pair-state key under `base` (`pair_state_key`)."""
+    return glob_escape(f"{base}:s:") + "*"
 
 
 class MemoryPartitionState:
