@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -156,8 +157,6 @@ def test_serving_flags_stream_stale_and_answers_from_batch(tmp_path, redis_conne
     try:
         _run_snapshot(settings, tmp_path, events_dir, T_B, store, repo)
         produce(redis_client, settings.stream.stream_key, [event_fields(r) for r in stream_rows], coverage_start=T_B)
-        with redis_worker(settings, store, consumer="c1") as worker:
-            worker.run(until_caught_up=True)
         reader = make_reader(store, settings)
         policy = write_policy(tmp_path)
         # A generous lookup budget: this test is about the stream going stale, and with the default 10 ms one
@@ -171,9 +170,21 @@ def test_serving_flags_stream_stale_and_answers_from_batch(tmp_path, redis_conne
                 {"ad_id": c.ad_id, "campaign_id": c.campaign_id, "advertiser_id": c.advertiser_id} for c in CANDIDATES
             ],
         }
-        with TestClient(app) as client:
-            fresh = client.post("/v1/decide", json=body).json()
-            assert fresh["degraded"] is False, fresh
+        with TestClient(app) as client, redis_worker(settings, store, consumer="c1") as worker:
+            worker.run(until_caught_up=True)
+            # The worker stays live (heartbeating) until the fresh answer is in: stopped before it, a loaded CI box
+            # took longer than max_lag to start the app and the first answer was already (rightly) stale.
+            live = threading.Thread(target=worker.run, daemon=True)
+            live.start()
+            try:
+                deadline = time.monotonic() + 30
+                while (fresh := client.post("/v1/decide", json=body).json())["degraded"]:
+                    assert time.monotonic() < deadline, f"never fresh with a live worker: {fresh}"
+                    time.sleep(0.05)
+            finally:
+                worker.stop()
+                live.join(timeout=30)
+            assert not live.is_alive()
             # The worker is stopped: within max_lag (+ one status refresh) serving says so and uses batch alone.
             stopped = time.monotonic()
             while True:
