@@ -31,7 +31,7 @@ from freqcap.adapters.stream.produce import produce
 from freqcap.adapters.stream.status import read_combined
 from freqcap.config import load_settings
 from freqcap.domain.stream.messages import event_fields
-from freqcap.domain.stream.partitions import stream_name
+from freqcap.domain.stream.partitions import state_base, stream_name
 from freqcap.jobs.stream import redis_worker
 from tests.integration.serving_support import RedisServer
 from tests.integration.stream_support import cleanup_redis, jitter_order, stream_settings
@@ -401,6 +401,15 @@ def test_switching_between_state_layouts_with_kill_9_loses_nothing(where, reques
             assert int(read_combined(client, cfg)["applied"]) < 2500, "the stream must outlast the switches"
             if i == 0:
                 assert any(client.scan_iter(match=f"{cfg.state_prefix}:*:s:*")), "state keys must be left behind"
+        if where == "cluster":
+            masters = client.get_primaries()
+            client.config_resetstat(target_nodes=masters)
         status = _wait(_spawn(keys, store, "last"))
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if where == "cluster":
+            # the layout switch scans only the masters holding the partitions' slots (a partition's state client is a
+            # plain client of its hash tag's master), never the whole cluster
+            scanned = {n.name for n in masters if "cmdstat_scan" in client.info("commandstats", target_nodes=n)}
+            owning = {client.get_node_from_key(state_base(cfg.state_prefix, p)).name for p in range(partitions)}
+            assert scanned and scanned <= owning and len(owning) < len(masters), (scanned, owning)
         _check(client, keys, store, state_keys=True)
