@@ -4,14 +4,13 @@ Per simulated world: daily snapshots, the point-in-time training set (DuckDB eng
 (`fit_curves_to_dir`, defaults), then for each label variant the XGBoost model (default config otherwise),
 its implied curve (`freqcap.domain.training.curve`) and `compare_model_curves` — the count the training DAG logs.
 
-Then the **selection at entry**: per audience and level, the first impressions (n_L = 1) of the (user, entity)
-runs in the training set, split by whether the run goes on to a 3rd impression within the lookback ("deep") or
-not ("shallow"). The empirical estimator divides each n-th impression's credit by its *own* run's entry credit,
-so deep runs are compared with their own (high-intent) start. The model's implied curve divides by the model's
-prediction at those entries, made from what was known then. If deep runs' entries convert more than shallow
-ones' (label ratio) while the model cannot tell them apart at the entry (prediction ratio), the model's
-denominator is too small for deep runs and its curve sits above the empirical one, however well it models
-frequency.
+Then **where the model's curve parts from the published one**: per level, for everyone, the fixed-cohort ratio
+(Σ over the n-th impressions / Σ over their runs' entries) of the model's own training label and of its
+predictions, and the model's calibration at n and at the entries. The model's ratio is the label's times the
+quotient of the two calibrations, so this splits a disagreement into "the model does not follow its label" and
+"the label's curve is not the published one". (An earlier version split entries by run depth on
+`label_conversion`, a label neither model is trained on — any conversion within the window after the impression,
+which credits one conversion to every impression before it — and read a selection effect into it.)
 
     .venv/bin/python benchmarks/bench_model_curve.py [--worlds 2500:14:7,20000:14:7]
 """
@@ -83,46 +82,57 @@ def prepare(users: int, days: int, seed: int):
     return settings, TrainingSet.from_dict(json.loads(meta.read_text())), curves
 
 
-def selection(frame, predictions) -> list[dict]:
-    """Entries of deep vs shallow runs: label and prediction ratios per audience (and everyone) × level."""
+def decomposition(frame, predictions, label, published, world: str, variant: str) -> list[dict]:
+    """Per level, for everyone (`all`), at n = 1 … 8: the fixed-cohort ratio Σ_n / Σ_entry over the training set's
+    runs with a fresh entry, of the model's own training label and of its predictions, and the published ratio with
+    its CI. The model's ratio = the label's × (calibration at n) / (calibration at the entries)."""
     import numpy as np
 
     from freqcap.domain.training.curve import run_entries
 
     rows = []
-    label = frame["label_conversion"].to_numpy(dtype=float)
-    audience = frame["audience"].astype(str).to_numpy()
     for level in ("advertiser", "campaign", "ad"):
         n = frame[f"n_{level}"].to_numpy()
         entry = run_entries(frame, level, LOOKBACK_US)
-        deep = np.zeros(len(frame), dtype=bool)
-        deep[entry[(n >= 3) & (entry >= 0)]] = True
-        for aud in (*sorted(set(audience)), "all"):
-            first = (n == 1) & ((audience == aud) if aud != "all" else True)
-            d, s = first & deep, first & ~deep
-            if label[d].sum() < 10 or label[s].sum() < 10:
+        pub = published[(published["cohort"] == "all") & (published["level"] == level)].set_index("n")
+        for k in range(1, 9):
+            at = np.flatnonzero((n == k) & (entry >= 0))
+            first = entry[at]
+            y_n, y_e, p_n, p_e = label[at].sum(), label[first].sum(), predictions[at].sum(), predictions[first].sum()
+            if k not in pub.index or y_e <= 0 or p_e <= 0:
                 continue
+            point = pub.loc[k]
             rows.append(
                 {
-                    "audience": aud,
+                    "world": world,
+                    "label": variant,
                     "level": level,
-                    "deep": int(d.sum()),
-                    "shallow": int(s.sum()),
-                    "label_ratio": label[d].mean() / label[s].mean(),
-                    "prediction_ratio": predictions[d].mean() / predictions[s].mean(),
+                    "n": k,
+                    "rows": len(at),
+                    "label_ratio": y_n / y_e,
+                    "model_ratio": p_n / p_e,
+                    "calibration_n": p_n / y_n if y_n > 0 else float("nan"),
+                    "calibration_entry": p_e / y_e,
+                    "published_ratio": float(point["ratio"]),
+                    "published_low": float(point["ci_low"] / point["first_rate"]),
+                    "published_high": float(point["ci_high"] / point["first_rate"]),
                 }
             )
     return rows
 
 
 def measure(users: int, days: int, seed: int) -> tuple[list[dict], list[dict]]:
+    import pandas as pd
     import pyarrow.parquet as pq
 
     from freqcap.domain.curves import compare_model_curves
+    from freqcap.domain.training.credit import deconvolved_label
     from freqcap.domain.training.model import train_model
 
     settings, ts, curves = prepare(users, days, seed)
     frame = pq.read_table(ts.path).to_pandas().reset_index(drop=True)
+    published = pd.read_parquet(curves / "curves.parquet")
+    half_life_us = {t.level: t.half_life_seconds * 1e6 for t in settings.features.tiers}
     results, entries = [], []
     for name, overrides in VARIANTS.items():
         started = time.perf_counter()
@@ -131,7 +141,7 @@ def measure(users: int, days: int, seed: int) -> tuple[list[dict], list[dict]]:
             _config(overrides),
             ts.feature_columns,
             formats=settings.validation.allowed_formats,
-            half_life_us={t.level: t.half_life_seconds * 1e6 for t in settings.features.tiers},
+            half_life_us=half_life_us,
         )
         seconds = time.perf_counter() - started
         cmp = compare_model_curves(model.curve, curves / "curves.parquet")
@@ -147,9 +157,17 @@ def measure(users: int, days: int, seed: int) -> tuple[list[dict], list[dict]]:
                 "seconds": seconds,
             }
         )
-        if name == next(iter(VARIANTS)):
-            for r in selection(frame, model.predict(frame)):
-                entries.append({"world": results[-1]["world"], **r})
+        config = _config(overrides)
+        if config.label.credit == "deconvolved":  # what the model was fitted on: the EM credit of the training rows
+            label = deconvolved_label(
+                frame,
+                attribution_us=config.label.attribution_seconds * 1_000_000,
+                lookback_us=config.data.lookback_seconds * 1_000_000,
+                half_life_us=half_life_us,
+            )
+        else:
+            label = frame[config.label.target_column].to_numpy(dtype=float)
+        entries += decomposition(frame, model.predict(frame), label, published, results[-1]["world"], name)
         print(results[-1], flush=True)
     return results, entries
 
@@ -185,23 +203,29 @@ def main() -> None:
         ],
     )
     body += (
-        "\n\n## Selection at entry\n\nFirst impressions (n = 1) of runs that go on to a 3rd impression (deep) or "
-        "not (shallow), in the training set; the label is the binary last-touch label, the prediction the default "
-        "model's. `label ratio`: how much more often deep runs' entries convert; `prediction ratio`: what the model "
-        "says of the same entries from what it knows at the time. A label ratio above the prediction ratio makes "
-        "the model's implied curve sit above the empirical one at n ≥ 3 by about their quotient.\n\n"
+        "\n\n## Where the model's curve parts from the published one\n\nFor everyone (`all`) per level, over the "
+        "training set's runs whose entry (n = 1) is among its rows: the fixed-cohort ratio Σ(n-th impressions) / "
+        "Σ(their runs' entries) of the model's own training label (`label`: the binary last-touch label, or the "
+        "EM credit of the training rows for `deconvolved`) and of the model's predictions (`model`: what "
+        "`compare_model_curves` checks), the model's calibration Σ prediction / Σ label at n and at the entries "
+        "(model = label × calibration at n / calibration at the entries), and the published curve's ratio with its "
+        "95 % interval. A model that follows its label (calibration near 1 at every n) has the label's curve; where "
+        "that is not the published one, the label is what disagrees.\n\n"
     )
     body += table(
-        ["world", "level", "audience", "deep entries", "shallow entries", "label ratio", "prediction ratio"],
+        ["world", "label", "level", "n", "rows", "label", "model", "calibration at n", "at entries", "published"],
         [
             [
                 e["world"],
+                e["label"],
                 e["level"],
-                e["audience"],
-                f"{e['deep']:,}",
-                f"{e['shallow']:,}",
+                e["n"],
+                f"{e['rows']:,}",
                 f"{e['label_ratio']:.2f}",
-                f"{e['prediction_ratio']:.2f}",
+                f"{e['model_ratio']:.2f}",
+                f"{e['calibration_n']:.2f}",
+                f"{e['calibration_entry']:.2f}",
+                f"{e['published_ratio']:.2f} [{e['published_low']:.2f}, {e['published_high']:.2f}]",
             ]
             for e in entries
         ],
