@@ -32,9 +32,11 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from freqcap.config import parse_duration
+from freqcap.domain.curves.sequences import EventArrays
 
 _US = 1_000_000
 
@@ -132,3 +134,33 @@ def raw_count_truth(
     out["n"] = out["n"].astype("int64")
     cols = ["audience", "signal_tier", "level", "n", "true_ratio", "true_rate", "support", "first_rate"]
     return out[cols].sort_values(["level", "audience", "signal_tier", "n"]).reset_index(drop=True)
+
+
+def causal_credit(sim_dir: str | Path, ev: EventArrays) -> np.ndarray:
+    """The simulator's latent causal conversions as a credit, per impression of `ev` (the simulated world's events
+    loaded by `freqcap.adapters.duckdb.curve_events.load_event_arrays`, in its order): 1 where the impression caused
+    a conversion that arrived by the end of the data (`ev.data_end_us`), else 0. What a perfect attribution would
+    credit: a benchmark's oracle beside the EM's estimate (`fit_curves(..., given_credit=...)`).
+
+    `ev`'s order is rebuilt here (users coded by sorted id, then time) and checked against `ev` impression by
+    impression; a mismatch (events that are not the simulator's own, e.g. deduplicated or filtered) raises."""
+    sim_dir = Path(sim_dir)
+    events = f"read_parquet({_lit(sim_dir / 'events' / '**' / '*.parquet')}, hive_partitioning = false)"
+    con = duckdb.connect()
+    try:
+        got = con.execute(
+            f"""WITH u AS (SELECT user_id, (row_number() OVER (ORDER BY user_id) - 1)::INTEGER AS code
+                           FROM (SELECT DISTINCT user_id FROM {events}))
+            SELECT u.code, epoch_us(e.event_ts) AS ts, t.converted, epoch_us(t.conversion_ts) AS conversion_us
+            FROM {events} e JOIN u USING (user_id)
+            JOIN read_parquet({_lit(sim_dir / "truth" / "impressions.parquet")}) t USING (event_id)
+            WHERE e.event_type = 'impression' ORDER BY u.code, ts"""
+        ).fetchnumpy()
+    finally:
+        con.close()
+    user, ts = np.asarray(got["code"]), np.asarray(got["ts"])
+    if len(ts) != ev.n_impressions or not (np.array_equal(user, ev.imp_user) and np.array_equal(ts, ev.imp_ts)):
+        raise ValueError(f"{sim_dir}: the events are not in the order of the given EventArrays")
+    at = np.asarray(got["conversion_us"], dtype=np.float64)  # NaN without a conversion
+    observed = np.asarray(got["converted"], dtype=bool) & (np.nan_to_num(at, nan=np.inf) <= ev.data_end_us)
+    return observed.astype(np.float64)

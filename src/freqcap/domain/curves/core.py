@@ -171,8 +171,12 @@ def _sufficient(curve: pd.DataFrame, cfg: FitConfig) -> tuple[bool, str]:
     return True, ""
 
 
-def fit_curves(ev: EventArrays, cfg: FitConfig) -> CurveFit:
-    """Sequences, credit, curves and caps for every cohort × level (see the module docstring)."""
+def fit_curves(ev: EventArrays, cfg: FitConfig, *, given_credit: np.ndarray | None = None) -> CurveFit:
+    """Sequences, credit, curves and caps for every cohort × level (see the module docstring).
+
+    `given_credit` (per impression) replaces the credit the attribution computes, keeping its maturity (the
+    learned delays): for a benchmark's oracle, the simulator's causal conversions
+    (`freqcap.adapters.duckdb.truth_raw.causal_credit`)."""
     stages: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -200,6 +204,11 @@ def fit_curves(ev: EventArrays, cfg: FitConfig) -> CurveFit:
                 credit = em_credit(ev, window, maturity.mature, seqs, candidate_window_us=cfg.em_candidate_window_us)
     else:
         credit = last_touch_credit(ev, window)
+    if given_credit is not None:
+        if len(given_credit) != ev.n_impressions:
+            raise ValueError(f"given_credit has {len(given_credit)} values for {ev.n_impressions} impressions")
+        y = np.asarray(given_credit, dtype=np.float64)
+        credit = replace(credit, y=y, y_var=np.zeros_like(y), method=f"given ({credit.method} maturity)")
     if not maturity.mature.any():
         notes.append("no impression is mature: the data are shorter than the conversion delays need")
     lap("credit")
