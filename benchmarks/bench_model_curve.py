@@ -10,7 +10,7 @@ predictions, and the model's calibration at n and at the entries. The model's ra
 quotient of the two calibrations, so this splits a disagreement into "the model does not follow its label" and
 "the label's curve is not the published one". (An earlier version split entries by run depth on
 `label_conversion`, a label neither model is trained on — any conversion within the window after the impression,
-which credits one conversion to every impression before it — and read a selection effect into it.)
+which credits one conversion to every impression before it — and overstated the selection at the entries.)
 
     .venv/bin/python benchmarks/bench_model_curve.py [--worlds 2500:14:7,20000:14:7]
 """
