@@ -30,13 +30,16 @@ import json
 import math
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
 import pandas as pd
 
 from freqcap.config import parse_duration
-from freqcap.domain.curves.sequences import EventArrays
+
+if TYPE_CHECKING:  # only a type here: importing the curves package needs scipy, which a serving install lacks
+    from freqcap.domain.curves.sequences import EventArrays
 
 _US = 1_000_000
 
