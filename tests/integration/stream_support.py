@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import random
+import threading
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from freqcap.config import load_settings
+
+
+@contextmanager
+def heartbeating(worker) -> Iterator[Callable[[], None]]:
+    """`worker` running (reading, heartbeating) in a thread for the block; yields `stop()`, which stops and joins it
+    (tests that watch a stream turn stale stop it only once they have seen it fresh: a worker stopped before a slow
+    start-up on a loaded box is already, rightly, stale)."""
+    live = threading.Thread(target=worker.run, daemon=True)
+    live.start()
+
+    def stop() -> None:
+        worker.stop()
+        live.join(timeout=30)
+        assert not live.is_alive(), "the worker did not stop within 30 s"
+
+    try:
+        yield stop
+    finally:
+        worker.stop()
+        live.join(timeout=30)
 
 
 def stream_settings(tmp_path, redis_url: str, online_kind: str = "redis", **stream: str):

@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -29,7 +28,13 @@ from freqcap.domain.policy.engine import Candidate
 from freqcap.domain.stream.messages import event_fields
 from freqcap.jobs.stream import redis_worker
 from tests.bruteforce import calendar_starts
-from tests.integration.stream_support import cleanup_redis, count_between, jitter_order, stream_settings
+from tests.integration.stream_support import (
+    cleanup_redis,
+    count_between,
+    heartbeating,
+    jitter_order,
+    stream_settings,
+)
 from tests.integration.test_feast_online import T1, _run_snapshot, random_events
 from tests.privacy import pseudonym_of, with_pseudonyms
 
@@ -172,19 +177,12 @@ def test_serving_flags_stream_stale_and_answers_from_batch(tmp_path, redis_conne
         }
         with TestClient(app) as client, redis_worker(settings, store, consumer="c1") as worker:
             worker.run(until_caught_up=True)
-            # The worker stays live (heartbeating) until the fresh answer is in: stopped before it, a loaded CI box
-            # took longer than max_lag to start the app and the first answer was already (rightly) stale.
-            live = threading.Thread(target=worker.run, daemon=True)
-            live.start()
-            try:
+            with heartbeating(worker) as stop_worker:  # live until the fresh answer is in
                 deadline = time.monotonic() + 30
                 while (fresh := client.post("/v1/decide", json=body).json())["degraded"]:
                     assert time.monotonic() < deadline, f"never fresh with a live worker: {fresh}"
                     time.sleep(0.05)
-            finally:
-                worker.stop()
-                live.join(timeout=30)
-            assert not live.is_alive()
+                stop_worker()
             # The worker is stopped: within max_lag (+ one status refresh) serving says so and uses batch alone.
             stopped = time.monotonic()
             while True:

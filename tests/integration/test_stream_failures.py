@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +29,7 @@ from freqcap.jobs.monitoring import run_monitoring
 from freqcap.jobs.stream import metrics_server, redis_worker
 from freqcap.resources import alerts_path
 from tests.integration.serving_support import RedisServer
-from tests.integration.stream_support import cleanup_redis, stream_settings
+from tests.integration.stream_support import cleanup_redis, heartbeating, stream_settings
 from tests.integration.test_feast_online import T1, random_events
 
 pytestmark = pytest.mark.redis
@@ -66,26 +65,20 @@ def test_a_stopped_worker_turns_stale_on_its_metrics_and_pages_stream_lag(tmp_pa
         produce(client, settings.stream.stream_key, [event_fields(r) for r in rows], coverage_start=T1)
         with redis_worker(settings, store, consumer="c1") as worker:
             worker.run(until_caught_up=True)
-            # Live (heartbeating) until the fresh reading is in: on a loaded box starting the metrics server can
-            # take longer than the 1 s max_lag, and a worker stopped before it would already (rightly) be stale.
-            live = threading.Thread(target=worker.run, daemon=True)
-            live.start()
-            try:
-                with metrics_server(worker, settings, free_port("127.0.0.1")) as metrics_port:
-                    url = f"http://127.0.0.1:{metrics_port}/metrics"
-                    deadline = time.monotonic() + 30
-                    while _gauge(fresh := httpx.get(url).text, "freqcap_stream_stale") != 0:
-                        assert time.monotonic() < deadline, "never fresh with a live worker"
-                        time.sleep(0.05)
-                    assert _gauge(fresh, "freqcap_stream_lag_seconds") < MAX_LAG
-                    worker.stop()
-                    live.join(timeout=30)
-                    assert not live.is_alive()
-                    time.sleep(MAX_LAG + 0.5)  # the worker has stopped consuming: nothing refreshes fresh_at
-                    stale = httpx.get(url).text
-            finally:
-                worker.stop()
-                live.join(timeout=30)
+            # live until the fresh reading is in (starting the metrics server can take longer than the 1 s max_lag)
+            with (
+                heartbeating(worker) as stop_worker,
+                metrics_server(worker, settings, free_port("127.0.0.1")) as metrics_port,
+            ):
+                url = f"http://127.0.0.1:{metrics_port}/metrics"
+                deadline = time.monotonic() + 30
+                while _gauge(fresh := httpx.get(url).text, "freqcap_stream_stale") != 0:
+                    assert time.monotonic() < deadline, "never fresh with a live worker"
+                    time.sleep(0.05)
+                assert _gauge(fresh, "freqcap_stream_lag_seconds") < MAX_LAG
+                stop_worker()
+                time.sleep(MAX_LAG + 0.5)  # the worker has stopped consuming: nothing refreshes fresh_at
+                stale = httpx.get(url).text
         assert _gauge(stale, "freqcap_stream_stale") == 1
         assert _gauge(stale, "freqcap_stream_lag_seconds") > MAX_LAG
 
