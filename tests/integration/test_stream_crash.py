@@ -146,13 +146,16 @@ def _killed_by_itself(pid: int) -> None:
 
 
 def _kill_after(client, cfg, pid: int, applied_at_least: int) -> int:
-    """SIGKILL the worker once the partitions' `applied` counter reaches a threshold; the count at the kill."""
+    """SIGKILL the worker once the partitions' `applied` counter reaches a threshold, at a moment it holds read but
+    unacknowledged entries (polled just before: a kill right after an acknowledgement would leave nothing to
+    claim, and the takeover this is for would go untested); the count at the kill."""
+    streams = [stream_name(cfg.stream_key, p, cfg.partitions) for p in range(cfg.partitions)]
     deadline = time.monotonic() + 120
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         assert not done, f"worker exited ({status}) before the kill"
         applied = int(read_combined(client, cfg).get("applied", 0))
-        if applied >= applied_at_least:
+        if applied >= applied_at_least and any(client.xpending(s, cfg.group)["pending"] for s in streams):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             return applied
