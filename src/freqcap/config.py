@@ -404,6 +404,10 @@ class StreamConfig(_Frozen):
     # must be the stream's one Redis server); the rows are then the pairs' state (no state keys, no second write).
     # lua: accepted for older settings files, the same as direct (the state is no longer a Redis hash to encode).
     push_mode: Literal["lua", "direct", "atomic", "feast"] = "direct"
+    # direct to a Redis online store: a micro-batch's push is written by a thread while the next micro-batch is
+    # decided (awaited before that one's first commit, and whenever the stream is drained). Off: each push is
+    # awaited where it is sent (the baseline `benchmarks/bench_stream.py` compares it with).
+    overlap_push: bool = True
     # A worker owns a partition while it renews this lease; a dead worker's partitions are taken over after it
     # expires (all of its pending entries claimed before anything new is read).
     lease_ttl: str = "10s"

@@ -4,8 +4,9 @@ a single delivery of every distinct event, and the `late` and dead-letter counte
 
 Workers run in forked processes (the parent has Feast and the worker code imported, so a child starts in
 milliseconds) and are killed with SIGKILL: by the parent at random instants, or by themselves at a chosen stage
-(`crash_hook`: right after the dead letters are written, right after the atomic write, right after the push — the
-windows between the steps of a flush that a random kill rarely hits). Each test has its own redis-server.
+(`crash_hook`: right after the dead letters are written, right after the atomic write, right after an overlapped
+push was handed to its thread, right after the push — the windows between the steps of a flush that a random kill
+rarely hits). Each test has its own redis-server.
 
 Brute force (independent of the worker's code): the streams are read back with XRANGE; per partition, in stream
 order, an event is a duplicate if its id was applied before, late if older than the newest applied event time minus
@@ -265,8 +266,10 @@ def test_kill_9_at_every_stage_then_same_name_and_replacement_during_backlog(wor
     try:
         produce(client, cfg.stream_key, _messages(1, 3000), coverage_start=T1, partitions=partitions)
         # Each window of a flush: a micro-batch is written as units of <= 50 messages, so the third commit lands
-        # between two units of one flush, before its push and acknowledgement.
-        for stage, n in (("commit", 3), ("dead_letters", 2), ("push", 4)):
+        # between two units of one flush, before its push and acknowledgement; `push_sent`: the overlapped push of
+        # a micro-batch has just been handed to its thread (it dies half written) and the next one is being read.
+        overlapped = (("push_sent", 3),) if cfg.push_mode == "direct" and cfg.overlap_push else ()
+        for stage, n in (("commit", 3), ("dead_letters", 2), *overlapped, ("push", 4)):
             _killed_by_itself(_spawn(settings, store, "w1", crash=(stage, n)))
         applied = int(read_combined(client, cfg)["applied"])
         at_kill = _kill_after(client, cfg, _spawn(settings, store, "w1"), applied + random.Random(7).randint(300, 600))

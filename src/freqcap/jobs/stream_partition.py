@@ -21,13 +21,19 @@ The order of a flush is what makes kill -9 harmless anywhere:
    re-pushes them on the next start: a push writes a pair's whole state, so repeating it is harmless; until then
    those pairs stay in the cache, since their rows are not their state yet);
 6. the entries are acknowledged.
+
+With `stream.overlap_push` (rows as state) step 5's write runs in a thread while the next micro-batch is read and
+decided: that batch decides all its units (steps 2-3) first, then awaits the push and clears the pending log, and
+only then writes its units (step 4). A kill -9 meanwhile leaves the states in the pending log, as before the clear.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -119,7 +125,11 @@ class PartitionConsumer:
             and hasattr(state, "pending_key")
             and (not key_ttl or key_ttl >= self.retention_s + ROW_TTL_REFRESH_S)
         )
-        self.unflushed: dict[PairKey, None] = {}  # pairs committed in this micro-batch, not yet pushed
+        self.unflushed: dict[PairKey, None] = {}  # pairs changed in this micro-batch, not yet pushed
+        # `stream.overlap_push` (rows as state): the previous micro-batch's push, still being written by a thread
+        # while this one is decided; awaited before this one's first commit (see `_apply`).
+        self.overlap = cfg.overlap_push and self.rows_state
+        self.inflight: _Push | None = None
         self.pending_names: dict[PairKey, bytes] = {}  # pairs' names in the pending log (`pack_pending`'s memo)
         self.pending: list[Message] = []
         self.batch_started = 0.0
@@ -169,20 +179,23 @@ class PartitionConsumer:
 
     @property
     def drained(self) -> bool:
-        return self.transport.caught_up and not self.pending
+        return self.transport.caught_up and not self.pending and self.inflight is None
 
-    def flush(self) -> None:
-        """Apply, push and acknowledge the micro-batch (see the module docstring)."""
+    def flush(self, final: bool = False) -> None:
+        """Apply, push and acknowledge the micro-batch (see the module docstring). Its push is left in flight
+        (`stream.overlap_push`) unless the stream is drained or this is the `final` flush (a worker releasing the
+        partition): freshness is only reported, and a partition only given up, once everything read is visible."""
         messages, self.pending = self.pending, []
-        if not messages:
-            return
-        todo = self._not_yet_applied(messages)
-        self.stats.messages += len(messages)
-        self.stats.skipped += len(messages) - len(todo)
-        if todo:
-            self._apply(todo)
-        self.transport.ack([m.id for m in messages])
-        self.stats.batches += 1
+        if messages:
+            todo = self._not_yet_applied(messages)
+            self.stats.messages += len(messages)
+            self.stats.skipped += len(messages) - len(todo)
+            if todo:
+                self._apply(todo)
+            self.transport.ack([m.id for m in messages])
+            self.stats.batches += 1
+        if final or self.transport.caught_up:
+            self._await_push()
 
     def _not_yet_applied(self, messages: Sequence[Message]) -> list[Message]:
         if self.last_id is None:
@@ -193,19 +206,38 @@ class PartitionConsumer:
     def _apply(self, todo: list[Message]) -> None:
         """Commit the micro-batch in atomic units of at most `stream.commit_events` messages (each unit holds the
         partition's Redis for a few milliseconds at most), then push every changed pair once, with its last
-        encoding."""
+        encoding.
+
+        With `overlap_push` every unit is decided first (parsing, dedup, counting: most of the CPU) while the
+        previous micro-batch's push is still being written by its thread; that push is awaited, its pending log
+        cleared, and only then are this batch's units committed (the log a unit appends to holds only states whose
+        push has not finished)."""
         changed: dict[PairKey, tuple[PairKey, PairCounts, list[bytes]]] = {}
         step = self.cfg.commit_events
-        for start in range(0, len(todo), step):
-            for item in self._commit_unit(todo[start : start + step]):
-                changed[item[0]] = item
+        chunks = [todo[start : start + step] for start in range(0, len(todo), step)]
+        if self.overlap:
+            decided, ahead_ids, watermark_us = [], set(), self.watermark_us
+            for chunk in chunks:  # marks of this batch's earlier units are not in Redis yet: `ahead_ids`
+                decided.append(self._decide_unit(chunk, watermark_us, ahead_ids))
+                watermark_us = decided[-1].judged.watermark_us
+            self._await_push()
+            for unit in decided:
+                self._commit_unit(unit)
+        else:
+            for chunk in chunks:
+                for item in self._commit_unit(self._decide_unit(chunk, self.watermark_us, None)):
+                    changed[item[0]] = item
         if not self.atomic and not self.state.holds(self.token):
             # Paused past the lease between commit and push: the new owner pushes these states from the pending
             # log; pushing them here too could land after its newer rows and overwrite them.
-            self.cache.clear()
-            self.written.clear()
-            self.unflushed.clear()
+            self._forget()
             raise LostPartition(f"partition {self.partition}: its lease is gone (before the push)")
+        if self.overlap:  # encoded here, written by a thread while the next micro-batch is decided
+            items = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in self.unflushed]
+            self.inflight = _Push(self.pusher, items, self.written, dict(self.unflushed))
+            self.unflushed = {}
+            self.crash_hook("push_sent")  # a kill here leaves a push half written
+            return
         if self.rows_state:  # encoded once, here, with each pair's state after the micro-batch
             self._push([(k, self.cache[k]) for k in self.unflushed])
             self.state.pushed(self.token)
@@ -216,8 +248,27 @@ class PartitionConsumer:
             self.state.pushed()
         self.crash_hook("push")
 
-    def _commit_unit(self, todo: list[Message]) -> list[tuple[PairKey, PairCounts, list[bytes]]]:
-        """Decide, dead-letter and atomically write one unit; the changed pairs with their encoded rows."""
+    def _await_push(self) -> None:
+        """Wait for the push in flight (its error, if any, is raised here), then clear the pending log."""
+        push, self.inflight = self.inflight, None
+        if push is None:
+            return
+        push.wait()
+        remember(self.written, push.items)
+        self.stats.pushed += len(push.items)
+        self.state.pushed(self.token)
+        self.crash_hook("push")
+
+    def _forget(self) -> None:
+        """Drop what this consumer holds in memory about pairs (the partition is no longer surely its own)."""
+        self.cache.clear()
+        self.written.clear()
+        self.unflushed.clear()
+
+    def _decide_unit(self, todo: list[Message], watermark_us: int | None, ahead_ids: set[str] | None) -> _Decided:
+        """Parse, dedup, judge and count one unit, write its dead letters, and build its atomic write (not sent).
+        `watermark_us`: the watermark before this unit; `ahead_ids`: ids applied by decided units not committed yet
+        (treated as marked; this unit's are added)."""
         events: list[StreamEvent] = []
         sources: list[Message] = []
         dead: list[tuple[Message, str]] = []
@@ -231,8 +282,13 @@ class PartitionConsumer:
                 sources.append(message)
         if self.pseudonymizer is not None:  # the edge: nothing below (state, push, dead letters) sees a raw id
             events = pseudonymize_events(self.pseudonymizer, events, self.pseudonyms)
-        seen = self.state.seen(list({ev.event_id: None for ev in events}))
-        judged = judge(events, seen, self.watermark_us, self.lateness_us)
+        ids = list({ev.event_id: None for ev in events})
+        seen = self.state.seen(ids)
+        if ahead_ids:
+            seen.update(i for i in ids if i in ahead_ids)
+        judged = judge(events, seen, watermark_us, self.lateness_us)
+        if ahead_ids is not None:
+            ahead_ids.update(judged.new_ids)
         late = [(m, "late") for m, v in zip(sources, judged.verdicts, strict=True) if v == LATE]
         if late:
             dead = sorted(dead + late, key=lambda d: _id_key(d[0].id))
@@ -258,6 +314,7 @@ class PartitionConsumer:
         if self.rows_state:  # the states, cheaply: the rows are encoded once per micro-batch, at the push
             encoded, rows, blobs = [], [], []
             pending = pack_pending(self.state.base, ((k, self.cache[k]) for k in changed), self.pending_names)
+            self.unflushed.update(dict.fromkeys(changed))  # kept in the cache until pushed
         elif self.atomic:  # the rows themselves, in the same script: they are the pairs' state
             encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]
             rows, blobs = self.pusher.row_updates(encoded, self.written), []
@@ -276,20 +333,21 @@ class PartitionConsumer:
             row_ttl=getattr(self.pusher, "key_ttl", None) or 0,
             pending=pending,
         )
+        return _Decided(unit, judged, dead, encoded)
+
+    def _commit_unit(self, decided: _Decided) -> list[tuple[PairKey, PairCounts, list[bytes]]]:
+        """Write one decided unit atomically; the changed pairs with their encoded rows (not under rows as state)."""
+        unit, judged, dead, encoded = decided.unit, decided.judged, decided.dead, decided.encoded
         result = self.state.commit(unit)
         if result != WRITTEN:
-            self.cache.clear()
-            self.written.clear()
-            self.unflushed.clear()
+            self._forget()
             why = "its lease is gone" if result == FENCED else "another worker applied these entries"
             raise LostPartition(f"partition {self.partition}: {why}")
         self.crash_hook("commit")
-        if self.rows_state:
-            self.unflushed.update(dict.fromkeys(changed))
         if self.atomic:
             remember(self.written, encoded)
             self.stats.pushed += len(encoded)
-        self.watermark_us, self.last_id = judged.watermark_us, todo[-1].id
+        self.watermark_us, self.last_id = judged.watermark_us, unit.last_id
         s = self.stats
         s.applied += judged.counts[OK]
         s.duplicates += judged.counts[1]
@@ -307,8 +365,10 @@ class PartitionConsumer:
         excess = len(self.cache) + len(missing) - self.cfg.cache_pairs
         if excess > 0:  # oldest first out (insertion order), never a pair this batch needs or has yet to push
             keep = self.unflushed
-            scan = excess + len(keys) + len(keep)
-            for key in [k for k in islice(self.cache, scan) if k not in keys and k not in keep][:excess]:
+            landing = self.inflight.pairs if self.inflight is not None else {}
+            scan = excess + len(keys) + len(keep) + len(landing)
+            candidates = islice(self.cache, scan)
+            for key in [k for k in candidates if k not in keys and k not in keep and k not in landing][:excess]:
                 del self.cache[key]
                 self.written.pop(key, None)
         if self.atomic or self.rows_state:  # the online rows are the state
@@ -341,6 +401,42 @@ class PartitionConsumer:
             rows.append((state, pair_row(state, horizon)[0]))
         self.pusher.push(rows)
         self.stats.pushed += len(rows)
+
+
+@dataclass
+class _Decided:
+    """A unit decided and ready to commit: its atomic write, verdicts, dead letters and (not under rows as state)
+    its changed pairs' encodings."""
+
+    unit: FlushUnit
+    judged: Any
+    dead: list[tuple[Message, str]]
+    encoded: list[tuple[PairKey, PairCounts, list[bytes]]]
+
+
+class _Push:
+    """A micro-batch's push, prepared here and written by a thread of its own (`RedisDirectPusher.send` takes a
+    connection of its own): the socket waits release the GIL, so Redis applies it while the caller decides the
+    next micro-batch. `pairs` stay in the cache until it has landed (their rows are not their state before)."""
+
+    def __init__(self, pusher: Any, items: list[Any], written: dict[PairKey, list[bytes]], pairs: dict[PairKey, None]):
+        self.items = items
+        self.pairs = pairs
+        commands, keys = pusher.prepare_values(items, written)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(pusher, commands, keys), daemon=True)
+        self._thread.start()
+
+    def _run(self, pusher: Any, commands: list[bytes], keys: list[bytes]) -> None:
+        try:
+            pusher.send(commands, keys)
+        except BaseException as exc:  # re-raised by `wait`, in the consumer's thread
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

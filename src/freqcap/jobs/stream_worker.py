@@ -158,7 +158,7 @@ class StreamWorker:
 
     def _flush_and_release(self, consumer: PartitionConsumer) -> None:
         try:
-            consumer.flush()
+            consumer.flush(final=True)
             self._write_status(consumer)
         except LostPartition as exc:
             log.warning("%s", exc)

@@ -236,6 +236,20 @@ class RedisDirectPusher:
         have been written by someone else (a partition it did not hold throughout)."""
         if not items:
             return 0
+        commands, keys = self.prepare_values(items, written)
+        self.send(commands, keys)
+        if written is not None:
+            remember(written, items)
+        return len(items)
+
+    def prepare_values(
+        self,
+        items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]],
+        written: dict[tuple[str, str, str], list[bytes]] | None = None,
+    ) -> tuple[list[bytes], list[bytes]]:
+        """`push_values`' commands and their keys, not sent (`send` writes them; the caller then `remember`s)."""
+        if not items:
+            return [], []
         self._check_sample(items)
         ts_value = _bulk(fmt.event_timestamp(self.clock.next()))
         expire_tail = b"$%d\r\n%d\r\n" % (len(str(self.key_ttl)), self.key_ttl) if self.key_ttl else b""
@@ -268,10 +282,12 @@ class RedisDirectPusher:
                 self._refresh_due(raw_key, now)  # records it
                 commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
                 keys.append(raw_key)
+        return commands, keys
+
+    def send(self, commands: list[bytes], keys: list[bytes]) -> None:
+        """Write prepared commands (`prepare_values`); safe to run in another thread than the one preparing the
+        next: it uses a connection of its own from the client's pool."""
         self._send(commands, keys)
-        if written is not None:
-            remember(written, items)
-        return len(items)
 
     def _refresh_due(self, raw_key: bytes, now: float) -> bool:
         """Whether this process should refresh the key's TTL now (at most once per `_EXPIRE_REFRESH_S`)."""
