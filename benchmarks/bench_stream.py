@@ -241,7 +241,14 @@ def drain(
         seconds = time.perf_counter() - t0
         worker_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
         redis_cpu = server.cpu() - r0
-        status = read_combined(client, settings.stream)
+        # The `pushed` counter reaches the status with the worker's next status write (after the last push
+        # landed): wait until it settles.
+        status, settled_at = read_combined(client, settings.stream), time.monotonic()
+        while time.monotonic() - settled_at < 0.5 and time.perf_counter() - t0 < seconds + 5:
+            time.sleep(0.1)
+            latest = read_combined(client, settings.stream)
+            if latest.get("pushed") != status.get("pushed"):
+                status, settled_at = latest, time.monotonic()
         # What this run added (its own keys): the stream entries, marks, pair state and the online rows.
         memory_mb = (client.info("memory")["used_memory"] - memory0) / 1e6
     finally:
@@ -379,12 +386,13 @@ def _push_label(d: dict) -> str:
 def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], load_before) -> None:
     load = os.getloadavg()
     rows = [
-        ["raw XADD (pipelined 500)", f"{fl['xadd_per_s']:,.0f}", "", "", "", ""],
+        ["raw XADD (pipelined 500)", f"{fl['xadd_per_s']:,.0f}", "", "", "", "", ""],
         [
             f"raw XREADGROUP ({args.batch}/read) + XACK: floor",
             f"{fl['xreadgroup_xack_per_s']:,.0f}",
             "1.00x",
             f"{fl['client_cpu_us']:.1f} (client)",
+            "",
             f"{fl['redis_cpu_us']:.1f}",
             "",
         ],
@@ -397,6 +405,7 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
                 f"{d['per_worker_per_s']:,.0f}",
                 f"{d['per_worker_per_s'] / fl['xreadgroup_xack_per_s']:.2f}x",
                 f"{d['worker_cpu_us']:.1f}",
+                f"{d['worker_cpu_us'] * d['events_per_s'] / 1e6 / d['workers']:.0%}",
                 f"{d['redis_cpu_us']:.1f}",
                 f"{d['memory_mb']:.1f}",
             ]
@@ -413,8 +422,13 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
         "and pushed once per micro-batch after the atomic writes; `push atomic`: the rows written by the flush script "
         "itself, every unit (`stream.push_mode: atomic`). `overlapped` (the default with `direct`): a micro-batch's "
         "push is written by a thread while the next micro-batch is decided (`stream.overlap_push`); `awaited`: "
-        "each push waited for where it is sent, its baseline, alternated with it twice. Redis MB: `used_memory` the drain added (its own keys).\n\n"
-        + table(["path", "events/s", "vs floor", "worker CPU µs/event", "Redis CPU µs/event", "Redis MB"], rows)
+        "each push waited for where it is sent, its baseline, alternated with it twice. Worker busy: its CPU time over "
+        "the drain's wall time (per worker process): the share of the time it computes rather than waits on Redis, "
+        "steadier from run to run than events/s on a box whose speed varies. Redis MB: `used_memory` the drain added (its own keys).\n\n"
+        + table(
+            ["path", "events/s", "vs floor", "worker CPU µs/event", "worker busy", "Redis CPU µs/event", "Redis MB"],
+            rows,
+        )
         + "\n\n"
         + "\n".join(
             f"Drain {d['partitions']}p/{d['workers']}w ({d['gc']} GC, {_push_label(d)}): {d['events']:,} events in "

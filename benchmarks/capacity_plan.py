@@ -468,11 +468,15 @@ def load_unit_costs(results: Path = RESULTS) -> UnitCosts:
     rb = json.loads((results / "redis_bytes.json").read_text())
     wide = next(w for w in rb["worlds"] if w["name"] == "wide catalog")
     stream = json.loads((results / "stream.json").read_text())
-    # The tuned worker with the default push mode (what `freqcap stream` runs); the default-GC drain is its baseline.
+    # The tuned worker with the default push mode and its push overlapped (what `freqcap stream` runs); the
+    # default-GC and awaited-push drains are baselines.
     drain = next(
         d
         for d in stream["drain"]
-        if d["workers"] == 1 and d.get("gc", "tuned") == "tuned" and d.get("mode", "direct") == "direct"
+        if d["workers"] == 1
+        and d.get("gc", "tuned") == "tuned"
+        and d.get("mode", "direct") == "direct"
+        and d.get("overlap", True)
     )
     mat = json.loads((results / "materialize-10000000-redis.json").read_text())["redis"]["bulk"][0]
     serving_ms, redis_ms, http_src = _http_costs(results)
