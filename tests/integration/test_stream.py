@@ -434,6 +434,57 @@ def _state_buckets(client, settings, rows, store):
     return want, got
 
 
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_push_overlaps_the_next_micro_batch_and_the_counts_stay_exact(
+    tmp_path, redis_connection_string, redis_client, overlap
+):
+    """A backlog in micro-batches of 100 (units of 40, re-sent duplicates across units and batches): with
+    `overlap_push` most pushes land while the next micro-batch is decided, none without it; either way every pair's
+    state equals brute force over the distinct events, and /metrics shows the overlap."""
+    import httpx
+
+    from freqcap.adapters.feast.store import apply_definitions
+    from freqcap.api.live import free_port
+    from freqcap.jobs.stream import metrics_server
+
+    settings, _ = stream_settings(
+        tmp_path,
+        redis_connection_string,
+        batch_size="100",
+        flush_events="100",
+        commit_events="40",
+        overlap_push=str(overlap).lower(),
+    )
+    rows = [r for r in random_events(11, 3000, T_B, T_B + timedelta(hours=5)).to_pylist()]
+    rows = [dict(r, event_id=f"o{i}") for i, r in enumerate(rows)]
+    rng = random.Random(11)
+    messages = [event_fields(r) for r in jitter_order(rows, timedelta(minutes=5), seed=11)]
+    for i in rng.sample(range(len(messages)), 300):  # a duplicate 1-150 entries later: same unit, next ones, next batch
+        messages.insert(min(len(messages), i + rng.randint(1, 150)), dict(messages[i]))
+    store = open_store(settings, tmp_path / "feast")
+    apply_definitions(store, settings, tmp_path / "feast")
+    produce(redis_client, settings.stream.stream_key, messages, coverage_start=T_B)
+    try:
+        with redis_worker(settings, store, consumer="o1") as worker:
+            stats = worker.run(until_caught_up=True)
+            with metrics_server(worker, settings, free_port("127.0.0.1")) as port:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        batches = stats.batches
+        assert batches >= len(messages) // 100
+        if overlap:
+            assert stats.pushes_overlapped >= batches // 2, (stats.pushes_overlapped, batches)
+        else:
+            assert stats.pushes_overlapped == 0 and stats.push_wait_seconds == 0
+        assert f"freqcap_stream_pushes_overlapped_total {stats.pushes_overlapped}" in text
+        assert "freqcap_stream_push_wait_seconds_total " in text
+        assert stats.applied == len(rows) and stats.duplicates == 300
+        want, got = _state_buckets(redis_client, settings, with_pseudonyms(settings, rows), store)
+        assert got == want
+    finally:
+        store.teardown()
+        cleanup_redis(redis_client, settings)
+
+
 def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_connection_string, redis_client):
     settings, env = stream_settings(
         tmp_path, redis_connection_string, batch_size="100", flush_events="100", push_interval="0.05s"

@@ -133,8 +133,9 @@ def metrics_text(worker: StreamWorker, settings: Settings) -> str:
     """Prometheus text: the worker's counters plus watermark and lag from its status."""
     lines = []
     for name, value in asdict(worker.stats).items():
-        if isinstance(value, int):
-            lines += [f"# TYPE freqcap_stream_{name}_total counter", f"freqcap_stream_{name}_total {value}"]
+        if isinstance(value, int | float):
+            shown = f"{value:.6f}" if isinstance(value, float) else value
+            lines += [f"# TYPE freqcap_stream_{name}_total counter", f"freqcap_stream_{name}_total {shown}"]
     for reason, n in sorted(worker.stats.dead_by_reason.items()):
         lines.append(f'freqcap_stream_dead_letters_by_reason_total{{reason="{reason}"}} {n}')
     client = worker.status_client

@@ -220,7 +220,11 @@ class PartitionConsumer:
             for chunk in chunks:  # marks of this batch's earlier units are not in Redis yet: `ahead_ids`
                 decided.append(self._decide_unit(chunk, watermark_us, ahead_ids))
                 watermark_us = decided[-1].judged.watermark_us
-            self._await_push()
+            if self.inflight is not None:
+                waited = time.perf_counter()
+                self._await_push()
+                self.stats.pushes_overlapped += 1
+                self.stats.push_wait_seconds += time.perf_counter() - waited
             for unit in decided:
                 self._commit_unit(unit)
         else:

@@ -38,6 +38,10 @@ class WorkerStats:
     pushed: int = 0
     batches: int = 0
     takeovers: int = 0
+    # `stream.overlap_push`: pushes the next micro-batch's decisions ran beside (awaited before its commits), and
+    # how long the consumer then still waited for them — steadily above zero: Redis, not the worker, is the limit.
+    pushes_overlapped: int = 0
+    push_wait_seconds: float = 0.0
     dead_by_reason: dict[str, int] = field(default_factory=dict)
 
 
