@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from freqcap.adapters.duckdb.curve_events import load_event_arrays
 from freqcap.adapters.reports.curves import plot_all
@@ -34,6 +34,9 @@ from freqcap.domain.curves.estimate import EstimatorParams
 from freqcap.domain.curves.policy import PenaltyShape, build_policy
 from freqcap.domain.policy import dump_policy
 from freqcap.layout import users_path_for
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 _US = 1_000_000
@@ -211,3 +214,32 @@ def fit_curves_to_dir(
         out_dir,
     )
     return summary
+
+
+def fit_span_curves(
+    events_dir: Path,
+    span: tuple[datetime, datetime],
+    *,
+    users: Path | None = None,
+    features: FeaturesConfig,
+    maturity_share: float,
+    attribution_window: str = "7d",
+    deduplicate: bool = True,
+) -> pd.DataFrame:
+    """The published-form curves of the impressions within `span` = [start, end) only (n-th impressions and their
+    runs' entries); n, the credit and the maturity still come from every event. What a model trained on that span
+    can be compared with like for like: its runs are the span's (`freqcap.domain.training.curve`), while the
+    curves published from all events also follow runs past the end of a training set, which stops a label
+    horizon before the data do."""
+    cfg = fit_config_from_features(
+        features,
+        floor=FloorSpec(),
+        attribution_window=attribution_window,
+        maturity_share=maturity_share,
+    )
+    cfg = replace(cfg, span_us=(int(span[0].timestamp() * _US), int(span[1].timestamp() * _US)))
+    users_path = users_path_for(events_dir, users) if events_dir.is_dir() else (Path(users) if users else None)
+    ev, _ = load_event_arrays(
+        events_dir, users_path, deduplicate=deduplicate, threads=features.threads, memory_limit=features.memory_limit
+    )
+    return fit_curves(ev, cfg).published

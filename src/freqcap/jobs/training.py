@@ -232,7 +232,9 @@ def fit_curves_job(
     if floor is not None:
         kwargs["floor"] = floor
     summary = fit_curves_to_dir(Path(events_dir), curves_dir(settings, as_of), **kwargs)
-    return json.loads(json.dumps(summary.to_dict(), default=str))
+    # where the events came from: the cross-check refits them over the training set's span (attach_curves_job)
+    out = summary.to_dict() | {"events_dir": str(events_dir), "users": str(users) if users else None}
+    return json.loads(json.dumps(out, default=str))
 
 
 def attach_curves_job(
@@ -250,10 +252,12 @@ def attach_curves_job(
     for path in sorted(out_dir.iterdir()):
         if path.is_file():
             mc.log_artifact(run_id, str(path), artifact_path="curves" if path.suffix != ".png" else "curves/plots")
-    comparison = _cross_check(trained, out_dir)
+    comparison, against_published = _cross_check(trained, out_dir, curves, settings)
     flagged = int(comparison["flagged"].sum())
     mc.log_metric(run_id, "curve_disagreements", flagged)
+    mc.log_metric(run_id, "curve_disagreements_published", int(against_published["flagged"].sum()))
     mc.log_text(run_id, comparison.to_csv(index=False), "curves/model_vs_empirical.csv")
+    mc.log_text(run_id, against_published.to_csv(index=False), "curves/model_vs_published.csv")
     if flagged:
         log.warning(
             "model and empirical curves disagree for %d cohort x level(s): see curves/model_vs_empirical.csv", flagged
@@ -269,17 +273,34 @@ def attach_curves_job(
         "promoted": gated["promoted"],
         "curve_disagreements": flagged,
         "curve_pairs_compared": len(comparison),
+        "curve_disagreements_published": int(against_published["flagged"].sum()),
     }
 
 
-def _cross_check(trained: dict[str, Any], out_dir: Path):
-    """Per cohort × level: does the model-based curve (logged by training) leave the empirical CI?"""
+def _cross_check(trained: dict[str, Any], out_dir: Path, curves: dict[str, Any], settings: Settings):
+    """Per cohort × level: does the model-based curve (logged by training) leave the empirical CI? Returns the
+    comparison with the empirical curves of the training set's own span (like for like: `curve_disagreements`)
+    and with the published curves, which also follow runs past the training set's end."""
     import mlflow
 
     from freqcap.domain.curves import compare_model_curves
+    from freqcap.jobs.curves import fit_span_curves
 
     local = mlflow.artifacts.download_artifacts(run_id=trained["run_id"], artifact_path="curves/model_curve.parquet")
-    return compare_model_curves(pd.read_parquet(local), out_dir / "curves.parquet")
+    model = pd.read_parquet(local)
+    against_published = compare_model_curves(model, out_dir / "curves.parquet")
+    split = trained.get("split") or {}
+    if not curves.get("events_dir") or not split.get("train_start") or not split.get("valid_end"):
+        return against_published, against_published  # an older run's summary: the published curves only
+    span = (parse_as_of(split["train_start"]), parse_as_of(split["valid_end"]) + timedelta(microseconds=1))
+    reference = fit_span_curves(
+        Path(curves["events_dir"]),
+        span,
+        users=Path(curves["users"]) if curves.get("users") else None,
+        features=settings.features,
+        maturity_share=settings.training.maturity_share,
+    )
+    return compare_model_curves(model, reference), against_published
 
 
 # ------------------------------------------------------------------------------------------- the DAG's params

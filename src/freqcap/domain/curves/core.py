@@ -91,6 +91,10 @@ class FitConfig:
     # cohort curves borrow strength from their audience's as far as their noise warrants (empirical Bayes, see
     # freqcap.domain.curves.shrink); False: every cohort's own estimates as they are
     shrink_to_audience: bool = True
+    # count only impressions with a time in [start, end) µs as n-th impressions and entries (None: all). The EM,
+    # the maturity and n itself still see every event: for the curves of a training set's span, the like-for-like
+    # reference of the model's implied curve (`freqcap.domain.training.curve`)
+    span_us: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.maturity_share <= 1.0:
@@ -134,7 +138,8 @@ def group_curves(
 ) -> pd.DataFrame:
     """Own curves of every cohort, audience and everyone at one level (smoothed), labelled."""
     aud = ev.user_audience[ev.imp_user].astype(np.int64)
-    use = usable & (seq.n[seq.entry] == 1)  # the window's entry is a fresh exposure
+    # the window's entry is a fresh exposure and usable too (always, by maturity: it is older; not by a span)
+    use = usable & usable[seq.entry] & (seq.n[seq.entry] == 1)
     user, n, yy, ye = ev.imp_user[use], seq.n[use], y[use], y[seq.entry[use]]
     vy = ve = None
     if y_var is not None:
@@ -224,9 +229,12 @@ def fit_curves(ev: EventArrays, cfg: FitConfig, *, given_credit: np.ndarray | No
     # survival weight: a mature impression younger than the window gets its credit scaled up to a whole window's
     y = credit.y * maturity.weight
     y_var = credit.y_var * maturity.weight**2
+    counted = maturity.mature
+    if cfg.span_us is not None:
+        counted = counted & (ev.imp_ts >= cfg.span_us[0]) & (ev.imp_ts < cfg.span_us[1])
     own = []
     for lv in cfg.levels:
-        c = group_curves(ev, seqs[lv], y, maturity.mature, cfg.estimator, y_var)
+        c = group_curves(ev, seqs[lv], y, counted, cfg.estimator, y_var)
         if not c.empty:
             c.insert(1, "level", lv)
             own.append(c)

@@ -65,6 +65,21 @@ def _groups(rows: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
     yield ALL, ALL, ALL, rows
 
 
+def _entry_groups(runs: pd.DataFrame, entry: np.ndarray) -> dict[str, np.ndarray]:
+    """Row positions per group label, each row in the cohort of its run's entry impression.
+
+    The published curves take the signal tier as of the entry (`freqcap.domain.curves.core`), so a run stays in
+    one cohort when its user's tier changes mid-run. Grouped by each row's own tier instead, the users who click
+    or convert mid-run leave `impression_only` and the later impressions left there are the less receptive
+    ones: the model's curve fell faster than the published one there (mean log ratio −0.2 to −0.35 on the
+    simulated worlds, `benchmarks/bench_model_curve.py`). Rows without an entry among `runs` keep their own
+    tier (the estimator drops them anyway)."""
+    tier = runs["signal_tier"].astype(str).to_numpy()
+    tier = np.where(entry >= 0, tier[np.maximum(entry, 0)], tier)
+    cohorts = pd.DataFrame({"audience": runs["audience"].astype(str).to_numpy(), "signal_tier": tier})
+    return {label: g.index.to_numpy() for label, _, _, g in _groups(cohorts)}
+
+
 def _sample(rows: pd.DataFrame, size: int, rng: np.random.Generator) -> pd.DataFrame:
     if len(rows) <= size:
         return rows
@@ -135,7 +150,7 @@ def model_curve(
     runs = rows if runs is None else runs.reset_index(drop=True)
     p_all = _predict(booster, encoding.transform(runs))
     entries = {level: run_entries(runs, level, lookback_us) for level in config.levels}
-    implied = {label: g.index.to_numpy() for label, _, _, g in _groups(runs)}
+    implied = {level: _entry_groups(runs, entries[level]) for level in config.levels}
     for label, audience, tier, group in _groups(rows):
         if len(group) < config.min_cohort_rows:
             continue
@@ -147,9 +162,8 @@ def model_curve(
             pd_n = _predict(booster, encoding.transform(tiled)).reshape(len(take), len(ns)).mean(axis=0)
             observed = group[col].to_numpy()
             labels = group[label_column].to_numpy()
-            pos = implied.get(label, np.zeros(0, dtype=np.int64))
-            # entries of the group's rows, re-indexed into the group (a run never leaves its user's cohort
-            # as the rows carry it, but a tier can change mid-run: such entries fall outside and are dropped)
+            pos = implied[level].get(label, np.zeros(0, dtype=np.int64))
+            # entries of the group's rows, re-indexed into the group (every run is in its entry's group)
             where = np.full(len(runs), -1, dtype=np.int64)
             where[pos] = np.arange(len(pos))
             entry = entries[level][pos]

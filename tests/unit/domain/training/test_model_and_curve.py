@@ -13,7 +13,7 @@ from freqcap.domain.training.config import (
     LabelConfig,
     XGBoostConfig,
 )
-from freqcap.domain.training.curve import CURVE_COLUMNS, implied_curve, model_curve, run_entries
+from freqcap.domain.training.curve import CURVE_COLUMNS, _entry_groups, implied_curve, model_curve, run_entries
 from freqcap.domain.training.encoding import default_encoding
 from freqcap.domain.training.metrics import roc_auc
 from freqcap.domain.training.model import HEADLINE_METRICS, train_model
@@ -166,6 +166,24 @@ def test_run_entries_by_brute_force():
     assert (got_late[(late["us"] == first_seen) & (late["n_ad"] > 1)] == -1).all()
 
 
+def test_a_run_stays_in_the_cohort_of_its_entry():
+    """As the published curves do: the tier as of the run's entry, not of each impression."""
+    frame = _runs_frame(13)
+    frame["audience"] = np.where(frame["user_id"].isin(["u0", "u1", "u2"]), "returning", "cold")
+    midway = frame["us"].median()
+    frame["signal_tier"] = np.where(frame["us"] < midway, "impression_only", "engaged")  # every user clicks midway
+    entry = run_entries(frame, "ad", 28 * 86400 * 10**6)
+    groups = _entry_groups(frame, entry)
+    moved = 0
+    for i, r in frame.iterrows():
+        tier = frame.loc[entry[i], "signal_tier"] if entry[i] >= 0 else r.signal_tier
+        moved += tier != r.signal_tier
+        for label in (f"{r.audience}/{tier}", f"{r.audience}/all", "all"):
+            assert i in groups[label], (i, label)
+        assert sum(i in g for g in groups.values()) == 3  # one cohort, its audience, everyone
+    assert moved > 10  # runs that span the change exist: the check is not vacuous
+
+
 def test_implied_curve_is_the_fixed_cohort_estimator():
     frame = _runs_frame(12)
     entry = run_entries(frame, "ad", 28 * 86400 * 10**6)
@@ -200,13 +218,24 @@ def test_deconvolved_label_sees_only_the_training_rows():
     config = CONFIG.model_copy(update={"label": LabelConfig(credit="deconvolved")})
     half = {"advertiser": 7 * 86_400e6, "campaign": 3 * 86_400e6, "ad": 86_400e6}
     model = train_model(frame, config, feature_columns(), half_life_us=half)
-    cut = pd.Timestamp(model.split["early_cut"] or model.split["valid_cut"])
-    later = frame["impression_ts"] >= cut
-    changed = frame.copy()
-    changed.loc[later, "conversion_us"] = pd.array(ts_us[later.to_numpy()] + 60_000_000, dtype="Int64")  # all convert
-    again = train_model(changed, config, feature_columns(), half_life_us=half)
     sample = frame.iloc[::7]
+
+    def converting_from(cut: str) -> pd.DataFrame:
+        later = frame["impression_ts"] >= pd.Timestamp(cut)
+        changed = frame.copy()
+        changed.loc[later, "conversion_us"] = pd.array(ts_us[later.to_numpy()] + 60_000_000, dtype="Int64")
+        return changed  # every impression from the cut on converts a minute later
+
+    again = train_model(converting_from(model.split["valid_cut"]), config, feature_columns(), half_life_us=half)
     np.testing.assert_array_equal(model.predict(sample), again.predict(sample))
+    # the early-stopping rows' credit decides only where boosting stops: the trees up to there are the same
+    early = train_model(converting_from(model.split["early_cut"]), config, feature_columns(), half_life_us=half)
+    rounds = min(model.best_iteration, early.best_iteration) + 1
+    inputs = model.encoding.transform(sample)
+    np.testing.assert_array_equal(
+        model.booster.inplace_predict(inputs, iteration_range=(0, rounds)),
+        early.booster.inplace_predict(inputs, iteration_range=(0, rounds)),
+    )
     # the validation AUC is on the binary target, recomputed here from the model's own predictions
     valid = frame[frame["impression_ts"] >= pd.Timestamp(model.split["valid_cut"])]
     expected = roc_auc(valid["label_attributed_conversion"].to_numpy(), model.predict(valid))
