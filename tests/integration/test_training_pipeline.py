@@ -171,6 +171,32 @@ def test_gate_promotes_the_first_model_and_refuses_a_worse_one(pipeline):
     assert tags["freqcap.gate"] == "refused" and "roc_auc" in tags["freqcap.gate_reason"]
 
 
+@pytest.mark.parametrize("on_label_change", ["refuse", "promote"])
+def test_a_challenger_on_another_label_is_decided_by_on_label_change(pipeline, on_label_change):
+    """A champion fitted on the binary last-touch label, a challenger on the EM credit (the default): the gate
+    still scores both, but `gate.on_label_change` decides, and the reason names both labels."""
+    from mlflow import MlflowClient
+
+    settings, tmp = pipeline["settings"], pipeline["tmp"]
+    name = f"{NAME}-label-{on_label_change}"
+    client = MlflowClient(tracking_uri=pipeline["trained"]["tracking_uri"])
+    last_touch = _write_config(tmp / f"last-touch-{on_label_change}.yaml", label={"credit": "last_touch"})
+    old = train_job(pipeline["training_set"], settings, model_config=last_touch, validation=pipeline["validation"])
+    first = register_and_gate_job({**old, "registered_model": name}, settings, model_config=last_touch)
+    assert first["promoted"]
+    config = _write_config(tmp / f"{on_label_change}.yaml", gate={"on_label_change": on_label_change})
+    decided = register_and_gate_job({**pipeline["trained"], "registered_model": name}, settings, model_config=config)
+    assert decided["decision"]["basis"] == "label_changed"
+    assert "attributed_conversion/last_touch -> attributed_conversion/deconvolved" in decided["reason"]
+    assert decided["decision"]["comparison"]  # both were still scored
+    assert decided["promoted"] == (on_label_change == "promote")
+    expected = decided["version"] if on_label_change == "promote" else first["version"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == expected
+    tags = client.get_model_version(name, decided["version"]).tags
+    assert tags["freqcap.gate"] == ("promoted" if on_label_change == "promote" else "refused")
+    assert "label changed" in tags["freqcap.gate_reason"]
+
+
 def _auc_of_version(settings, name: str, version: str, rows: pd.DataFrame) -> float:
     """ROC AUC of a registered version on `rows`, computed here with scikit-learn (not the gate's own metric)."""
     import mlflow.pyfunc

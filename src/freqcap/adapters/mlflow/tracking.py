@@ -339,7 +339,7 @@ def alias_version(settings: Any, name: str, alias: str) -> Any | None:
 class GateDecision:
     promoted: bool
     reason: str
-    basis: str  # "no_champion", "already_champion", "head_to_head", "logged_metrics"
+    basis: str  # "no_champion", "already_champion", "head_to_head", "logged_metrics", "label_changed"
     challenger_version: str
     champion_version: str | None  # the champion before the decision
     comparison: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -400,6 +400,14 @@ def _compare(
     return not failures, comparison, failures
 
 
+def run_label(run: Any) -> str:
+    """`<target>/<credit>`: what a training run's booster fitted (runs logged before `label.credit` existed
+    fitted the binary target: `last_touch`)."""
+    params = run.data.params
+    target = params.get("label.target") or run.data.tags.get("freqcap.target", "unknown")
+    return f"{target}/{params.get('label.credit', 'last_touch')}"
+
+
 def champion_gate(
     settings: Any,
     name: str,
@@ -416,8 +424,9 @@ def champion_gate(
     challenger's validation rows) are given, both versions are scored on the rows that are out of sample for
     the champion too (impression_ts ≥ the champion's validation cut), if they hold at least
     `gate.min_head_to_head_positives` positives; else the logged `valid_*` metrics of both runs are compared.
-    Each metric must be no worse than the champion's by more than its tolerance. The decision, its reason and
-    the comparison are tagged on the challenger version.
+    Each metric must be no worse than the champion's by more than its tolerance. A challenger fitted on another
+    label than the champion's (`run_label`) is decided by `gate.on_label_change` instead, its comparison still
+    recorded. The decision, its reason and the comparison are tagged on the challenger version.
     """
     c = client(settings)
     challenger = c.get_model_version(name, challenger_version)
@@ -475,6 +484,18 @@ def champion_gate(
                 challenger_version,
                 str(champion.version),
                 comparison,
+            )
+        old, new = run_label(champion_run), run_label(c.get_run(challenger.run_id))
+        if old != new:
+            decision = GateDecision(
+                gate.on_label_change == "promote",
+                f"the label changed ({old} -> {new}): the metrics rank different targets and do not decide; "
+                f"gate.on_label_change: {gate.on_label_change}. Metrics: {decision.reason}",
+                "label_changed",
+                challenger_version,
+                str(champion.version),
+                decision.comparison,
+                decision.rows,
             )
     if decision.promoted and promote:
         c.set_registered_model_alias(name, CHAMPION, challenger_version)

@@ -44,11 +44,20 @@ class LabelConfig(_Frozen):
     """
 
     target: Literal["conversion", "attributed_conversion", "click"] = "attributed_conversion"
-    # What the booster fits on the training rows: the binary `target`, or the curves' EM credit of each
-    # impression (fractional, `freqcap.domain.training.credit`); metrics and the gate always use `target`.
-    credit: Literal["last_touch", "deconvolved"] = "last_touch"
+    # What the booster fits on the training rows: the curves' EM credit of each impression (fractional,
+    # `freqcap.domain.training.credit`; its exposure response is the published curves') or the binary `target`
+    # (`last_touch`); metrics and the gate always use `target`.
+    credit: Literal["last_touch", "deconvolved"] = "deconvolved"
     attribution_window: str = "7d"
     click_window: str = "1h"
+
+    @model_validator(mode="after")
+    def _credit_of_conversions(self) -> LabelConfig:
+        if self.credit == "deconvolved" and self.target == "click":
+            raise ValueError(
+                "label.credit: deconvolved credits conversions; with label.target: click set label.credit: last_touch"
+            )
+        return self
 
     @field_validator("attribution_window", "click_window")
     @classmethod
@@ -153,7 +162,9 @@ class SplitConfig(_Frozen):
     before each cut (set it to the attribution window to keep training labels from seeing validation time)."""
 
     valid_fraction: float = Field(0.2, gt=0.0, lt=0.9)
-    early_stopping_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    # 0: no early stopping (the default: it stopped before the count response was learnt, see
+    # docs/concepts/training.md); boosting runs `xgboost.num_boost_round` rounds on every row before validation
+    early_stopping_fraction: float = Field(0.0, ge=0.0, lt=0.5)
     gap: str = "0s"
 
     @field_validator("gap")
@@ -184,7 +195,7 @@ class XGBoostConfig(_Frozen):
             "seed": 7,
         }
     )
-    num_boost_round: int = Field(300, gt=0)
+    num_boost_round: int = Field(100, gt=0)
     early_stopping_rounds: int | None = Field(30, gt=0)
 
     @field_validator("params")
@@ -249,6 +260,12 @@ class GateConfig(_Frozen):
         GateMetric(name="roc_auc", tolerance=0.002),
         GateMetric(name="log_loss", tolerance=0.0005),
     )
+    # A challenger fitted on another label than the champion's (`label.target` or `label.credit`, as logged on
+    # the runs; runs without `label.credit` fitted the binary target): both still get scored, but the binary
+    # metrics rank different targets (a model of which impression *caused* a conversion ranks the last touch
+    # less well), so they do not decide. `promote`: the configured label takes over (the change of the
+    # model's configuration is the decision); `refuse`: the champion stays until a person promotes.
+    on_label_change: Literal["promote", "refuse"] = "promote"
     head_to_head: bool = True
     # Head-to-head needs this many positive validation rows that the champion never trained on.
     min_head_to_head_positives: int = Field(30, ge=1)

@@ -34,6 +34,8 @@ def test_shipped_yaml_equals_the_defaults_and_is_frozen():
         ({"unknown_section": 1}, "unknown_section"),
         ({"exposure": {"wear_in": None}}, "exposure"),  # monotone needs a wear-in
         ({"exposure": {"wear_in": 0}}, "exposure.wear_in"),
+        ({"label": {"target": "click"}}, "label"),  # the default credit deconvolves conversions, not clicks
+        ({"gate": {"on_label_change": "ask"}}, "gate.on_label_change"),
     ],
 )
 def test_invalid_configs_name_the_field(tmp_path, patch, field):

@@ -11,6 +11,7 @@ from freqcap.domain.training.config import (
     CurveConfig,
     ExposureConfig,
     LabelConfig,
+    SplitConfig,
     XGBoostConfig,
 )
 from freqcap.domain.training.curve import CURVE_COLUMNS, _entry_groups, implied_curve, model_curve, run_entries
@@ -21,6 +22,7 @@ from tests.unit.domain.training.helpers import feature_columns, synthetic_traini
 
 CONFIG = ConversionModelConfig(
     label=LabelConfig(credit="last_touch"),  # the synthetic frame has no conversion times to deconvolve
+    split=SplitConfig(early_stopping_fraction=0.1),  # the three-part split and the best-iteration trim
     xgboost=XGBoostConfig(num_boost_round=60, early_stopping_rounds=10),
     curve=CurveConfig(max_n=8, sample_rows=500, min_cohort_rows=20),
 )
