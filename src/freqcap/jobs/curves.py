@@ -114,16 +114,7 @@ def fit_curves_to_dir(
         min_cohort_conversions=min_cohort_conversions,
         maturity_share=maturity_share,
     )
-    users_path = users_path_for(events_dir, users) if events_dir.is_dir() else (Path(users) if users else None)
-    log.info("loading events from %s (users: %s)", events_dir, users_path or "none")
-    ev, report = load_event_arrays(
-        events_dir,
-        users_path,
-        deduplicate=deduplicate,
-        data_end=data_end,
-        threads=features.threads,
-        memory_limit=features.memory_limit,
-    )
+    ev, report, users_path = _load_events(events_dir, users, features, deduplicate, data_end)
     loaded = time.perf_counter()
     log.info(
         "loaded %d impressions, %d clicks, %d conversions, %d users in %.1fs",
@@ -238,8 +229,22 @@ def fit_span_curves(
         maturity_share=maturity_share,
     )
     cfg = replace(cfg, span_us=(int(span[0].timestamp() * _US), int(span[1].timestamp() * _US)))
-    users_path = users_path_for(events_dir, users) if events_dir.is_dir() else (Path(users) if users else None)
-    ev, _ = load_event_arrays(
-        events_dir, users_path, deduplicate=deduplicate, threads=features.threads, memory_limit=features.memory_limit
-    )
+    ev, _, _ = _load_events(Path(events_dir), users, features, deduplicate)
     return fit_curves(ev, cfg).published
+
+
+def _load_events(
+    events_dir: Path, users: Path | None, features: FeaturesConfig, deduplicate: bool, data_end: datetime | None = None
+):
+    """(event arrays, load report, the users file used) of an events directory or file."""
+    users_path = users_path_for(events_dir, users) if events_dir.is_dir() else (Path(users) if users else None)
+    log.info("loading events from %s (users: %s)", events_dir, users_path or "none")
+    ev, report = load_event_arrays(
+        events_dir,
+        users_path,
+        deduplicate=deduplicate,
+        data_end=data_end,
+        threads=features.threads,
+        memory_limit=features.memory_limit,
+    )
+    return ev, report, users_path

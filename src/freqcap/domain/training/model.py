@@ -83,6 +83,18 @@ def split_frame(frame: pd.DataFrame, config: ConversionModelConfig) -> TimeSplit
     )
 
 
+def _credit(frame: pd.DataFrame, rows: np.ndarray, config: ConversionModelConfig, half_life_us: dict[str, float]):
+    """The EM credit of `frame`'s rows at positions `rows`, from those rows alone as observed by the last of them:
+    nothing from a later split's time reaches it (`deconvolved_label`)."""
+    return deconvolved_label(
+        frame.iloc[rows],
+        attribution_us=config.label.attribution_seconds * 1_000_000,
+        lookback_us=config.data.lookback_seconds * 1_000_000,
+        half_life_us=half_life_us,
+        observed_until_us=int(_ts_us(frame.iloc[rows]).max()) + 1,
+    )
+
+
 def _early_stopping_credit(
     frame: pd.DataFrame, split: TimeSplit, config: ConversionModelConfig, half_life_us: dict[str, float]
 ) -> np.ndarray:
@@ -91,17 +103,9 @@ def _early_stopping_credit(
     Stopping on the binary target instead stops where a model of the *last* impression stops improving: 39
     rounds on the default world, a booster that has not yet learned the credit's exposure response (its curve
     flatter than the published one; `benchmarks/bench_model_curve.py`). The EM runs on the training and
-    early-stopping rows together, as observed by the end of the latter; nothing of it reaches the training label,
-    which `deconvolved_label` computes from the training rows alone."""
-    rows = np.concatenate([split.train, split.early_stopping])
-    credit = deconvolved_label(
-        frame.iloc[rows],
-        attribution_us=config.label.attribution_seconds * 1_000_000,
-        lookback_us=config.data.lookback_seconds * 1_000_000,
-        half_life_us=half_life_us,
-        observed_until_us=int(_ts_us(frame.iloc[split.early_stopping]).max()) + 1,
-    )
-    return credit[len(split.train) :]
+    early-stopping rows together; nothing of it reaches the training label, which comes from the training rows
+    alone."""
+    return _credit(frame, np.concatenate([split.train, split.early_stopping]), config, half_life_us)[len(split.train) :]
 
 
 def train_model(
@@ -142,14 +146,7 @@ def train_model(
     if config.label.credit == "deconvolved":
         if half_life_us is None:
             raise ValueError("label.credit: deconvolved needs the feature tiers' half-lives (half_life_us)")
-        y_fit = deconvolved_label(
-            frame.iloc[split.train],
-            attribution_us=config.label.attribution_seconds * 1_000_000,
-            lookback_us=config.data.lookback_seconds * 1_000_000,
-            half_life_us=half_life_us,
-            # only what was observed by the end of the training rows: nothing from the later splits' time
-            observed_until_us=int(_ts_us(frame.iloc[split.train]).max()) + 1,
-        )
+        y_fit = _credit(frame, split.train, config, half_life_us)
         log.info(
             "deconvolved label: %.1f credited vs %d binary labels on the training rows",
             y_fit.sum(),
@@ -161,7 +158,7 @@ def train_model(
     if len(split.early_stopping):
         y_early = y[split.early_stopping]
         if config.label.credit == "deconvolved":
-            y_early = _early_stopping_credit(frame, split, config, half_life_us or {})
+            y_early = _early_stopping_credit(frame, split, config, half_life_us)
         dearly = xgb.QuantileDMatrix(inputs.iloc[split.early_stopping], label=y_early, ref=dtrain, missing=np.nan)
         evals.append((dearly, "early_stopping"))
         early_rounds = config.xgboost.early_stopping_rounds
