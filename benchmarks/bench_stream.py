@@ -10,11 +10,13 @@ the worker process(es) and for redis-server: stable on a noisy 2-core box where 
   bucket counters, one atomic write per micro-batch, push of the changed pairs to Feast's Redis layout, ack. The
   workers start first and own their partitions, are paused (SIGSTOP) while the stream is filled, then resumed: the
   window excludes start-up and production. One partition and one worker, then two partitions and two workers;
-* lag at several rates: a producer paces simulator events into the stream while one worker runs; probe events
-  (a user of their own, one every ~50 ms) are timed from just before their XADD until `get_online_features`
-  on Feast's stream view returns them; p50/p99 over the probes, the worker's and Redis's CPU per event.
+* lag at several rates: a producer paces simulator events into the stream while one worker runs (then two workers on
+  two partitions at `--sharded-rates`); probe events (a user of their own, one every ~50 ms) are timed from just
+  before their XADD until `get_online_features` on Feast's stream view returns them; p50/p99 over the probes, the
+  workers' and Redis's CPU per event.
 
-    .venv/bin/python benchmarks/bench_stream.py [--events 200000 --rates 5000,10000,20000 --seconds 20]
+    .venv/bin/python benchmarks/bench_stream.py [--events 200000 --rates 5000,10000,20000 --sharded-rates 20000
+                                                 --seconds 20]
 """
 
 from __future__ import annotations
@@ -316,16 +318,18 @@ def _command_table(d: dict) -> str:
     return table(["command", "calls per event", "µs per event", "µs per call", "share of Redis CPU"], rows)
 
 
-def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: float) -> dict:
+def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: float, workers: int = 1) -> dict:
+    """End-to-end lag at a fixed rate, with `workers` worker processes on as many partitions."""
     from freqcap.adapters.secrets import load_pseudonymizer
     from freqcap.adapters.stream.status import read_combined
+    from freqcap.domain.stream.partitions import partition_of, stream_name
 
     tag = uuid.uuid4().hex[:8]
-    settings, env = _settings(server.address, tag)
+    settings, env = _settings(server.address, tag, partitions=str(workers))
     store = _prepare(settings)
     client = server.client
     key = settings.stream.stream_key
-    procs = _start_workers(env, 1)
+    procs = _start_workers(env, workers)
     _wait_owned(client, settings, procs)
     total = int(rate * seconds)
     probes: dict[str, float] = {}
@@ -368,7 +372,7 @@ def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: flo
     thread = threading.Thread(target=prober, daemon=True)
     thread.start()
     sent = 0
-    cpu0, r0 = cpu_seconds(procs[0].pid), server.cpu()
+    cpu0, r0 = sum(cpu_seconds(p.pid) for p in procs), server.cpu()
     applied0 = int(read_combined(client, settings.stream).get("applied", 0))
     started = time.perf_counter()
     next_probe = started
@@ -386,8 +390,8 @@ def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: flo
                      "ad_id": "probe-ad"}
                 )  # fmt: skip
             pipe = client.pipeline(transaction=False)
-            for m in batch:
-                pipe.xadd(key, m)
+            for m in batch:  # each to its user's partition, as `produce` routes them
+                pipe.xadd(stream_name(key, partition_of(m["user_id"], workers), workers), m)
             t_send = time.perf_counter()
             pipe.execute()
             if probe:
@@ -402,13 +406,14 @@ def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: flo
             stop.set()
             thread.join(timeout=0.5)
         applied = int(read_combined(client, settings.stream).get("applied", 0)) - applied0
-        worker_cpu, redis_cpu = cpu_seconds(procs[0].pid) - cpu0, server.cpu() - r0
+        worker_cpu, redis_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0, server.cpu() - r0
     finally:
         stop.set()
         _stop(procs)
         store.teardown()
     return {
         "rate": rate,
+        "workers": workers,
         "produced_per_s": sent / produced_s,
         "applied": applied,
         "probes": len(lags),
@@ -479,11 +484,14 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
             f"{d['pairs_pushed']:,} pair rows pushed to Feast's Redis layout."
             for d in drains
         )
-        + "\n\nEnd-to-end lag, one worker: event XADD -> visible through Feast `get_online_features` on the stream "
+        + "\n\nEnd-to-end lag: event XADD -> visible through Feast `get_online_features` on the stream "
         f"view (probe events every ~50 ms, {args.seconds:.0f} s per rate; the producer and the prober share the "
-        "2 cores with the worker and Redis):\n\n"
+        "2 cores with the worker(s) and Redis). One worker on one partition at each rate, then two workers on two "
+        "partitions at the `--sharded-rates` (the producer routes each event to its user's partition; CPU per event "
+        "summed over the workers):\n\n"
         + table(
             [
+                "workers",
                 "target rate/s",
                 "produced/s",
                 "probes",
@@ -495,6 +503,7 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
             ],
             [
                 [
+                    r.get("workers", 1),
                     f"{r['rate']:,.0f}",
                     f"{r['produced_per_s']:,.0f}",
                     r["probes"],
@@ -534,6 +543,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rates", default="5000,10000,20000")
+    parser.add_argument("--sharded-rates", default="20000", help="lag with two workers on two partitions")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--batch", type=int, default=5000, help="XREADGROUP count of the floor (stream.batch_size)")
     args = parser.parse_args()
@@ -560,8 +570,10 @@ def main() -> None:
             print("drain", d, flush=True)
             drains.append(d)
         lags = []
-        for rate in [float(r) for r in args.rates.split(",") if r]:
-            res = lag_at(server, messages, rate, args.seconds)
+        runs = [(float(r), 1) for r in args.rates.split(",") if r]
+        runs += [(float(r), 2) for r in args.sharded_rates.split(",") if r]
+        for rate, workers in runs:
+            res = lag_at(server, messages, rate, args.seconds, workers)
             print("lag", res, flush=True)
             lags.append(res)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -60,9 +61,15 @@ def test_training_dag_end_to_end(world, monkeypatch, airflow_db):
     assert run.data.metrics["valid_roc_auc"] > 0.5
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "curves")}
     assert {"curves/policy.yaml", "curves/curves.parquet", "curves/model_vs_empirical.csv"} <= artifacts
-    # the cross-check against the training span's curves, and against the published ones beside it
-    assert "curves/model_vs_published.csv" in artifacts
-    assert {"curve_disagreements", "curve_disagreements_published"} <= set(run.data.metrics)
+    # the cross-check against the training span's curves, and against the published ones beside it with its
+    # yardstick (the span's own empirical curves against the published ones)
+    assert {"curves/model_vs_published.csv", "curves/span_vs_published.csv"} <= artifacts
+    metrics = run.data.metrics
+    assert {"curve_disagreements", "curve_disagreements_published", "span_disagreements_published"} <= set(metrics)
+    yardstick = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="curves/span_vs_published.csv")
+    )
+    assert metrics["span_disagreements_published"] == int(yardstick["flagged"].sum())
     policy_file = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="curves/policy.yaml")
     policy = load_policy(policy_file)
     assert run.data.tags["freqcap.policy_version"] == policy.version

@@ -252,12 +252,15 @@ def attach_curves_job(
     for path in sorted(out_dir.iterdir()):
         if path.is_file():
             mc.log_artifact(run_id, str(path), artifact_path="curves" if path.suffix != ".png" else "curves/plots")
-    comparison, against_published = _cross_check(trained, out_dir, curves, settings)
+    comparison, against_published, span_vs_published = _cross_check(trained, out_dir, curves, settings)
     flagged = int(comparison["flagged"].sum())
     mc.log_metric(run_id, "curve_disagreements", flagged)
     mc.log_metric(run_id, "curve_disagreements_published", int(against_published["flagged"].sum()))
     mc.log_text(run_id, comparison.to_csv(index=False), "curves/model_vs_empirical.csv")
     mc.log_text(run_id, against_published.to_csv(index=False), "curves/model_vs_published.csv")
+    if span_vs_published is not None:  # the yardstick of the line above: no model, the span's own curves
+        mc.log_metric(run_id, "span_disagreements_published", int(span_vs_published["flagged"].sum()))
+        mc.log_text(run_id, span_vs_published.to_csv(index=False), "curves/span_vs_published.csv")
     if flagged:
         log.warning(
             "model and empirical curves disagree for %d cohort x level(s): see curves/model_vs_empirical.csv", flagged
@@ -274,16 +277,20 @@ def attach_curves_job(
         "curve_disagreements": flagged,
         "curve_pairs_compared": len(comparison),
         "curve_disagreements_published": int(against_published["flagged"].sum()),
+        "span_disagreements_published": None if span_vs_published is None else int(span_vs_published["flagged"].sum()),
     }
 
 
 def _cross_check(trained: dict[str, Any], out_dir: Path, curves: dict[str, Any], settings: Settings):
     """Per cohort × level: does the model-based curve (logged by training) leave the empirical CI? Returns the
-    comparison with the empirical curves of the training set's own span (like for like: `curve_disagreements`)
-    and with the published curves, which also follow runs past the training set's end."""
+    comparison with the empirical curves of the training set's own span (like for like: `curve_disagreements`),
+    with the published curves, which also follow runs past the training set's end, and the span's empirical
+    curves with the published ones by the same rule (how far the two populations part, with no model involved;
+    None for an older run's summary)."""
     import mlflow
 
     from freqcap.domain.curves import compare_model_curves
+    from freqcap.domain.curves.crosscheck import empirical_points
     from freqcap.jobs.curves import fit_span_curves
 
     local = mlflow.artifacts.download_artifacts(run_id=trained["run_id"], artifact_path="curves/model_curve.parquet")
@@ -291,7 +298,7 @@ def _cross_check(trained: dict[str, Any], out_dir: Path, curves: dict[str, Any],
     against_published = compare_model_curves(model, out_dir / "curves.parquet")
     split = trained.get("split") or {}
     if not curves.get("events_dir") or not split.get("train_start") or not split.get("valid_end"):
-        return against_published, against_published  # an older run's summary: the published curves only
+        return against_published, against_published, None  # an older run's summary: the published curves only
     span = (parse_as_of(split["train_start"]), parse_as_of(split["valid_end"]) + timedelta(microseconds=1))
     reference = fit_span_curves(
         Path(curves["events_dir"]),
@@ -300,7 +307,12 @@ def _cross_check(trained: dict[str, Any], out_dir: Path, curves: dict[str, Any],
         features=settings.features,
         maturity_share=settings.training.maturity_share,
     )
-    return compare_model_curves(model, reference), against_published
+    published = out_dir / "curves.parquet"
+    return (
+        compare_model_curves(model, reference),
+        against_published,
+        compare_model_curves(empirical_points(reference), published),
+    )
 
 
 # ------------------------------------------------------------------------------------------- the DAG's params

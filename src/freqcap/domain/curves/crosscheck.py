@@ -9,6 +9,10 @@ with the empirical CI at each n the empirical curve supports. A 95 % interval mi
 `max_outside_share` of the points (and at least `min_outside` of them), or when the caps they imply at the
 same floor differ by more than `max_cap_gap` exposures (when a floor is given).
 
+`empirical_points(curves)` turns a fit's own curves into the same shape, so that one empirical curve can be
+compared with another by the same rule: the yardstick for a model trained on part of the data (the empirical
+curves of that part against those of all of it).
+
 Only curves with enough support are compared: an empirical curve that is its parent's (`fallback` other than
 `none`: the cohort had too little support for its own) is listed with `compared` False and never flagged, and
 a model point resting on fewer than `min_model_support` rows (the model curve's `support`, when it has one)
@@ -24,6 +28,15 @@ import pandas as pd
 
 from freqcap.domain.curves.caps import leading_above
 from freqcap.domain.curves.smooth import monotone_tail
+
+
+def empirical_points(curves: pd.DataFrame) -> pd.DataFrame:
+    """A fit's own curves (not its fallbacks to a parent's) as a "model" curve for `compare_model_curves`: cohort,
+    level, n, rate and support (each point's rows)."""
+    own = curves
+    if "fallback" in curves.columns:
+        own = curves[curves["fallback"].fillna("none") == "none"]
+    return own[["cohort", "level", "n", "rate", "support"]].reset_index(drop=True)
 
 
 def compare_model_curves(

@@ -8,6 +8,7 @@ import pytest
 
 from freqcap.domain.curves import FloorSpec, compare_model_curves, select_cap
 from freqcap.domain.curves.core import FitConfig, propose_caps
+from freqcap.domain.curves.crosscheck import empirical_points
 from freqcap.domain.curves.estimate import smooth_curve
 from freqcap.domain.curves.policy import build_policy
 from freqcap.domain.policy import dump_policy, load_policy, parse_policy
@@ -177,3 +178,23 @@ def test_crosscheck_skips_fallback_curves_and_thin_model_points() -> None:
     thin = flat.assign(support=np.where(flat["n"] == 1, 1000, 5))
     one = compare_model_curves(thin, curves).set_index("cohort").loc["cold/impression_only"]
     assert one["points"] == 1
+
+
+def test_an_empirical_curve_is_compared_with_another_by_the_same_rule() -> None:
+    """`empirical_points`: a fit's own curves as a "model" (the yardstick of a model trained on part of the data)."""
+    curves = _curves()
+    curves = curves[curves["cohort"].isin(["cold/impression_only", "cold/engaged"])].copy()
+    curves["fallback"] = np.where(curves["cohort"] == "cold/engaged", "audience", "none")
+    points = empirical_points(curves)
+    assert set(points.columns) == {"cohort", "level", "n", "rate", "support"}
+    assert set(points["cohort"]) == {"cold/impression_only"}  # a fallback is its parent's curve, not its own
+    own = curves[curves["cohort"] == "cold/impression_only"]
+    assert points["rate"].tolist() == own["rate"].tolist() and points["support"].tolist() == own["support"].tolist()
+    # another part of the data whose curve falls faster from n = 4 on: outside the reference's CI where brute force
+    # says so, and flagged by the rule's thresholds (more than 20 % of the points, at least 2)
+    steeper = own.assign(rate=np.where(own["n"] >= 4, own["rate"] * 0.6, own["rate"]))
+    flags = compare_model_curves(empirical_points(steeper), own).set_index("cohort").loc["cold/impression_only"]
+    bounds = zip(steeper["rate"], own["ci_low"], own["ci_high"], strict=True)
+    outside = sum(not (lo <= r <= hi) for r, lo, hi in bounds)
+    assert outside == len(own) - 3 and flags["outside"] == outside and flags["flagged"]
+    assert not compare_model_curves(points, own)["flagged"].any()
