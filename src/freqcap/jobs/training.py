@@ -258,8 +258,9 @@ def attach_curves_job(
     mc.log_metric(run_id, "curve_disagreements_published", int(against_published["flagged"].sum()))
     mc.log_text(run_id, comparison.to_csv(index=False), "curves/model_vs_empirical.csv")
     mc.log_text(run_id, against_published.to_csv(index=False), "curves/model_vs_published.csv")
+    yardstick = None if span_vs_published is None else int(span_vs_published["flagged"].sum())
     if span_vs_published is not None:  # the yardstick of the line above: no model, the span's own curves
-        mc.log_metric(run_id, "span_disagreements_published", int(span_vs_published["flagged"].sum()))
+        mc.log_metric(run_id, "span_disagreements_published", yardstick)
         mc.log_text(run_id, span_vs_published.to_csv(index=False), "curves/span_vs_published.csv")
     if flagged:
         log.warning(
@@ -277,7 +278,7 @@ def attach_curves_job(
         "curve_disagreements": flagged,
         "curve_pairs_compared": len(comparison),
         "curve_disagreements_published": int(against_published["flagged"].sum()),
-        "span_disagreements_published": None if span_vs_published is None else int(span_vs_published["flagged"].sum()),
+        "span_disagreements_published": yardstick,
     }
 
 
@@ -295,7 +296,8 @@ def _cross_check(trained: dict[str, Any], out_dir: Path, curves: dict[str, Any],
 
     local = mlflow.artifacts.download_artifacts(run_id=trained["run_id"], artifact_path="curves/model_curve.parquet")
     model = pd.read_parquet(local)
-    against_published = compare_model_curves(model, out_dir / "curves.parquet")
+    published = out_dir / "curves.parquet"
+    against_published = compare_model_curves(model, published)
     split = trained.get("split") or {}
     if not curves.get("events_dir") or not split.get("train_start") or not split.get("valid_end"):
         return against_published, against_published, None  # an older run's summary: the published curves only
@@ -307,7 +309,6 @@ def _cross_check(trained: dict[str, Any], out_dir: Path, curves: dict[str, Any],
         features=settings.features,
         maturity_share=settings.training.maturity_share,
     )
-    published = out_dir / "curves.parquet"
     return (
         compare_model_curves(model, reference),
         against_published,
