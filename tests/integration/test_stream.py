@@ -485,6 +485,53 @@ def test_the_push_overlaps_the_next_micro_batch_and_the_counts_stay_exact(
         cleanup_redis(redis_client, settings)
 
 
+def test_a_full_pair_cache_evicts_unpinned_pairs_and_the_counts_stay_exact(
+    tmp_path, redis_connection_string, redis_client
+):
+    """`stream.cache_pairs` below the partition's pairs (270 pairs, a cache of 160, micro-batches of 20 events):
+    the worker evicts, oldest first and never a pair in use (this unit's, unpushed or being pushed), and reads
+    evicted pairs back from their rows. The cache stays within its bound at every commit and every pair's state
+    equals brute force over the distinct events (an evicted pair still to be pushed would come back older)."""
+    settings, _ = stream_settings(
+        tmp_path,
+        redis_connection_string,
+        batch_size="20",
+        flush_events="20",
+        commit_events="10",
+        cache_pairs="160",
+    )
+    rows = [
+        dict(r, event_id=f"c{i}")
+        for i, r in enumerate(random_events(13, 3000, T_B, T_B + timedelta(hours=5)).to_pylist())
+    ]
+    pairs = {(lv, r["user_id"], r[f"{lv}_id"]) for r in rows for lv in ("advertiser", "campaign", "ad")}
+    assert len(pairs) > 160
+    messages = [event_fields(r) for r in jitter_order(rows, timedelta(minutes=5), seed=13)]
+    store = open_store(settings, tmp_path / "feast")
+    from freqcap.adapters.feast.store import apply_definitions
+
+    apply_definitions(store, settings, tmp_path / "feast")
+    produce(redis_client, settings.stream.stream_key, messages, coverage_start=T_B)
+    sizes: list[int] = []
+    running: dict[str, object] = {}
+
+    def at(stage: str) -> None:  # the cache's size after every commit
+        if stage == "commit":
+            sizes.append(max(len(c.cache) for c in running["worker"].consumers.values()))
+
+    try:
+        with redis_worker(settings, store, consumer="e1", crash_hook=at) as worker:
+            running["worker"] = worker
+            stats = worker.run(until_caught_up=True)
+        assert stats.applied == len(rows)
+        assert stats.evicted > 0 and sizes and max(sizes) <= 160, (stats.evicted, max(sizes, default=None))
+        want, got = _state_buckets(redis_client, settings, with_pseudonyms(settings, rows), store)
+        assert got == want
+    finally:
+        store.teardown()
+        cleanup_redis(redis_client, settings)
+
+
 def test_kill_9_mid_stream_then_restart_gives_exact_counts(tmp_path, redis_connection_string, redis_client):
     settings, env = stream_settings(
         tmp_path, redis_connection_string, batch_size="100", flush_events="100", push_interval="0.05s"

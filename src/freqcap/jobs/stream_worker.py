@@ -42,6 +42,9 @@ class WorkerStats:
     # how long the consumer then still waited for them — steadily above zero: Redis, not the worker, is the limit.
     pushes_overlapped: int = 0
     push_wait_seconds: float = 0.0
+    # pair states dropped from memory to stay within `stream.cache_pairs` (read back from Redis when next needed):
+    # steadily high, the cache is too small for the partition's active pairs
+    evicted: int = 0
     dead_by_reason: dict[str, int] = field(default_factory=dict)
 
 
