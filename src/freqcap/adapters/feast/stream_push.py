@@ -426,6 +426,35 @@ class StreamRowEncoder:
         inner = fmt.PACKED_VAL_TAG + fmt.varint(len(body)) + body
         return _LIST_TAG + fmt.varint(len(inner)) + inner
 
+    def _long_lists(self, buckets: dict[int, int]) -> tuple[bytes, bytes]:
+        """Both lists of a kind with more than `_MEMO_BUCKETS` buckets; the per-bucket work in C (`map`, `join`):
+        the ends' varints from the memo (the missing ones added), the counts' from a table of the small ones."""
+        ends = sorted(buckets)
+        numbers = list(map(buckets.__getitem__, ends))
+        if 0 in numbers:  # a zero count is left out of the row, as for fewer buckets
+            ends = [e for e in ends if buckets[e]]
+            numbers = [n for n in numbers if n]
+        memo = self._ends
+        parts = list(map(memo.get, ends))
+        if None in parts:
+            if len(memo) > 100_000:
+                memo.clear()
+            for i, part in enumerate(parts):
+                if part is None:
+                    parts[i] = memo[ends[i]] = fmt.varint(ends[i])
+        if numbers and (max(numbers) >= len(_COUNT_VARINTS) or min(numbers) < 0):
+            counts = b"".join(map(fmt.varint, numbers))
+        else:
+            counts = b"".join(map(_COUNT_VARINTS.__getitem__, numbers))
+        return self._wrap(b"".join(parts)), self._wrap(counts)
+
+    @staticmethod
+    def _wrap(body: bytes) -> bytes:
+        if not body:
+            return fmt.EMPTY_INT64_LIST
+        inner = fmt.PACKED_VAL_TAG + fmt.varint(len(body)) + body
+        return _LIST_TAG + fmt.varint(len(inner)) + inner
+
     def values(self, counts: PairCounts) -> list[bytes]:
         out = []
         single = self._single
@@ -441,7 +470,7 @@ class StreamRowEncoder:
                         single.clear()
                     lists = single[item] = (self._list([item[0]], True), self._list([item[1]], False))
                 out += lists
-            else:
+            elif len(buckets) <= _MEMO_BUCKETS:
                 items = tuple(sorted(buckets.items()))
                 lists = self._multi.get(items)
                 if lists is None:
@@ -451,6 +480,8 @@ class StreamRowEncoder:
                     numbers = [n for _, n in items if n]
                     lists = self._multi[items] = (self._list(ends, True), self._list(numbers, False))
                 out += lists
+            else:  # a long-lived pair's many buckets: rarely the same twice, encoded without a per-bucket loop
+                out += self._long_lists(buckets)
         last = counts.last_imp_us
         if last is None:
             out.append(fmt.NULL_UNIX_TIMESTAMP)
@@ -467,6 +498,9 @@ class StreamRowEncoder:
 
 _LIST_TAG = fmt.TAGS[ValueType.INT64_LIST]
 _TS_TAG = fmt.TAGS[ValueType.UNIX_TIMESTAMP]
+# Up to this many buckets a kind's two lists are memoized by their items (an event's three pairs often share them).
+_MEMO_BUCKETS = 4
+_COUNT_VARINTS = tuple(fmt.varint(n) for n in range(1 << 14))  # counts per bucket: small
 _EMPTY_PAIR = (fmt.EMPTY_INT64_LIST, fmt.EMPTY_INT64_LIST)
 _HEADER = struct.Struct("<6Iq")  # the six list lengths, the last impression
 

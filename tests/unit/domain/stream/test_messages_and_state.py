@@ -159,8 +159,8 @@ def test_pair_state_encoding_round_trips():
 
 def test_row_encoding_equals_feasts_with_its_memos_warm():
     """The encoder's values (memoized lists and last impressions) equal Feast's own conversion of the same row, for
-    random pairs encoded in turn (shared and repeated bucket sets, zero counts, no impression), and a state marshalled
-    into the pending log comes back equal."""
+    random pairs encoded in turn (shared and repeated bucket sets, zero counts, no impression, and long-lived pairs
+    with many buckets and large counts), and a state marshalled into the pending log comes back equal."""
     from freqcap.adapters.feast.stream_push import PairState, RedisDirectPusher, pair_row
     from freqcap.adapters.stream.state import pack_pending, unpack_pending
 
@@ -174,6 +174,15 @@ def test_row_encoding_equals_feasts_with_its_memos_warm():
         if rng.random() < 0.2 and len(pair.buckets["i"]) > 1:  # a zero count among others: left out of the row
             pair.buckets["i"][next(iter(pair.buckets["i"]))] = 0
         pairs.append(pair)
+    for _ in range(100):  # long-lived pairs: more buckets than the encoder memoizes, large counts, zero counts
+        pair = PairCounts()
+        for _ in range(rng.randrange(5, 120)):
+            pair.add(rng.choice("iicv"), (1_790_000_000 + rng.randrange(1500) * 60) * 1_000_000, 60)
+        impressions = pair.buckets["i"]
+        if impressions and rng.random() < 0.3:
+            impressions[next(iter(impressions))] = rng.choice([0, 20_000, 1 << 40])  # beyond the counts' table
+        pairs.append(pair)
+    assert max(len(p.buckets["i"]) for p in pairs) > 40
     for pair in pairs + pairs[::-1]:
         row, _ = pair_row(PairState("ad", "u", "a", pair.buckets, pair.last_imp_us), 0)
         assert encoder.values(pair) == RedisDirectPusher.reference_encode(row)
