@@ -9,7 +9,9 @@ the worker process(es) and for redis-server: stable on a noisy 2-core box where 
 * drain: worker processes (`freqcap stream`) consume a pre-filled stream of N simulator events — parse, dedup,
   bucket counters, one atomic write per micro-batch, push of the changed pairs to Feast's Redis layout, ack. The
   workers start first and own their partitions, are paused (SIGSTOP) while the stream is filled, then resumed: the
-  window excludes start-up and production. One partition and one worker, then two partitions and two workers;
+  window excludes start-up and production. One partition and one worker, then two partitions and two workers.
+  These are cold starts (the world's first N events: nearly every pair is new). The warm drains apply those N
+  first, outside the window, and measure the next N, as a worker that has been running sees them;
 * lag at several rates: a producer paces simulator events into the stream while one worker runs (then two workers on
   two partitions at `--sharded-rates`); probe events (a user of their own, one every ~50 ms) are timed from just
   before their XADD until `get_online_features` on Feast's stream view returns them; p50/p99 over the probes, the
@@ -211,7 +213,11 @@ def drain(
     gc: str = "tuned",
     mode: str = "direct",
     overlap: bool = True,
+    warm: list[dict] | None = None,
 ) -> dict:
+    """Drain `messages` from a pre-filled stream. With `warm`, those (earlier) events are produced and applied
+    first, outside the measured window: the workers then hold their pairs in memory and the rows exist, as in a
+    worker that has been running, rather than on a cold start where nearly every pair is new."""
     from freqcap.adapters.stream.produce import produce
     from freqcap.adapters.stream.status import read_combined
     from freqcap.domain.stream.partitions import state_base
@@ -222,10 +228,25 @@ def drain(
     )
     store = _prepare(settings)
     client = server.client
-    memory0 = client.info("memory")["used_memory"]
     procs = _start_workers({**env, "FREQCAP_STREAM_GC": gc}, workers)
+    bases = [state_base(settings.stream.state_prefix, k) for k in range(partitions)]
+    unpushed = [f"{b}:{log}" for b in bases for log in ("unpushed", "pending")]
+    before = len(warm or ())
+
+    def wait_applied(n: int) -> None:  # until `n` events are applied and pushed (no unpushed names, no pending log)
+        while int(read_combined(client, settings.stream).get("applied", 0)) < n or client.exists(*unpushed):
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(next(p for p in procs if p.poll() is not None).stderr.read().decode()[-2000:])
+            time.sleep(0.005)
+
     try:
         _wait_owned(client, settings, procs)
+        if warm:
+            produce(client, settings.stream.stream_key, warm, partitions=partitions)
+            wait_applied(before)
+            time.sleep(1.0)  # the `pushed` counter reaches the status with the next status write
+        pushed0 = int(read_combined(client, settings.stream).get("pushed", 0))
+        memory0 = client.info("memory")["used_memory"]
         for p in procs:
             p.send_signal(signal.SIGSTOP)
         produce(client, settings.stream.stream_key, messages, partitions=partitions)
@@ -234,13 +255,7 @@ def drain(
         r0, t0 = server.cpu(), time.perf_counter()
         for p in procs:
             p.send_signal(signal.SIGCONT)
-        # Done when every event is applied and pushed (no unpushed names, no pending log left).
-        bases = [state_base(settings.stream.state_prefix, k) for k in range(partitions)]
-        unpushed = [f"{b}:{log}" for b in bases for log in ("unpushed", "pending")]
-        while int(read_combined(client, settings.stream).get("applied", 0)) < len(messages) or client.exists(*unpushed):
-            if any(p.poll() is not None for p in procs):
-                raise RuntimeError(next(p for p in procs if p.poll() is not None).stderr.read().decode()[-2000:])
-            time.sleep(0.005)
+        wait_applied(before + len(messages))
         seconds = time.perf_counter() - t0
         worker_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
         redis_cpu = server.cpu() - r0
@@ -265,6 +280,7 @@ def drain(
         "gc": gc,
         "mode": mode,
         "overlap": overlap,
+        "warm": before,
         "memory_mb": memory_mb,
         "events": n,
         "seconds": seconds,
@@ -272,8 +288,8 @@ def drain(
         "per_worker_per_s": n / seconds / workers,
         "worker_cpu_us": worker_cpu / n * 1e6,
         "redis_cpu_us": redis_cpu / n * 1e6,
-        "pairs_pushed": int(status.get("pushed", 0)),
-        "applied": int(status.get("applied", 0)),
+        "pairs_pushed": int(status.get("pushed", 0)) - pushed0,
+        "applied": int(status.get("applied", 0)) - before,
         "commands": commands,
     }
 
@@ -425,6 +441,10 @@ def lag_at(server: PrivateRedis, messages: list[dict], rate: float, seconds: flo
     }
 
 
+def _warm_label(d: dict) -> str:
+    return f" after {d['warm']:,} earlier events (warm)" if d.get("warm") else ""
+
+
 def _push_label(d: dict) -> str:
     if d["mode"] != "direct":
         return d["mode"]
@@ -448,8 +468,8 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
     for d in drains:
         rows.append(
             [
-                f"worker drain, {d['partitions']} partition(s), {d['workers']} worker process(es), {d['gc']} GC, "
-                f"push {_push_label(d)}: per worker (total {d['events_per_s']:,.0f}/s)",
+                f"worker drain{_warm_label(d)}, {d['partitions']} partition(s), {d['workers']} worker process(es), "
+                f"{d['gc']} GC, push {_push_label(d)}: per worker (total {d['events_per_s']:,.0f}/s)",
                 f"{d['per_worker_per_s']:,.0f}",
                 f"{d['per_worker_per_s'] / fl['xreadgroup_xack_per_s']:.2f}x",
                 f"{d['worker_cpu_us']:.1f}",
@@ -479,7 +499,8 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
         )
         + "\n\n"
         + "\n".join(
-            f"Drain {d['partitions']}p/{d['workers']}w ({d['gc']} GC, {_push_label(d)}): {d['events']:,} events in "
+            f"Drain {d['partitions']}p/{d['workers']}w{_warm_label(d)} ({d['gc']} GC, {_push_label(d)}): "
+            f"{d['events']:,} events in "
             f"{d['seconds']:.2f} s, "
             f"{d['pairs_pushed']:,} pair rows pushed to Feast's Redis layout."
             for d in drains
@@ -519,8 +540,14 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
     )
     # The default configuration's drain (tuned GC, direct push, overlapped), the first one run.
     default = next(
-        (d for d in drains if d["gc"] == "tuned" and d["mode"] == "direct" and d["overlap"] and d["workers"] == 1), None
+        (
+            d
+            for d in drains
+            if d["gc"] == "tuned" and d["mode"] == "direct" and d["overlap"] and d["workers"] == 1 and not d["warm"]
+        ),
+        None,
     )
+    warm = next((d for d in drains if d["warm"] and d["workers"] == 1), None)
     if default is not None and default.get("commands"):
         body += (
             "\n\nWhere Redis's CPU goes, command by command, in the first drain of the default configuration (1 "
@@ -532,6 +559,12 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
             "process has not refreshed it within the hour (`EXPIRE`, the first write of every new pair). The "
             "atomic commit of each unit (dedup marks, pending log, counters) is the `EVALSHA`; `HGETALL` and "
             "`EXISTS` include the benchmark's own polling for the end of the drain.\n\n" + _command_table(default)
+        )
+    if warm is not None and warm.get("commands"):
+        body += (
+            f"\n\nThe same for the warm drain (1 partition, 1 worker, after {warm['warm']:,} earlier events: the "
+            f"next {warm['events']:,} events of the world; Redis CPU {warm['redis_cpu_us']:.1f} µs per event):\n\n"
+            + _command_table(warm)
         )
     write_result("stream", "Streaming worker: throughput, CPU per event and end-to-end lag", body)
     (RESULTS / "stream.json").write_text(
@@ -549,8 +582,10 @@ def main() -> None:
     args = parser.parse_args()
     command = "python benchmarks/bench_stream.py " + " ".join(sys.argv[1:])
     load_before = os.getloadavg()
-    messages = _events(args.events)
-    print(f"{len(messages)} simulator events", flush=True)
+    # The first N events (every drain, the lag runs), then the next N (the warm drains, after the first N).
+    everything = _events(2 * args.events)
+    messages, later = everything[: args.events], everything[args.events :]
+    print(f"{len(messages)} + {len(later)} simulator events", flush=True)
     server = PrivateRedis()
     try:
         fl = floor(server, messages, args.batch)
@@ -567,6 +602,10 @@ def main() -> None:
             (2, 2, "tuned", "direct", True),
         ):
             d = drain(server, messages, partitions, workers, gc, mode, overlap)
+            print("drain", d, flush=True)
+            drains.append(d)
+        for partitions, workers in ((1, 1), (2, 2)):  # a worker that has been running: the next N events
+            d = drain(server, later, partitions, workers, warm=messages)
             print("drain", d, flush=True)
             drains.append(d)
         lags = []

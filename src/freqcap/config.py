@@ -411,7 +411,8 @@ class StreamConfig(_Frozen):
     # A worker owns a partition while it renews this lease; a dead worker's partitions are taken over after it
     # expires (all of its pending entries claimed before anything new is read).
     lease_ttl: str = "10s"
-    # Pair states kept in the worker's memory (read from Redis on a miss; oldest first out).
+    # Pair states kept in the worker's memory (read from Redis on a miss; oldest not in use first out, down to 5 %
+    # below this in one pass).
     cache_pairs: int = Field(200_000, gt=0)
     # Unused since partitions are owned by lease (takeover claims every pending entry at once); kept so older
     # settings files still load.
