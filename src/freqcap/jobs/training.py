@@ -254,12 +254,13 @@ def attach_curves_job(
             mc.log_artifact(run_id, str(path), artifact_path="curves" if path.suffix != ".png" else "curves/plots")
     comparison, against_published, span_vs_published = _cross_check(trained, out_dir, curves, settings)
     flagged = int(comparison["flagged"].sum())
+    flagged_published = int(against_published["flagged"].sum())
     mc.log_metric(run_id, "curve_disagreements", flagged)
-    mc.log_metric(run_id, "curve_disagreements_published", int(against_published["flagged"].sum()))
+    mc.log_metric(run_id, "curve_disagreements_published", flagged_published)
     mc.log_text(run_id, comparison.to_csv(index=False), "curves/model_vs_empirical.csv")
     mc.log_text(run_id, against_published.to_csv(index=False), "curves/model_vs_published.csv")
     yardstick = None if span_vs_published is None else int(span_vs_published["flagged"].sum())
-    if span_vs_published is not None:  # the yardstick of the line above: no model, the span's own curves
+    if yardstick is not None:  # the yardstick of the line above: no model, the span's own curves
         mc.log_metric(run_id, "span_disagreements_published", yardstick)
         mc.log_text(run_id, span_vs_published.to_csv(index=False), "curves/span_vs_published.csv")
     if flagged:
@@ -277,7 +278,7 @@ def attach_curves_job(
         "promoted": gated["promoted"],
         "curve_disagreements": flagged,
         "curve_pairs_compared": len(comparison),
-        "curve_disagreements_published": int(against_published["flagged"].sum()),
+        "curve_disagreements_published": flagged_published,
         "span_disagreements_published": yardstick,
     }
 

@@ -423,8 +423,7 @@ class StreamRowEncoder:
             body = b"".join(parts)
         else:
             body = b"".join(map(fmt.varint, values))
-        inner = fmt.PACKED_VAL_TAG + fmt.varint(len(body)) + body
-        return _LIST_TAG + fmt.varint(len(inner)) + inner
+        return self._wrap(body)
 
     def _long_lists(self, buckets: dict[int, int]) -> tuple[bytes, bytes]:
         """Both lists of a kind with more than `_MEMO_BUCKETS` buckets; the per-bucket work in C (`map`, `join`):
@@ -450,6 +449,7 @@ class StreamRowEncoder:
 
     @staticmethod
     def _wrap(body: bytes) -> bytes:
+        """An Int64List ValueProto around the packed varints `body` (the empty list's own encoding when empty)."""
         if not body:
             return fmt.EMPTY_INT64_LIST
         inner = fmt.PACKED_VAL_TAG + fmt.varint(len(body)) + body
