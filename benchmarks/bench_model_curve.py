@@ -128,7 +128,7 @@ def decomposition(frame, predictions, label, published, world: str, variant: str
     return rows
 
 
-def measure(users: int, days: int, seed: int) -> tuple[list[dict], list[dict]]:
+def measure(users: int, days: int, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -154,7 +154,7 @@ def measure(users: int, days: int, seed: int) -> tuple[list[dict], list[dict]]:
     yard = compare_model_curves(empirical_points(own_span), curves / "curves.parquet")
     yard = yard[yard["points"] > 0]
     half_life_us = {t.level: t.half_life_seconds * 1e6 for t in settings.features.tiers}
-    results, entries = [], []
+    results, entries, flagged = [], [], []
     for name, overrides in VARIANTS.items():
         started = time.perf_counter()
         model = train_model(
@@ -175,6 +175,8 @@ def measure(users: int, days: int, seed: int) -> tuple[list[dict], list[dict]]:
                 "label": name,
                 "rounds": model.best_iteration + 1,
                 "flagged_span": int(like["flagged"].sum()),
+                "shape_span": int(like["shape_flagged"].sum()),
+                "level_span": int(like["level_outside"].sum()),
                 "compared_span": len(like),
                 "points_span": int(like["points"].sum()),
                 "outside_span": int(like["outside"].sum()),
@@ -194,6 +196,19 @@ def measure(users: int, days: int, seed: int) -> tuple[list[dict], list[dict]]:
         print(results[-1], flush=True)
         if overrides:
             continue  # the decomposition below: the default model only
+        for _, f in like[like["flagged"]].iterrows():
+            flagged.append(
+                {
+                    "world": results[-1]["world"],
+                    "cohort": f["cohort"],
+                    "level": f["level"],
+                    "outside": f"{f['outside']} of {f['points']}",
+                    "level_log_ratio": float(f["level_log_ratio"]),
+                    "level_outside": bool(f["level_outside"]),
+                    "shape": f"{f['shape_outside']} of {f['shape_points']}",
+                    "shape_flagged": bool(f["shape_flagged"]),
+                }
+            )
         config = _config(overrides)
         if config.label.credit == "deconvolved":  # what the model was fitted on: the EM credit of the training rows
             label = deconvolved_label(
@@ -205,19 +220,20 @@ def measure(users: int, days: int, seed: int) -> tuple[list[dict], list[dict]]:
         else:
             label = frame[config.label.target_column].to_numpy(dtype=float)
         entries += decomposition(frame, model.predict(frame), label, published, results[-1]["world"], name)
-    return results, entries
+    return results, entries, flagged
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--worlds", default="2500:14:7,20000:14:7,20000:14:11", help="users:days:seed,...")
     args = ap.parse_args()
-    results, entries = [], []
+    results, entries, flagged = [], [], []
     for spec in args.worlds.split(","):
         users, days, seed = (int(x) for x in spec.split(":"))
-        r, e = measure(users, days, seed)
+        r, e, f = measure(users, days, seed)
         results += r
         entries += e
+        flagged += f
     body = (
         f"Command: `.venv/bin/python benchmarks/bench_model_curve.py --worlds {args.worlds}`. Default model config "
         "(`resources/models/conversion.yaml`) but for what each variant names; the published curves with their defaults; "
@@ -229,8 +245,11 @@ def main() -> None:
         "the same estimator over the impressions, and their runs' entries, from the training set's first to its "
         "last impression); **against published** with the curves published from all events, which also follow "
         "runs past the training set's end (it stops a label horizon before the data do): their long runs are "
-        "slower ones, which the model never sees. Points: model points compared, outside: of those, outside the "
-        "empirical 95 % CI. **Span vs published (no model)**: the yardstick of the published comparison, the "
+        "slower ones, which the model never sees. **Of which by shape**: the cohort × levels whose exposure response "
+        "alone (the model's curve re-anchored at the span's first-exposure rate, n ≥ 2) is flagged by the same "
+        "rule; **first rate outside**: those whose model first-exposure rate is outside the span's CI (the level; "
+        "of every compared cohort × level, flagged or not). Points: model points compared, outside: of those, "
+        "outside the empirical 95 % CI. **Span vs published (no model)**: the yardstick of the published comparison, the "
         "training span's own empirical curves (`fit_span_curves`) compared with the published ones by the same rule "
         "(`empirical_points`, logged by training as `span_disagreements_published`): how far the two populations' "
         "curves part with no model involved.\n\n"
@@ -241,6 +260,8 @@ def main() -> None:
             "label",
             "rounds",
             "curve_disagreements",
+            "of which by shape",
+            "first rate outside",
             "points outside",
             "against published",
             "points outside (published)",
@@ -255,6 +276,8 @@ def main() -> None:
                 r["label"],
                 r["rounds"],
                 f"{r['flagged_span']} of {r['compared_span']} ({r['flagged_span'] / max(r['compared_span'], 1):.0%})",
+                str(r["shape_span"]),
+                str(r["level_span"]),
                 f"{r['outside_span']} of {r['points_span']}",
                 f"{r['flagged']} of {r['compared']} ({r['flagged'] / max(r['compared'], 1):.0%})",
                 f"{r['outside']} of {r['points']}",
@@ -264,6 +287,39 @@ def main() -> None:
                 f"{r['seconds']:.0f}",
             ]
             for r in results
+        ],
+    )
+    body += (
+        "\n\n## Level or shape: the default model's flagged cohort × levels\n\nEach cohort × level that "
+        "`curve_disagreements` counts, split as `compare_model_curves` splits it: the **level**, the model's "
+        "first-exposure rate against the span's (log ratio; outside: beyond the empirical 95 % CI at n = 1), and "
+        "the **shape**, the model's curve re-anchored at the span's first-exposure rate, points n ≥ 2 outside the "
+        "CI and whether that alone is flagged by the same rule (the exposure response, which the caps are read "
+        "from, with the level taken out).\n\n"
+    )
+    body += table(
+        [
+            "world",
+            "cohort",
+            "level",
+            "points outside",
+            "level (log model / span)",
+            "first rate outside",
+            "shape: outside",
+            "shape flagged",
+        ],
+        [
+            [
+                f["world"],
+                f["cohort"],
+                f["level"],
+                f["outside"],
+                f"{f['level_log_ratio']:+.2f}",
+                "yes" if f["level_outside"] else "no",
+                f["shape"],
+                "yes" if f["shape_flagged"] else "no",
+            ]
+            for f in flagged
         ],
     )
     body += (
@@ -296,7 +352,7 @@ def main() -> None:
     )
     write_result("model_curve", "The model's exposure curve against the empirical one", body)
     (Path(__file__).resolve().parent / "results" / "model_curve.json").write_text(
-        json.dumps({"results": results, "entries": entries}, indent=1)
+        json.dumps({"results": results, "entries": entries, "flagged": flagged}, indent=1)
     )
 
 

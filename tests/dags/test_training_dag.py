@@ -70,6 +70,13 @@ def test_training_dag_end_to_end(world, monkeypatch, airflow_db):
         mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="curves/span_vs_published.csv")
     )
     assert metrics["span_disagreements_published"] == int(yardstick["flagged"].sum())
+    # the split of `curve_disagreements` into shape and level, counted from the logged comparison
+    comparison = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="curves/model_vs_empirical.csv")
+    )
+    assert metrics["curve_disagreements"] == int(comparison["flagged"].sum())
+    assert metrics["curve_shape_disagreements"] == int(comparison["shape_flagged"].sum())
+    assert metrics["curve_level_disagreements"] == int(comparison["level_outside"].sum())
     policy_file = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="curves/policy.yaml")
     policy = load_policy(policy_file)
     assert run.data.tags["freqcap.policy_version"] == policy.version

@@ -256,6 +256,10 @@ def attach_curves_job(
     flagged = int(comparison["flagged"].sum())
     flagged_published = int(against_published["flagged"].sum())
     mc.log_metric(run_id, "curve_disagreements", flagged)
+    # what kind: the exposure response (re-anchored at the empirical first rate) or the cohort's level
+    shape, level = _disagreement_kinds(comparison)
+    mc.log_metric(run_id, "curve_shape_disagreements", shape)
+    mc.log_metric(run_id, "curve_level_disagreements", level)
     mc.log_metric(run_id, "curve_disagreements_published", flagged_published)
     mc.log_text(run_id, comparison.to_csv(index=False), "curves/model_vs_empirical.csv")
     mc.log_text(run_id, against_published.to_csv(index=False), "curves/model_vs_published.csv")
@@ -265,7 +269,11 @@ def attach_curves_job(
         mc.log_text(run_id, span_vs_published.to_csv(index=False), "curves/span_vs_published.csv")
     if flagged:
         log.warning(
-            "model and empirical curves disagree for %d cohort x level(s): see curves/model_vs_empirical.csv", flagged
+            "model and empirical curves disagree for %d cohort x level(s) (%d by shape, %d first rates outside the"
+            " CI): see curves/model_vs_empirical.csv",
+            flagged,
+            shape,
+            level,
         )
     mc.set_tag(run_id, "freqcap.policy_version", policy.version)
     mc.set_model_version_tag(gated["registered_model"], gated["version"], "policy_version", policy.version)
@@ -277,10 +285,20 @@ def attach_curves_job(
         "model_version": gated["version"],
         "promoted": gated["promoted"],
         "curve_disagreements": flagged,
+        "curve_shape_disagreements": shape,
+        "curve_level_disagreements": level,
         "curve_pairs_compared": len(comparison),
         "curve_disagreements_published": flagged_published,
         "span_disagreements_published": yardstick,
     }
+
+
+def _disagreement_kinds(comparison: pd.DataFrame) -> tuple[int, int]:
+    """(cohort × levels whose shape disagrees, whose model first-exposure rate is outside the empirical CI); a
+    comparison with nothing compared (no columns) counts none."""
+    if "shape_flagged" not in comparison.columns:
+        return 0, 0
+    return int(comparison["shape_flagged"].sum()), int(comparison["level_outside"].sum())
 
 
 def _cross_check(trained: dict[str, Any], out_dir: Path, curves: dict[str, Any], settings: Settings):

@@ -13,6 +13,14 @@ same floor differ by more than `max_cap_gap` exposures (when a floor is given).
 compared with another by the same rule: the yardstick for a model trained on part of the data (the empirical
 curves of that part against those of all of it).
 
+Each flagged pair is also split into its **level** and its **shape**, because the two call for different fixes.
+`level_log_ratio` / `level_outside` compare the model's first-exposure rate with the empirical one (n = 1): a
+model whose calibration for the cohort is off. `shape_outside` / `shape_flagged` re-anchor the model's curve at
+the empirical first-exposure rate (model × empirical rate(1) / model rate(1)) and apply the same rule to the
+points n ≥ 2: the exposure response itself, what a cap is read from, with the level taken out. The re-anchored
+point is compared with the rate's CI, which also carries the first rate's sampling variance (a little wider than
+the ratio's own). A pair flagged only by level has the empirical curve's shape at another height.
+
 Only curves with enough support are compared: an empirical curve that is its parent's (`fallback` other than
 `none`: the cohort had too little support for its own) is listed with `compared` False and never flagged, and
 a model point resting on fewer than `min_model_support` rows (the model curve's `support`, when it has one)
@@ -51,7 +59,9 @@ def compare_model_curves(
 ) -> pd.DataFrame:
     """One row per cohort × level present in both: points, outside (model outside the CI), share_outside,
     mean_log_ratio (model vs empirical, >0: model higher), max_abs_z, cap_empirical, cap_model, flagged,
-    reason, compared. Pairs present only on one side are listed with flagged=True and a reason."""
+    reason, compared, and the split into level (level_log_ratio, level_outside) and shape (shape_points,
+    shape_outside, shape_flagged; see the module docstring). Pairs present only on one side are listed with
+    flagged=True and a reason."""
     if not isinstance(empirical, pd.DataFrame):
         empirical = pd.read_parquet(empirical)
     borrowed: set[tuple[str, str]] = set()
@@ -85,6 +95,7 @@ def compare_model_curves(
         reasons = []
         if n_out >= min_outside and share > max_outside_share:
             reasons.append(f"model outside the empirical CI at {n_out} of {len(g)} exposures")
+        level, shape = _level_and_shape(g, min_outside, max_outside_share)
         cap_e = cap_m = None
         if relative_floor is not None:
             emp_curve = g["rate_smooth"].to_numpy() if "rate_smooth" in g else g["rate"].to_numpy()
@@ -107,6 +118,8 @@ def compare_model_curves(
                 "flagged": bool(reasons),
                 "reason": "; ".join(reasons),
                 "compared": True,
+                **level,
+                **shape,
             }
         )
     for key in sorted(borrowed):
@@ -118,6 +131,7 @@ def compare_model_curves(
                 "flagged": False,
                 "reason": "empirical curve is a fallback to its parent's: too little support to compare",
                 "compared": False,
+                **_NOT_COMPARED,
             }
         )
     for key in sorted((keys_emp ^ keys_model) - borrowed):
@@ -130,6 +144,41 @@ def compare_model_curves(
                 "flagged": True,
                 "reason": f"only in {side}",
                 "compared": True,
+                **_NOT_COMPARED,
             }
         )
     return pd.DataFrame(rows)
+
+
+# the level and shape columns of a pair that is not compared (or only on one side)
+_NOT_COMPARED = {
+    "level_log_ratio": np.nan,
+    "level_outside": False,
+    "shape_points": 0,
+    "shape_outside": 0,
+    "shape_flagged": False,
+}
+
+
+def _level_and_shape(g: pd.DataFrame, min_outside: int, max_outside_share: float) -> tuple[dict, dict]:
+    """The pair's level (the model's first-exposure rate against the empirical one and its CI) and its shape (the
+    model re-anchored at the empirical first rate, points n ≥ 2, by the same rule); see the module docstring.
+    Without a first-exposure point on both sides neither is known (NaN level, no shape points)."""
+    first = g[g["n"] == 1]
+    level = {"level_log_ratio": np.nan, "level_outside": False}
+    shape = {"shape_points": 0, "shape_outside": 0, "shape_flagged": False}
+    if first.empty or not (first["rate"].iloc[0] > 0 and first["rate_model"].iloc[0] > 0):
+        return level, shape
+    emp_first, model_first = float(first["rate"].iloc[0]), float(first["rate_model"].iloc[0])
+    level["level_log_ratio"] = float(np.log(model_first / emp_first))
+    level["level_outside"] = bool(not first["ci_low"].iloc[0] <= model_first <= first["ci_high"].iloc[0])
+    later = g[g["n"] >= 2]
+    anchored = later["rate_model"] * (emp_first / model_first)
+    n_out = int(((anchored < later["ci_low"]) | (anchored > later["ci_high"])).sum())
+    share = n_out / len(later) if len(later) else 0.0
+    shape.update(
+        shape_points=len(later),
+        shape_outside=n_out,
+        shape_flagged=bool(n_out >= min_outside and share > max_outside_share),
+    )
+    return level, shape

@@ -198,3 +198,34 @@ def test_an_empirical_curve_is_compared_with_another_by_the_same_rule() -> None:
     outside = sum(not (lo <= r <= hi) for r, lo, hi in bounds)
     assert outside == len(own) - 3 and flags["outside"] == outside and flags["flagged"]
     assert not compare_model_curves(points, own)["flagged"].any()
+
+
+def test_a_disagreement_is_split_into_level_and_shape() -> None:
+    """A model at the right shape but another height is flagged by level only; one at the right height whose curve
+    falls faster is flagged by shape. Checked against the points counted by hand."""
+    curves = _curves()
+    own = curves[curves["cohort"] == "cold/impression_only"]
+    points = empirical_points(own)
+    # 30 % below at every n: the first point leaves the CI, the re-anchored curve is the empirical one
+    lower = compare_model_curves(points.assign(rate=points["rate"] * 0.7), own).iloc[0]
+    first = own[own["n"] == 1].iloc[0]
+    assert lower["flagged"] and lower["level_outside"] and not (first["ci_low"] <= first["rate"] * 0.7)
+    assert lower["level_log_ratio"] == pytest.approx(np.log(0.7))
+    assert lower["shape_points"] == len(own) - 1 and lower["shape_outside"] == 0 and not lower["shape_flagged"]
+    # the right first rate, 40 % lower from n = 4 on: the same count of points outside, by shape
+    steeper = points.assign(rate=np.where(points["n"] >= 4, points["rate"] * 0.6, points["rate"]))
+    split = compare_model_curves(steeper, own).iloc[0]
+    by_hand = sum(
+        not (lo <= r <= hi)
+        for n, r, lo, hi in zip(own["n"], steeper["rate"], own["ci_low"], own["ci_high"], strict=True)
+        if n >= 2
+    )
+    assert by_hand >= 2 and split["shape_outside"] == by_hand and split["shape_flagged"]
+    assert split["level_log_ratio"] == pytest.approx(0.0) and not split["level_outside"]
+    # both at once: re-anchoring takes the level out before the shape is judged
+    both = compare_model_curves(steeper.assign(rate=steeper["rate"] * 0.7), own).iloc[0]
+    assert both["level_outside"] and both["shape_outside"] == by_hand and both["shape_flagged"]
+    # a pair not compared (its empirical curve is a fallback) has neither
+    fallback = own.assign(fallback="audience")
+    none = compare_model_curves(points, fallback).iloc[0]
+    assert not none["compared"] and not none["shape_flagged"] and none["shape_points"] == 0
