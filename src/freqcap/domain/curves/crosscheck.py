@@ -95,7 +95,7 @@ def compare_model_curves(
         reasons = []
         if n_out >= min_outside and share > max_outside_share:
             reasons.append(f"model outside the empirical CI at {n_out} of {len(g)} exposures")
-        level, shape = _level_and_shape(g, min_outside, max_outside_share)
+        split = _level_and_shape(g, min_outside, max_outside_share)
         cap_e = cap_m = None
         if relative_floor is not None:
             emp_curve = g["rate_smooth"].to_numpy() if "rate_smooth" in g else g["rate"].to_numpy()
@@ -118,8 +118,7 @@ def compare_model_curves(
                 "flagged": bool(reasons),
                 "reason": "; ".join(reasons),
                 "compared": True,
-                **level,
-                **shape,
+                **split,
             }
         )
     for key in sorted(borrowed):
@@ -150,7 +149,7 @@ def compare_model_curves(
     return pd.DataFrame(rows)
 
 
-# the level and shape columns of a pair that is not compared (or only on one side)
+# the level and shape columns of a pair that is not compared (or only on one side, or has no n = 1 point)
 _NOT_COMPARED = {
     "level_log_ratio": np.nan,
     "level_outside": False,
@@ -160,25 +159,24 @@ _NOT_COMPARED = {
 }
 
 
-def _level_and_shape(g: pd.DataFrame, min_outside: int, max_outside_share: float) -> tuple[dict, dict]:
+def _level_and_shape(g: pd.DataFrame, min_outside: int, max_outside_share: float) -> dict[str, object]:
     """The pair's level (the model's first-exposure rate against the empirical one and its CI) and its shape (the
     model re-anchored at the empirical first rate, points n ≥ 2, by the same rule); see the module docstring.
     Without a first-exposure point on both sides neither is known (NaN level, no shape points)."""
+    out: dict[str, object] = dict(_NOT_COMPARED)
     first = g[g["n"] == 1]
-    level = {"level_log_ratio": np.nan, "level_outside": False}
-    shape = {"shape_points": 0, "shape_outside": 0, "shape_flagged": False}
     if first.empty or not (first["rate"].iloc[0] > 0 and first["rate_model"].iloc[0] > 0):
-        return level, shape
+        return out
     emp_first, model_first = float(first["rate"].iloc[0]), float(first["rate_model"].iloc[0])
-    level["level_log_ratio"] = float(np.log(model_first / emp_first))
-    level["level_outside"] = bool(not first["ci_low"].iloc[0] <= model_first <= first["ci_high"].iloc[0])
     later = g[g["n"] >= 2]
     anchored = later["rate_model"] * (emp_first / model_first)
     n_out = int(((anchored < later["ci_low"]) | (anchored > later["ci_high"])).sum())
     share = n_out / len(later) if len(later) else 0.0
-    shape.update(
+    out.update(
+        level_log_ratio=float(np.log(model_first / emp_first)),
+        level_outside=bool(not first["ci_low"].iloc[0] <= model_first <= first["ci_high"].iloc[0]),
         shape_points=len(later),
         shape_outside=n_out,
         shape_flagged=bool(n_out >= min_outside and share > max_outside_share),
     )
-    return level, shape
+    return out
