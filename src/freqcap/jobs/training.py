@@ -257,7 +257,7 @@ def attach_curves_job(
     flagged_published = int(against_published["flagged"].sum())
     mc.log_metric(run_id, "curve_disagreements", flagged)
     # what kind: the exposure response (re-anchored at the empirical first rate) or the cohort's level
-    shape, level = _disagreement_kinds(comparison)
+    shape, level = int(comparison["shape_flagged"].sum()), int(comparison["level_outside"].sum())
     mc.log_metric(run_id, "curve_shape_disagreements", shape)
     mc.log_metric(run_id, "curve_level_disagreements", level)
     mc.log_metric(run_id, "curve_disagreements_published", flagged_published)
@@ -291,14 +291,6 @@ def attach_curves_job(
         "curve_disagreements_published": flagged_published,
         "span_disagreements_published": yardstick,
     }
-
-
-def _disagreement_kinds(comparison: pd.DataFrame) -> tuple[int, int]:
-    """(cohort × levels whose shape disagrees, whose model first-exposure rate is outside the empirical CI); a
-    comparison with nothing compared (no columns) counts none."""
-    if "shape_flagged" not in comparison.columns:
-        return 0, 0
-    return int(comparison["shape_flagged"].sum()), int(comparison["level_outside"].sum())
 
 
 def _cross_check(trained: dict[str, Any], out_dir: Path, curves: dict[str, Any], settings: Settings):
