@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from freqcap.adapters.feast.native import row_codec_name
 from freqcap.config import StreamConfig
 from freqcap.domain.privacy import Pseudonymizer
 from freqcap.jobs.stream_partition import LostPartition, PartitionConsumer
@@ -87,6 +88,7 @@ class StreamWorker:
 
     def run(self, until_caught_up: bool = False, max_seconds: float | None = None) -> WorkerStats:
         started = time.monotonic()
+        log.info("stream worker: row codec %s (freqcap.adapters.feast.native)", row_codec_name())
         try:
             while not self._stop.is_set():
                 self._manage()

@@ -29,6 +29,7 @@ from feast.value_type import ValueType
 
 from freqcap.adapters.feast import online_format as fmt
 from freqcap.adapters.feast.cluster_routing import ClusterTopology, key_slot, round_trip_by_node
+from freqcap.adapters.feast.native import row_codec
 from freqcap.adapters.feast.repo.feature_views import STREAM_FEATURES, stream_view_name
 from freqcap.adapters.stream.resp import round_trip
 from freqcap.domain.stream.buckets import KIND_PREFIX, PairCounts
@@ -135,9 +136,10 @@ class RedisDirectPusher:
         # HSET <key> _ts:<view> <ts> <field> <value> ...: the command header and the field names, pre-packed.
         n_args = 2 + 2 * (1 + len(STREAM_FEATURES))
         self._packed = {
-            level: (b"*%d\r\n$4\r\nHSET\r\n" % n_args, [_bulk(f.ts), *[_bulk(name) for name in f.features]])
+            level: (b"*%d\r\n$4\r\nHSET\r\n" % n_args, (_bulk(f.ts), *[_bulk(name) for name in f.features]))
             for level, f in self.fields.items()
         }
+        self._native = row_codec()  # the HSET built in C when this install has the codec (same bytes)
         # HMGET <key> <the stream view's fields>: header and field names pre-packed (`read_counts`).
         self._hmget = {
             level: (b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(f.features)), b"".join(_bulk(n) for n in f.features))
@@ -254,7 +256,7 @@ class RedisDirectPusher:
         ts_value = _bulk(fmt.event_timestamp(self.clock.next()))
         expire_tail = b"$%d\r\n%d\r\n" % (len(str(self.key_ttl)), self.key_ttl) if self.key_ttl else b""
         now = time.monotonic()
-        wrapped, memo, refreshed = self._wrapped, self._key_memo, self._refreshed
+        memo, refreshed, native, wrapped = self._key_memo, self._refreshed, self._native, self._wrapped
         last_written = written if written is not None else {}
         commands, keys = [], []
         # The per-row work inlined (`_key`, `_changed`, `_refresh_due`): this loop runs for every changed pair.
@@ -263,21 +265,10 @@ class RedisDirectPusher:
             raw_key = memo.get(pair) or self._key(pair)  # most pairs were just read on a miss or written before
             key = b"$%d\r\n%s\r\n" % (len(raw_key), raw_key)
             keys.append(raw_key)
-            parts = [head, key, fields[0], ts_value]
-            before = last_written.get(pair)
-            for f, v, old in zip(fields[1:], values, before or _NOTHING, strict=True):
-                if v == old:
-                    continue
-                w = wrapped.get(v)  # most values are the encoder's memoized lists: wrap each once
-                if w is None:
-                    w = b"$%d\r\n%s\r\n" % (len(v), v)
-                    if len(wrapped) > 200_000:
-                        wrapped.clear()
-                    wrapped[v] = w
-                parts += (f, w)
-            if before is not None and len(parts) < len(fields) * 2 + 2:  # fewer fields: the header counts them
-                parts[0] = b"*%d\r\n$4\r\nHSET\r\n" % len(parts)
-            commands.append(b"".join(parts))
+            if native is not None:
+                commands.append(native.hset_command(head, key, fields, ts_value, values, last_written.get(pair)))
+            else:
+                commands.append(hset_command(head, key, fields, ts_value, values, last_written.get(pair), wrapped))
             if expire_tail and now - refreshed.get(raw_key, -_EXPIRE_REFRESH_S) >= _EXPIRE_REFRESH_S:
                 self._refresh_due(raw_key, now)  # records it
                 commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
@@ -364,6 +355,35 @@ def _changed(values: Sequence[bytes], before: Sequence[bytes] | None) -> Sequenc
     return [i for i, (v, old) in enumerate(zip(values, before, strict=True)) if v != old]
 
 
+def hset_command(
+    head: bytes,
+    key: bytes,
+    fields: tuple[bytes, ...],
+    ts_value: bytes,
+    values: Sequence[bytes],
+    before: Sequence[bytes] | None,
+    wrapped: dict[bytes, bytes],
+) -> bytes:
+    """One HSET of a pair's row as RESP: `head` (the header of a whole row), `key`, the time's field and `ts_value`
+    (bulk strings), then of the values only those that differ from `before` (what was last written; None: all),
+    each after its field (`fields[1:]`, bulk). `wrapped` memoizes values as bulk strings (most are the encoder's
+    memoized lists). The codec's `hset_command` builds the same bytes in C."""
+    parts = [head, key, fields[0], ts_value]
+    for f, v, old in zip(fields[1:], values, before or _NOTHING, strict=True):
+        if v == old:
+            continue
+        w = wrapped.get(v)
+        if w is None:
+            w = b"$%d\r\n%s\r\n" % (len(v), v)
+            if len(wrapped) > 200_000:
+                wrapped.clear()
+            wrapped[v] = w
+        parts += (f, w)
+    if before is not None and len(parts) < len(fields) * 2 + 2:  # fewer fields: the header counts them
+        parts[0] = b"*%d\r\n$4\r\nHSET\r\n" % len(parts)
+    return b"".join(parts)
+
+
 def remember(
     written: dict[tuple[str, str, str], list[bytes]], items: Sequence[tuple[tuple[str, str, str], Any, list[bytes]]]
 ) -> None:
@@ -406,6 +426,7 @@ class StreamRowEncoder:
         # event's three pairs (advertiser, campaign, ad of one user) often hold the same buckets and last impression.
         self._multi: dict[tuple[tuple[int, int], ...], tuple[bytes, bytes]] = {}
         self._last: dict[int, bytes] = {}
+        self._native = row_codec()  # the same values built in C when this install has the codec
 
     def _list(self, values: list[int], memo: bool) -> bytes:
         if not values:
@@ -456,6 +477,16 @@ class StreamRowEncoder:
         return _LIST_TAG + fmt.varint(len(inner)) + inner
 
     def values(self, counts: PairCounts) -> list[bytes]:
+        native = self._native
+        if native is not None:
+            try:
+                return native.encode_values(counts.buckets, counts.last_imp_us)
+            except (TypeError, OverflowError):  # not plain int64 counters: the Python path below handles any int
+                pass
+        return self.python_values(counts)
+
+    def python_values(self, counts: PairCounts) -> list[bytes]:
+        """`values` in Python: the codec's reference (and the path without it)."""
         out = []
         single = self._single
         for kind in KIND_PREFIX:
