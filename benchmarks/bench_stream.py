@@ -214,10 +214,12 @@ def drain(
     mode: str = "direct",
     overlap: bool = True,
     warm: list[dict] | None = None,
+    codec: str = "native",
 ) -> dict:
     """Drain `messages` from a pre-filled stream. With `warm`, those (earlier) events are produced and applied
     first, outside the measured window: the workers then hold their pairs in memory and the rows exist, as in a
-    worker that has been running, rather than on a cold start where nearly every pair is new."""
+    worker that has been running, rather than on a cold start where nearly every pair is new. `codec`: `native`
+    (the compiled row codec) or `python` (its Python reference, `FREQCAP_NATIVE=off`)."""
     from freqcap.adapters.stream.produce import produce
     from freqcap.adapters.stream.status import read_combined
     from freqcap.domain.stream.partitions import state_base
@@ -228,7 +230,8 @@ def drain(
     )
     store = _prepare(settings)
     client = server.client
-    procs = _start_workers({**env, "FREQCAP_STREAM_GC": gc}, workers)
+    native = "on" if codec == "native" else "off"
+    procs = _start_workers({**env, "FREQCAP_STREAM_GC": gc, "FREQCAP_NATIVE": native}, workers)
     bases = [state_base(settings.stream.state_prefix, k) for k in range(partitions)]
     unpushed = [f"{b}:{log}" for b in bases for log in ("unpushed", "pending")]
     before = len(warm or ())
@@ -280,6 +283,7 @@ def drain(
         "gc": gc,
         "mode": mode,
         "overlap": overlap,
+        "codec": codec,
         "warm": before,
         "memory_mb": memory_mb,
         "events": n,
@@ -446,9 +450,10 @@ def _warm_label(d: dict) -> str:
 
 
 def _push_label(d: dict) -> str:
+    codec = f", codec {d.get('codec', 'python')}"
     if d["mode"] != "direct":
-        return d["mode"]
-    return "direct, " + ("overlapped" if d.get("overlap", True) else "awaited")
+        return d["mode"] + codec
+    return "direct, " + ("overlapped" if d.get("overlap", True) else "awaited") + codec
 
 
 def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], load_before) -> None:
@@ -492,7 +497,10 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
         "push is written by a thread while the next micro-batch is decided (`stream.overlap_push`); `awaited`: "
         "each push waited for where it is sent, its baseline, alternated with it twice. Worker busy: its CPU time over "
         "the drain's wall time (per worker process): the share of the time it computes rather than waits on Redis, "
-        "steadier from run to run than events/s on a box whose speed varies. Redis MB: `used_memory` the drain added (its own keys).\n\n"
+        "steadier from run to run than events/s on a box whose speed varies. `codec native` (the default where it is "
+        "built): the worker's row encoding and HSET building in C (`freqcap.adapters.feast.native`); `codec python`: "
+        "the same steps in Python (`FREQCAP_NATIVE=off`), its baseline, alternated with it twice on the warm drain. "
+        "Redis MB: `used_memory` the drain added (its own keys).\n\n"
         + table(
             ["path", "events/s", "vs floor", "worker CPU µs/event", "worker busy", "Redis CPU µs/event", "Redis MB"],
             rows,
@@ -547,7 +555,7 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
         ),
         None,
     )
-    warm = next((d for d in drains if d["warm"] and d["workers"] == 1), None)
+    warm = next((d for d in drains if d["warm"] and d["workers"] == 1 and d["codec"] == "native"), None)
     if default is not None and default.get("commands"):
         body += (
             "\n\nWhere Redis's CPU goes, command by command, in the first drain of the default configuration (1 "
@@ -604,8 +612,16 @@ def main() -> None:
             d = drain(server, messages, partitions, workers, gc, mode, overlap)
             print("drain", d, flush=True)
             drains.append(d)
-        for partitions, workers in ((1, 1), (2, 2)):  # a worker that has been running: the next N events
-            d = drain(server, later, partitions, workers, warm=messages)
+        # A worker that has been running: the next N events. The compiled row codec and its Python reference,
+        # alternated twice (single drains vary by ~10 %), then two workers.
+        for partitions, workers, codec in (
+            (1, 1, "python"),
+            (1, 1, "native"),
+            (1, 1, "python"),
+            (1, 1, "native"),
+            (2, 2, "native"),
+        ):
+            d = drain(server, later, partitions, workers, warm=messages, codec=codec)
             print("drain", d, flush=True)
             drains.append(d)
         lags = []

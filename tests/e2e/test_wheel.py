@@ -112,6 +112,13 @@ def _installed_freqcap(venv: Path, cwd: Path) -> Path:
     )
     location = Path(done.stdout.strip())
     assert location.is_relative_to(venv), location
+    # The wheel carries the stream worker's compiled row codec (hatch_build.py), imported from the venv too.
+    codec = (
+        "from freqcap.adapters.feast.native import row_codec_name as n; import freqcap.adapters.feast._rowcodec as m"
+    )
+    done = _run([str(venv / "bin" / "python"), "-c", f"{codec}; print(n(), m.__file__)"], cwd=cwd, env=_clean_env(venv))
+    name, path = done.stdout.split()
+    assert name == "native" and Path(path).is_relative_to(venv), done.stdout
     return location
 
 

@@ -291,6 +291,11 @@ def test_dockerfile_builds_from_the_wheel_with_the_locked_versions():
     copied = [line.split()[0] for line in _instructions("COPY") if not line.startswith("--from")]
     assert "." not in copied, "copy what the wheel needs, not the whole checkout"
     ignore = (DOCKER / "Dockerfile.dockerignore").read_text().split()
+    # The wheel's build hook compiles the row codec: its script is in the context and copied, a compiler is
+    # installed in the build stage, and the build fails if the installed package lacks the codec.
+    assert "!hatch_build.py" in ignore and any("hatch_build.py" in line.split() for line in _instructions("COPY"))
+    assert re.search(r"apt-get install [^\n]*\bgcc\b", DOCKERFILE.split("AS runtime")[0])
+    assert "row_codec_name" in DOCKERFILE.split("AS runtime")[1]
     assert ignore[ignore.index("*") :][0] == "*"  # deny by default
     assert "3.11" in re.search(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE, flags=re.MULTILINE).group(1)
 

@@ -238,7 +238,8 @@ class PartitionConsumer:
             self._forget()
             raise LostPartition(f"partition {self.partition}: its lease is gone (before the push)")
         if self.overlap:  # encoded here, written by a thread while the next micro-batch is decided
-            items = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in self.unflushed]
+            cache, encode = self.cache, self.encoder.values
+            items = [(k, counts, encode(counts)) for k in self.unflushed for counts in (cache[k],)]
             self.inflight = _Push(self.pusher, items, self.written, dict(self.unflushed))
             self.unflushed = {}
             self.crash_hook("push_sent")  # a kill here leaves a push half written
