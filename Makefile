@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-$(BIN)/.installed: pyproject.toml uv.lock hatch_build.py src/freqcap/adapters/feast/_rowcodec.c
+$(BIN)/.installed: pyproject.toml uv.lock hatch_build.py $(wildcard src/freqcap/adapters/*/*.c)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
 	$(UV) sync --frozen --extra dev --extra all --extra stack --extra spark --python $(PYTHON)
 	@touch $@

@@ -50,6 +50,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory so far (VmHWM in /proc/<pid>/status), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class PrivateRedis:
     """A redis-server of our own on a free port, no persistence; stopped by the PID we started."""
 
@@ -261,6 +269,7 @@ def drain(
         wait_applied(before + len(messages))
         seconds = time.perf_counter() - t0
         worker_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
+        worker_mb = max(peak_rss_mb(p.pid) for p in procs)
         redis_cpu = server.cpu() - r0
         commands = _command_stats(client)
         # The `pushed` counter reaches the status with the worker's next status write (after the last push
@@ -286,6 +295,7 @@ def drain(
         "codec": codec,
         "warm": before,
         "memory_mb": memory_mb,
+        "worker_mb": worker_mb,
         "events": n,
         "seconds": seconds,
         "events_per_s": n / seconds,
@@ -459,7 +469,7 @@ def _push_label(d: dict) -> str:
 def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], load_before) -> None:
     load = os.getloadavg()
     rows = [
-        ["raw XADD (pipelined 500)", f"{fl['xadd_per_s']:,.0f}", "", "", "", "", ""],
+        ["raw XADD (pipelined 500)", f"{fl['xadd_per_s']:,.0f}", "", "", "", "", "", ""],
         [
             f"raw XREADGROUP ({args.batch}/read) + XACK: floor",
             f"{fl['xreadgroup_xack_per_s']:,.0f}",
@@ -467,6 +477,7 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
             f"{fl['client_cpu_us']:.1f} (client)",
             "",
             f"{fl['redis_cpu_us']:.1f}",
+            "",
             "",
         ],
     ]
@@ -481,6 +492,7 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
                 f"{d['worker_cpu_us'] * d['events_per_s'] / 1e6 / d['workers']:.0%}",
                 f"{d['redis_cpu_us']:.1f}",
                 f"{d['memory_mb']:.1f}",
+                f"{d.get('worker_mb', float('nan')):.0f}",
             ]
         )
     body = (
@@ -500,9 +512,19 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
         "steadier from run to run than events/s on a box whose speed varies. `codec native` (the default where it is "
         "built): the worker's row encoding and HSET building in C (`freqcap.adapters.feast.native`); `codec python`: "
         "the same steps in Python (`FREQCAP_NATIVE=off`), its baseline, alternated with it twice on the warm drain. "
-        "Redis MB: `used_memory` the drain added (its own keys).\n\n"
+        "Redis MB: `used_memory` the drain added (its own keys). Worker MB: the worker process's peak resident "
+        "memory (VmHWM; the largest of several workers).\n\n"
         + table(
-            ["path", "events/s", "vs floor", "worker CPU µs/event", "worker busy", "Redis CPU µs/event", "Redis MB"],
+            [
+                "path",
+                "events/s",
+                "vs floor",
+                "worker CPU µs/event",
+                "worker busy",
+                "Redis CPU µs/event",
+                "Redis MB",
+                "worker MB",
+            ],
             rows,
         )
         + "\n\n"

@@ -45,7 +45,7 @@ from freqcap.adapters.feast.stream_push import (
     state_blob,
     state_counts,
 )
-from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit, pack_pending
+from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit, pending_packer
 from freqcap.adapters.stream.transport import Message
 from freqcap.config import StreamConfig
 from freqcap.domain.privacy import Pseudonymizer
@@ -132,6 +132,7 @@ class PartitionConsumer:
         self.overlap = cfg.overlap_push and self.rows_state
         self.inflight: _Push | None = None
         self.pending_names: dict[PairKey, bytes] = {}  # pairs' names in the pending log (`pack_pending`'s memo)
+        self.pack_pending = pending_packer()  # in C when this install has it
         self.pending: list[Message] = []
         self.batch_started = 0.0
         self.caught_up_at: float | None = None  # wall time of the read that found the stream drained
@@ -319,7 +320,7 @@ class PartitionConsumer:
         pending = None
         if self.rows_state:  # the states, cheaply: the rows are encoded once per micro-batch, at the push
             encoded, rows, blobs = [], [], []
-            pending = pack_pending(self.state.base, ((k, self.cache[k]) for k in changed), self.pending_names)
+            pending = self.pack_pending(self.state.base, changed, self.cache, self.pending_names)
             self.unflushed.update(dict.fromkeys(changed))  # kept in the cache until pushed
         elif self.atomic:  # the rows themselves, in the same script: they are the pairs' state
             encoded = [(k, self.cache[k], self.encoder.values(self.cache[k])) for k in changed]

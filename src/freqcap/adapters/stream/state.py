@@ -36,10 +36,11 @@ from __future__ import annotations
 import marshal
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from freqcap.adapters.native import load
 from freqcap.adapters.stream.resp import round_trip
 from freqcap.domain.stream.batch import PairKey
 from freqcap.domain.stream.partitions import compare_ids, state_base
@@ -96,6 +97,21 @@ def pack_pending(base: str, pairs: Iterable[tuple[PairKey, Any]], names: dict[Pa
         blob = dumps((counts.buckets, counts.last_imp_us))
         out += (name, size(len(blob)), blob)
     return b"".join(out)
+
+
+def pending_packer() -> Callable[[str, list[PairKey], dict[PairKey, Any], dict[PairKey, bytes]], bytes]:
+    """`pack(base, keys, cache, names)`: `pack_pending` of the pairs `keys` with their states in `cache` (`names`:
+    the caller's memo), in C when this install has it (`_pending.c`; same records), else `pack_pending`."""
+    native = load("freqcap.adapters.stream._pending")
+
+    def pack(base: str, keys: list[PairKey], cache: dict[PairKey, Any], names: dict[PairKey, bytes]) -> bytes:
+        if native is None:
+            return pack_pending(base, ((k, cache[k]) for k in keys), names)
+        if len(names) > _NAMES_MAX:
+            names.clear()
+        return native.pack_pending(f"{base}:s:", keys, cache, names)
+
+    return pack
 
 
 def unpack_pending(blob: bytes, base: str) -> dict[PairKey, tuple[dict[str, dict[int, int]], int | None]]:

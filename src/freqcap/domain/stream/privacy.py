@@ -8,7 +8,6 @@ to the online store, dead letters — carries the pseudonym. Dedup marks are key
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from freqcap.domain.privacy import Pseudonymizer
@@ -57,5 +56,6 @@ def pseudonymize_events(
 
 
 def pseudonymize_dead(pseudonymizer: Pseudonymizer, dead: Sequence[tuple[Any, str]]) -> list[tuple[Any, str]]:
-    """Dead letters (message, reason) whose message fields carry the pseudonym instead of the raw `user_id`."""
-    return [(replace(m, fields=pseudonymize_fields(m.fields, pseudonymizer)), reason) for m, reason in dead]
+    """Dead letters (message, reason) whose message fields carry the pseudonym instead of the raw `user_id`
+    (messages are named tuples with `fields`: the transport's `Message`)."""
+    return [(m._replace(fields=pseudonymize_fields(m.fields, pseudonymizer)), reason) for m, reason in dead]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from freqcap.domain.privacy import Pseudonymizer
 from freqcap.domain.stream.messages import StreamEvent, parse_message
@@ -21,10 +20,9 @@ def expected(user_id: str) -> str:
     return "u.k7." + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-@dataclass(frozen=True)
-class Msg:  # the transport's Message shape: an id and its fields
+class Msg(NamedTuple):  # the transport's Message shape: a named tuple of an id and its fields
     id: str
-    fields: dict[Any, Any] = field(default_factory=dict)
+    fields: dict[Any, Any]
 
 
 def _fields(user: bytes, event_id: str = "e1") -> dict[bytes, bytes]:
