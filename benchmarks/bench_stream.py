@@ -469,7 +469,7 @@ def _push_label(d: dict) -> str:
 def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], load_before) -> None:
     load = os.getloadavg()
     rows = [
-        ["raw XADD (pipelined 500)", f"{fl['xadd_per_s']:,.0f}", "", "", "", "", "", ""],
+        ["raw XADD (pipelined 500)", f"{fl['xadd_per_s']:,.0f}", "", "", "", "", "", "", ""],
         [
             f"raw XREADGROUP ({args.batch}/read) + XACK: floor",
             f"{fl['xreadgroup_xack_per_s']:,.0f}",
@@ -477,6 +477,7 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
             f"{fl['client_cpu_us']:.1f} (client)",
             "",
             f"{fl['redis_cpu_us']:.1f}",
+            "",
             "",
             "",
         ],
@@ -491,6 +492,7 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
                 f"{d['worker_cpu_us']:.1f}",
                 f"{d['worker_cpu_us'] * d['events_per_s'] / 1e6 / d['workers']:.0%}",
                 f"{d['redis_cpu_us']:.1f}",
+                f"{d['worker_cpu_us'] / d['redis_cpu_us']:.2f}",
                 f"{d['memory_mb']:.1f}",
                 f"{d.get('worker_mb', float('nan')):.0f}",
             ]
@@ -512,6 +514,9 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
         "steadier from run to run than events/s on a box whose speed varies. `codec native` (the default where it is "
         "built): the worker's row encoding and HSET building in C (`freqcap.adapters.feast.native`); `codec python`: "
         "the same steps in Python (`FREQCAP_NATIVE=off`), its baseline, alternated with it twice on the warm drain. "
+        "Worker ÷ Redis CPU: this box's speed changes from minute to minute (both CPU times rise and fall together "
+        "from one drain to the next), while Redis does the same work per event whichever codec the worker runs: "
+        "the ratio compares the codecs with the box's speed taken out. "
         "Redis MB: `used_memory` the drain added (its own keys). Worker MB: the worker process's peak resident "
         "memory (VmHWM; the largest of several workers).\n\n"
         + table(
@@ -522,6 +527,7 @@ def _report(args, command: str, fl: dict, drains: list[dict], lags: list[dict], 
                 "worker CPU µs/event",
                 "worker busy",
                 "Redis CPU µs/event",
+                "worker ÷ Redis CPU",
                 "Redis MB",
                 "worker MB",
             ],

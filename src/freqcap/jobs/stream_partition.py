@@ -110,7 +110,7 @@ class PartitionConsumer:
         self.encoder = StreamRowEncoder()
         # Each pair's values as this consumer last wrote them to the online store (`RedisDirectPusher.push_values`
         # then writes only what changed). Empty for a new owner: its first write of a pair is whole.
-        self.written: dict[PairKey, list[bytes]] = {}
+        self.written: dict[PairKey, tuple[bytes, ...]] = {}
         # `stream.push_mode: atomic`: the rows are written by the flush's own script (no state keys, no push).
         self.atomic = cfg.push_mode == "atomic"
         if self.atomic and not hasattr(pusher, "row_updates"):
@@ -214,7 +214,7 @@ class PartitionConsumer:
         previous micro-batch's push is still being written by its thread; that push is awaited, its pending log
         cleared, and only then are this batch's units committed (the log a unit appends to holds only states whose
         push has not finished)."""
-        changed: dict[PairKey, tuple[PairKey, PairCounts, list[bytes]]] = {}
+        changed: dict[PairKey, tuple[PairKey, PairCounts, tuple[bytes, ...]]] = {}
         step = self.cfg.commit_events
         chunks = [todo[start : start + step] for start in range(0, len(todo), step)]
         if self.overlap:
@@ -342,7 +342,7 @@ class PartitionConsumer:
         )
         return _Decided(unit, judged, dead, encoded)
 
-    def _commit_unit(self, decided: _Decided) -> list[tuple[PairKey, PairCounts, list[bytes]]]:
+    def _commit_unit(self, decided: _Decided) -> list[tuple[PairKey, PairCounts, tuple[bytes, ...]]]:
         """Write one decided unit atomically; the changed pairs with their encoded rows (not under rows as state)."""
         unit, judged, dead, encoded = decided.unit, decided.judged, decided.dead, decided.encoded
         result = self.state.commit(unit)
@@ -438,7 +438,7 @@ class _Decided:
     unit: FlushUnit
     judged: Any
     dead: list[tuple[Message, str]]
-    encoded: list[tuple[PairKey, PairCounts, list[bytes]]]
+    encoded: list[tuple[PairKey, PairCounts, tuple[bytes, ...]]]
 
 
 class _Push:
@@ -446,7 +446,9 @@ class _Push:
     connection of its own): the socket waits release the GIL, so Redis applies it while the caller decides the
     next micro-batch. `pairs` stay in the cache until it has landed (their rows are not their state before)."""
 
-    def __init__(self, pusher: Any, items: list[Any], written: dict[PairKey, list[bytes]], pairs: dict[PairKey, None]):
+    def __init__(
+        self, pusher: Any, items: list[Any], written: dict[PairKey, tuple[bytes, ...]], pairs: dict[PairKey, None]
+    ):
         self.items = items
         self.pairs = pairs
         commands, keys = pusher.prepare_values(items, written)

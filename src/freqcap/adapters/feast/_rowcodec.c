@@ -75,10 +75,12 @@ static PyObject *wrap_list(const unsigned char *body, Py_ssize_t len) {
 
 /* Both lists of one kind, appended to `out`: bucket ends ascending, then their counts. Like the Python encoder, a
  * single bucket is written as it is; with several, zero counts are left out. */
-static int encode_kind(PyObject *buckets, PyObject *out) {
+static int encode_kind(PyObject *buckets, PyObject *out, Py_ssize_t at) {
     if (buckets == NULL || buckets == Py_None || (PyDict_Check(buckets) && PyDict_GET_SIZE(buckets) == 0)) {
-        if (PyList_Append(out, EMPTY_LIST) < 0 || PyList_Append(out, EMPTY_LIST) < 0)
-            return -1;
+        Py_INCREF(EMPTY_LIST);
+        Py_INCREF(EMPTY_LIST);
+        PyTuple_SET_ITEM(out, at, EMPTY_LIST);
+        PyTuple_SET_ITEM(out, at + 1, EMPTY_LIST);
         return 0;
     }
     if (!PyDict_Check(buckets)) {
@@ -124,8 +126,12 @@ static int encode_kind(PyObject *buckets, PyObject *out) {
     }
     a = wrap_list(ends, le);
     b = a ? wrap_list(counts, lc) : NULL;
-    if (b != NULL && PyList_Append(out, a) == 0 && PyList_Append(out, b) == 0)
+    if (b != NULL) { /* the tuple takes both references */
+        PyTuple_SET_ITEM(out, at, a);
+        PyTuple_SET_ITEM(out, at + 1, b);
+        a = b = NULL;
         rc = 0;
+    }
 done:
     Py_XDECREF(a);
     Py_XDECREF(b);
@@ -146,7 +152,7 @@ static int configured(void) {
     return 1;
 }
 
-/* encode_values(buckets: dict[str, dict[int, int]], last_imp_us: int | None) -> list[bytes] (7 values). */
+/* encode_values(buckets: dict[str, dict[int, int]], last_imp_us: int | None) -> tuple[bytes, ...] (7 values). */
 static PyObject *encode_values(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "encode_values(buckets, last_imp_us)");
@@ -159,20 +165,20 @@ static PyObject *encode_values(PyObject *Py_UNUSED(self), PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "buckets must be a dict");
         return NULL;
     }
-    PyObject *out = PyList_New(0);
+    /* A tuple, not a list: the worker keeps each pair's last written values, and a tuple of bytes leaves the
+     * cyclic GC's lists at its first collection (a list would be walked by every full collection). */
+    PyObject *out = PyTuple_New(7);
     if (out == NULL)
         return NULL;
     for (int i = 0; i < 3; i++) {
-        if (encode_kind(PyDict_GetItemWithError(buckets, KINDS[i]), out) < 0) {
+        if (encode_kind(PyDict_GetItemWithError(buckets, KINDS[i]), out, 2 * i) < 0) {
             Py_DECREF(out);
             return NULL;
         }
     }
     if (last == Py_None) {
-        if (PyList_Append(out, NULL_TS) < 0) {
-            Py_DECREF(out);
-            return NULL;
-        }
+        Py_INCREF(NULL_TS);
+        PyTuple_SET_ITEM(out, 6, NULL_TS);
         return out;
     }
     long long us = PyLong_AsLongLong(last);
@@ -193,12 +199,7 @@ static PyObject *encode_values(PyObject *Py_UNUSED(self), PyObject *const *args,
     }
     memcpy(PyBytes_AS_STRING(ts), PyBytes_AS_STRING(TS_TAG), tag);
     memcpy(PyBytes_AS_STRING(ts) + tag, buf, n);
-    int rc = PyList_Append(out, ts);
-    Py_DECREF(ts);
-    if (rc < 0) {
-        Py_DECREF(out);
-        return NULL;
-    }
+    PyTuple_SET_ITEM(out, 6, ts);
     return out;
 }
 

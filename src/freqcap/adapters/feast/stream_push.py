@@ -159,28 +159,28 @@ class RedisDirectPusher:
         """Feast's Redis key of (user, entity): the fast builder, self-checked against Feast's `_redis_key`."""
         return self._keys[level](user_id, entity_id)
 
-    def encode(self, rows: Sequence[dict[str, Any]]) -> list[list[bytes]]:
+    def encode(self, rows: Sequence[dict[str, Any]]) -> list[tuple[bytes, ...]]:
         """Serialized ValueProtos per row, in STREAM_FEATURES order (`online_format`'s encoders), then the first
         row and a sample checked byte for byte against Feast's own conversion; any difference raises."""
         out = []
         for row in rows:
             values = [fmt.int64_list(row[f]) for f in STREAM_FEATURES[:-1]]
             values.append(fmt.unix_timestamp(row["last_imp_ts"]))
-            out.append(values)
+            out.append(tuple(values))
         for i in {0, len(rows) - 1, self._rng.randrange(len(rows))} if rows else ():
             if out[i] != self.reference_encode(rows[i]):
                 raise fmt.FormatMismatch(f"stream push encoding differs from Feast's for {rows[i]!r}")
         return out
 
     @staticmethod
-    def reference_encode(row: dict[str, Any]) -> list[bytes]:
+    def reference_encode(row: dict[str, Any]) -> tuple[bytes, ...]:
         """Feast's own conversion of one row (what `push` stores; a missing time is the NaT sentinel)."""
         values = [fmt.feast_value_bytes([list(row[f])], ValueType.INT64_LIST)[0] for f in STREAM_FEATURES[:-1]]
         ts = row["last_imp_ts"]
         values.append(
             fmt.NULL_UNIX_TIMESTAMP if ts is None else fmt.feast_value_bytes([ts], ValueType.UNIX_TIMESTAMP)[0]
         )
-        return values
+        return tuple(values)
 
     def push(self, pairs: Sequence[tuple[PairState, dict[str, Any]]]) -> int:
         if not pairs:
@@ -213,7 +213,7 @@ class RedisDirectPusher:
             if isinstance(reply, Exception):
                 raise reply
 
-    def _check_sample(self, items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]]) -> None:
+    def _check_sample(self, items: Sequence[tuple[tuple[str, str, str], PairCounts, tuple[bytes, ...]]]) -> None:
         """The first, last and a random row of a write checked against Feast's own conversion; any difference
         raises."""
         for i in {0, len(items) - 1, self._rng.randrange(len(items))}:
@@ -224,8 +224,8 @@ class RedisDirectPusher:
 
     def push_values(
         self,
-        items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]],
-        written: dict[tuple[str, str, str], list[bytes]] | None = None,
+        items: Sequence[tuple[tuple[str, str, str], PairCounts, tuple[bytes, ...]]],
+        written: dict[tuple[str, str, str], tuple[bytes, ...]] | None = None,
     ) -> int:
         """Write rows already encoded by `StreamRowEncoder` (one pipelined write; EXPIRE only when this process
         has not refreshed the key's TTL within `_EXPIRE_REFRESH_S`). A sample is checked against Feast's own
@@ -246,8 +246,8 @@ class RedisDirectPusher:
 
     def prepare_values(
         self,
-        items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]],
-        written: dict[tuple[str, str, str], list[bytes]] | None = None,
+        items: Sequence[tuple[tuple[str, str, str], PairCounts, tuple[bytes, ...]]],
+        written: dict[tuple[str, str, str], tuple[bytes, ...]] | None = None,
     ) -> tuple[list[bytes], list[bytes]]:
         """`push_values`' commands and their keys, not sent (`send` writes them; the caller then `remember`s)."""
         if not items:
@@ -292,8 +292,8 @@ class RedisDirectPusher:
 
     def row_updates(
         self,
-        items: Sequence[tuple[tuple[str, str, str], PairCounts, list[bytes]]],
-        written: dict[tuple[str, str, str], list[bytes]],
+        items: Sequence[tuple[tuple[str, str, str], PairCounts, tuple[bytes, ...]]],
+        written: dict[tuple[str, str, str], tuple[bytes, ...]],
     ) -> list[tuple[bytes, list[bytes], bool]]:
         """The same writes as `push_values` (only the changed values of a pair in `written`), as arguments for a
         script that writes them itself (`stream.push_mode: atomic`): (Feast key, [field, value, ...], refresh the
@@ -385,7 +385,8 @@ def hset_command(
 
 
 def remember(
-    written: dict[tuple[str, str, str], list[bytes]], items: Sequence[tuple[tuple[str, str, str], Any, list[bytes]]]
+    written: dict[tuple[str, str, str], tuple[bytes, ...]],
+    items: Sequence[tuple[tuple[str, str, str], Any, tuple[bytes, ...]]],
 ) -> None:
     """Record what was just written for each pair (bounded: a forgotten pair is only written whole next time)."""
     if len(written) > _WRITTEN_MAX:
@@ -476,7 +477,9 @@ class StreamRowEncoder:
         inner = fmt.PACKED_VAL_TAG + fmt.varint(len(body)) + body
         return _LIST_TAG + fmt.varint(len(inner)) + inner
 
-    def values(self, counts: PairCounts) -> list[bytes]:
+    def values(self, counts: PairCounts) -> tuple[bytes, ...]:
+        """The pair's seven values, a tuple: the worker keeps the last written ones of every pair it holds, and a
+        tuple of bytes leaves the cyclic garbage collector's lists (a list would be walked by every collection)."""
         native = self._native
         if native is not None:
             try:
@@ -485,7 +488,7 @@ class StreamRowEncoder:
                 pass
         return self.python_values(counts)
 
-    def python_values(self, counts: PairCounts) -> list[bytes]:
+    def python_values(self, counts: PairCounts) -> tuple[bytes, ...]:
         """`values` in Python: the codec's reference (and the path without it)."""
         out = []
         single = self._single
@@ -524,7 +527,7 @@ class StreamRowEncoder:
                     self._last.clear()
                 value = self._last[second] = _TS_TAG + fmt.varint(second)
             out.append(value)
-        return out
+        return tuple(out)
 
 
 _LIST_TAG = fmt.TAGS[ValueType.INT64_LIST]

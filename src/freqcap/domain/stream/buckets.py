@@ -51,9 +51,11 @@ class Buckets:
         return self.ends[j - 1] if j else None
 
 
-@dataclass
+@dataclass(slots=True)
 class PairCounts:
-    """Mutable per-pair state used by the in-memory store and tests: kind -> {bucket end: count}, last impression."""
+    """Mutable per-pair state used by the in-memory store and tests: kind -> {bucket end: count}, last impression.
+    Slots: a worker holds `stream.cache_pairs` of them, and an instance without a `__dict__` is one object fewer for
+    the cyclic garbage collector to walk."""
 
     buckets: dict[str, dict[int, int]] = field(default_factory=lambda: {"i": {}, "c": {}, "v": {}})  # KIND_PREFIX
     last_imp_us: int | None = None
