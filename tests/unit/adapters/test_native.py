@@ -86,4 +86,6 @@ def test_the_c_packer_rejects_what_it_cannot_pack(packer):
     with pytest.raises(TypeError):
         packer.pack_pending("b:s:", [("ad", "u")], {("ad", "u"): PairCounts()}, {})
     with pytest.raises(TypeError):
+        packer.pack_pending("b:s:", [("ad", b"u", "e")], {("ad", b"u", "e"): PairCounts()}, {})
+    with pytest.raises(TypeError):
         packer.pack_pending("b:s:", ("not", "a list"), states, {})

@@ -62,8 +62,9 @@ static PyObject *record_name(PyObject *head, PyObject *key, PyObject *names) {
     }
     if (PyErr_Occurred())
         return NULL;
-    if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 3) {
-        PyErr_SetString(PyExc_TypeError, "a pair key is a (level, user, entity) tuple");
+    if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 3 || !PyUnicode_Check(PyTuple_GET_ITEM(key, 0)) ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(key, 1)) || !PyUnicode_Check(PyTuple_GET_ITEM(key, 2))) {
+        PyErr_SetString(PyExc_TypeError, "a pair key is a (level, user, entity) tuple of str");
         return NULL;
     }
     PyObject *text = PyUnicode_FromFormat("%U%U:%U\x1f%U", head, PyTuple_GET_ITEM(key, 0), PyTuple_GET_ITEM(key, 1),
