@@ -17,7 +17,11 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 # Kept equal to freqcap.adapters.native.MODULES (tests/unit/adapters/test_native.py checks it).
-SOURCES = ("src/freqcap/adapters/feast/_rowcodec.c", "src/freqcap/adapters/stream/_pending.c")
+SOURCES = (
+    "src/freqcap/adapters/feast/_rowcodec.c",
+    "src/freqcap/adapters/stream/_pending.c",
+    "src/freqcap/adapters/stream/_counts.c",
+)
 
 
 class NativeBuildHook(BuildHookInterface):

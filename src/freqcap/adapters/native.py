@@ -12,7 +12,11 @@ import os
 from types import ModuleType
 
 # Each compiled module (the C file beside it, `<name>.c`), built by hatch_build.py.
-MODULES = ("freqcap.adapters.feast._rowcodec", "freqcap.adapters.stream._pending")
+MODULES = (
+    "freqcap.adapters.feast._rowcodec",
+    "freqcap.adapters.stream._pending",
+    "freqcap.adapters.stream._counts",
+)
 
 
 def enabled() -> bool:

@@ -45,11 +45,12 @@ from freqcap.adapters.feast.stream_push import (
     state_blob,
     state_counts,
 )
+from freqcap.adapters.stream.counting import UnitCounter
 from freqcap.adapters.stream.state import FENCED, WRITTEN, FlushUnit, pending_packer
 from freqcap.adapters.stream.transport import Message
 from freqcap.config import StreamConfig
 from freqcap.domain.privacy import Pseudonymizer
-from freqcap.domain.stream.batch import LATE, OK, PairKey, apply_counts, judge, pair_keys
+from freqcap.domain.stream.batch import LATE, OK, PairKey, judge
 from freqcap.domain.stream.buckets import PairCounts, prune_horizon
 from freqcap.domain.stream.messages import StreamEvent, parse_message
 from freqcap.domain.stream.partitions import compare_ids
@@ -133,6 +134,7 @@ class PartitionConsumer:
         self.inflight: _Push | None = None
         self.pending_names: dict[PairKey, bytes] = {}  # pairs' names in the pending log (`pack_pending`'s memo)
         self.pack_pending = pending_packer()  # in C when this install has it
+        self.counter = UnitCounter()  # the unit's pairs, counters and pruning; in C when this install has it
         self.pending: list[Message] = []
         self.batch_started = 0.0
         self.caught_up_at: float | None = None  # wall time of the read that found the stream drained
@@ -299,11 +301,10 @@ class PartitionConsumer:
         late = [(m, "late") for m, v in zip(sources, judged.verdicts, strict=True) if v == LATE]
         if late:
             dead = sorted(dead + late, key=lambda d: _id_key(d[0].id))
-        self._load_pairs({k for ev, v in zip(events, judged.verdicts, strict=True) if v == OK for k in pair_keys(ev)})
-        changed = apply_counts(events, judged.verdicts, self.cache.__getitem__, self.bucket_s)  # all loaded
+        keys = self.counter.keys(events, judged.verdicts)
+        self._load_pairs(set(keys))
         horizon = prune_horizon(judged.watermark_us, self.retention_s, self.bucket_s) if judged.watermark_us else 0
-        for key in changed:
-            self.cache[key].prune(horizon)
+        changed = self.counter.count(events, judged.verdicts, keys, self.cache, self.bucket_s, horizon)  # all loaded
         if self.pseudonymizer is not None and dead:
             dead = pseudonymize_dead(self.pseudonymizer, dead)
         self.transport.dead_letter(dead)
