@@ -775,6 +775,95 @@ def test_push_values_writes_only_the_values_that_changed_since_the_last_write(
         redis_client.delete(redis_key)
 
 
+def test_prepare_pairs_in_c_builds_what_the_python_path_builds(
+    tmp_path, redis_connection_string, redis_client, monkeypatch
+):
+    """The worker's push in one C pass (`push_rows`: encode, diff against what was written, HSET, EXPIRE when due)
+    against the Python steps it replaces (`FREQCAP_NATIVE=off`): the same commands but for the row's write time,
+    the same keys and values; counts beyond 64 bits take the Python encoder; written, they read back as the states."""
+    import hiredis
+
+    from freqcap.adapters.feast.store import apply_definitions
+    from freqcap.adapters.feast.stream_push import RedisDirectPusher, StreamRowEncoder
+    from freqcap.domain.stream.buckets import PairCounts
+
+    settings, _ = stream_settings(tmp_path, redis_connection_string)
+    store = open_store(settings, tmp_path / "feast")
+    apply_definitions(store, settings, tmp_path / "feast")
+    rng = random.Random(3)
+    cache = {}
+    for i in range(400):
+        pair = PairCounts()
+        for kind in "icv":
+            for _ in range(rng.choice([0, 1, 1, 3, 20])):
+                pair.buckets[kind][1_790_000_000 + 60 * rng.randrange(500)] = rng.choice(
+                    [1, 2, 7, 1 << 70 if i == 5 else 1]
+                )
+        pair.last_imp_us = rng.choice([None, 1_790_000_000_000_000 + rng.randrange(10**9)])
+        cache[(rng.choice(["advertiser", "campaign", "ad"]), f"pp-u{i % 40}-é", f"e{i}")] = pair
+    pairs = list(cache)
+
+    def build(native: str):
+        monkeypatch.setenv("FREQCAP_NATIVE", native)
+        direct, encoder = RedisDirectPusher(store, redis_client, key_ttl_seconds=3600), StreamRowEncoder()
+        # What was written before: an older state for a third of the pairs, nothing for the rest.
+        older = {k: encoder.values(PairCounts({"i": {1_790_000_000: 1}, "c": {}, "v": {}}, None)) for k in pairs[::3]}
+        for k in pairs[:100]:  # some Feast keys already known
+            direct.redis_key(*k)
+        return direct, encoder, older
+
+    c_direct, c_encoder, c_written = build("on")
+    assert c_encoder.compiled, "the row codec is not built in this install"
+    py_direct, py_encoder, py_written = build("off")
+    assert not py_encoder.compiled
+    ts_field = {f.ts.encode() if isinstance(f.ts, str) else f.ts for f in c_direct.fields.values()}
+
+    def parsed(commands):  # each command's arguments, the write time's value masked
+        out = []
+        for command in commands:
+            reader = hiredis.Reader()
+            reader.feed(command)
+            args = reader.gets()
+            out.append([b"<ts>" if i > 0 and args[i - 1] in ts_field else a for i, a in enumerate(args)])
+        return out
+
+    keys = []
+    try:
+        for round_ in range(2):  # the second round: the TTLs were refreshed, no EXPIRE
+            c_commands, c_keys, c_values = c_direct.prepare_pairs(pairs, cache, c_encoder, c_written)
+            py_commands, py_keys, py_values = py_direct.prepare_pairs(pairs, cache, py_encoder, py_written)
+            assert parsed(c_commands) == parsed(py_commands)
+            assert c_keys == py_keys and c_values == py_values
+            expires = sum(a[0] == b"EXPIRE" for a in parsed(c_commands))
+            assert expires == (len(pairs) if round_ == 0 else 0)
+            assert len(c_commands) == len(pairs) + expires
+            c_written.update(zip(pairs, c_values, strict=True))
+            py_written.update(zip(pairs, py_values, strict=True))
+        # A pair changed since: only its changed values, in both.
+        cache[pairs[7]].add("i", 1_790_000_999_000_000, 60)
+        changed = [pairs[7], pairs[8]]
+        c_commands, _, _ = c_direct.prepare_pairs(changed, cache, c_encoder, c_written)
+        py_commands, _, _ = py_direct.prepare_pairs(changed, cache, py_encoder, py_written)
+        assert parsed(c_commands) == parsed(py_commands)
+        assert len(parsed(c_commands)[0]) == 2 + 2 + 2 * 3  # key, time, the impression lists and last impression
+        assert len(parsed(c_commands)[1]) == 2 + 2  # nothing changed: the time alone
+        # Written whole, the rows read back as the states (whole seconds of the last impression).
+        c_commands, keys, _ = c_direct.prepare_pairs(pairs, cache, c_encoder, {})
+        c_direct.send(c_commands, keys)
+        back = c_direct.read_counts(pairs)
+        assert any(n >= 1 << 64 for b in cache[pairs[5]].buckets.values() for n in b.values())
+        for k in pairs[:5] + pairs[6:]:  # not the pair with counts beyond 64 bits: an Int64List cannot hold them
+            want = cache[k]
+            assert {kind: {e: n for e, n in b.items() if n} for kind, b in back[k].buckets.items()} == {
+                kind: {e: n for e, n in b.items() if n} for kind, b in want.buckets.items()
+            }, k
+            assert back[k].last_imp_us == (None if want.last_imp_us is None else want.last_imp_us // 10**6 * 10**6)
+    finally:
+        store.teardown()
+        if keys:
+            redis_client.delete(*set(keys))
+
+
 def test_embedded_replay_pushes_through_feast_to_sqlite(tmp_path):
     """No Redis: `freqcap stream --replay DIR` keeps state in memory and pushes with FeatureStore.push."""
     from freqcap.adapters.feast.store import apply_definitions

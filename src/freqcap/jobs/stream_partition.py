@@ -42,6 +42,7 @@ from freqcap.adapters.feast.stream_push import (
     StreamRowEncoder,
     pair_row,
     remember,
+    remember_pairs,
     state_blob,
     state_counts,
 )
@@ -241,9 +242,7 @@ class PartitionConsumer:
             self._forget()
             raise LostPartition(f"partition {self.partition}: its lease is gone (before the push)")
         if self.overlap:  # encoded here, written by a thread while the next micro-batch is decided
-            cache, encode = self.cache, self.encoder.values
-            items = [(k, counts, encode(counts)) for k in self.unflushed for counts in (cache[k],)]
-            self.inflight = _Push(self.pusher, items, self.written, dict(self.unflushed))
+            self.inflight = _Push(self.pusher, self.unflushed, self.cache, self.encoder, self.written)
             self.unflushed = {}
             self.crash_hook("push_sent")  # a kill here leaves a push half written
             return
@@ -263,8 +262,8 @@ class PartitionConsumer:
         if push is None:
             return
         push.wait()
-        remember(self.written, push.items)
-        self.stats.pushed += len(push.items)
+        remember_pairs(self.written, push.pairs_list, push.values)
+        self.stats.pushed += len(push.values)
         self.state.pushed(self.token)
         self.crash_hook("push")
 
@@ -443,16 +442,22 @@ class _Decided:
 
 
 class _Push:
-    """A micro-batch's push, prepared here and written by a thread of its own (`RedisDirectPusher.send` takes a
-    connection of its own): the socket waits release the GIL, so Redis applies it while the caller decides the
-    next micro-batch. `pairs` stay in the cache until it has landed (their rows are not their state before)."""
+    """A micro-batch's push, prepared here (each pair's row encoded once, `RedisDirectPusher.prepare_pairs`) and
+    written by a thread of its own (`RedisDirectPusher.send` takes a connection of its own): the socket waits
+    release the GIL, so Redis applies it while the caller decides the next micro-batch. `pairs` stay in the cache
+    until it has landed (their rows are not their state before); `values` are remembered as written then."""
 
     def __init__(
-        self, pusher: Any, items: list[Any], written: dict[PairKey, tuple[bytes, ...]], pairs: dict[PairKey, None]
+        self,
+        pusher: Any,
+        pairs: dict[PairKey, None],
+        cache: dict[PairKey, PairCounts],
+        encoder: StreamRowEncoder,
+        written: dict[PairKey, tuple[bytes, ...]],
     ):
-        self.items = items
         self.pairs = pairs
-        commands, keys = pusher.prepare_values(items, written)
+        self.pairs_list = list(pairs)
+        commands, keys, self.values = pusher.prepare_pairs(self.pairs_list, cache, encoder, written)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(pusher, commands, keys), daemon=True)
         self._thread.start()

@@ -152,15 +152,8 @@ static int configured(void) {
     return 1;
 }
 
-/* encode_values(buckets: dict[str, dict[int, int]], last_imp_us: int | None) -> tuple[bytes, ...] (7 values). */
-static PyObject *encode_values(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "encode_values(buckets, last_imp_us)");
-        return NULL;
-    }
-    if (!configured())
-        return NULL;
-    PyObject *buckets = args[0], *last = args[1];
+/* A pair's seven values (`encode_values`); a new reference. */
+static PyObject *encode_state(PyObject *buckets, PyObject *last) {
     if (!PyDict_Check(buckets)) {
         PyErr_SetString(PyExc_TypeError, "buckets must be a dict");
         return NULL;
@@ -203,6 +196,17 @@ static PyObject *encode_values(PyObject *Py_UNUSED(self), PyObject *const *args,
     return out;
 }
 
+/* encode_values(buckets: dict[str, dict[int, int]], last_imp_us: int | None) -> tuple[bytes, ...] (7 values). */
+static PyObject *encode_values(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "encode_values(buckets, last_imp_us)");
+        return NULL;
+    }
+    if (!configured())
+        return NULL;
+    return encode_state(args[0], args[1]);
+}
+
 /* 1 when equal, 0 when not, -1 on error. */
 static int same(PyObject *a, PyObject *b) {
     if (a == b)
@@ -220,13 +224,8 @@ static int same(PyObject *a, PyObject *b) {
  * `fields` the bulk field names (the row time's first, then one per value), `values` the encoded values and
  * `before` what was last written for the pair (None: nothing): only the values that differ are written, and the
  * header then counts the arguments. */
-static PyObject *hset_command(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "hset_command(head, key, fields, ts_value, values, before)");
-        return NULL;
-    }
-    PyObject *head = args[0], *key = args[1], *fields = args[2], *ts_value = args[3], *values = args[4];
-    PyObject *before = args[5];
+static PyObject *build_hset(PyObject *head, PyObject *key, PyObject *fields, PyObject *ts_value, PyObject *values,
+                            PyObject *before) {
     if (!PyBytes_Check(head) || !PyBytes_Check(key) || !PyTuple_Check(fields) || !PyBytes_Check(ts_value) ||
         !(PyList_Check(values) || PyTuple_Check(values))) {
         PyErr_SetString(PyExc_TypeError, "hset_command: bytes, bytes, tuple, bytes, list, list | None");
@@ -303,6 +302,162 @@ static PyObject *hset_command(PyObject *Py_UNUSED(self), PyObject *const *args, 
     return out;
 }
 
+static PyObject *hset_command(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "hset_command(head, key, fields, ts_value, values, before)");
+        return NULL;
+    }
+    return build_hset(args[0], args[1], args[2], args[3], args[4], args[5]);
+}
+
+/* `b"$<n>\r\n<raw>\r\n"`; a new reference. */
+static PyObject *bulk(PyObject *raw) {
+    char len_text[24];
+    int head = snprintf(len_text, sizeof len_text, "$%zd\r\n", PyBytes_GET_SIZE(raw));
+    PyObject *out = PyBytes_FromStringAndSize(NULL, head + PyBytes_GET_SIZE(raw) + 2);
+    if (out == NULL)
+        return NULL;
+    char *p = PyBytes_AS_STRING(out);
+    memcpy(p, len_text, head);
+    memcpy(p + head, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw));
+    memcpy(p + head + PyBytes_GET_SIZE(raw), "\r\n", 2);
+    return out;
+}
+
+static PyObject *BUCKETS = NULL, *LAST_IMP = NULL, *EXPIRE_HEAD = NULL; /* attribute names; the EXPIRE header */
+
+/* The pair's values: encoded here, or by `fallback(state)` when the state holds what this codec does not take (an
+ * int beyond 64 bits), as `StreamRowEncoder.values` does; a new reference. */
+static PyObject *pair_values(PyObject *state, PyObject *fallback) {
+    PyObject *buckets = PyObject_GetAttr(state, BUCKETS);
+    PyObject *last = buckets ? PyObject_GetAttr(state, LAST_IMP) : NULL;
+    PyObject *values = last ? encode_state(buckets, last) : NULL;
+    Py_XDECREF(buckets);
+    Py_XDECREF(last);
+    if (values == NULL && (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_OverflowError))) {
+        PyErr_Clear();
+        values = PyObject_CallOneArg(fallback, state);
+    }
+    return values;
+}
+
+/* Whether this process refreshes the key's TTL now (`RedisDirectPusher._refresh_due`: at most once per `every`
+ * seconds, `refreshed` bounded), recording it; -1 on error. */
+static int refresh_due(PyObject *refreshed, PyObject *raw_key, PyObject *now, double every) {
+    PyObject *when = PyDict_GetItemWithError(refreshed, raw_key);
+    if (when == NULL && PyErr_Occurred())
+        return -1;
+    double last = when == NULL ? -every : PyFloat_AsDouble(when);
+    if (last == -1.0 && PyErr_Occurred())
+        return -1;
+    if (PyFloat_AS_DOUBLE(now) - last < every)
+        return 0;
+    if (PyDict_GET_SIZE(refreshed) > 2000000)
+        PyDict_Clear(refreshed);
+    return PyDict_SetItem(refreshed, raw_key, now) < 0 ? -1 : 1;
+}
+
+/* push_rows(pairs, cache, written, memo, key_of, packed, ts_value, expire, fallback) -> (commands, keys, values)
+ *
+ * `RedisDirectPusher.prepare_values` of the pairs' states in `cache`, each encoded here once: per pair the HSET of
+ * the values that differ from `written[pair]` (all when absent), then an EXPIRE when due. `memo` maps a pair to its
+ * Feast key (`key_of(pair)` on a miss), `packed` a level to (HSET header, bulk field names); `expire` is None or
+ * (tail: TTL as a bulk string, refreshed: dict, now: float, every: float); `fallback` encodes a state this codec
+ * does not take. Returns the commands, the key of each, and each pair's values (to remember once written). */
+static PyObject *push_rows(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9 || !PyList_Check(args[0]) || !PyDict_Check(args[1]) || !PyDict_Check(args[2]) ||
+        !PyDict_Check(args[3]) || !PyDict_Check(args[5]) || !PyBytes_Check(args[6]) ||
+        !(args[7] == Py_None || (PyTuple_Check(args[7]) && PyTuple_GET_SIZE(args[7]) == 4))) {
+        PyErr_SetString(PyExc_TypeError, "push_rows(pairs: list, cache: dict, written: dict, memo: dict, key_of, "
+                                         "packed: dict, ts_value: bytes, expire: tuple | None, fallback)");
+        return NULL;
+    }
+    if (!configured())
+        return NULL;
+    PyObject *pairs = args[0], *cache = args[1], *written = args[2], *memo = args[3], *key_of = args[4];
+    PyObject *packed = args[5], *ts_value = args[6], *expire = args[7], *fallback = args[8];
+    PyObject *tail = NULL, *refreshed = NULL, *now = NULL;
+    double every = 0;
+    if (expire != Py_None) {
+        tail = PyTuple_GET_ITEM(expire, 0), refreshed = PyTuple_GET_ITEM(expire, 1);
+        now = PyTuple_GET_ITEM(expire, 2), every = PyFloat_AsDouble(PyTuple_GET_ITEM(expire, 3));
+        if (!PyBytes_Check(tail) || !PyDict_Check(refreshed) || !PyFloat_Check(now) || PyErr_Occurred()) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "expire: (bytes, dict, float, float)");
+            return NULL;
+        }
+    }
+    Py_ssize_t n = PyList_GET_SIZE(pairs);
+    PyObject *commands = PyList_New(0), *keys = PyList_New(0), *values_out = PyList_New(n);
+    if (commands == NULL || keys == NULL || values_out == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(pairs, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a pair is a (level, user, entity) tuple");
+            goto fail;
+        }
+        PyObject *state = PyDict_GetItemWithError(cache, pair);
+        if (state == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, pair);
+            goto fail;
+        }
+        PyObject *values = pair_values(state, fallback);
+        if (values == NULL)
+            goto fail;
+        PyList_SET_ITEM(values_out, i, values);
+        PyObject *raw_key = PyDict_GetItemWithError(memo, pair);
+        if (raw_key != NULL)
+            Py_INCREF(raw_key);
+        else if (PyErr_Occurred() || (raw_key = PyObject_CallOneArg(key_of, pair)) == NULL)
+            goto fail;
+        PyObject *layout = PyDict_GetItemWithError(packed, PyTuple_GET_ITEM(pair, 0));
+        if (!PyBytes_Check(raw_key) || layout == NULL || !PyTuple_Check(layout) || PyTuple_GET_SIZE(layout) != 2) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a Feast key is bytes, a level's layout (head, fields)");
+            Py_DECREF(raw_key);
+            goto fail;
+        }
+        PyObject *before = PyDict_GetItemWithError(written, pair);
+        PyObject *key = PyErr_Occurred() ? NULL : bulk(raw_key);
+        PyObject *command = key == NULL ? NULL
+                                        : build_hset(PyTuple_GET_ITEM(layout, 0), key, PyTuple_GET_ITEM(layout, 1),
+                                                     ts_value, values, before ? before : Py_None);
+        int rc = command == NULL ? -1 : PyList_Append(commands, command);
+        Py_XDECREF(command);
+        if (rc == 0)
+            rc = PyList_Append(keys, raw_key);
+        if (rc == 0 && tail != NULL && (rc = refresh_due(refreshed, raw_key, now, every)) == 1) {
+            PyObject *expire_command = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(EXPIRE_HEAD) +
+                                                                           PyBytes_GET_SIZE(key) + PyBytes_GET_SIZE(tail));
+            if (expire_command == NULL) {
+                rc = -1;
+            } else {
+                char *p = PyBytes_AS_STRING(expire_command);
+                memcpy(p, PyBytes_AS_STRING(EXPIRE_HEAD), PyBytes_GET_SIZE(EXPIRE_HEAD));
+                p += PyBytes_GET_SIZE(EXPIRE_HEAD);
+                memcpy(p, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
+                memcpy(p + PyBytes_GET_SIZE(key), PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail));
+                rc = PyList_Append(commands, expire_command);
+                Py_DECREF(expire_command);
+                if (rc == 0)
+                    rc = PyList_Append(keys, raw_key);
+            }
+        }
+        Py_XDECREF(key);
+        Py_DECREF(raw_key);
+        if (rc < 0)
+            goto fail;
+    }
+    return Py_BuildValue("(NNN)", commands, keys, values_out);
+fail:
+    Py_XDECREF(commands);
+    Py_XDECREF(keys);
+    Py_XDECREF(values_out);
+    return NULL;
+}
+
 static PyObject *configure(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *list_tag, *packed_tag, *empty_list, *null_ts, *ts_tag;
     if (!PyArg_ParseTuple(args, "SSSSS", &list_tag, &packed_tag, &empty_list, &null_ts, &ts_tag))
@@ -323,6 +478,9 @@ static PyMethodDef methods[] = {
      "encode_values(buckets, last_imp_us) -> the 7 stream-view values of a pair (StreamRowEncoder.values)."},
     {"hset_command", (PyCFunction)(void (*)(void))hset_command, METH_FASTCALL,
      "hset_command(head, key, fields, ts_value, values, before) -> one HSET of the changed values, as RESP."},
+    {"push_rows", (PyCFunction)(void (*)(void))push_rows, METH_FASTCALL,
+     "push_rows(pairs, cache, written, memo, key_of, packed, ts_value, expire, fallback) -> (commands, keys, "
+     "values): the HSETs (and due EXPIREs) of the pairs' states, each encoded once."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -335,5 +493,10 @@ PyMODINIT_FUNC PyInit__rowcodec(void) {
         if (KINDS[i] == NULL)
             return NULL;
     }
+    BUCKETS = PyUnicode_InternFromString("buckets");
+    LAST_IMP = PyUnicode_InternFromString("last_imp_us");
+    EXPIRE_HEAD = PyBytes_FromString("*3\r\n$6\r\nEXPIRE\r\n");
+    if (BUCKETS == NULL || LAST_IMP == NULL || EXPIRE_HEAD == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }

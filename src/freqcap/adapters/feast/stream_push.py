@@ -218,9 +218,12 @@ class RedisDirectPusher:
         raises."""
         for i in {0, len(items) - 1, self._rng.randrange(len(items))}:
             (level, user, entity), counts, values = items[i]
-            row, _ = pair_row(PairState(level, user, entity, counts.buckets, counts.last_imp_us), 0)
-            if values != self.reference_encode(row):
-                raise fmt.FormatMismatch(f"stream row encoding differs from Feast's for {row!r}")
+            self._check_row(level, user, entity, counts, values)
+
+    def _check_row(self, level: str, user: str, entity: str, counts: PairCounts, values: tuple[bytes, ...]) -> None:
+        row, _ = pair_row(PairState(level, user, entity, counts.buckets, counts.last_imp_us), 0)
+        if values != self.reference_encode(row):
+            raise fmt.FormatMismatch(f"stream row encoding differs from Feast's for {row!r}")
 
     def push_values(
         self,
@@ -274,6 +277,36 @@ class RedisDirectPusher:
                 commands.append(b"*3\r\n$6\r\nEXPIRE\r\n" + key + expire_tail)
                 keys.append(raw_key)
         return commands, keys
+
+    def prepare_pairs(
+        self,
+        pairs: list[tuple[str, str, str]],
+        cache: dict[tuple[str, str, str], PairCounts],
+        encoder: StreamRowEncoder,
+        written: dict[tuple[str, str, str], tuple[bytes, ...]],
+    ) -> tuple[list[bytes], list[bytes], list[tuple[bytes, ...]]]:
+        """`prepare_values` of the pairs' states in `cache`, each encoded here by `encoder`: the commands, their
+        keys and each pair's values (to `remember` once written). With the codec, one pass in C (`push_rows`)
+        encodes, diffs against `written` and builds the commands; a sample is checked against Feast's conversion
+        either way."""
+        if not pairs:
+            return [], [], []
+        if self._native is None or not encoder.compiled:
+            items = [(k, counts, encoder.values(counts)) for k in pairs for counts in (cache[k],)]
+            commands, keys = self.prepare_values(items, written)
+            return commands, keys, [values for _, _, values in items]
+        ts_value = _bulk(fmt.event_timestamp(self.clock.next()))
+        expire = (
+            (_bulk(b"%d" % self.key_ttl), self._refreshed, time.monotonic(), _EXPIRE_REFRESH_S)
+            if self.key_ttl
+            else None
+        )
+        commands, keys, values = self._native.push_rows(
+            pairs, cache, written, self._key_memo, self._key, self._packed, ts_value, expire, encoder.python_values
+        )
+        for i in {0, len(pairs) - 1, self._rng.randrange(len(pairs))}:
+            self._check_row(*pairs[i], cache[pairs[i]], values[i])
+        return commands, keys, values
 
     def send(self, commands: list[bytes], keys: list[bytes]) -> None:
         """Write prepared commands (`prepare_values`); safe to run in another thread than the one preparing the
@@ -394,6 +427,17 @@ def remember(
     written.update((pair, values) for pair, _, values in items)
 
 
+def remember_pairs(
+    written: dict[tuple[str, str, str], tuple[bytes, ...]],
+    pairs: Sequence[tuple[str, str, str]],
+    values: Sequence[tuple[bytes, ...]],
+) -> None:
+    """`remember` of pairs and their values side by side (`prepare_pairs`' result)."""
+    if len(written) > _WRITTEN_MAX:
+        written.clear()
+    written.update(zip(pairs, values, strict=True))
+
+
 def row_counts(values: Sequence[bytes | None]) -> PairCounts:
     """A stream row's values (STREAM_FEATURES order; None: field absent) -> counters."""
     lists = [fmt.int64_list_values(v) for v in values[:6]]
@@ -428,6 +472,11 @@ class StreamRowEncoder:
         self._multi: dict[tuple[tuple[int, int], ...], tuple[bytes, bytes]] = {}
         self._last: dict[int, bytes] = {}
         self._native = row_codec()  # the same values built in C when this install has the codec
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the values are built by the compiled codec (`RedisDirectPusher.prepare_pairs` then encodes in C)."""
+        return self._native is not None
 
     def _list(self, values: list[int], memo: bool) -> bytes:
         if not values:
