@@ -55,6 +55,9 @@ def _states(rng: random.Random, n: int) -> dict[tuple[str, str, str], PairCounts
             for _ in range(rng.choice([0, 0, 1, 2, 7])):
                 pair.buckets[kind][1_790_000_000 + 60 * rng.randrange(1000)] = rng.choice([1, 2, 0, 1 << 40])
         pair.last_imp_us = rng.choice([None, 1_790_000_000_000_000 + rng.randrange(10**9)])
+        if i % 50 == 7:  # ints on the edges of marshal's int forms, and what only CPython's writer takes
+            pair.buckets["i"][-(1 << 31)] = rng.choice([(1 << 31) - 1, 1 << 31, -(1 << 31) - 1, -5, 1 << 70, True])
+            pair.last_imp_us = rng.choice([-(1 << 63), (1 << 63) - 1, -1_500_001, 1 << 64, (1 << 15) - 1, 1 << 30])
         level = rng.choice(["advertiser", "campaign", "ad"])
         out[(level, f"u{i % 50}-é", f"e:{i}")] = pair  # users of several pairs; non-ASCII and ':' in ids
     return out
@@ -68,10 +71,14 @@ def test_the_c_packer_writes_the_python_packers_records(packer):
     c_names: dict = {}
     blob = packer.pack_pending(f"{base}:s:", keys, states, c_names)
     reference = pack_pending(base, ((k, states[k]) for k in keys), {})
-    # The same names, in the same order (the forget script reads them), and states that load to the same values.
+    # The same names, in the same order (the forget script reads them), and the states as CPython's marshal writes
+    # them, byte for byte; they load to the same values.
     c_items, py_items = _unpack_keys(blob), _unpack_keys(reference)
     assert c_items[::2] == py_items[::2]
+    assert blob == reference
     assert [marshal.loads(s) for s in c_items[1::2]] == [marshal.loads(s) for s in py_items[1::2]]
+    for key, state in zip(keys, c_items[1::2], strict=True):
+        assert state == marshal.dumps((states[key].buckets, states[key].last_imp_us), 2)
     assert unpack_pending(blob, base) == {k: (p.buckets, p.last_imp_us) for k, p in states.items()}
     # Its name memo is the Python one's: either can continue from it.
     again = pack_pending(base, ((k, states[k]) for k in keys), dict(c_names))

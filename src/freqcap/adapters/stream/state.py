@@ -48,6 +48,9 @@ from freqcap.domain.stream.partitions import compare_ids, state_base
 SEP = "\x1f"
 _SIZE = struct.Struct("<I")
 _NAMES_MAX = 200_000
+# The pending records' marshal version: 2 has no back-references (cheaper to write, and `_pending.c` writes the same
+# bytes); `marshal.loads` reads every version, so records an older worker wrote in version 4 still load.
+_MARSHAL_VERSION = 2
 SEEN_GENERATIONS = 4
 
 
@@ -94,7 +97,7 @@ def pack_pending(base: str, pairs: Iterable[tuple[PairKey, Any]], names: dict[Pa
             level, user, entity = key
             raw = f"{head}{level}:{user}{SEP}{entity}".encode()  # pair_state_key
             name = names[key] = size(len(raw)) + raw
-        blob = dumps((counts.buckets, counts.last_imp_us))
+        blob = dumps((counts.buckets, counts.last_imp_us), _MARSHAL_VERSION)
         out += (name, size(len(blob)), blob)
     return b"".join(out)
 
