@@ -5,8 +5,9 @@
  * Records are `<I n><name><I m><state>`: the name `<base>:s:<level>:<user>\x1f<entity>` (UTF-8), the state
  * `marshal.dumps((buckets, last_imp_us), 2)`, read back by `unpack_pending` and rewritten by the forget script (which
  * reads names only). The state is written here byte for byte as CPython's marshal writes it (version 2: no
- * back-references, which made CPython's writer the larger part of this function's time). The Python function stays
- * the reference and the fallback.
+ * back-references, so no table of the objects written; CPython's writer still takes anything else). Most of what is
+ * left of this function's time is reaching each pair's objects in memory. The Python function stays the reference
+ * and the fallback.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
