@@ -38,13 +38,8 @@ def test_freqcap_native_off_turns_them_off(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def packer():
-    module = load("freqcap.adapters.stream._pending")
-    if module is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("the pending packer is not built in this install")
-        pytest.skip("the pending packer is not built here")
-    return module
+def packer(compiled):
+    return compiled("freqcap.adapters.stream._pending")
 
 
 def _states(rng: random.Random, n: int) -> dict[tuple[str, str, str], PairCounts]:

@@ -80,16 +80,22 @@ static PyObject *unit_keys(PyObject *Py_UNUSED(self), PyObject *const *args, Py_
     return out;
 }
 
-/* Drop the buckets of `state` ending before `horizon` (`PairCounts.prune`); -1 on error. */
-static int prune(PyObject *state, PyObject *horizon) {
+/* A pair state's bucket maps (`PairCounts.buckets`), checked to be a dict; a new reference, NULL on error. */
+static PyObject *state_buckets(PyObject *state) {
     PyObject *buckets = PyObject_GetAttr(state, BUCKETS);
-    if (buckets == NULL)
-        return -1;
-    if (!PyDict_Check(buckets)) {
+    if (buckets != NULL && !PyDict_Check(buckets)) {
         Py_DECREF(buckets);
         PyErr_SetString(PyExc_RuntimeError, "a pair's buckets are not a dict");
-        return -1;
+        return NULL;
     }
+    return buckets;
+}
+
+/* Drop the buckets of `state` ending before `horizon` (`PairCounts.prune`); -1 on error. */
+static int prune(PyObject *state, PyObject *horizon) {
+    PyObject *buckets = state_buckets(state);
+    if (buckets == NULL)
+        return -1;
     PyObject *kind, *counts, *end, *count;
     Py_ssize_t pos = 0, i;
     int rc = 0;
@@ -118,14 +124,9 @@ static int prune(PyObject *state, PyObject *horizon) {
 
 /* Count one applied event in one pair (`apply_counts`' inner step); -1 on error. */
 static int count_in(PyObject *state, PyObject *kind, int impression, PyObject *end, PyObject *ts) {
-    PyObject *buckets = PyObject_GetAttr(state, BUCKETS);
+    PyObject *buckets = state_buckets(state);
     if (buckets == NULL)
         return -1;
-    if (!PyDict_Check(buckets)) {
-        Py_DECREF(buckets);
-        PyErr_SetString(PyExc_RuntimeError, "a pair's buckets are not a dict");
-        return -1;
-    }
     PyObject *counts = PyDict_GetItemWithError(buckets, kind); /* borrowed; `buckets[kind]` */
     if (counts == NULL || !PyDict_Check(counts)) {
         if (counts != NULL)

@@ -5,13 +5,11 @@ input raises before anything changes."""
 from __future__ import annotations
 
 import copy
-import os
 import random
 from collections import Counter
 
 import pytest
 
-from freqcap.adapters.native import load
 from freqcap.adapters.stream.counting import UnitCounter, count_unit, unit_keys
 from freqcap.domain.stream.batch import DUPLICATE, LATE, OK
 from freqcap.domain.stream.buckets import PairCounts
@@ -22,13 +20,8 @@ T0 = 1_790_000_000
 
 
 @pytest.fixture(scope="module")
-def native():
-    module = load("freqcap.adapters.stream._counts")
-    if module is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("the unit counter is not built in this install")
-        pytest.skip("the unit counter is not built here")
-    return module
+def native(compiled):
+    return compiled("freqcap.adapters.stream._counts")
 
 
 def _unit(rng: random.Random, n: int, span_us: int = 3 * 86_400 * 10**6):
