@@ -422,9 +422,7 @@ def remember(
     items: Sequence[tuple[tuple[str, str, str], Any, tuple[bytes, ...]]],
 ) -> None:
     """Record what was just written for each pair (bounded: a forgotten pair is only written whole next time)."""
-    if len(written) > _WRITTEN_MAX:
-        written.clear()
-    written.update((pair, values) for pair, _, values in items)
+    remember_pairs(written, [pair for pair, _, _ in items], [values for _, _, values in items])
 
 
 def remember_pairs(

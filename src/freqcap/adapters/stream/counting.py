@@ -39,11 +39,10 @@ def count_unit(
 
 class UnitCounter:
     """`keys(events, verdicts)` and `count(events, verdicts, keys, cache, bucket_s, horizon)`: `unit_keys` and
-    `count_unit`, compiled when this install has them. `name`: `native` or `python`."""
+    `count_unit`, compiled when this install has them."""
 
     def __init__(self) -> None:
         self._native = load("freqcap.adapters.stream._counts")
-        self.name = "python" if self._native is None else "native"
         self.keys: Callable[[list[StreamEvent], list[int]], list[PairKey]] = (
             unit_keys if self._native is None else self._native_keys
         )
