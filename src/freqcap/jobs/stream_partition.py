@@ -54,7 +54,7 @@ from freqcap.domain.privacy import Pseudonymizer
 from freqcap.domain.stream.batch import LATE, OK, PairKey, judge
 from freqcap.domain.stream.buckets import PairCounts, prune_horizon
 from freqcap.domain.stream.messages import StreamEvent, parse_message
-from freqcap.domain.stream.partitions import compare_ids
+from freqcap.domain.stream.partitions import first_after, id_key
 from freqcap.domain.stream.privacy import pseudonymize_dead, pseudonymize_events
 
 log = logging.getLogger(__name__)
@@ -203,10 +203,11 @@ class PartitionConsumer:
             self._await_push()
 
     def _not_yet_applied(self, messages: Sequence[Message]) -> list[Message]:
+        """The messages after `last_id`. A micro-batch is in stream order: each read returns ascending ids, and
+        reads only move forward (own pending entries from `0`, then new ones from `>`)."""
         if self.last_id is None:
             return list(messages)
-        last = self.last_id
-        return [m for m in messages if compare_ids(m.id, last) > 0]
+        return list(messages[first_after([m.id for m in messages], self.last_id) :])
 
     def _apply(self, todo: list[Message]) -> None:
         """Commit the micro-batch in atomic units of at most `stream.commit_events` messages (each unit holds the
@@ -299,7 +300,7 @@ class PartitionConsumer:
             ahead_ids.update(judged.new_ids)
         late = [(m, "late") for m, v in zip(sources, judged.verdicts, strict=True) if v == LATE]
         if late:
-            dead = sorted(dead + late, key=lambda d: _id_key(d[0].id))
+            dead = sorted(dead + late, key=lambda d: id_key(d[0].id))
         keys = self.counter.keys(events, judged.verdicts)
         self._load_pairs(set(keys))
         horizon = prune_horizon(judged.watermark_us, self.retention_s, self.bucket_s) if judged.watermark_us else 0
@@ -472,8 +473,3 @@ class _Push:
         self._thread.join()
         if self._error is not None:
             raise self._error
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

@@ -46,6 +46,24 @@ static int cmp_item(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* `<prefix><n>\r\n` (n >= 0) written at `out`; its length. The RESP lengths of every argument: snprintf's format
+ * parsing was 60 % of a row's instructions (valgrind --tool=callgrind on push_rows). */
+static int put_len(char *out, char prefix, Py_ssize_t n) {
+    char digits[24];
+    int k = 0;
+    do {
+        digits[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    int i = 0;
+    out[i++] = prefix;
+    while (k > 0)
+        out[i++] = digits[--k];
+    out[i++] = '\r';
+    out[i++] = '\n';
+    return i;
+}
+
 /* An Int64List ValueProto around packed varints `body` (the empty list's own encoding when empty). */
 static PyObject *wrap_list(const unsigned char *body, Py_ssize_t len) {
     if (len == 0) {
@@ -262,15 +280,17 @@ static PyObject *build_hset(PyObject *head, PyObject *key, PyObject *fields, PyO
         if (eq)
             continue;
         n_changed++;
-        char len_text[24];
-        size += PyBytes_GET_SIZE(PyTuple_GET_ITEM(fields, i + 1)) +
-                snprintf(len_text, sizeof len_text, "$%zd\r\n", PyBytes_GET_SIZE(v)) + PyBytes_GET_SIZE(v) + 2;
+        char len_text[32];
+        size += PyBytes_GET_SIZE(PyTuple_GET_ITEM(fields, i + 1)) + put_len(len_text, '$', PyBytes_GET_SIZE(v)) +
+                PyBytes_GET_SIZE(v) + 2;
     }
     char header[48];
     const char *head_bytes = PyBytes_AS_STRING(head);
     Py_ssize_t head_len = PyBytes_GET_SIZE(head);
     if (before != Py_None && n_changed < nv) { /* fewer arguments than a whole row: the header counts them */
-        head_len = snprintf(header, sizeof header, "*%zd\r\n$4\r\nHSET\r\n", 4 + 2 * n_changed);
+        head_len = put_len(header, '*', 4 + 2 * n_changed);
+        memcpy(header + head_len, "$4\r\nHSET\r\n", 10);
+        head_len += 10;
         head_bytes = header;
     }
     Py_ssize_t key_len = PyBytes_GET_SIZE(key), ts_field = PyBytes_GET_SIZE(PyTuple_GET_ITEM(fields, 0));
@@ -293,7 +313,7 @@ static PyObject *build_hset(PyObject *head, PyObject *key, PyObject *fields, PyO
         PyObject *f = PyTuple_GET_ITEM(fields, i + 1), *v = PySequence_Fast_GET_ITEM(values, i);
         memcpy(p, PyBytes_AS_STRING(f), PyBytes_GET_SIZE(f));
         p += PyBytes_GET_SIZE(f);
-        p += sprintf(p, "$%zd\r\n", PyBytes_GET_SIZE(v));
+        p += put_len(p, '$', PyBytes_GET_SIZE(v));
         memcpy(p, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v));
         p += PyBytes_GET_SIZE(v);
         *p++ = '\r';
@@ -312,8 +332,8 @@ static PyObject *hset_command(PyObject *Py_UNUSED(self), PyObject *const *args, 
 
 /* `b"$<n>\r\n<raw>\r\n"`; a new reference. */
 static PyObject *bulk(PyObject *raw) {
-    char len_text[24];
-    int head = snprintf(len_text, sizeof len_text, "$%zd\r\n", PyBytes_GET_SIZE(raw));
+    char len_text[32];
+    int head = put_len(len_text, '$', PyBytes_GET_SIZE(raw));
     PyObject *out = PyBytes_FromStringAndSize(NULL, head + PyBytes_GET_SIZE(raw) + 2);
     if (out == NULL)
         return NULL;

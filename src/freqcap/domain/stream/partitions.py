@@ -16,6 +16,7 @@ worker should own which partition. Pure: no I/O.
 from __future__ import annotations
 
 import zlib
+from bisect import bisect_right
 from collections.abc import Sequence
 
 
@@ -57,9 +58,19 @@ def assignment(members: Sequence[str], partitions: int) -> dict[str, list[int]]:
     return out
 
 
+def id_key(entry_id: str) -> tuple[int, int]:
+    """A Redis stream id `<ms>-<seq>` as a sortable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def compare_ids(a: str, b: str) -> int:
     """Order of two Redis stream ids `<ms>-<seq>`: -1, 0 or 1."""
-    am, _, aseq = a.partition("-")
-    bm, _, bseq = b.partition("-")
-    x, y = (int(am), int(aseq or 0)), (int(bm), int(bseq or 0))
+    x, y = id_key(a), id_key(b)
     return (x > y) - (x < y)
+
+
+def first_after(ids: Sequence[str], last_id: str) -> int:
+    """In ids in stream order (ascending), the index of the first one after `last_id`: those before it are at or
+    before it. A bisection: a micro-batch is thousands of ids, and comparing each cost ~3 % of a worker."""
+    return bisect_right(ids, id_key(last_id), key=id_key)

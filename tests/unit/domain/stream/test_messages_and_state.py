@@ -19,7 +19,7 @@ from freqcap.domain.stream.messages import (
     parse_message_full,
     parse_ts,
 )
-from freqcap.domain.stream.partitions import assignment, compare_ids, partition_of, stream_name
+from freqcap.domain.stream.partitions import assignment, compare_ids, first_after, partition_of, stream_name
 
 GOOD = {
     "event_id": "e1",
@@ -204,3 +204,18 @@ def test_partitions_route_users_stably_and_assign_every_partition_once():
     assert plan["w1"] == [0, 3, 6] and plan["w3"] == [2, 5]
     assert assignment([], 4) == {}
     assert compare_ids("10-2", "9-5") == 1 and compare_ids("10-2", "10-10") == -1 and compare_ids("3-0", "3-0") == 0
+
+
+def test_first_after_matches_comparing_every_id():
+    """The bisection over a micro-batch's ids (ascending) against comparing each id with the last applied one, on
+    random batches: ids sharing a millisecond, `last_id` inside, between, before and after them."""
+    rng = random.Random(11)
+    for _ in range(400):
+        ms, ids = rng.randrange(1, 50), []
+        for _ in range(rng.randrange(0, 30)):
+            ms += rng.choice([0, 0, 1, 7])
+            seq = int(ids[-1].split("-")[1]) + 1 if ids and ids[-1].startswith(f"{ms}-") else rng.randrange(3)
+            ids.append(f"{ms}-{seq}")
+        last = rng.choice(ids) if ids and rng.random() < 0.5 else f"{rng.randrange(0, ms + 2)}-{rng.randrange(4)}"
+        expected = [i for i in ids if compare_ids(i, last) > 0]
+        assert ids[first_after(ids, last) :] == expected, (ids, last)
