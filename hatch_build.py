@@ -21,6 +21,7 @@ SOURCES = (
     "src/freqcap/adapters/feast/_rowcodec.c",
     "src/freqcap/adapters/stream/_pending.c",
     "src/freqcap/adapters/stream/_counts.c",
+    "src/freqcap/adapters/stream/_parse.c",
 )
 
 

@@ -16,6 +16,7 @@ MODULES = (
     "freqcap.adapters.feast._rowcodec",
     "freqcap.adapters.stream._pending",
     "freqcap.adapters.stream._counts",
+    "freqcap.adapters.stream._parse",
 )
 
 

@@ -12,6 +12,7 @@ import contextlib
 import math
 from collections.abc import Collection, Mapping
 from datetime import datetime
+from sys import intern
 from typing import NamedTuple
 
 from freqcap.domain.stream.buckets import KINDS
@@ -161,7 +162,8 @@ def _parse_fast(
     ts_us = parse_ts(ets)
     if ts_us is None:
         return None
-    return StreamEvent(eid, kind, ts_us, user, adv, camp, ad)
+    # The entity ids interned: a few thousand of them, each in many pair keys (one copy each, not one per pair).
+    return StreamEvent(eid, kind, ts_us, user, intern(adv), intern(camp), intern(ad))
 
 
 def event_fields(row: Mapping[str, object]) -> dict[str, str]:
