@@ -194,22 +194,23 @@ class PartitionConsumer:
         partition): freshness is only reported, and a partition only given up, once everything read is visible."""
         messages, self.pending = self.pending, []
         if messages:
-            todo = self._not_yet_applied(messages)
+            ids = [m.id for m in messages]  # the bisection's and the acknowledgement's
+            todo = self._not_yet_applied(messages, ids)
             self.stats.messages += len(messages)
             self.stats.skipped += len(messages) - len(todo)
             if todo:
                 self._apply(todo)
-            self.transport.ack([m.id for m in messages])
+            self.transport.ack(ids)
             self.stats.batches += 1
         if final or self.transport.caught_up:
             self._await_push()
 
-    def _not_yet_applied(self, messages: Sequence[Message]) -> list[Message]:
-        """The messages after `last_id`. A micro-batch is in stream order: each read returns ascending ids, and
-        reads only move forward (own pending entries from `0`, then new ones from `>`)."""
+    def _not_yet_applied(self, messages: list[Message], ids: list[str]) -> list[Message]:
+        """The messages after `last_id` (`ids`: theirs). A micro-batch is in stream order: each read returns
+        ascending ids, and reads only move forward (own pending entries from `0`, then new ones from `>`)."""
         if self.last_id is None:
-            return list(messages)
-        return list(messages[first_after([m.id for m in messages], self.last_id) :])
+            return messages
+        return messages[first_after(ids, self.last_id) :]
 
     def _apply(self, todo: list[Message]) -> None:
         """Commit the micro-batch in atomic units of at most `stream.commit_events` messages (each unit holds the
