@@ -8,8 +8,10 @@ blocked by `DEBUG SLEEP` (a slow store), 24 clients send decisions at once. The 
 - every request answers 200 at once: none waits for a slot beyond the admission budget, none beyond its budget;
 - the requests that got a slot fail open `timeout` (the store is slow); every other one is shed at admission,
   `degraded: true` with reason `overload`, every candidate eligible at penalty 1.0, and most of the burst is shed;
-- `/metrics` counts exactly as many `overload` answers as the clients received;
-- before the burst, requests one at a time on the healthy store are never shed; once Redis answers again the
+- `/metrics` counts exactly as many `overload` answers as the clients received, and as many sheds by cause
+  (`freqcap_decide_shed_total`: most for want of a slot, `no_slot`);
+- before the burst, requests one at a time on the healthy store are never shed (one at a time: the next is sent
+  once every lookup slot is back, since a lookup that outlived its request's budget keeps its slot by design); once Redis answers again the
   service answers real decisions again, without a restart.
 """
 
@@ -62,6 +64,26 @@ def _fail_opens(client: httpx.Client) -> dict[str, int]:
     return _fail_open_counts(client.get("/metrics").text)
 
 
+def _shed(client: httpx.Client) -> dict[str, int]:
+    """`freqcap_decide_shed_total` by cause, from /metrics."""
+    out = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("freqcap_decide_shed_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('cause="')[1].split('"')[0]] = int(float(value))
+    assert set(out) == {"no_slot", "waited", "loop_lag"}, out
+    return out
+
+
+def _wait_until_slots_free(state, timeout_s: float = 2.0) -> None:
+    """Until every lookup slot is back. A request answered `timeout` on the thread-pool path keeps its slot until
+    its lookup thread is really done (`release_when_done`, by design): the next request may only count as "one at
+    a time" once that thread has finished. (`_value`: asyncio.Semaphore's free count; no public accessor.)"""
+    deadline = time.monotonic() + timeout_s
+    while state.slots._value < SLOTS and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 class ThreadPoolPath:
     """The app's own Redis reader, wrapped so that the app runs it on its lookup threads (the path of every reader
     that has no event-loop form: SQLite, Feast) instead of on the event loop. Every read is the real one."""
@@ -103,9 +125,19 @@ def test_a_burst_beyond_the_lookup_slots_on_a_slow_store_is_shed_as_overload_at_
         with live_server(app) as url, httpx.Client(base_url=url, timeout=10) as client:
             state = app.state.serving
             assert (state.async_reader is not None) == (path == "event_loop")
-            warm = [client.post("/v1/decide", json=body()).json() for _ in range(20)]
-            assert sum(not w["degraded"] for w in warm) >= 15, [w["degraded_reason"] for w in warm]
-            assert all(w["degraded_reason"] != "overload" for w in warm), "one request at a time is never shed"
+            warm, lags = [], []
+            for _ in range(20):
+                warm.append(client.post("/v1/decide", json=body()).json())
+                lags.append(state.loop_lag)
+                _wait_until_slots_free(state)
+            reasons = [w["degraded_reason"] for w in warm]
+            assert sum(not w["degraded"] for w in warm) >= 15, reasons
+            # One lookup at a time never finds the slots taken. A request may still be shed because it reached its
+            # handler after the admission budget (`waited`: another process held the core; a busy CI box does
+            # this): that is the box, not the slots, and /metrics says which.
+            shed_warm = _shed(client)
+            assert shed_warm["no_slot"] == 0, (reasons, shed_warm)
+            assert reasons.count("overload") == shed_warm["waited"] + shed_warm["loop_lag"], (reasons, shed_warm, lags)
             before = _fail_opens(client)
 
             blocker = redis.Redis(port=server.port, socket_timeout=SLEEP_S + 5)
@@ -155,6 +187,8 @@ def test_a_burst_beyond_the_lookup_slots_on_a_slow_store_is_shed_as_overload_at_
             after = _fail_opens(client)
             assert after["overload"] - before.get("overload", 0) == reasons["overload"], (before, after)
             assert after["timeout"] - before.get("timeout", 0) == reasons["timeout"], (before, after)
+            shed = {cause: n - shed_warm[cause] for cause, n in _shed(client).items()}
+            assert sum(shed.values()) == reasons["overload"] and shed["no_slot"] >= 1, (shed, reasons)
 
             sleeping.join(timeout=SLEEP_S + 5)
             blocker.close()
@@ -196,7 +230,7 @@ class _LoopHog:
 def test_a_saturated_event_loop_sheds_as_overload_beyond_the_admission_budget(tmp_path, admission_ms):
     """While the loop runs ~20 ms late (sustained), every request is answered `overload` at once when the
     admission budget (`serving.admission_ms`) is 5 ms (the default), and none is shed when it is 1 s; before and
-    after, nothing is."""
+    after, nothing is shed for the loop or the slots (`freqcap_decide_shed_total` by cause)."""
     from tests.integration.test_serving import FakeReader, load_settings
 
     app = create_app(
@@ -212,18 +246,29 @@ def test_a_saturated_event_loop_sheds_as_overload_beyond_the_admission_budget(tm
         def reasons(n: int) -> Counter:
             return Counter(client.post("/v1/decide", json=body()).json()["degraded_reason"] for _ in range(n))
 
-        assert reasons(10) == {None: 10}
-        before = _fail_opens(client).get("overload", 0)
+        def healthy(n: int) -> None:
+            """n requests one at a time on an idle loop: real decisions. The only shedding allowed is a request that
+            reached its handler after the budget (`waited`: the box gave the core to another process, or a full
+            collection in a large test process paused it), and /metrics must say so."""
+            shed0 = _shed(client)
+            got = reasons(n)
+            shed = {cause: count - shed0[cause] for cause, count in _shed(client).items()}
+            assert got[None] >= n - 2 and got[None] + got["overload"] == n, (got, shed)
+            assert shed == {"no_slot": 0, "waited": got["overload"], "loop_lag": 0}, (got, shed)
+
+        healthy(10)
+        before, shed_before = _fail_opens(client).get("overload", 0), _shed(client)
         with _LoopHog(state.loop):
             assert state.loop_lag > 0.010, state.loop_lag
             during = reasons(10)
-        after = reasons(10)
         if admission_ms < 20:
             assert during == {"overload": 10}, during
             assert _fail_opens(client).get("overload", 0) - before == 10
+            shed = {cause: count - shed_before[cause] for cause, count in _shed(client).items()}
+            assert shed["no_slot"] == 0 and shed["loop_lag"] + shed["waited"] == 10 and shed["loop_lag"] > 0, shed
         else:  # not shed; some may time out (the loop resumes them late): the budget is not the admission's
             assert "overload" not in during and sum(during.values()) == 10, during
-        assert after == {None: 10}, after
+        healthy(10)
 
 
 def _at_once(url: str, payload: dict) -> list[str | None]:

@@ -135,10 +135,13 @@ class ServingState:
         (`release` / `release_when_done`). Also False while the event loop lags by more than the budget: requests
         are then waiting in the loop itself (CPU saturated), and answering them cheaply is how the backlog drains."""
         if self.loop_lag > self.admission and asyncio.get_running_loop() is self.loop:
-            return False  # (the lag is the lifespan's loop's: a request served on another loop, in tests, is not late)
+            # (the lag is the lifespan's loop's: a request served on another loop, in tests, is not late)
+            self.metrics.count_shed("loop_lag")
+            return False
         left = self.admission if arrived is None else self.admission - (time.perf_counter() - arrived)
         if left <= 0:
-            return False  # it waited for the loop longer than the budget already
+            self.metrics.count_shed("waited")  # it waited for the loop longer than the budget already
+            return False
         slots = self.slots
         if not slots.locked():
             await slots.acquire()  # a free slot: returns without suspending
@@ -146,6 +149,7 @@ class ServingState:
         try:
             await asyncio.wait_for(slots.acquire(), left)
         except TimeoutError:
+            self.metrics.count_shed("no_slot")
             return False
         return True
 

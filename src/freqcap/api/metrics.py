@@ -29,6 +29,11 @@ class LivePolicy:
     store_read_at: float | None
 
 
+# Why a request was shed (`Metrics.count_shed`): the store or the slots (`no_slot`) against the process's own CPU
+# (`waited`, `loop_lag`) — on-call's first question when `overload` answers rise.
+SHED_CAUSES = ("no_slot", "waited", "loop_lag")
+
+
 class Metrics:
     """Counters rendered by hand in the Prometheus text format (no client library on the hot path)."""
 
@@ -44,6 +49,14 @@ class Metrics:
         self.stream_stale = 0
         self.anonymous = 0
         self.policy_sync_errors: Counter[str] = Counter()
+        self.shed: Counter[str] = Counter()  # `overload` answers by cause (SHED_CAUSES)
+
+    def count_shed(self, cause: str) -> None:
+        """One request shed at admission (answered `overload`), by cause: `no_slot` (every lookup slot stayed busy
+        for the admission budget: the store is slow or the load beyond the slots), `waited` (the request reached its
+        handler after the budget), `loop_lag` (the event loop runs late: the process is out of CPU)."""
+        with self._lock:
+            self.shed[cause] += 1
 
     def count_stream_stale(self) -> None:
         """One request decided from batch alone because the stream was stale."""
@@ -85,6 +98,12 @@ class Metrics:
                 set(self.fail_open) | {"timeout", "store_error", "internal_error", "no_policy", "overload"}
             ):
                 lines.append(f'freqcap_decide_fail_open_total{{reason="{reason}"}} {self.fail_open[reason]}')
+            lines += [
+                "# HELP freqcap_decide_shed_total Requests shed at admission (answered overload), by cause.",
+                "# TYPE freqcap_decide_shed_total counter",
+            ]
+            for cause in SHED_CAUSES:
+                lines.append(f'freqcap_decide_shed_total{{cause="{cause}"}} {self.shed[cause]}')
             lines += [
                 "# HELP freqcap_decide_latency_seconds Time to answer a decision request (server side).",
                 "# TYPE freqcap_decide_latency_seconds histogram",
