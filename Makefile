@@ -34,7 +34,7 @@ demo: setup  ## simulate a small world, run the features, training and publish D
 	$(BIN)/freqcap demo
 
 test: setup chromium lint-imports docs  ## import contracts, the docs site (strict) and the whole test suite (needs Redis on 127.0.0.1:6379 under CI)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests only
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
