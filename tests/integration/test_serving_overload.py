@@ -11,8 +11,8 @@ blocked by `DEBUG SLEEP` (a slow store), 24 clients send decisions at once. The 
 - `/metrics` counts exactly as many `overload` answers as the clients received, and as many sheds by cause
   (`freqcap_decide_shed_total`: most for want of a slot, `no_slot`);
 - before the burst, requests one at a time on the healthy store are never shed (one at a time: the next is sent
-  once every lookup slot is back, since a lookup that outlived its request's budget keeps its slot by design); once Redis answers again the
-  service answers real decisions again, without a restart.
+  once every lookup slot is back, since a lookup that outlived its request's budget keeps its slot by design);
+  once Redis answers again the service answers real decisions again, without a restart.
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ def _shed(client: httpx.Client) -> dict[str, int]:
             out[labels.split('cause="')[1].split('"')[0]] = int(float(value))
     assert set(out) == {"no_slot", "waited", "loop_lag"}, out
     return out
+
+
+def _shed_since(client: httpx.Client, before: dict[str, int]) -> dict[str, int]:
+    """The sheds by cause counted since `before` (an earlier `_shed`)."""
+    return {cause: n - before[cause] for cause, n in _shed(client).items()}
 
 
 def _wait_until_slots_free(state, timeout_s: float = 2.0) -> None:
@@ -187,7 +192,7 @@ def test_a_burst_beyond_the_lookup_slots_on_a_slow_store_is_shed_as_overload_at_
             after = _fail_opens(client)
             assert after["overload"] - before.get("overload", 0) == reasons["overload"], (before, after)
             assert after["timeout"] - before.get("timeout", 0) == reasons["timeout"], (before, after)
-            shed = {cause: n - shed_warm[cause] for cause, n in _shed(client).items()}
+            shed = _shed_since(client, shed_warm)
             assert sum(shed.values()) == reasons["overload"] and shed["no_slot"] >= 1, (shed, reasons)
 
             sleeping.join(timeout=SLEEP_S + 5)
@@ -252,7 +257,7 @@ def test_a_saturated_event_loop_sheds_as_overload_beyond_the_admission_budget(tm
             collection in a large test process paused it), and /metrics must say so."""
             shed0 = _shed(client)
             got = reasons(n)
-            shed = {cause: count - shed0[cause] for cause, count in _shed(client).items()}
+            shed = _shed_since(client, shed0)
             assert got[None] >= n - 2 and got[None] + got["overload"] == n, (got, shed)
             assert shed == {"no_slot": 0, "waited": got["overload"], "loop_lag": 0}, (got, shed)
 
@@ -264,7 +269,7 @@ def test_a_saturated_event_loop_sheds_as_overload_beyond_the_admission_budget(tm
         if admission_ms < 20:
             assert during == {"overload": 10}, during
             assert _fail_opens(client).get("overload", 0) - before == 10
-            shed = {cause: count - shed_before[cause] for cause, count in _shed(client).items()}
+            shed = _shed_since(client, shed_before)
             assert shed["no_slot"] == 0 and shed["loop_lag"] + shed["waited"] == 10 and shed["loop_lag"] > 0, shed
         else:  # not shed; some may time out (the loop resumes them late): the budget is not the admission's
             assert "overload" not in during and sum(during.values()) == 10, during
